@@ -1,0 +1,227 @@
+"""Bosun settings: one module, driven by the environment.
+
+Every value that differs between a laptop and production comes from an
+environment variable read through the small helpers below; a malformed value
+raises ImproperlyConfigured at start-up instead of misbehaving later.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (true/false), got {raw!r}")
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+    SECRET_KEY = "insecure-development-key-only-for-debug"
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1"] if DEBUG else [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "django_q",
+    "runs",
+    "policies",
+    "approvals",
+    "knowledge",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------
+# DATABASE_URL selects the database (PostgreSQL in production). Without it,
+# Bosun runs on an embedded SQLite file: WAL lets the web server and the
+# workers read while one writes, the busy timeout makes writers queue instead
+# of failing, and IMMEDIATE transactions take the write lock up front so a
+# read-then-write transaction cannot fail half-way with "database is locked".
+VAR_DIR = Path(env_str("BOSUN_VAR_DIR", str(BASE_DIR / "var")))
+DATABASE_URL = os.environ.get("DATABASE_URL", "")
+if DATABASE_URL:
+    try:
+        DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"DATABASE_URL is not a valid URL: {exc}") from None
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "bosun.sqlite3",
+            "OPTIONS": {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    }
+# django-q2's ORM broker closes stale connections before every poll: keep
+# connections open so a poll is not a new connection.
+DATABASES["default"]["CONN_MAX_AGE"] = env_int("CONN_MAX_AGE", 60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+LOGIN_URL = "admin:login"
+
+# --- Task queue -------------------------------------------------------------
+# django-q2 is only the doorbell: a task carries a run id, and the engine
+# decides whether there is anything to do. Delivery is at-least-once, so a
+# task not acknowledged within `retry` seconds is delivered again; `retry`
+# must therefore exceed `timeout`, or a slow task would run twice at once.
+BOSUN_TASK_TIMEOUT_S = env_int("BOSUN_TASK_TIMEOUT_S", 300)
+Q_CLUSTER = {
+    "name": "bosun",
+    "workers": env_int("BOSUN_WORKERS", 2),
+    "orm": "default",
+    "poll": env_float("BOSUN_QUEUE_POLL_S", 0.05),
+    "timeout": BOSUN_TASK_TIMEOUT_S,
+    "retry": BOSUN_TASK_TIMEOUT_S + 60,
+    "max_attempts": 5,
+    "ack_failures": True,
+    "catch_up": False,
+    "save_limit": 500,
+    "label": "Task queue",
+    "sync": env_bool("BOSUN_QUEUE_SYNC", False),
+}
+
+# --- Engine -----------------------------------------------------------------
+# A claimed run is leased for this long; every checkpoint renews the lease.
+BOSUN_LEASE_S = env_float("BOSUN_LEASE_S", 60.0)
+# One task advances a run for at most this long before handing it back to
+# the queue, so a long run cannot monopolise a worker.
+BOSUN_TASK_SLICE_S = env_float("BOSUN_TASK_SLICE_S", 120.0)
+# A retry backoff shorter than this is slept inside the task (the run keeps
+# its worker); a longer one is handed to the sweeper.
+BOSUN_INLINE_WAIT_S = env_float("BOSUN_INLINE_WAIT_S", 2.0)
+# How often the sweeper process looks for due timers and expired leases.
+BOSUN_SWEEP_INTERVAL_S = env_float("BOSUN_SWEEP_INTERVAL_S", 1.0)
+# Who is told that a run has work to do: a dotted path to a callable taking
+# a run id. The queue in production; tests may ring inline.
+BOSUN_DOORBELL = env_str("BOSUN_DOORBELL", "runs.tasks.ring")
+
+# Plug-ins are listed here, by dotted path: no autodiscovery.
+BOSUN_TOOLS: dict[str, str] = {
+    "echo": "runs.tools.builtin.Echo",
+    "lead.normalize": "runs.tools.builtin.NormalizeLead",
+    "wait": "runs.tools.builtin.Wait",
+}
+BOSUN_LLM_PROVIDERS: dict[str, str] = {
+    "scripted": "runs.llm.scripted.ScriptedProvider",
+}
+BOSUN_DEFAULT_PROVIDER = env_str("BOSUN_LLM_PROVIDER", "scripted")
+BOSUN_MODEL_TIERS = {
+    "fast": env_str("BOSUN_MODEL_FAST", "claude-haiku-4-5"),
+    "balanced": env_str("BOSUN_MODEL_BALANCED", "claude-sonnet-4-5"),
+    "best": env_str("BOSUN_MODEL_BEST", "claude-opus-4-1"),
+}
+# USD per million tokens: input, output, cache read, cache write.
+BOSUN_PRICES = {
+    "claude-haiku-4-5": {"input": 1.0, "output": 5.0, "cache_read": 0.10, "cache_write": 1.25},
+    "claude-sonnet-4-5": {"input": 3.0, "output": 15.0, "cache_read": 0.30, "cache_write": 3.75},
+    "claude-opus-4-1": {"input": 15.0, "output": 75.0, "cache_read": 1.50, "cache_write": 18.75},
+    "scripted": {"input": 0.0, "output": 0.0, "cache_read": 0.0, "cache_write": 0.0},
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

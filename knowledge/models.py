@@ -1,0 +1,1 @@
+"""The knowledge graph (entities, typed events, relations) lives here."""

@@ -1,0 +1,92 @@
+"""Branch conditions as data, and the small evaluator that runs them.
+
+A condition is a comparison on a path of the run context, or a combination:
+
+    {"path": "steps.score.total", "op": ">=", "value": 70}
+    {"all": [cond, ...]}   {"any": [cond, ...]}   {"not": cond}
+
+Nothing an operator types is ever executed as code: paths are looked up key
+by key, and operators come from a fixed table.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from runs.context import MISSING, resolve
+
+Op = Literal[
+    "==", "!=", "<", "<=", ">", ">=", "in", "not_in", "contains", "exists", "not_exists"
+]
+
+
+def _compare(fn):
+    def apply(left: Any, right: Any) -> bool:
+        try:
+            return bool(fn(left, right))
+        except TypeError:
+            return False  # None < 70 and the like: not a match, not a crash
+
+    return apply
+
+
+_OPS = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": _compare(operator.lt),
+    "<=": _compare(operator.le),
+    ">": _compare(operator.gt),
+    ">=": _compare(operator.ge),
+    "in": _compare(lambda left, right: left in right),
+    "not_in": _compare(lambda left, right: left not in right),
+    "contains": _compare(lambda left, right: right in left),
+}
+
+
+class Compare(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(min_length=1, pattern=r"^[A-Za-z_][\w]*(\.[\w]+)*$")
+    op: Op
+    value: Any = None
+
+
+class AllOf(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    all: list[Condition] = Field(min_length=1)
+
+
+class AnyOf(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    any: list[Condition] = Field(min_length=1)
+
+
+class Not(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    not_: Condition = Field(alias="not")
+
+
+Condition = Union[Compare, AllOf, AnyOf, Not]
+AllOf.model_rebuild()
+AnyOf.model_rebuild()
+Not.model_rebuild()
+
+
+def evaluate(condition: Condition, context: dict[str, Any]) -> bool:
+    """True when `condition` holds for `context`. A missing path is no match."""
+    if isinstance(condition, AllOf):
+        return all(evaluate(c, context) for c in condition.all)
+    if isinstance(condition, AnyOf):
+        return any(evaluate(c, context) for c in condition.any)
+    if isinstance(condition, Not):
+        return not evaluate(condition.not_, context)
+    found = resolve(context, condition.path)
+    if condition.op == "exists":
+        return found is not MISSING
+    if condition.op == "not_exists":
+        return found is MISSING
+    if found is MISSING:
+        return False
+    return _OPS[condition.op](found, condition.value)

@@ -1,0 +1,31 @@
+"""The run engine: a state machine over runs and step runs, pure Python + ORM.
+
+It imports no views, API, admin, task queue or model SDK (a test enforces
+this). Everything that changes a run goes through these functions.
+"""
+
+from runs.engine.definition import publish_workflow, validate_workflow
+from runs.engine.errors import (
+    AlreadyDecided,
+    EngineError,
+    InvalidState,
+    LeaseLost,
+    NotFound,
+    PublishError,
+    StepError,
+)
+from runs.engine.service import (
+    Started,
+    cancel_run,
+    decide_approval,
+    retry_run,
+    start_run,
+    sweep,
+)
+from runs.engine.worker import Advance, advance_run
+
+__all__ = [
+    "Advance", "AlreadyDecided", "EngineError", "InvalidState", "LeaseLost", "NotFound",
+    "PublishError", "Started", "StepError", "advance_run", "cancel_run", "decide_approval",
+    "publish_workflow", "retry_run", "start_run", "sweep", "validate_workflow",
+]

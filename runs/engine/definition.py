@@ -1,0 +1,255 @@
+"""Workflow definitions: validation at publish, and the frozen snapshot.
+
+`publish_workflow` validates the draft and freezes it into an immutable
+`WorkflowVersion`. Validation names the step of every problem it finds:
+edges that land nowhere, unreachable steps, configs that break their kind's
+model, steps that can never reach an end, and cycles without a bound.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from pydantic import ValidationError
+
+from runs.engine.errors import PublishError
+from runs.engine.kinds import KINDS, Kind, StrictConfig
+from runs.models import Workflow, WorkflowVersion
+
+
+@dataclass(frozen=True)
+class StepDef:
+    key: str
+    kind: Kind
+    config: StrictConfig
+    edges: dict[str, str]
+    max_attempts: int
+    backoff_base_s: float
+    backoff_cap_s: float
+    timeout_s: float
+    max_visits: int
+
+
+@dataclass(frozen=True)
+class Definition:
+    entry: str
+    steps: dict[str, StepDef]
+
+
+def snapshot(workflow: Workflow) -> dict[str, Any]:
+    """The draft as plain data, in the shape a version stores."""
+    return {
+        "entry": workflow.entry_step,
+        "steps": {
+            step.key: {
+                "kind": step.kind,
+                "config": step.config,
+                "edges": step.edges,
+                "max_attempts": step.max_attempts,
+                "backoff_base_s": step.backoff_base_s,
+                "backoff_cap_s": step.backoff_cap_s,
+                "timeout_s": step.timeout_s,
+                "max_visits": step.max_visits,
+            }
+            for step in workflow.steps.order_by("position", "id")
+        },
+    }
+
+
+def parse_definition(data: dict[str, Any]) -> tuple[Definition | None, list[str]]:
+    """Parse and validate a snapshot. Returns (definition, problems)."""
+    problems: list[str] = []
+    steps: dict[str, StepDef] = {}
+    raw_steps = data.get("steps") or {}
+    if not raw_steps:
+        return None, ["the workflow has no steps"]
+    entry = data.get("entry", "")
+    if entry not in raw_steps:
+        problems.append(f"the entry step {entry!r} is not a step of this workflow")
+    for key, raw in raw_steps.items():
+        step, step_problems = _parse_step(key, raw, raw_steps)
+        problems.extend(step_problems)
+        if step is not None:
+            steps[key] = step
+    if problems:
+        return None, problems
+    definition = Definition(entry=entry, steps=steps)
+    problems.extend(_graph_problems(definition))
+    return (None, problems) if problems else (definition, [])
+
+
+def _parse_step(key: str, raw: dict[str, Any], all_steps: dict) -> tuple[StepDef | None, list[str]]:
+    where = f"step {key!r}"
+    kind = KINDS.get(raw.get("kind", ""))
+    if kind is None:
+        return None, [f"{where}: unknown kind {raw.get('kind')!r}"]
+    where = f"step {key!r} ({kind.name})"
+    try:
+        config = kind.Config.model_validate(raw.get("config") or {})
+    except ValidationError as exc:
+        return None, [
+            f"{where}: config.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            for err in exc.errors()
+        ]
+    problems = [f"{where}: {problem}" for problem in kind.check(config)]
+    edges = raw.get("edges") or {}
+    if not isinstance(edges, dict):
+        return None, [f"{where}: edges must be an object of label -> step key"]
+    required, optional = kind.edge_labels(config)
+    for label in sorted(required - set(edges)):
+        problems.append(f"{where}: edge {label!r} is missing")
+    for label, target in edges.items():
+        if label not in required | optional | {"exhausted"}:
+            problems.append(f"{where}: edge {label!r} is not an outcome of a {kind.name} step")
+        elif target not in all_steps:
+            problems.append(f"{where}: edge {label!r} leads to {target!r}, which is not a step")
+    numbers = {k: raw.get(k) for k in ("max_attempts", "max_visits", "timeout_s", "backoff_base_s")}
+    if not isinstance(numbers["max_attempts"], int) or numbers["max_attempts"] < 1:
+        problems.append(f"{where}: max_attempts must be at least 1")
+    if not isinstance(numbers["max_visits"], int) or numbers["max_visits"] < 1:
+        problems.append(f"{where}: max_visits must be at least 1")
+    if not raw.get("timeout_s") or raw["timeout_s"] <= 0:
+        problems.append(f"{where}: timeout_s must be positive")
+    if raw.get("backoff_base_s", 0) < 0 or raw.get("backoff_cap_s", 0) < raw.get("backoff_base_s", 0):
+        problems.append(f"{where}: backoff needs 0 <= base <= cap")
+    if problems:
+        return None, problems
+    return (
+        StepDef(
+            key=key,
+            kind=kind,
+            config=config,
+            edges=dict(edges),
+            max_attempts=raw["max_attempts"],
+            backoff_base_s=float(raw["backoff_base_s"]),
+            backoff_cap_s=float(raw["backoff_cap_s"]),
+            timeout_s=float(raw["timeout_s"]),
+            max_visits=raw["max_visits"],
+        ),
+        [],
+    )
+
+
+def _graph_problems(definition: Definition) -> list[str]:
+    steps = definition.steps
+    successors = {key: set(step.edges.values()) for key, step in steps.items()}
+    problems: list[str] = []
+
+    reachable = _closure({definition.entry}, successors)
+    for key in steps:
+        if key not in reachable:
+            problems.append(f"step {key!r} is not reachable from the entry step {definition.entry!r}")
+
+    predecessors: dict[str, set[str]] = {key: set() for key in steps}
+    for key, targets in successors.items():
+        for target in targets:
+            predecessors[target].add(key)
+    ends = {key for key, step in steps.items() if step.kind.name == "end"}
+    can_finish = _closure(ends, predecessors)
+    for key in steps:
+        if key in reachable and key not in can_finish:
+            problems.append(f"step {key!r} can never reach an end step")
+
+    for component in _cycles(successors):
+        if all(steps[key].max_visits <= 1 for key in component):
+            path = " -> ".join(sorted(component))
+            problems.append(
+                f"steps {path} form a loop with no bound: set max_visits above 1 on one of "
+                "them (the run takes its 'exhausted' edge, or fails, when the bound is hit)"
+            )
+    return problems
+
+
+def _closure(start: set[str], graph: dict[str, set[str]]) -> set[str]:
+    seen, stack = set(start), list(start)
+    while stack:
+        for nxt in graph.get(stack.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return seen
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[set[str]]:
+    """Strongly connected components that contain a cycle (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    found: list[set[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = set()
+            while True:
+                item = stack.pop()
+                on_stack.discard(item)
+                component.add(item)
+                if item == node:
+                    break
+            if len(component) > 1 or node in graph[node]:
+                found.append(component)
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    return found
+
+
+def validate_workflow(*, workflow: Workflow) -> list[str]:
+    """Every problem that would stop `workflow` from being published."""
+    return parse_definition(snapshot(workflow))[1]
+
+
+def publish_workflow(*, workflow: Workflow, user=None) -> WorkflowVersion:
+    """Validate the draft and freeze it as the next immutable version."""
+    data = snapshot(workflow)
+    _definition, problems = parse_definition(data)
+    if problems:
+        raise PublishError(problems)
+    checksum = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    latest = workflow.versions.order_by("-number").first()
+    if latest is not None and latest.checksum == checksum:
+        raise PublishError([f"nothing changed since version {latest.number}"])
+    number = (latest.number if latest else 0) + 1
+    try:
+        with transaction.atomic():
+            # Two publishers racing get one version number each or an error,
+            # never two versions with one number (unique constraint).
+            return WorkflowVersion.objects.create(
+                workflow=workflow,
+                number=number,
+                definition=data,
+                checksum=checksum,
+                published_by=user if getattr(user, "pk", None) else None,
+            )
+    except IntegrityError:
+        raise PublishError([f"version {number} was published concurrently; try again"]) from None
+
+
+_cache: dict[int, Definition] = {}
+
+
+def load_definition(version_id: int) -> Definition:
+    """The parsed definition of a version; cached forever, as versions are."""
+    definition = _cache.get(version_id)
+    if definition is None:
+        data = WorkflowVersion.objects.values_list("definition", flat=True).get(pk=version_id)
+        definition, problems = parse_definition(data)
+        if definition is None:
+            raise PublishError(problems)
+        _cache[version_id] = definition
+    return definition

@@ -1,0 +1,371 @@
+"""Step kinds: each is a pydantic `Config` and `execute(ctx) -> Outcome`.
+
+A kind does the work of one step and says which edge to take. It never
+writes the run's state: the worker checkpoints what it returns. Failures
+are raised as `StepError` with `retryable` set; anything else that escapes
+is classified by the worker.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import jsonschema
+from django.db import IntegrityError, transaction
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from approvals.models import ApprovalRequest, ApprovalStatus
+from runs.conditions import Condition, evaluate
+from runs.context import RenderError, check_template_syntax, render_value
+from runs.engine.errors import StepError
+from runs.llm.base import LLMError, LLMRequest, cost_of, get_provider, resolve_model
+from runs.tools.base import ToolCall, ToolError, UnknownTool, get_tool
+
+
+@dataclass
+class StepContext:
+    run_id: int
+    seq: int
+    attempt: int
+    step_key: str
+    timeout_s: float
+    variables: dict[str, Any]  # {"input": …, "steps": {…}, "run": {…}}
+
+
+@dataclass
+class Outcome:
+    """What a step produced. `wait` set means the run pauses here."""
+
+    output: Any = None
+    edge: str = "next"
+    input: Any = None
+    wait: str = ""
+    end: tuple[str, bool] | None = None  # (outcome label, success)
+    provider: str = ""
+    model_requested: str = ""
+    model_answered: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: Decimal = field(default_factory=Decimal)
+    llm_calls: int = 0
+    tool_calls: int = 0
+
+
+class StrictConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Kind:
+    name: ClassVar[str]
+    Config: ClassVar[type[StrictConfig]]
+    # Edge labels the step may take; a kind whose labels come from its
+    # config (branch) overrides `edge_labels`.
+    required_edges: ClassVar[tuple[str, ...]] = ("next",)
+    optional_edges: ClassVar[tuple[str, ...]] = ()
+
+    def edge_labels(self, config: StrictConfig) -> tuple[set[str], set[str]]:
+        return set(self.required_edges), set(self.optional_edges)
+
+    def check(self, config: StrictConfig) -> list[str]:
+        """Problems that a pydantic model cannot see (registry look-ups)."""
+        return []
+
+    def execute(self, config: StrictConfig, ctx: StepContext) -> Outcome:  # pragma: no cover
+        raise NotImplementedError
+
+
+def _render(value: Any, ctx: StepContext) -> Any:
+    try:
+        return render_value(value, ctx.variables)
+    except RenderError as exc:
+        raise StepError(str(exc), retryable=False, error_type="render") from None
+
+
+class ToolKind(Kind):
+    name = "tool"
+
+    class Config(StrictConfig):
+        tool: str = Field(min_length=1)
+        args: dict[str, Any] = Field(default_factory=dict)
+
+    def check(self, config: Config) -> list[str]:
+        try:
+            get_tool(config.tool)
+        except UnknownTool as exc:
+            return [str(exc)]
+        return check_template_syntax(config.args)
+
+    def execute(self, config: Config, ctx: StepContext) -> Outcome:
+        tool = get_tool(config.tool)
+        raw_args = _render(config.args, ctx)
+        try:
+            args = tool.Args.model_validate(raw_args)
+        except ValidationError as exc:
+            raise StepError(
+                f"arguments for {tool.name} are invalid: {_brief(exc)}",
+                retryable=False,
+                error_type="invalid_arguments",
+            ) from None
+        call = ToolCall(
+            run_id=ctx.run_id,
+            step_key=ctx.step_key,
+            seq=ctx.seq,
+            attempt=ctx.attempt,
+            idempotency_key=f"bosun-run-{ctx.run_id}-seq-{ctx.seq}",
+            timeout_s=ctx.timeout_s,
+        )
+        try:
+            result = tool.run(args, call)
+        except ToolError as exc:
+            raise StepError(
+                str(exc), retryable=exc.retryable, retry_after=exc.retry_after, error_type="tool"
+            ) from None
+        result = tool.Result.model_validate(result)
+        return Outcome(
+            output=result.model_dump(mode="json"),
+            input=args.model_dump(mode="json"),
+            tool_calls=1,
+        )
+
+
+class BranchRule(StrictConfig):
+    when: Condition
+    edge: str = Field(min_length=1)
+
+
+class BranchKind(Kind):
+    name = "branch"
+
+    class Config(StrictConfig):
+        rules: list[BranchRule] = Field(min_length=1)
+        default: str = Field(min_length=1)
+
+    def edge_labels(self, config: Config) -> tuple[set[str], set[str]]:
+        return {rule.edge for rule in config.rules} | {config.default}, set()
+
+    def execute(self, config: Config, ctx: StepContext) -> Outcome:
+        for index, rule in enumerate(config.rules):
+            if evaluate(rule.when, ctx.variables):
+                return Outcome(output={"edge": rule.edge, "rule": index}, edge=rule.edge)
+        return Outcome(output={"edge": config.default, "rule": None}, edge=config.default)
+
+
+class ApprovalKind(Kind):
+    """Puts a draft in the review queue; the run waits for the decision.
+
+    The step runs twice: first it creates the request (once per run and seq,
+    a unique constraint) and the run waits; after the decision the worker
+    runs it again and it returns the decision as its edge.
+    """
+
+    name = "approval"
+    required_edges = ("approved", "rejected")
+
+    class Config(StrictConfig):
+        draft: Any = None
+        title: str = ""
+        reason_code: str = "review_required"
+
+    def execute(self, config: Config, ctx: StepContext) -> Outcome:
+        request = ApprovalRequest.objects.filter(run_id=ctx.run_id, seq=ctx.seq).first()
+        if request is None:
+            draft = _render(config.draft, ctx)
+            try:
+                with transaction.atomic():
+                    request = ApprovalRequest.objects.create(
+                        run_id=ctx.run_id,
+                        seq=ctx.seq,
+                        step_key=ctx.step_key,
+                        title=str(_render(config.title, ctx))[:300],
+                        draft=draft,
+                        reason_code=config.reason_code,
+                    )
+            except IntegrityError:
+                # Created by an earlier attempt of this step: use that one.
+                request = ApprovalRequest.objects.get(run_id=ctx.run_id, seq=ctx.seq)
+        if request.status == ApprovalStatus.PENDING:
+            return Outcome(wait="approval", input={"approval_id": request.pk})
+        approved = request.status == ApprovalStatus.APPROVED
+        final = request.edited_draft if request.edited_draft is not None else request.draft
+        return Outcome(
+            input={"approval_id": request.pk},
+            output={
+                "approval_id": request.pk,
+                "decision": request.status,
+                "draft": final,
+                "edited": request.edited_draft is not None,
+                "reason": request.decision_reason,
+                "decided_by": request.decided_by_label,
+            },
+            edge="approved" if approved else "rejected",
+        )
+
+
+class EndKind(Kind):
+    name = "end"
+    required_edges = ()
+
+    class Config(StrictConfig):
+        outcome: str = Field(default="done", min_length=1, max_length=80)
+        success: bool = True
+        output: Any = None
+
+    def execute(self, config: Config, ctx: StepContext) -> Outcome:
+        output = _render(config.output, ctx)
+        return Outcome(output=output, edge="", end=(config.outcome, config.success))
+
+
+class LLMKind(Kind):
+    """Renders prompts, asks a provider, validates the reply against a contract.
+
+    A reply that misses the output schema is sent back with the validation
+    error, at most `max_repairs` times; a reply still invalid, refused,
+    truncated or below the confidence floor takes the `escape` edge. No
+    value is ever invented.
+    """
+
+    name = "llm"
+    optional_edges = ("escape",)
+
+    class Config(StrictConfig):
+        provider: str = ""
+        tier: str = "balanced"
+        model: str = ""
+        system: str = ""
+        prompt: str = Field(min_length=1)
+        output_schema: dict[str, Any] | None = None
+        max_tokens: int = Field(default=1024, ge=1, le=64000)
+        max_repairs: int = Field(default=1, ge=0, le=5)
+        confidence_field: str = ""
+        confidence_floor: float = Field(default=0.0, ge=0, le=1)
+        scripted: dict[str, Any] = Field(default_factory=dict)
+
+    def check(self, config: Config) -> list[str]:
+        from django.conf import settings
+
+        problems = check_template_syntax([config.system, config.prompt])
+        provider = config.provider or settings.BOSUN_DEFAULT_PROVIDER
+        if provider not in settings.BOSUN_LLM_PROVIDERS:
+            problems.append(f"no LLM provider named {provider!r} is registered")
+        if not config.model and config.tier not in settings.BOSUN_MODEL_TIERS:
+            problems.append(f"unknown model tier {config.tier!r}")
+        if config.output_schema is not None:
+            try:
+                jsonschema.Draft202012Validator.check_schema(config.output_schema)
+            except jsonschema.SchemaError as exc:
+                problems.append(f"output_schema is not a valid JSON Schema: {exc.message}")
+        return problems
+
+    def execute(self, config: Config, ctx: StepContext) -> Outcome:
+        from django.conf import settings
+
+        provider_name = config.provider or settings.BOSUN_DEFAULT_PROVIDER
+        provider = get_provider(provider_name)
+        model = resolve_model(tier=config.tier, model=config.model or None)
+        request = LLMRequest(
+            model=model,
+            system=str(_render(config.system, ctx)),
+            prompt=str(_render(config.prompt, ctx)),
+            output_schema=config.output_schema,
+            max_tokens=config.max_tokens,
+            timeout_s=ctx.timeout_s,
+            step_config=config.model_dump(),
+            variables=ctx.variables,
+        )
+        outcome = Outcome(
+            input={"system": request.system, "prompt": request.prompt},
+            provider=provider_name,
+            model_requested=model,
+        )
+        for turn in range(config.max_repairs + 1):
+            try:
+                response = provider.complete(request)
+            except LLMError as exc:
+                raise StepError(
+                    str(exc), retryable=exc.retryable, retry_after=exc.retry_after, error_type="llm"
+                ) from None
+            _charge(outcome, response, model)
+            if response.stop_reason in ("max_tokens", "refusal") or not (
+                response.text or response.data is not None
+            ):
+                return _escape(outcome, f"reply {response.stop_reason or 'empty'}")
+            value, problem = _parse(response, config.output_schema)
+            if problem is None:
+                confidence = _confidence(value, config.confidence_field)
+                if config.confidence_field and (
+                    confidence is None or confidence < config.confidence_floor
+                ):
+                    return _escape(outcome, f"confidence {confidence} below the floor")
+                outcome.output = value
+                return outcome
+            if turn < config.max_repairs:
+                request = request.model_copy(
+                    update={"repairs": [*request.repairs, (response.text, _repair_prompt(problem))]}
+                )
+        return _escape(outcome, f"reply does not match the output schema: {problem}")
+
+
+def _charge(outcome: Outcome, response, model: str) -> None:
+    outcome.llm_calls += 1
+    outcome.model_answered = response.model
+    usage = response.usage
+    outcome.tokens_in += usage.input_tokens
+    outcome.tokens_out += usage.output_tokens
+    outcome.cache_read_tokens += usage.cache_read_tokens
+    outcome.cache_write_tokens += usage.cache_write_tokens
+    outcome.cost_usd += cost_of(response.model or model, usage)
+
+
+def _parse(response, schema: dict[str, Any] | None) -> tuple[Any, str | None]:
+    value = response.data
+    if value is None:
+        if schema is None:
+            return response.text, None
+        try:
+            value = json.loads(response.text)
+        except json.JSONDecodeError as exc:
+            return None, f"the reply is not JSON ({exc.msg})"
+    if schema is not None:
+        error = jsonschema.exceptions.best_match(
+            jsonschema.Draft202012Validator(schema).iter_errors(value)
+        )
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+            return None, f"at {where}: {error.message}"
+    return value, None
+
+
+def _confidence(value: Any, field_name: str) -> float | None:
+    if not field_name or not isinstance(value, dict):
+        return None
+    found = value.get(field_name)
+    return float(found) if isinstance(found, int | float) else None
+
+
+def _repair_prompt(problem: str) -> str:
+    return (
+        "Your reply did not match the required output schema: "
+        f"{problem}. Reply again with only the corrected JSON."
+    )
+
+
+def _escape(outcome: Outcome, reason: str) -> Outcome:
+    outcome.edge = "escape"
+    outcome.output = {"escaped": True, "reason": reason}
+    return outcome
+
+
+def _brief(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
+    )
+
+
+KINDS: dict[str, Kind] = {
+    kind.name: kind() for kind in (ToolKind, BranchKind, ApprovalKind, EndKind, LLMKind)
+}

@@ -1,0 +1,188 @@
+"""The durable hot path: claiming a run and checkpointing a step.
+
+Written as raw SQL on purpose: this is the one place where every statement
+counts (see the engine benchmark). Each step costs one round trip on
+PostgreSQL (a CTE updates the run, fenced, and inserts the step row only if
+the update matched) and one IMMEDIATE transaction of two statements on
+SQLite. Times come from the database clock, never the worker's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connection, transaction
+
+from runs.engine.errors import LeaseLost
+
+RUN = "runs_run"
+STEP_RUN = "runs_steprun"
+
+
+def _pg() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def now_sql() -> str:
+    if _pg():
+        return "clock_timestamp()"
+    return "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now')"
+
+
+def later_sql() -> str:
+    """SQL for `now + %s seconds`; takes one float parameter."""
+    if _pg():
+        return "(clock_timestamp() + make_interval(secs => %s))"
+    return "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now', printf('%%+.3f seconds', %s))"
+
+
+def json_param() -> str:
+    return "%s::jsonb" if _pg() else "%s"
+
+
+def dump(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+@dataclass
+class RunState:
+    """What a worker holds while it owns a run."""
+
+    run_id: int
+    fence: int
+    workflow_id: int
+    version_id: int
+    current_step: str
+    seq: int
+    attempt: int
+    attempts_before: int
+    input: dict[str, Any]
+
+
+_CLAIMABLE = (
+    "(status = 'queued'"
+    " OR (status = 'waiting' AND not_before IS NOT NULL AND not_before <= {now})"
+    " OR (status = 'running' AND lease_expires_at < {now}))"
+)
+
+
+def claim(run_id: int, *, worker: str, lease_s: float) -> RunState | None:
+    """Take the run if nobody holds it: one conditional UPDATE.
+
+    Bumping `fence` is what makes a stale worker harmless: its later writes
+    carry the old fence and match no row.
+    """
+    now = now_sql()
+    sql = (
+        f"UPDATE {RUN} SET status = 'running', wait_reason = '', fence = fence + 1,"
+        f" lease_owner = %s, lease_expires_at = {later_sql()}, ring_at = {later_sql()},"
+        f" not_before = NULL, started_at = COALESCE(started_at, {now})"
+        f" WHERE id = %s AND {_CLAIMABLE.format(now=now)}"
+        " RETURNING fence, workflow_id, version_id, current_step, seq, attempt, attempts_before,"
+        " input"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [worker, lease_s, lease_s, run_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    *head, raw_input = row
+    if isinstance(raw_input, str):
+        raw_input = json.loads(raw_input)
+    return RunState(run_id, *head, raw_input)
+
+
+def load_outputs(run_id: int) -> list[tuple[str, Any]]:
+    """(step key, output) of every succeeded step, in order."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT step_key, output FROM {STEP_RUN}"
+            " WHERE run_id = %s AND status = 'succeeded' ORDER BY seq",
+            [run_id],
+        )
+        rows = cursor.fetchall()
+    return [(key, json.loads(out) if isinstance(out, str) else out) for key, out in rows]
+
+
+class Update:
+    """The SET clause of a fenced run update, built column by column."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.params: list[Any] = []
+
+    def set(self, column: str, sql: str = "%s", *params: Any) -> Update:
+        self.parts.append(f"{column} = {sql}")
+        self.params.extend(params)
+        return self
+
+    def value(self, column: str, value: Any) -> Update:
+        return self.set(column, "%s", value)
+
+    def add(self, column: str, amount: Any) -> Update:
+        if amount:
+            self.set(column, f"{column} + %s", amount)
+        return self
+
+    def at_now(self, column: str) -> Update:
+        return self.set(column, now_sql())
+
+    def after(self, column: str, seconds: float) -> Update:
+        return self.set(column, later_sql(), seconds)
+
+    def release(self) -> Update:
+        """Give up the lease (the run waits, finishes, or goes back to the queue)."""
+        return self.value("lease_owner", "").set("lease_expires_at", "NULL")
+
+
+STEP_RUN_COLUMNS = (
+    "run_id", "seq", "attempt", "step_key", "kind", "status", "edge", "input", "output",
+    "error", "error_type", "retry_delay_s", "started_at", "finished_at", "duration_ms",
+    "provider", "model_requested", "model_answered", "tokens_in", "tokens_out",
+    "cache_read_tokens", "cache_write_tokens", "cost_usd", "cache_hit", "worker",
+)  # fmt: skip
+_JSON_COLUMNS = {"input", "output"}
+
+
+def checkpoint(state: RunState, update: Update, step_run: dict[str, Any] | None) -> None:
+    """Commit the step's record and the run's advance together, or neither.
+
+    Raises LeaseLost when the run's fence moved on (another worker took it
+    over, or it was cancelled): nothing of this step is written.
+    """
+    where = " WHERE id = %s AND fence = %s AND status = 'running'"
+    set_sql = ", ".join(update.parts)
+    run_params = [*update.params, state.run_id, state.fence]
+    with connection.cursor() as cursor:
+        if step_run is None:
+            cursor.execute(f"UPDATE {RUN} SET {set_sql}{where}", run_params)
+            if cursor.rowcount != 1:
+                raise LeaseLost(state.run_id)
+            return
+        columns = STEP_RUN_COLUMNS[1:]
+        holders = ", ".join(json_param() if c in _JSON_COLUMNS else "%s" for c in columns)
+        values = [
+            dump(step_run.get(c)) if c in _JSON_COLUMNS else step_run[c] for c in columns
+        ]
+        insert_cols = ", ".join(STEP_RUN_COLUMNS)
+        if _pg():
+            # One round trip: the insert happens only if the fenced update matched.
+            cursor.execute(
+                f"WITH upd AS (UPDATE {RUN} SET {set_sql}{where} RETURNING id)"
+                f" INSERT INTO {STEP_RUN} ({insert_cols}) SELECT upd.id, {holders} FROM upd"
+                " RETURNING id",
+                [*run_params, *values],
+            )
+            if cursor.fetchone() is None:
+                raise LeaseLost(state.run_id)
+            return
+        with transaction.atomic():
+            cursor.execute(f"UPDATE {RUN} SET {set_sql}{where}", run_params)
+            if cursor.rowcount != 1:
+                raise LeaseLost(state.run_id)
+            cursor.execute(
+                f"INSERT INTO {STEP_RUN} ({insert_cols}) VALUES (%s, {holders})",
+                [state.run_id, *values],
+            )

@@ -1,0 +1,255 @@
+"""`advance_run`: claim a run and execute its steps until it waits or ends.
+
+Consecutive steps run inside one call; the queue is involved only when the
+run waits (approval, a long backoff) or its time slice is used up. Every
+step is checkpointed before the next starts, and no transaction is open
+while a step runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError
+from django.utils import timezone
+
+from runs.engine import store
+from runs.engine.definition import Definition, StepDef, load_definition
+from runs.engine.doorbell import ring
+from runs.engine.errors import LeaseLost, StepError
+from runs.engine.kinds import Outcome, StepContext
+from runs.engine.timing import backoff_delay, time_limit
+
+log = logging.getLogger("bosun.engine")
+
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+# Exceptions outside StepError that are worth another attempt.
+TRANSIENT = (TimeoutError, ConnectionError, DatabaseError)
+
+
+class Advance(str, Enum):
+    NOT_CLAIMED = "not_claimed"
+    WAITING = "waiting"
+    FINISHED = "finished"
+    FAILED = "failed"
+    YIELDED = "yielded"
+    LEASE_LOST = "lease_lost"
+
+
+@dataclass
+class _Walk:
+    """The run as this worker sees it while it holds the lease."""
+
+    state: store.RunState
+    definition: Definition
+    variables: dict[str, Any]
+    visits: dict[str, int]
+    retry_delay: float | None = None  # set when the last step scheduled a retry
+
+
+def advance_run(
+    run_id: int, *, worker: str | None = None, lease_s: float | None = None,
+    slice_s: float | None = None,
+) -> Advance:
+    """Execute the run from where it stands. Safe to call any number of times."""
+    worker = worker or WORKER_ID
+    lease_s = lease_s if lease_s is not None else settings.BOSUN_LEASE_S
+    slice_s = slice_s if slice_s is not None else settings.BOSUN_TASK_SLICE_S
+    walk = _claim(run_id, worker=worker, lease_s=lease_s)
+    if walk is None:
+        return Advance.NOT_CLAIMED
+    deadline = time.monotonic() + slice_s
+    try:
+        while True:
+            result = _step(walk, worker=worker, lease_s=lease_s)
+            delay = walk.retry_delay
+            if result is Advance.WAITING and delay is not None:
+                if delay <= settings.BOSUN_INLINE_WAIT_S:
+                    # A short backoff is slept here rather than paying a trip
+                    # through the sweeper; the lease is free meanwhile.
+                    time.sleep(delay)
+                    again = _claim(run_id, worker=worker, lease_s=lease_s)
+                    if again is None:
+                        return Advance.NOT_CLAIMED
+                    walk = again
+                    continue
+            if result is not None:
+                return result
+            if time.monotonic() >= deadline:
+                store.checkpoint(
+                    walk.state,
+                    store.Update().value("status", "queued").release().after("ring_at", 30.0),
+                    None,
+                )
+                ring(run_id)
+                return Advance.YIELDED
+    except LeaseLost:
+        log.warning("run %s: lease lost by %s; another worker owns it now", run_id, worker)
+        return Advance.LEASE_LOST
+
+
+def _claim(run_id: int, *, worker: str, lease_s: float) -> _Walk | None:
+    state = store.claim(run_id, worker=worker, lease_s=lease_s)
+    if state is None:
+        return None
+    definition = load_definition(state.version_id)
+    steps: dict[str, Any] = {}
+    visits: dict[str, int] = {}
+    if state.seq > 1:
+        for key, output in store.load_outputs(run_id):
+            steps[key] = output
+            visits[key] = visits.get(key, 0) + 1
+    variables = {"input": state.input, "steps": steps, "run": {"id": run_id}}
+    return _Walk(state, definition, variables, visits)
+
+
+def _step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
+    """Run the current step and checkpoint it. None means: go on."""
+    state = walk.state
+    walk.retry_delay = None
+    step = walk.definition.steps[state.current_step]
+    if walk.visits.get(step.key, 0) >= step.max_visits:
+        return _leave_exhausted(walk, step, worker=worker, lease_s=lease_s)
+    ctx = StepContext(
+        run_id=state.run_id, seq=state.seq, attempt=state.attempt, step_key=step.key,
+        timeout_s=step.timeout_s, variables=walk.variables,
+    )
+    started = timezone.now()
+    t0 = time.perf_counter()
+    outcome: Outcome | None = None
+    try:
+        with time_limit(step.timeout_s):
+            outcome = step.kind.execute(step.config, ctx)
+    except StepError as exc:
+        error = exc
+    except TRANSIENT as exc:
+        error = StepError(f"{type(exc).__name__}: {exc}", retryable=True, error_type="transient")
+    except Exception as exc:  # a bug or bad data: fail fast, keep the reason
+        log.exception("run %s step %s raised", state.run_id, step.key)
+        error = StepError(f"{type(exc).__name__}: {exc}", retryable=False, error_type="exception")
+    else:
+        error = None
+        if outcome.end is None and not outcome.wait and outcome.edge not in step.edges:
+            error = StepError(_missing_edge(outcome), retryable=False, error_type="no_edge")
+    record = _record(state, step, started, t0, worker)
+    if error is not None:
+        return _fail(walk, step, error, record, outcome)
+    if outcome.wait:
+        store.checkpoint(
+            state,
+            store.Update().value("status", "waiting").value("wait_reason", outcome.wait)
+            .release().set("ring_at", "NULL").set("not_before", "NULL"),
+            None,
+        )
+        return Advance.WAITING
+    record.update(_usage(outcome), status="succeeded", edge=outcome.edge,
+                  input=outcome.input, output=outcome.output)
+    update = _charged(store.Update(), outcome).add("steps_executed", 1).set("seq", "seq + 1")
+    if outcome.end is not None:
+        label, success = outcome.end
+        update.value("status", "succeeded").value("outcome", label).value("success", success)
+        update.at_now("finished_at").release().set("ring_at", "NULL")
+        store.checkpoint(state, update, record)
+        return Advance.FINISHED
+    next_key = step.edges[outcome.edge]
+    next_lease = max(lease_s, walk.definition.steps[next_key].timeout_s + 5.0)
+    update.value("current_step", next_key).value("attempt", 1).value("attempts_before", 0)
+    update.after("lease_expires_at", next_lease).after("ring_at", next_lease)
+    store.checkpoint(state, update, record)
+    walk.variables["steps"][step.key] = outcome.output
+    walk.visits[step.key] = walk.visits.get(step.key, 0) + 1
+    state.current_step, state.seq, state.attempt = next_key, state.seq + 1, 1
+    state.attempts_before = 0
+    return None
+
+
+def _fail(walk: _Walk, step: StepDef, error: StepError, record: dict, outcome: Outcome | None):
+    state = walk.state
+    record.update(status="failed", error=str(error)[:4000], error_type=error.error_type)
+    update = store.Update()
+    if outcome is not None:
+        record.update(_usage(outcome), input=outcome.input, output=outcome.output)
+        _charged(update, outcome)
+    if error.retryable and state.attempt - state.attempts_before < step.max_attempts:
+        delay = backoff_delay(
+            state.attempt, base_s=step.backoff_base_s, cap_s=step.backoff_cap_s,
+            retry_after=error.retry_after,
+        )
+        record["retry_delay_s"] = delay
+        update.value("status", "waiting").value("wait_reason", "retry").set("attempt", "attempt + 1")
+        update.release().after("not_before", delay).after("ring_at", delay)
+        store.checkpoint(state, update, record)
+        state.attempt += 1
+        walk.retry_delay = delay
+        return Advance.WAITING
+    reason = "retries exhausted: " if error.retryable else ""
+    update.value("status", "failed").value("error", f"{step.key}: {reason}{error}"[:4000])
+    update.at_now("dead_lettered_at").at_now("finished_at").release().set("ring_at", "NULL")
+    store.checkpoint(state, update, record)
+    return Advance.FAILED
+
+
+def _leave_exhausted(walk: _Walk, step: StepDef, *, worker: str, lease_s: float):
+    """The step hit its visit bound: take its `exhausted` edge or fail."""
+    state = walk.state
+    target = step.edges.get("exhausted")
+    if target is None:
+        now = timezone.now()
+        record = _record(state, step, now, time.perf_counter(), worker)
+        error = StepError(f"visited {step.max_visits} times, its bound", retryable=False,
+                          error_type="loop_bound")
+        return _fail(walk, step, error, record, None)
+    store.checkpoint(
+        state,
+        store.Update().value("current_step", target).value("attempt", 1)
+        .after("lease_expires_at", lease_s).after("ring_at", lease_s),
+        None,
+    )
+    state.current_step, state.attempt = target, 1
+    return None
+
+
+def _missing_edge(outcome: Outcome) -> str:
+    reason = outcome.output.get("reason", "") if isinstance(outcome.output, dict) else ""
+    message = f"the step took edge {outcome.edge!r}, which this workflow does not define"
+    return f"{message} ({reason})" if reason else message
+
+
+def _record(state: store.RunState, step: StepDef, started, t0: float, worker: str) -> dict:
+    return {
+        "seq": state.seq, "attempt": state.attempt, "step_key": step.key,
+        "kind": step.kind.name, "status": "", "edge": "", "input": None, "output": None,
+        "error": "", "error_type": "", "retry_delay_s": None,
+        "started_at": started,
+        "finished_at": timezone.now(),
+        "duration_ms": round((time.perf_counter() - t0) * 1000, 3),
+        "provider": "", "model_requested": "", "model_answered": "",
+        "tokens_in": 0, "tokens_out": 0, "cache_read_tokens": 0, "cache_write_tokens": 0,
+        "cost_usd": Decimal(0), "cache_hit": False, "worker": worker[:120],
+    }
+
+
+def _usage(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "provider": outcome.provider, "model_requested": outcome.model_requested,
+        "model_answered": outcome.model_answered, "tokens_in": outcome.tokens_in,
+        "tokens_out": outcome.tokens_out, "cache_read_tokens": outcome.cache_read_tokens,
+        "cache_write_tokens": outcome.cache_write_tokens, "cost_usd": outcome.cost_usd,
+    }
+
+
+def _charged(update: store.Update, outcome: Outcome) -> store.Update:
+    return (
+        update.add("llm_calls", outcome.llm_calls).add("tool_calls", outcome.tool_calls)
+        .add("tokens_in", outcome.tokens_in + outcome.cache_read_tokens + outcome.cache_write_tokens)
+        .add("tokens_out", outcome.tokens_out).add("cost_usd", str(outcome.cost_usd) if outcome.cost_usd else 0)
+    )

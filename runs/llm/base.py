@@ -1,0 +1,95 @@
+"""The provider protocol: `complete(request) -> response`, one error type.
+
+Providers are registered in `settings.BOSUN_LLM_PROVIDERS` (dotted paths).
+The engine speaks only these types; no SDK is imported outside its provider.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from functools import cache
+from typing import Any, Protocol
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+from pydantic import BaseModel, Field
+
+
+class LLMRequest(BaseModel):
+    model: str
+    system: str = ""
+    prompt: str
+    output_schema: dict[str, Any] | None = None
+    max_tokens: int = 1024
+    temperature: float | None = None
+    timeout_s: float = 60.0
+    # Previous turns of a repair loop: (assistant reply, user correction).
+    repairs: list[tuple[str, str]] = Field(default_factory=list)
+    # Step configuration and run context, for offline providers that compute
+    # their answer (scripted) or look it up (replay). Never sent to a vendor.
+    step_config: dict[str, Any] = Field(default_factory=dict)
+    variables: dict[str, Any] = Field(default_factory=dict)
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+class LLMResponse(BaseModel):
+    text: str = ""
+    data: Any = None  # structured output when the provider returns it parsed
+    model: str = ""  # the model version that answered
+    stop_reason: str = "end_turn"
+    usage: Usage = Field(default_factory=Usage)
+
+
+class LLMError(Exception):
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class Provider(Protocol):
+    name: str
+
+    def complete(self, request: LLMRequest) -> LLMResponse: ...
+
+
+@cache
+def _load(path: str) -> Provider:
+    return import_string(path)()
+
+
+def get_provider(name: str) -> Provider:
+    try:
+        path = settings.BOSUN_LLM_PROVIDERS[name]
+    except KeyError:
+        raise LookupError(f"no LLM provider named {name!r} is registered") from None
+    return _load(path)
+
+
+def resolve_model(*, tier: str | None, model: str | None) -> str:
+    if model:
+        return model
+    tiers = settings.BOSUN_MODEL_TIERS
+    if tier not in tiers:
+        raise LookupError(f"unknown model tier {tier!r}; choose one of {sorted(tiers)}")
+    return tiers[tier]
+
+
+def cost_of(model: str, usage: Usage) -> Decimal:
+    """USD for `usage` on `model`, from the one price table in settings."""
+    prices = settings.BOSUN_PRICES.get(model)
+    if prices is None:
+        return Decimal(0)
+    per_token = (
+        usage.input_tokens * prices["input"]
+        + usage.output_tokens * prices["output"]
+        + usage.cache_read_tokens * prices["cache_read"]
+        + usage.cache_write_tokens * prices["cache_write"]
+    )
+    return (Decimal(str(per_token)) / Decimal(1_000_000)).quantize(Decimal("0.000001"))

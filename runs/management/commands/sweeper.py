@@ -1,0 +1,47 @@
+"""Ring for due timers and expired leases, every interval, until stopped.
+
+Run one beside the workers (several are harmless: each due run is taken by
+one sweeper). A django-q2 schedule also sweeps once a minute as a safety
+net; this loop is what makes short backoffs and lease recovery prompt.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import close_old_connections
+
+from runs import engine
+
+log = logging.getLogger("bosun.sweeper")
+
+
+class Command(BaseCommand):
+    help = "Ring the doorbell for runs whose timers are due, in a loop."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--interval", type=float, default=settings.BOSUN_SWEEP_INTERVAL_S)
+        parser.add_argument("--once", action="store_true", help="Sweep once and exit.")
+
+    def handle(self, *args, interval: float, once: bool, **options) -> None:
+        stopping = False
+
+        def stop(signum, frame):  # noqa: ARG001
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        while not stopping:
+            try:
+                engine.sweep()
+            except Exception:  # a restarting database must not kill the loop
+                log.exception("sweep failed; retrying")
+                close_old_connections()
+            if once:
+                return
+            time.sleep(interval)

@@ -1,0 +1,253 @@
+"""Workflows (editable drafts), their published versions, runs and step runs.
+
+A run binds one immutable `WorkflowVersion` forever. Its progress is the
+`Run` row (where it is, who holds it, totals) plus one `StepRun` row per
+executed attempt; the engine (`runs.engine`) owns every state change.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class StepKind(models.TextChoices):
+    LLM = "llm", "LLM"
+    TOOL = "tool", "Tool"
+    BRANCH = "branch", "Branch"
+    APPROVAL = "approval", "Approval"
+    END = "end", "End"
+
+
+class Workflow(models.Model):
+    """The editable draft of a workflow; publishing freezes a version."""
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    entry_step = models.SlugField(max_length=100, help_text="Key of the first step.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [("publish_workflow", "Can publish a workflow version")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def current_version(self) -> WorkflowVersion | None:
+        return self.versions.order_by("-number").first()
+
+
+class Step(models.Model):
+    """One step of a draft workflow, edited inline in admin.
+
+    `edges` maps an outcome label of the step (`next`, `approved`,
+    `rejected`, `escape`, or a branch rule's edge) to the key of the step it
+    leads to. The kind's pydantic model validates `config` at publish.
+    """
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="steps")
+    key = models.SlugField(max_length=100)
+    kind = models.CharField(max_length=20, choices=StepKind.choices)
+    position = models.PositiveIntegerField(default=0)
+    config = models.JSONField(default=dict, blank=True)
+    edges = models.JSONField(default=dict, blank=True, help_text='e.g. {"next": "score"}')
+    max_attempts = models.PositiveSmallIntegerField(default=3)
+    backoff_base_s = models.FloatField(default=1.0)
+    backoff_cap_s = models.FloatField(default=60.0)
+    timeout_s = models.FloatField(default=60.0)
+    max_visits = models.PositiveSmallIntegerField(
+        default=1, help_text="How often one run may enter this step (bounds loops)."
+    )
+
+    class Meta:
+        ordering = ["workflow", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["workflow", "key"], name="step_key_unique_per_workflow")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow.slug}:{self.key}"
+
+
+class WorkflowVersion(models.Model):
+    """An immutable, validated snapshot of a workflow. Runs bind one forever."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="versions")
+    number = models.PositiveIntegerField()
+    definition = models.JSONField()
+    checksum = models.CharField(max_length=64)
+    published_at = models.DateTimeField(auto_now_add=True)
+    published_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+
+    class Meta:
+        ordering = ["workflow", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["workflow", "number"], name="version_number_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow.slug} v{self.number}"
+
+    def save(self, *args, **kwargs) -> None:
+        # A version is a frozen record: refuse to rewrite it in place.
+        if self.pk is not None and not kwargs.pop("allow_update", False):
+            raise ValueError("a published WorkflowVersion is immutable")
+        super().save(*args, **kwargs)
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    WAITING = "waiting", "Waiting"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    STOPPED = "stopped", "Stopped"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+TERMINAL_STATUSES = (
+    RunStatus.SUCCEEDED,
+    RunStatus.FAILED,
+    RunStatus.STOPPED,
+    RunStatus.CANCELLED,
+)
+
+
+class Run(models.Model):
+    """One execution of a workflow version.
+
+    Claiming: a worker takes a run with one conditional UPDATE that bumps
+    `fence`; every later write of that worker carries the fence in its WHERE
+    clause, so a worker whose lease was taken over writes nothing.
+    Timers: `not_before` is when a waiting run may be claimed again;
+    `ring_at` is when the sweeper should ring the doorbell for it (a lost
+    task, an expired lease, a due retry). Both are database-clock times.
+    """
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="runs")
+    version = models.ForeignKey(WorkflowVersion, on_delete=models.PROTECT, related_name="runs")
+    status = models.CharField(max_length=12, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    wait_reason = models.CharField(max_length=40, blank=True)
+    input = models.JSONField(default=dict)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+
+    current_step = models.CharField(max_length=100, blank=True)
+    seq = models.PositiveIntegerField(default=1, help_text="Sequence number of the next step.")
+    attempt = models.PositiveSmallIntegerField(default=1)
+    # Attempts of the current step before its last manual retry: a retried
+    # step gets a fresh allowance while attempt numbers keep growing.
+    attempts_before = models.PositiveSmallIntegerField(default=0)
+
+    fence = models.PositiveBigIntegerField(default=0)
+    lease_owner = models.CharField(max_length=120, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    not_before = models.DateTimeField(null=True, blank=True)
+    ring_at = models.DateTimeField(null=True, blank=True)
+
+    outcome = models.CharField(max_length=80, blank=True)
+    success = models.BooleanField(null=True)
+    error = models.TextField(blank=True)
+    dead_lettered_at = models.DateTimeField(null=True, blank=True)
+
+    steps_executed = models.PositiveIntegerField(default=0)
+    llm_calls = models.PositiveIntegerField(default=0)
+    tool_calls = models.PositiveIntegerField(default=0)
+    tokens_in = models.PositiveBigIntegerField(default=0)
+    tokens_out = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    trace_id = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        permissions = [
+            ("retry_run", "Can retry a run from its failed step"),
+            ("cancel_run", "Can cancel a run"),
+        ]
+        constraints = [
+            # Starting twice with one key returns the first run: the database
+            # refuses the second row, no check-then-insert race.
+            models.UniqueConstraint(
+                fields=["workflow", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="run_idempotency_key_unique",
+            ),
+        ]
+        indexes = [
+            # The sweeper's scan: only rows with a pending timer.
+            models.Index(fields=["ring_at"], name="run_ring_at", condition=Q(ring_at__isnull=False)),
+            models.Index(fields=["status", "-created_at"], name="run_status_created"),
+            models.Index(fields=["workflow", "-created_at"], name="run_workflow_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class StepRunStatus(models.TextChoices):
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class StepRun(models.Model):
+    """The record of one attempt of one step of a run.
+
+    `seq` is the step's position in the run's path (1, 2, …); retries of the
+    same step share a seq and differ in `attempt`. At most one attempt per
+    seq succeeds (a partial unique constraint): a second worker cannot
+    record a second success even if fencing were bypassed.
+    """
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="step_runs")
+    seq = models.PositiveIntegerField()
+    attempt = models.PositiveSmallIntegerField(default=1)
+    step_key = models.CharField(max_length=100)
+    kind = models.CharField(max_length=20, choices=StepKind.choices)
+    status = models.CharField(max_length=12, choices=StepRunStatus.choices)
+    edge = models.CharField(max_length=60, blank=True)
+    input = models.JSONField(null=True, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    error_type = models.CharField(max_length=80, blank=True)
+    retry_delay_s = models.FloatField(null=True, blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    duration_ms = models.FloatField(default=0)
+    provider = models.CharField(max_length=40, blank=True)
+    model_requested = models.CharField(max_length=100, blank=True)
+    model_answered = models.CharField(max_length=100, blank=True)
+    tokens_in = models.PositiveIntegerField(default=0)
+    tokens_out = models.PositiveIntegerField(default=0)
+    cache_read_tokens = models.PositiveIntegerField(default=0)
+    cache_write_tokens = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    cache_hit = models.BooleanField(default=False)
+    worker = models.CharField(max_length=120, blank=True)
+
+    class Meta:
+        ordering = ["run", "seq", "attempt"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "seq", "attempt"], name="steprun_attempt_unique"),
+            models.UniqueConstraint(
+                fields=["run", "seq"],
+                condition=Q(status="succeeded"),
+                name="steprun_one_success_per_seq",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} #{self.seq} {self.step_key} ({self.status})"

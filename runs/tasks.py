@@ -1,0 +1,24 @@
+"""django-q2 entry points. Thin: they take ids and call the engine.
+
+Delivery is at-least-once, so each of these is safe to run twice: advancing
+a run someone else holds claims nothing and returns.
+"""
+
+from __future__ import annotations
+
+from django_q.tasks import async_task
+
+from runs import engine
+
+
+def advance(run_id: int) -> str:
+    return engine.advance_run(run_id).value
+
+
+def sweep() -> int:
+    return len(engine.sweep())
+
+
+def ring(run_id: int) -> None:
+    """The production doorbell: queue an `advance` task for the run."""
+    async_task("runs.tasks.advance", run_id, task_name=f"run-{run_id}", save=False)

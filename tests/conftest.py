@@ -1,0 +1,89 @@
+"""Shared fixtures: workflows built from plain dicts, and a run driver."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from runs import engine
+from runs.engine.definition import _cache as definition_cache
+from runs.models import Run, Step, Workflow, WorkflowVersion
+from tests.testapp import bell
+
+_slugs = itertools.count(1)
+
+STEP_DEFAULTS = {"max_attempts": 3, "backoff_base_s": 0.01, "backoff_cap_s": 0.05,
+                 "timeout_s": 10.0, "max_visits": 1}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked postgres_only are skipped on SQLite, with the reason."""
+    import django.conf
+
+    if "sqlite" in django.conf.settings.DATABASES["default"]["ENGINE"]:
+        skip = pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL)")
+        for item in items:
+            if "postgres_only" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_bell_and_cache():
+    bell.rung.clear()
+    definition_cache.clear()
+    yield
+
+
+@pytest.fixture
+def rung() -> list[int]:
+    return bell.rung
+
+
+def chain(*steps: dict[str, Any]) -> list[dict[str, Any]]:
+    """Steps that follow each other in order through their `next` edge."""
+    out = []
+    for index, step in enumerate(steps):
+        step = dict(step)
+        if step["kind"] != "end" and "edges" not in step and index + 1 < len(steps):
+            step["edges"] = {"next": steps[index + 1]["key"]}
+        out.append(step)
+    return out
+
+
+@pytest.fixture
+def make_workflow(db):
+    def make(steps: list[dict[str, Any]], *, entry: str | None = None, publish: bool = True,
+             slug: str | None = None) -> Workflow | WorkflowVersion:
+        workflow = Workflow.objects.create(
+            name="Test workflow", slug=slug or f"wf-{next(_slugs)}",
+            entry_step=entry or steps[0]["key"],
+        )
+        for position, step in enumerate(steps):
+            fields = {**STEP_DEFAULTS, **{k: v for k, v in step.items()
+                                          if k not in ("key", "kind", "config", "edges")}}
+            Step.objects.create(
+                workflow=workflow, key=step["key"], kind=step["kind"], position=position,
+                config=step.get("config", {}), edges=step.get("edges", {}), **fields,
+            )
+        if not publish:
+            return workflow
+        return engine.publish_workflow(workflow=workflow)
+
+    return make
+
+
+def drive(run_id: int, *, limit: int = 50) -> Run:
+    """Advance a run until nobody can claim it (it waits or it ended)."""
+    for _ in range(limit):
+        if engine.advance_run(run_id) is engine.Advance.NOT_CLAIMED:
+            break
+    return Run.objects.get(pk=run_id)
+
+
+@pytest.fixture
+def pg_only():
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL")

@@ -1,0 +1,18 @@
+"""Test settings: the real settings plus a small app of test-only tools."""
+
+import os
+
+os.environ.setdefault("DEBUG", "1")
+
+from config.settings import *  # noqa: E402,F403
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]  # noqa: F405
+BOSUN_TOOLS = {
+    **BOSUN_TOOLS,  # noqa: F405
+    "test.count": "tests.testapp.tools.Count",
+    "test.fail": "tests.testapp.tools.Fail",
+    "test.fail_while": "tests.testapp.tools.FailWhile",
+}
+# Tests drive runs explicitly; the doorbell only records who was rung.
+BOSUN_DOORBELL = os.environ.get("BOSUN_DOORBELL", "tests.testapp.bell.record")
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
