@@ -8,8 +8,17 @@ from approvals.models import ApprovalRequest
 
 @admin.register(ApprovalRequest)
 class ApprovalRequestAdmin(admin.ModelAdmin):
-    list_display = ("id", "run", "step_key", "title", "status", "reason_code", "created_at",
-                    "decided_by_label", "decided_at")
+    list_display = (
+        "id",
+        "run",
+        "step_key",
+        "title",
+        "status",
+        "reason_code",
+        "created_at",
+        "decided_by_label",
+        "decided_at",
+    )
     list_filter = ("status", "reason_code")
     list_select_related = ("run",)
 

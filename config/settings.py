@@ -182,6 +182,8 @@ Q_CLUSTER = {
 # --- Engine -----------------------------------------------------------------
 # A claimed run is leased for this long; every checkpoint renews the lease.
 BOSUN_LEASE_S = env_float("BOSUN_LEASE_S", 60.0)
+# A step's lease covers at least its time limit plus this margin.
+BOSUN_LEASE_MARGIN_S = env_float("BOSUN_LEASE_MARGIN_S", 5.0)
 # One task advances a run for at most this long before handing it back to
 # the queue, so a long run cannot monopolise a worker.
 BOSUN_TASK_SLICE_S = env_float("BOSUN_TASK_SLICE_S", 120.0)

@@ -62,8 +62,14 @@ class WorkflowVersionAdmin(admin.ModelAdmin):
     list_display = ("__str__", "workflow", "number", "published_at", "published_by")
     list_filter = ("workflow",)
     list_select_related = ("workflow", "published_by")
-    readonly_fields = ("workflow", "number", "pretty_definition", "checksum", "published_at",
-                       "published_by")
+    readonly_fields = (
+        "workflow",
+        "number",
+        "pretty_definition",
+        "checksum",
+        "published_at",
+        "published_by",
+    )
     exclude = ("definition",)
 
     @admin.display(description="Definition")
@@ -84,8 +90,22 @@ class StepRunInline(admin.TabularInline):
     model = StepRun
     extra = 0
     can_delete = False
-    fields = ("seq", "attempt", "step_key", "kind", "status", "edge", "input", "output",
-              "error", "duration_ms", "model_answered", "tokens_in", "tokens_out", "cost_usd")
+    fields = (
+        "seq",
+        "attempt",
+        "step_key",
+        "kind",
+        "status",
+        "edge",
+        "input",
+        "output",
+        "error",
+        "duration_ms",
+        "model_answered",
+        "tokens_in",
+        "tokens_out",
+        "cost_usd",
+    )
     readonly_fields = fields
     ordering = ("seq", "attempt")
 
@@ -95,8 +115,17 @@ class StepRunInline(admin.TabularInline):
 
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
-    list_display = ("id", "workflow", "version", "status", "current_step", "outcome",
-                    "steps_executed", "cost_usd", "created_at")
+    list_display = (
+        "id",
+        "workflow",
+        "version",
+        "status",
+        "current_step",
+        "outcome",
+        "steps_executed",
+        "cost_usd",
+        "created_at",
+    )
     list_filter = ("status", "workflow", "outcome")
     list_select_related = ("workflow", "version")
     search_fields = ("=id", "idempotency_key")
@@ -121,7 +150,9 @@ class RunAdmin(admin.ModelAdmin):
     def cancel(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
         reason = f"cancelled by {request.user.get_username()}"
         self._each(
-            request, queryset, lambda run: engine.cancel_run(run_id=run.pk, reason=reason),
+            request,
+            queryset,
+            lambda run: engine.cancel_run(run_id=run.pk, reason=reason),
             "cancelled",
         )
 

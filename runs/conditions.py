@@ -12,15 +12,13 @@ by key, and operators come from a fixed table.
 from __future__ import annotations
 
 import operator
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from runs.context import MISSING, resolve
 
-Op = Literal[
-    "==", "!=", "<", "<=", ">", ">=", "in", "not_in", "contains", "exists", "not_exists"
-]
+Op = Literal["==", "!=", "<", "<=", ">", ">=", "in", "not_in", "contains", "exists", "not_exists"]
 
 
 def _compare(fn):
@@ -68,7 +66,7 @@ class Not(BaseModel):
     not_: Condition = Field(alias="not")
 
 
-Condition = Union[Compare, AllOf, AnyOf, Not]
+Condition = Compare | AllOf | AnyOf | Not
 AllOf.model_rebuild()
 AnyOf.model_rebuild()
 Not.model_rebuild()

@@ -185,7 +185,9 @@ class Run(models.Model):
         ]
         indexes = [
             # The sweeper's scan: only rows with a pending timer.
-            models.Index(fields=["ring_at"], name="run_ring_at", condition=Q(ring_at__isnull=False)),
+            models.Index(
+                fields=["ring_at"], name="run_ring_at", condition=Q(ring_at__isnull=False)
+            ),
             models.Index(fields=["status", "-created_at"], name="run_status_created"),
             models.Index(fields=["workflow", "-created_at"], name="run_workflow_created"),
         ]
@@ -241,7 +243,9 @@ class StepRun(models.Model):
     class Meta:
         ordering = ["run", "seq", "attempt"]
         constraints = [
-            models.UniqueConstraint(fields=["run", "seq", "attempt"], name="steprun_attempt_unique"),
+            models.UniqueConstraint(
+                fields=["run", "seq", "attempt"], name="steprun_attempt_unique"
+            ),
             models.UniqueConstraint(
                 fields=["run", "seq"],
                 condition=Q(status="succeeded"),

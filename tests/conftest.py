@@ -15,8 +15,13 @@ from tests.testapp import bell
 
 _slugs = itertools.count(1)
 
-STEP_DEFAULTS = {"max_attempts": 3, "backoff_base_s": 0.01, "backoff_cap_s": 0.05,
-                 "timeout_s": 10.0, "max_visits": 1}
+STEP_DEFAULTS = {
+    "max_attempts": 3,
+    "backoff_base_s": 0.01,
+    "backoff_cap_s": 0.05,
+    "timeout_s": 10.0,
+    "max_visits": 1,
+}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -55,18 +60,31 @@ def chain(*steps: dict[str, Any]) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def make_workflow(db):
-    def make(steps: list[dict[str, Any]], *, entry: str | None = None, publish: bool = True,
-             slug: str | None = None) -> Workflow | WorkflowVersion:
+    def make(
+        steps: list[dict[str, Any]],
+        *,
+        entry: str | None = None,
+        publish: bool = True,
+        slug: str | None = None,
+    ) -> Workflow | WorkflowVersion:
         workflow = Workflow.objects.create(
-            name="Test workflow", slug=slug or f"wf-{next(_slugs)}",
+            name="Test workflow",
+            slug=slug or f"wf-{next(_slugs)}",
             entry_step=entry or steps[0]["key"],
         )
         for position, step in enumerate(steps):
-            fields = {**STEP_DEFAULTS, **{k: v for k, v in step.items()
-                                          if k not in ("key", "kind", "config", "edges")}}
+            fields = {
+                **STEP_DEFAULTS,
+                **{k: v for k, v in step.items() if k not in ("key", "kind", "config", "edges")},
+            }
             Step.objects.create(
-                workflow=workflow, key=step["key"], kind=step["kind"], position=position,
-                config=step.get("config", {}), edges=step.get("edges", {}), **fields,
+                workflow=workflow,
+                key=step["key"],
+                kind=step["kind"],
+                position=position,
+                config=step.get("config", {}),
+                edges=step.get("edges", {}),
+                **fields,
             )
         if not publish:
             return workflow

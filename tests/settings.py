@@ -1,4 +1,5 @@
 """Test settings: the real settings plus a small app of test-only tools."""
+# ruff: noqa: F405
 
 import os
 
@@ -16,3 +17,7 @@ BOSUN_TOOLS = {
 # Tests drive runs explicitly; the doorbell only records who was rung.
 BOSUN_DOORBELL = os.environ.get("BOSUN_DOORBELL", "tests.testapp.bell.record")
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+BOSUN_LLM_PROVIDERS = {
+    **BOSUN_LLM_PROVIDERS,
+    "sequence": "tests.testapp.providers.SequenceProvider",
+}  # noqa: F405

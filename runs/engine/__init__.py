@@ -25,7 +25,21 @@ from runs.engine.service import (
 from runs.engine.worker import Advance, advance_run
 
 __all__ = [
-    "Advance", "AlreadyDecided", "EngineError", "InvalidState", "LeaseLost", "NotFound",
-    "PublishError", "Started", "StepError", "advance_run", "cancel_run", "decide_approval",
-    "publish_workflow", "retry_run", "start_run", "sweep", "validate_workflow",
+    "Advance",
+    "AlreadyDecided",
+    "EngineError",
+    "InvalidState",
+    "LeaseLost",
+    "NotFound",
+    "PublishError",
+    "Started",
+    "StepError",
+    "advance_run",
+    "cancel_run",
+    "decide_approval",
+    "publish_workflow",
+    "retry_run",
+    "start_run",
+    "sweep",
+    "validate_workflow",
 ]

@@ -114,7 +114,9 @@ def _parse_step(key: str, raw: dict[str, Any], all_steps: dict) -> tuple[StepDef
         problems.append(f"{where}: max_visits must be at least 1")
     if not raw.get("timeout_s") or raw["timeout_s"] <= 0:
         problems.append(f"{where}: timeout_s must be positive")
-    if raw.get("backoff_base_s", 0) < 0 or raw.get("backoff_cap_s", 0) < raw.get("backoff_base_s", 0):
+    if raw.get("backoff_base_s", 0) < 0 or raw.get("backoff_cap_s", 0) < raw.get(
+        "backoff_base_s", 0
+    ):
         problems.append(f"{where}: backoff needs 0 <= base <= cap")
     if problems:
         return None, problems
@@ -142,7 +144,9 @@ def _graph_problems(definition: Definition) -> list[str]:
     reachable = _closure({definition.entry}, successors)
     for key in steps:
         if key not in reachable:
-            problems.append(f"step {key!r} is not reachable from the entry step {definition.entry!r}")
+            problems.append(
+                f"step {key!r} is not reachable from the entry step {definition.entry!r}"
+            )
 
     predecessors: dict[str, set[str]] = {key: set() for key in steps}
     for key, targets in successors.items():

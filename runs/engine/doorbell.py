@@ -8,8 +8,8 @@ claim does nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
-from typing import Callable
 
 from django.conf import settings
 from django.db import transaction

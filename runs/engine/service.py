@@ -34,7 +34,10 @@ class Started:
 
 
 def start_run(
-    *, workflow: Workflow | str, input: dict[str, Any], idempotency_key: str | None = None,
+    *,
+    workflow: Workflow | str,
+    input: dict[str, Any],
+    idempotency_key: str | None = None,
     version: WorkflowVersion | None = None,
 ) -> Started:
     """Create a queued run of the workflow's latest version and ring for it.
@@ -52,8 +55,12 @@ def start_run(
         raise InvalidState(f"workflow {workflow.slug!r} has no published version")
     definition = version.definition
     run = Run(
-        workflow=workflow, version=version, input=input, idempotency_key=idempotency_key,
-        current_step=definition["entry"], ring_at=_later(REDELIVER_AFTER_S),
+        workflow=workflow,
+        version=version,
+        input=input,
+        idempotency_key=idempotency_key,
+        current_step=definition["entry"],
+        ring_at=_later(REDELIVER_AFTER_S),
     )
     try:
         with transaction.atomic():
@@ -73,9 +80,13 @@ def retry_run(*, run_id: int) -> Run:
         # The failed step runs again as the next attempt, with a fresh
         # allowance of attempts; every step before it keeps its output.
         updated = Run.objects.filter(pk=run_id, status=RunStatus.FAILED).update(
-            status=RunStatus.QUEUED, attempts_before=F("attempt"), attempt=F("attempt") + 1,
-            error="", dead_lettered_at=None,
-            finished_at=None, ring_at=_later(REDELIVER_AFTER_S),
+            status=RunStatus.QUEUED,
+            attempts_before=F("attempt"),
+            attempt=F("attempt") + 1,
+            error="",
+            dead_lettered_at=None,
+            finished_at=None,
+            ring_at=_later(REDELIVER_AFTER_S),
         )
         if not updated:
             raise _not_in_state(run_id, "only a failed run can be retried")
@@ -91,8 +102,12 @@ def cancel_run(*, run_id: int, reason: str = "") -> Run:
             Run.objects.filter(pk=run_id)
             .exclude(status__in=TERMINAL_STATUSES)
             .update(
-                status=RunStatus.CANCELLED, error=reason[:4000], finished_at=Now(),
-                ring_at=None, lease_owner="", lease_expires_at=None,
+                status=RunStatus.CANCELLED,
+                error=reason[:4000],
+                finished_at=Now(),
+                ring_at=None,
+                lease_owner="",
+                lease_expires_at=None,
             )
         )
         if not updated:
@@ -104,8 +119,13 @@ def cancel_run(*, run_id: int, reason: str = "") -> Run:
 
 
 def decide_approval(
-    *, approval_id: int, approve: bool, actor=None, actor_label: str = "",
-    edited_draft: Any = None, reason: str = "",
+    *,
+    approval_id: int,
+    approve: bool,
+    actor=None,
+    actor_label: str = "",
+    edited_draft: Any = None,
+    reason: str = "",
 ) -> ApprovalRequest:
     """Record a decision and wake the run. Of concurrent deciders one wins;
     the others get AlreadyDecided."""
@@ -118,8 +138,10 @@ def decide_approval(
         ).update(
             status=ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED,
             edited_draft=edited_draft if approve else None,
-            decision_reason=reason, decided_by=actor if getattr(actor, "pk", None) else None,
-            decided_by_label=label[:150], decided_at=Now(),
+            decision_reason=reason,
+            decided_by=actor if getattr(actor, "pk", None) else None,
+            decided_by_label=label[:150],
+            decided_at=Now(),
         )
         request = ApprovalRequest.objects.filter(pk=approval_id).first()
         if request is None:
@@ -164,4 +186,3 @@ def _not_in_state(run_id: int, message: str) -> Exception:
     if not Run.objects.filter(pk=run_id).exists():
         return NotFound(f"no run {run_id}")
     return InvalidState(message)
-

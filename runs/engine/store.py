@@ -163,9 +163,7 @@ def checkpoint(state: RunState, update: Update, step_run: dict[str, Any] | None)
             return
         columns = STEP_RUN_COLUMNS[1:]
         holders = ", ".join(json_param() if c in _JSON_COLUMNS else "%s" for c in columns)
-        values = [
-            dump(step_run.get(c)) if c in _JSON_COLUMNS else step_run[c] for c in columns
-        ]
+        values = [dump(step_run.get(c)) if c in _JSON_COLUMNS else step_run[c] for c in columns]
         insert_cols = ", ".join(STEP_RUN_COLUMNS)
         if _pg():
             # One round trip: the insert happens only if the fenced update matched.

@@ -12,7 +12,11 @@ from runs.engine.errors import StepTimeout
 
 
 def backoff_delay(
-    attempt: int, *, base_s: float, cap_s: float, retry_after: float | None = None,
+    attempt: int,
+    *,
+    base_s: float,
+    cap_s: float,
+    retry_after: float | None = None,
     rng: random.Random | None = None,
 ) -> float:
     """Delay before attempt `attempt + 1`, after attempt `attempt` failed.

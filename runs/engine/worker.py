@@ -15,7 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from django.conf import settings
@@ -36,7 +36,7 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 TRANSIENT = (TimeoutError, ConnectionError, DatabaseError)
 
 
-class Advance(str, Enum):
+class Advance(StrEnum):
     NOT_CLAIMED = "not_claimed"
     WAITING = "waiting"
     FINISHED = "finished"
@@ -57,7 +57,10 @@ class _Walk:
 
 
 def advance_run(
-    run_id: int, *, worker: str | None = None, lease_s: float | None = None,
+    run_id: int,
+    *,
+    worker: str | None = None,
+    lease_s: float | None = None,
     slice_s: float | None = None,
 ) -> Advance:
     """Execute the run from where it stands. Safe to call any number of times."""
@@ -72,16 +75,17 @@ def advance_run(
         while True:
             result = _step(walk, worker=worker, lease_s=lease_s)
             delay = walk.retry_delay
-            if result is Advance.WAITING and delay is not None:
-                if delay <= settings.BOSUN_INLINE_WAIT_S:
-                    # A short backoff is slept here rather than paying a trip
-                    # through the sweeper; the lease is free meanwhile.
-                    time.sleep(delay)
-                    again = _claim(run_id, worker=worker, lease_s=lease_s)
-                    if again is None:
-                        return Advance.NOT_CLAIMED
-                    walk = again
-                    continue
+            if (
+                result is Advance.WAITING
+                and delay is not None
+                and delay <= settings.BOSUN_INLINE_WAIT_S
+            ):
+                # A short backoff is slept here rather than paying a trip
+                # through the sweeper; the lease is free meanwhile.
+                walk = _claim_after(run_id, delay, worker=worker, lease_s=lease_s)
+                if walk is None:
+                    return Advance.NOT_CLAIMED
+                continue
             if result is not None:
                 return result
             if time.monotonic() >= deadline:
@@ -102,6 +106,13 @@ def _claim(run_id: int, *, worker: str, lease_s: float) -> _Walk | None:
     if state is None:
         return None
     definition = load_definition(state.version_id)
+    needed = _lease_for(definition.steps[state.current_step], lease_s)
+    if needed > lease_s:
+        # The step may run longer than a default lease: extend it first, so
+        # the sweeper does not hand the run to a second worker mid-step.
+        store.checkpoint(
+            state, store.Update().after("lease_expires_at", needed).after("ring_at", needed), None
+        )
     steps: dict[str, Any] = {}
     visits: dict[str, int] = {}
     if state.seq > 1:
@@ -112,6 +123,15 @@ def _claim(run_id: int, *, worker: str, lease_s: float) -> _Walk | None:
     return _Walk(state, definition, variables, visits)
 
 
+def _claim_after(run_id: int, delay: float, *, worker: str, lease_s: float) -> _Walk | None:
+    time.sleep(delay)
+    walk = _claim(run_id, worker=worker, lease_s=lease_s)
+    if walk is None:
+        time.sleep(0.01)  # the database clock may be a hair behind ours
+        walk = _claim(run_id, worker=worker, lease_s=lease_s)
+    return walk
+
+
 def _step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
     """Run the current step and checkpoint it. None means: go on."""
     state = walk.state
@@ -120,8 +140,12 @@ def _step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
     if walk.visits.get(step.key, 0) >= step.max_visits:
         return _leave_exhausted(walk, step, worker=worker, lease_s=lease_s)
     ctx = StepContext(
-        run_id=state.run_id, seq=state.seq, attempt=state.attempt, step_key=step.key,
-        timeout_s=step.timeout_s, variables=walk.variables,
+        run_id=state.run_id,
+        seq=state.seq,
+        attempt=state.attempt,
+        step_key=step.key,
+        timeout_s=step.timeout_s,
+        variables=walk.variables,
     )
     started = timezone.now()
     t0 = time.perf_counter()
@@ -146,13 +170,22 @@ def _step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
     if outcome.wait:
         store.checkpoint(
             state,
-            store.Update().value("status", "waiting").value("wait_reason", outcome.wait)
-            .release().set("ring_at", "NULL").set("not_before", "NULL"),
+            store.Update()
+            .value("status", "waiting")
+            .value("wait_reason", outcome.wait)
+            .release()
+            .set("ring_at", "NULL")
+            .set("not_before", "NULL"),
             None,
         )
         return Advance.WAITING
-    record.update(_usage(outcome), status="succeeded", edge=outcome.edge,
-                  input=outcome.input, output=outcome.output)
+    record.update(
+        _usage(outcome),
+        status="succeeded",
+        edge=outcome.edge,
+        input=outcome.input,
+        output=outcome.output,
+    )
     update = _charged(store.Update(), outcome).add("steps_executed", 1).set("seq", "seq + 1")
     if outcome.end is not None:
         label, success = outcome.end
@@ -161,7 +194,7 @@ def _step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
         store.checkpoint(state, update, record)
         return Advance.FINISHED
     next_key = step.edges[outcome.edge]
-    next_lease = max(lease_s, walk.definition.steps[next_key].timeout_s + 5.0)
+    next_lease = _lease_for(walk.definition.steps[next_key], lease_s)
     update.value("current_step", next_key).value("attempt", 1).value("attempts_before", 0)
     update.after("lease_expires_at", next_lease).after("ring_at", next_lease)
     store.checkpoint(state, update, record)
@@ -181,11 +214,15 @@ def _fail(walk: _Walk, step: StepDef, error: StepError, record: dict, outcome: O
         _charged(update, outcome)
     if error.retryable and state.attempt - state.attempts_before < step.max_attempts:
         delay = backoff_delay(
-            state.attempt, base_s=step.backoff_base_s, cap_s=step.backoff_cap_s,
+            state.attempt,
+            base_s=step.backoff_base_s,
+            cap_s=step.backoff_cap_s,
             retry_after=error.retry_after,
         )
         record["retry_delay_s"] = delay
-        update.value("status", "waiting").value("wait_reason", "retry").set("attempt", "attempt + 1")
+        update.value("status", "waiting").value("wait_reason", "retry").set(
+            "attempt", "attempt + 1"
+        )
         update.release().after("not_before", delay).after("ring_at", delay)
         store.checkpoint(state, update, record)
         state.attempt += 1
@@ -205,17 +242,27 @@ def _leave_exhausted(walk: _Walk, step: StepDef, *, worker: str, lease_s: float)
     if target is None:
         now = timezone.now()
         record = _record(state, step, now, time.perf_counter(), worker)
-        error = StepError(f"visited {step.max_visits} times, its bound", retryable=False,
-                          error_type="loop_bound")
+        error = StepError(
+            f"visited {step.max_visits} times, its bound", retryable=False, error_type="loop_bound"
+        )
         return _fail(walk, step, error, record, None)
+    lease = _lease_for(walk.definition.steps[target], lease_s)
     store.checkpoint(
         state,
-        store.Update().value("current_step", target).value("attempt", 1)
-        .after("lease_expires_at", lease_s).after("ring_at", lease_s),
+        store.Update()
+        .value("current_step", target)
+        .value("attempt", 1)
+        .value("attempts_before", 0)
+        .after("lease_expires_at", lease)
+        .after("ring_at", lease),
         None,
     )
     state.current_step, state.attempt = target, 1
     return None
+
+
+def _lease_for(step: StepDef, lease_s: float) -> float:
+    return max(lease_s, step.timeout_s + settings.BOSUN_LEASE_MARGIN_S)
 
 
 def _missing_edge(outcome: Outcome) -> str:
@@ -226,30 +273,53 @@ def _missing_edge(outcome: Outcome) -> str:
 
 def _record(state: store.RunState, step: StepDef, started, t0: float, worker: str) -> dict:
     return {
-        "seq": state.seq, "attempt": state.attempt, "step_key": step.key,
-        "kind": step.kind.name, "status": "", "edge": "", "input": None, "output": None,
-        "error": "", "error_type": "", "retry_delay_s": None,
+        "seq": state.seq,
+        "attempt": state.attempt,
+        "step_key": step.key,
+        "kind": step.kind.name,
+        "status": "",
+        "edge": "",
+        "input": None,
+        "output": None,
+        "error": "",
+        "error_type": "",
+        "retry_delay_s": None,
         "started_at": started,
         "finished_at": timezone.now(),
         "duration_ms": round((time.perf_counter() - t0) * 1000, 3),
-        "provider": "", "model_requested": "", "model_answered": "",
-        "tokens_in": 0, "tokens_out": 0, "cache_read_tokens": 0, "cache_write_tokens": 0,
-        "cost_usd": Decimal(0), "cache_hit": False, "worker": worker[:120],
+        "provider": "",
+        "model_requested": "",
+        "model_answered": "",
+        "tokens_in": 0,
+        "tokens_out": 0,
+        "cache_read_tokens": 0,
+        "cache_write_tokens": 0,
+        "cost_usd": Decimal(0),
+        "cache_hit": False,
+        "worker": worker[:120],
     }
 
 
 def _usage(outcome: Outcome) -> dict[str, Any]:
     return {
-        "provider": outcome.provider, "model_requested": outcome.model_requested,
-        "model_answered": outcome.model_answered, "tokens_in": outcome.tokens_in,
-        "tokens_out": outcome.tokens_out, "cache_read_tokens": outcome.cache_read_tokens,
-        "cache_write_tokens": outcome.cache_write_tokens, "cost_usd": outcome.cost_usd,
+        "provider": outcome.provider,
+        "model_requested": outcome.model_requested,
+        "model_answered": outcome.model_answered,
+        "tokens_in": outcome.tokens_in,
+        "tokens_out": outcome.tokens_out,
+        "cache_read_tokens": outcome.cache_read_tokens,
+        "cache_write_tokens": outcome.cache_write_tokens,
+        "cost_usd": outcome.cost_usd,
     }
 
 
 def _charged(update: store.Update, outcome: Outcome) -> store.Update:
     return (
-        update.add("llm_calls", outcome.llm_calls).add("tool_calls", outcome.tool_calls)
-        .add("tokens_in", outcome.tokens_in + outcome.cache_read_tokens + outcome.cache_write_tokens)
-        .add("tokens_out", outcome.tokens_out).add("cost_usd", str(outcome.cost_usd) if outcome.cost_usd else 0)
+        update.add("llm_calls", outcome.llm_calls)
+        .add("tool_calls", outcome.tool_calls)
+        .add(
+            "tokens_in", outcome.tokens_in + outcome.cache_read_tokens + outcome.cache_write_tokens
+        )
+        .add("tokens_out", outcome.tokens_out)
+        .add("cost_usd", str(outcome.cost_usd) if outcome.cost_usd else 0)
     )

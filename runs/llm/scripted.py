@@ -66,4 +66,3 @@ class ScriptedProvider:
             if evaluate(_condition.validate_python(rule["when"]), variables):
                 criteria[name] += rule.get("add", 0)
         return {"total": sum(criteria.values()), "criteria": criteria}
-

@@ -5,8 +5,10 @@ from runs.conditions import Condition, evaluate
 from runs.context import RenderError, render_value
 
 conditions = TypeAdapter(Condition)
-CONTEXT = {"input": {"company": "Acme", "tags": ["b2b", "eu"]},
-           "steps": {"score": {"total": 72, "nothing": None}}}
+CONTEXT = {
+    "input": {"company": "Acme", "tags": ["b2b", "eu"]},
+    "steps": {"score": {"total": 72, "nothing": None}},
+}
 
 
 @pytest.mark.parametrize(
@@ -21,10 +23,24 @@ CONTEXT = {"input": {"company": "Acme", "tags": ["b2b", "eu"]},
         ({"path": "input.missing", "op": "not_exists"}, True),
         ({"path": "input.missing", "op": "==", "value": None}, False),
         ({"path": "steps.score.nothing", "op": ">", "value": 1}, False),
-        ({"all": [{"path": "steps.score.total", "op": ">", "value": 1},
-                  {"path": "input.company", "op": "!=", "value": "x"}]}, True),
-        ({"any": [{"path": "steps.score.total", "op": ">", "value": 100},
-                  {"path": "input.tags.0", "op": "==", "value": "b2b"}]}, True),
+        (
+            {
+                "all": [
+                    {"path": "steps.score.total", "op": ">", "value": 1},
+                    {"path": "input.company", "op": "!=", "value": "x"},
+                ]
+            },
+            True,
+        ),
+        (
+            {
+                "any": [
+                    {"path": "steps.score.total", "op": ">", "value": 100},
+                    {"path": "input.tags.0", "op": "==", "value": "b2b"},
+                ]
+            },
+            True,
+        ),
         ({"not": {"path": "steps.score.total", "op": ">", "value": 1}}, False),
     ],
 )

@@ -36,29 +36,52 @@ def test_it_runs_every_step_once_and_records_each(make_workflow, rung):
     assert run.status == "succeeded" and run.outcome == "done" and run.success is True
     assert executions(run.pk) == {"a": 1, "b": 1, "c": 1}
     records = list(StepRun.objects.filter(run=run).values_list("seq", "step_key", "status"))
-    assert records == [(1, "a", "succeeded"), (2, "b", "succeeded"), (3, "c", "succeeded"),
-                       (4, "done", "succeeded")]
+    assert records == [
+        (1, "a", "succeeded"),
+        (2, "b", "succeeded"),
+        (3, "c", "succeeded"),
+        (4, "done", "succeeded"),
+    ]
     assert run.steps_executed == 4 and run.tool_calls == 3
     assert run.finished_at is not None and run.lease_owner == "" and run.ring_at is None
 
 
 def test_later_steps_read_earlier_outputs_from_the_context(make_workflow):
-    version = make_workflow(chain(
-        {"key": "first", "kind": "tool", "config": {"tool": "echo", "args": {"value": "{{ input.n * 2 }}"}}},
-        {"key": "second", "kind": "tool",
-         "config": {"tool": "echo", "args": {"value": "got {{ steps.first.value }}"}}},
-        END))
+    version = make_workflow(
+        chain(
+            {
+                "key": "first",
+                "kind": "tool",
+                "config": {"tool": "echo", "args": {"value": "{{ input.n * 2 }}"}},
+            },
+            {
+                "key": "second",
+                "kind": "tool",
+                "config": {"tool": "echo", "args": {"value": "got {{ steps.first.value }}"}},
+            },
+            END,
+        )
+    )
     run = drive(engine.start_run(workflow=version.workflow, input={"n": 21}).run.pk)
     assert StepRun.objects.get(run=run, step_key="second").output == {"value": "got 42"}
 
 
 def test_it_resumes_from_the_failed_step_after_the_cause_is_fixed(make_workflow):
     Switch.objects.create(name="vendor-down", on=True)
-    version = make_workflow(chain(
-        count("s1"), count("s2"),
-        {"key": "s3", "kind": "tool", "config": {"tool": "test.fail_while",
-                                                 "args": {"switch": "vendor-down"}}},
-        count("s4"), count("s5"), END))
+    version = make_workflow(
+        chain(
+            count("s1"),
+            count("s2"),
+            {
+                "key": "s3",
+                "kind": "tool",
+                "config": {"tool": "test.fail_while", "args": {"switch": "vendor-down"}},
+            },
+            count("s4"),
+            count("s5"),
+            END,
+        )
+    )
     run = drive(engine.start_run(workflow=version.workflow, input={}).run.pk)
     assert run.status == "failed" and run.dead_lettered_at is not None
     assert run.current_step == "s3" and "switch vendor-down is on" in run.error
@@ -75,9 +98,19 @@ def test_it_resumes_from_the_failed_step_after_the_cause_is_fixed(make_workflow)
 
 def test_retries_back_off_exponentially_within_jitter_bounds_then_dead_letter(make_workflow):
     base, cap, attempts = 0.02, 0.1, 5
-    version = make_workflow(chain(
-        {"key": "flaky", "kind": "tool", "config": {"tool": "test.fail"},
-         "max_attempts": attempts, "backoff_base_s": base, "backoff_cap_s": cap}, END))
+    version = make_workflow(
+        chain(
+            {
+                "key": "flaky",
+                "kind": "tool",
+                "config": {"tool": "test.fail"},
+                "max_attempts": attempts,
+                "backoff_base_s": base,
+                "backoff_cap_s": cap,
+            },
+            END,
+        )
+    )
     run = drive(engine.start_run(workflow=version.workflow, input={}).run.pk)
     assert run.status == "failed" and run.dead_lettered_at is not None
     assert "retries exhausted" in run.error
@@ -95,9 +128,16 @@ def test_retries_back_off_exponentially_within_jitter_bounds_then_dead_letter(ma
 
 
 def test_a_retry_after_is_a_floor_for_the_next_attempt(make_workflow):
-    version = make_workflow(chain(
-        {"key": "limited", "kind": "tool",
-         "config": {"tool": "test.fail", "args": {"failures": 1, "retry_after": 0.3}}}, END))
+    version = make_workflow(
+        chain(
+            {
+                "key": "limited",
+                "kind": "tool",
+                "config": {"tool": "test.fail", "args": {"failures": 1, "retry_after": 0.3}},
+            },
+            END,
+        )
+    )
     run = drive(engine.start_run(workflow=version.workflow, input={}).run.pk)
     first, second = StepRun.objects.filter(run=run, step_key="limited").order_by("attempt")
     assert run.status == "succeeded"
@@ -106,9 +146,17 @@ def test_a_retry_after_is_a_floor_for_the_next_attempt(make_workflow):
 
 
 def test_a_non_retryable_error_fails_fast(make_workflow):
-    version = make_workflow(chain(
-        {"key": "bad", "kind": "tool", "config": {"tool": "test.fail", "args": {"retryable": False}},
-         "max_attempts": 5}, END))
+    version = make_workflow(
+        chain(
+            {
+                "key": "bad",
+                "kind": "tool",
+                "config": {"tool": "test.fail", "args": {"retryable": False}},
+                "max_attempts": 5,
+            },
+            END,
+        )
+    )
     run = drive(engine.start_run(workflow=version.workflow, input={}).run.pk)
     assert run.status == "failed"
     assert StepRun.objects.filter(run=run).count() == 1
@@ -116,9 +164,18 @@ def test_a_non_retryable_error_fails_fast(make_workflow):
 
 def test_a_long_backoff_leaves_the_run_waiting_for_the_sweeper(make_workflow, rung, settings):
     settings.BOSUN_INLINE_WAIT_S = 0.0
-    version = make_workflow(chain(
-        {"key": "flaky", "kind": "tool", "config": {"tool": "test.fail", "args": {"failures": 1}},
-         "backoff_base_s": 0.05, "backoff_cap_s": 0.05}, END))
+    version = make_workflow(
+        chain(
+            {
+                "key": "flaky",
+                "kind": "tool",
+                "config": {"tool": "test.fail", "args": {"failures": 1}},
+                "backoff_base_s": 0.05,
+                "backoff_cap_s": 0.05,
+            },
+            END,
+        )
+    )
     run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
     assert engine.advance_run(run_id) is engine.Advance.WAITING
     run = Run.objects.get(pk=run_id)
@@ -132,14 +189,25 @@ def test_a_long_backoff_leaves_the_run_waiting_for_the_sweeper(make_workflow, ru
 
 
 def test_a_step_over_its_time_limit_times_out(make_workflow):
-    version = make_workflow(chain(
-        {"key": "slow", "kind": "tool", "config": {"tool": "wait", "args": {"seconds": 2}},
-         "timeout_s": 0.1, "max_attempts": 2}, END))
+    version = make_workflow(
+        chain(
+            {
+                "key": "slow",
+                "kind": "tool",
+                "config": {"tool": "wait", "args": {"seconds": 2}},
+                "timeout_s": 0.1,
+                "max_attempts": 2,
+            },
+            END,
+        )
+    )
     started = time.monotonic()
     run = drive(engine.start_run(workflow=version.workflow, input={}).run.pk)
     assert run.status == "failed"
     assert list(StepRun.objects.filter(run=run).values_list("error_type", flat=True)) == [
-        "timeout", "timeout"]
+        "timeout",
+        "timeout",
+    ]
     assert time.monotonic() - started < 2  # interrupted, not waited out
 
 
@@ -152,14 +220,36 @@ def test_a_stale_worker_cannot_checkpoint_after_a_takeover(make_workflow):
     fresh = store.claim(run_id, worker="fresh", lease_s=30)
     assert fresh is not None and fresh.fence == stale.fence + 1
     with pytest.raises(engine.LeaseLost):
-        store.checkpoint(stale, store.Update().add("steps_executed", 1), {
-            "seq": 1, "attempt": 1, "step_key": "a", "kind": "tool", "status": "succeeded",
-            "edge": "next", "input": None, "output": {"stale": True}, "error": "",
-            "error_type": "", "retry_delay_s": None, "started_at": Run.objects.get().created_at,
-            "finished_at": Run.objects.get().created_at, "duration_ms": 0, "provider": "",
-            "model_requested": "", "model_answered": "", "tokens_in": 0, "tokens_out": 0,
-            "cache_read_tokens": 0, "cache_write_tokens": 0, "cost_usd": 0, "cache_hit": False,
-            "worker": "stale"})
+        store.checkpoint(
+            stale,
+            store.Update().add("steps_executed", 1),
+            {
+                "seq": 1,
+                "attempt": 1,
+                "step_key": "a",
+                "kind": "tool",
+                "status": "succeeded",
+                "edge": "next",
+                "input": None,
+                "output": {"stale": True},
+                "error": "",
+                "error_type": "",
+                "retry_delay_s": None,
+                "started_at": Run.objects.get().created_at,
+                "finished_at": Run.objects.get().created_at,
+                "duration_ms": 0,
+                "provider": "",
+                "model_requested": "",
+                "model_answered": "",
+                "tokens_in": 0,
+                "tokens_out": 0,
+                "cache_read_tokens": 0,
+                "cache_write_tokens": 0,
+                "cost_usd": 0,
+                "cache_hit": False,
+                "worker": "stale",
+            },
+        )
     assert not StepRun.objects.filter(run_id=run_id).exists()
     assert Run.objects.get(pk=run_id).steps_executed == 0
 
@@ -173,14 +263,28 @@ def test_starting_twice_with_one_idempotency_key_returns_the_first_run(make_work
 
 
 def test_an_approval_waits_and_an_edited_approval_resumes_with_the_edit(make_workflow):
-    version = make_workflow([
-        {"key": "draft", "kind": "tool", "config": {"tool": "echo", "args": {"value": "Hello"}},
-         "edges": {"next": "review"}},
-        {"key": "review", "kind": "approval", "config": {"draft": {"$ref": "steps.draft.value"}},
-         "edges": {"approved": "sent", "rejected": "dropped"}},
-        {"key": "sent", "kind": "end", "config": {"outcome": "sent", "output": "{{ steps.review.draft }}"}},
-        {"key": "dropped", "kind": "end", "config": {"outcome": "dropped", "success": False}},
-    ])
+    version = make_workflow(
+        [
+            {
+                "key": "draft",
+                "kind": "tool",
+                "config": {"tool": "echo", "args": {"value": "Hello"}},
+                "edges": {"next": "review"},
+            },
+            {
+                "key": "review",
+                "kind": "approval",
+                "config": {"draft": {"$ref": "steps.draft.value"}},
+                "edges": {"approved": "sent", "rejected": "dropped"},
+            },
+            {
+                "key": "sent",
+                "kind": "end",
+                "config": {"outcome": "sent", "output": "{{ steps.review.draft }}"},
+            },
+            {"key": "dropped", "kind": "end", "config": {"outcome": "dropped", "success": False}},
+        ]
+    )
     run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
     run = drive(run_id)
     assert (run.status, run.wait_reason, run.current_step) == ("waiting", "approval", "review")
@@ -188,8 +292,9 @@ def test_an_approval_waits_and_an_edited_approval_resumes_with_the_edit(make_wor
     assert request.draft == "Hello" and request.status == "pending"
     assert engine.advance_run(run_id) is engine.Advance.NOT_CLAIMED  # nothing to do yet
 
-    engine.decide_approval(approval_id=request.pk, approve=True, actor_label="rita",
-                           edited_draft="Hello, Dana")
+    engine.decide_approval(
+        approval_id=request.pk, approve=True, actor_label="rita", edited_draft="Hello, Dana"
+    )
     with pytest.raises(engine.AlreadyDecided):
         engine.decide_approval(approval_id=request.pk, approve=False, reason="late")
     run = drive(run_id)
@@ -201,12 +306,18 @@ def test_an_approval_waits_and_an_edited_approval_resumes_with_the_edit(make_wor
 
 
 def test_a_rejection_needs_a_reason_and_takes_the_rejected_edge(make_workflow):
-    version = make_workflow([
-        {"key": "review", "kind": "approval", "config": {"draft": "text"},
-         "edges": {"approved": "sent", "rejected": "dropped"}},
-        {"key": "sent", "kind": "end", "config": {"outcome": "sent"}},
-        {"key": "dropped", "kind": "end", "config": {"outcome": "dropped", "success": False}},
-    ])
+    version = make_workflow(
+        [
+            {
+                "key": "review",
+                "kind": "approval",
+                "config": {"draft": "text"},
+                "edges": {"approved": "sent", "rejected": "dropped"},
+            },
+            {"key": "sent", "kind": "end", "config": {"outcome": "sent"}},
+            {"key": "dropped", "kind": "end", "config": {"outcome": "dropped", "success": False}},
+        ]
+    )
     run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
     drive(run_id)
     request = ApprovalRequest.objects.get(run_id=run_id)
@@ -218,9 +329,17 @@ def test_a_rejection_needs_a_reason_and_takes_the_rejected_edge(make_workflow):
 
 
 def test_cancel_stops_a_waiting_run_and_its_pending_approval(make_workflow):
-    version = make_workflow([
-        {"key": "review", "kind": "approval", "config": {"draft": "text"},
-         "edges": {"approved": "done", "rejected": "done"}}, END])
+    version = make_workflow(
+        [
+            {
+                "key": "review",
+                "kind": "approval",
+                "config": {"draft": "text"},
+                "edges": {"approved": "done", "rejected": "done"},
+            },
+            END,
+        ]
+    )
     run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
     drive(run_id)
     assert engine.cancel_run(run_id=run_id, reason="operator").status == "cancelled"
@@ -242,15 +361,34 @@ def test_a_cancelled_run_stops_its_worker_at_the_next_checkpoint(make_workflow):
 
 
 def test_an_exhausted_loop_takes_its_exhausted_edge(make_workflow):
-    version = make_workflow([
-        {"key": "poll", "kind": "tool", "config": {"tool": "test.count"},
-         "edges": {"next": "check", "exhausted": "gave_up"}, "max_visits": 3},
-        {"key": "check", "kind": "branch", "edges": {"again": "poll", "ok": "done"}, "max_visits": 3,
-         "config": {"rules": [{"when": {"path": "steps.poll.executions", "op": "<", "value": 99},
-                               "edge": "again"}], "default": "ok"}},
-        {"key": "gave_up", "kind": "end", "config": {"outcome": "gave_up", "success": False}},
-        END,
-    ])
+    version = make_workflow(
+        [
+            {
+                "key": "poll",
+                "kind": "tool",
+                "config": {"tool": "test.count"},
+                "edges": {"next": "check", "exhausted": "gave_up"},
+                "max_visits": 3,
+            },
+            {
+                "key": "check",
+                "kind": "branch",
+                "edges": {"again": "poll", "ok": "done"},
+                "max_visits": 3,
+                "config": {
+                    "rules": [
+                        {
+                            "when": {"path": "steps.poll.executions", "op": "<", "value": 99},
+                            "edge": "again",
+                        }
+                    ],
+                    "default": "ok",
+                },
+            },
+            {"key": "gave_up", "kind": "end", "config": {"outcome": "gave_up", "success": False}},
+            END,
+        ]
+    )
     run = drive(engine.start_run(workflow=version.workflow, input={}).run.pk)
     assert (run.status, run.outcome) == ("succeeded", "gave_up")
     assert executions(run.pk) == {"poll": 3}
@@ -289,6 +427,8 @@ def test_the_database_clock_is_what_leases_compare_against(make_workflow):
     run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
     store.claim(run_id, worker="w", lease_s=60)
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT lease_expires_at > {store.later_sql()} FROM runs_run WHERE id = %s",
-                       [59.0, run_id])
+        cursor.execute(
+            f"SELECT lease_expires_at > {store.later_sql()} FROM runs_run WHERE id = %s",
+            [59.0, run_id],
+        )
         assert cursor.fetchone()[0] in (True, 1)

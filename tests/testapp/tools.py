@@ -13,7 +13,10 @@ from tests.testapp.models import Execution, Switch
 
 def _record(call: ToolCall) -> int:
     Execution.objects.create(
-        run_id=call.run_id, seq=call.seq, step_key=call.step_key, attempt=call.attempt,
+        run_id=call.run_id,
+        seq=call.seq,
+        step_key=call.step_key,
+        attempt=call.attempt,
         pid=os.getpid(),
     )
     return Execution.objects.filter(run_id=call.run_id, step_key=call.step_key).count()
@@ -52,7 +55,8 @@ class Fail(Tool):
         _record(call)
         if call.attempt <= args.failures:
             raise ToolError(
-                f"planned failure {call.attempt}", retryable=args.retryable,
+                f"planned failure {call.attempt}",
+                retryable=args.retryable,
                 retry_after=args.retry_after,
             )
         return self.Result(attempt=call.attempt)

@@ -18,8 +18,11 @@ class Command(BaseCommand):
         created = 0
         for lead in SAMPLE_LEADS:
             started = engine.start_run(
-                workflow="lead-qualification", input=lead,
+                workflow="lead-qualification",
+                input=lead,
                 idempotency_key=f"sample-{lead['email']}",
             )
             created += started.created
-        self.stdout.write(f"{created} demo run(s) started, {len(SAMPLE_LEADS) - created} already there")
+        self.stdout.write(
+            f"{created} demo run(s) started, {len(SAMPLE_LEADS) - created} already there"
+        )

@@ -1,0 +1,179 @@
+"""Crash and zombie tests against real worker processes on PostgreSQL.
+
+They start `manage.py qcluster` and `manage.py sweeper` (or a single
+`advance_run`) as subprocesses on the test database, then kill or freeze
+them, and count what was executed and what was committed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from runs import engine
+from runs.models import TERMINAL_STATUSES, Run, StepRun
+from tests.conftest import chain, drive
+from tests.testapp.models import Execution
+
+pytestmark = [pytest.mark.postgres_only, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+ROOT = Path(__file__).resolve().parents[2]
+END = {"key": "done", "kind": "end", "config": {"outcome": "done"}}
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """Environment for a subprocess that works on this test's database."""
+    settings = connection.settings_dict
+    url = (
+        f"postgresql://{settings['USER']}:{settings['PASSWORD']}@{settings['HOST']}:"
+        f"{settings['PORT']}/{settings['NAME']}"
+    )
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "BOSUN_DOORBELL": "runs.tasks.ring",
+        "DEBUG": "1",
+        **extra,
+    }
+
+
+def spawn(*args: str, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def stop(process: subprocess.Popen) -> str:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    return process.stdout.read() if process.stdout else ""
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_runs_survive_workers_killed_at_random_and_commit_each_step_once(make_workflow, settings):
+    settings.BOSUN_DOORBELL = "runs.tasks.ring"
+    rng = random.Random(20261121)
+    version = make_workflow(
+        chain(
+            *[
+                {
+                    "key": f"s{i}",
+                    "kind": "tool",
+                    "config": {"tool": "test.count", "args": {"sleep_s": 0.08}},
+                    "timeout_s": 5.0,
+                }
+                for i in range(1, 6)
+            ],
+            END,
+        )
+    )
+    env = child_env(BOSUN_LEASE_S="1.5", BOSUN_LEASE_MARGIN_S="0.5", BOSUN_WORKERS="3")
+    cluster = spawn("qcluster", env=env)
+    sweeper = spawn("sweeper", "--interval", "0.2", env=env)
+    killed: set[int] = set()
+    try:
+        ids = [
+            engine.start_run(workflow=version.workflow, input={"n": n}).run.pk for n in range(50)
+        ]
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if not Run.objects.filter(pk__in=ids).exclude(status__in=TERMINAL_STATUSES).exists():
+                break
+            time.sleep(rng.uniform(0.15, 0.5))
+            if len(killed) >= 15:
+                continue
+            busy = [
+                pid
+                for pid in Execution.objects.order_by("-id").values_list("pid", flat=True)[:5]
+                if pid not in killed and alive(pid)
+            ]
+            if busy:
+                victim = rng.choice(busy)
+                os.kill(victim, signal.SIGKILL)
+                killed.add(victim)
+    finally:
+        log = stop(cluster) + stop(sweeper)
+
+    assert len(killed) >= 10, f"only {len(killed)} kills landed\n{log[-3000:]}"
+    statuses = Counter(Run.objects.filter(pk__in=ids).values_list("status", flat=True))
+    assert statuses == {"succeeded": 50}, f"{statuses}\n{log[-3000:]}"
+    for run_id in ids:
+        committed = {
+            s.step_key: s for s in StepRun.objects.filter(run_id=run_id, status="succeeded")
+        }
+        assert sorted(committed) == ["done", "s1", "s2", "s3", "s4", "s5"]
+        assert sorted(s.seq for s in committed.values()) == [1, 2, 3, 4, 5, 6]
+        for key in ("s1", "s2", "s3", "s4", "s5"):
+            runs_of_step = list(
+                Execution.objects.filter(run_id=run_id, step_key=key).order_by("id")
+            )
+            # A body ran again only because the process running it died
+            # before its checkpoint: every execution but the last was killed...
+            assert all(e.pid in killed for e in runs_of_step[:-1]), (run_id, key)
+            # ...and nothing ran after the step had committed.
+            assert runs_of_step[-1].created_at <= committed[key].finished_at
+    reexecuted = Execution.objects.count() - 50 * 5
+    print(f"kills={len(killed)} re-executed step bodies={reexecuted}")
+    assert reexecuted <= len(killed)
+
+
+def test_a_paused_worker_cannot_commit_after_its_run_was_taken_over(make_workflow):
+    version = make_workflow(
+        chain(
+            {
+                "key": "slow",
+                "kind": "tool",
+                "config": {"tool": "test.count", "args": {"sleep_s": 0.8}},
+                "timeout_s": 1.0,
+            },
+            END,
+        )
+    )
+    run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
+    env = child_env(BOSUN_LEASE_MARGIN_S="0.2")
+    zombie = spawn("advance_run", str(run_id), "--lease", "0.5", "--worker", "zombie", env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while not Execution.objects.filter(run_id=run_id).exists():
+            assert time.monotonic() < deadline and zombie.poll() is None, zombie.stdout.read()
+            time.sleep(0.01)
+        os.kill(zombie.pid, signal.SIGSTOP)  # frozen mid-step, holding a lease
+        time.sleep(1.5)  # ... past its lease (1.2 s)
+        assert drive(run_id).status == "succeeded"  # another worker took over
+        os.kill(zombie.pid, signal.SIGCONT)
+        zombie.wait(timeout=30)
+    finally:
+        os.kill(zombie.pid, signal.SIGCONT) if zombie.poll() is None else None
+        output = stop(zombie)
+    assert output.strip().splitlines()[-1] == "lease_lost", output
+    steps = list(StepRun.objects.filter(run_id=run_id).values_list("step_key", "status", "worker"))
+    assert [(k, s) for k, s, _ in steps] == [("slow", "succeeded"), ("done", "succeeded")]
+    assert all(worker != "zombie" for _, _, worker in steps)
+    assert Execution.objects.filter(run_id=run_id).count() == 2  # the zombie's never committed

@@ -1,0 +1,47 @@
+"""Settings come from the environment and fail loudly on bad values."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_settings(**env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DEBUG")}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import config.settings as s; print(s.DATABASES['default']['ENGINE'])",
+        ],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_sqlite_is_the_default_database(tmp_path):
+    result = load_settings(DEBUG="1", BOSUN_VAR_DIR=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "django.db.backends.sqlite3"
+
+
+def test_database_url_selects_postgresql():
+    result = load_settings(DEBUG="1", DATABASE_URL="postgresql://u:p@127.0.0.1:5432/db")
+    assert result.stdout.strip() == "django.db.backends.postgresql", result.stderr
+
+
+def test_a_malformed_value_fails_at_start_up():
+    result = load_settings(DEBUG="maybe")
+    assert result.returncode != 0 and "DEBUG must be a boolean" in result.stderr
+    result = load_settings(DEBUG="1", BOSUN_WORKERS="many")
+    assert result.returncode != 0 and "BOSUN_WORKERS must be an integer" in result.stderr
+
+
+def test_production_refuses_to_start_without_a_secret_key():
+    result = load_settings(DEBUG="0")
+    assert result.returncode != 0 and "SECRET_KEY must be set" in result.stderr
