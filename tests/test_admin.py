@@ -123,3 +123,12 @@ def test_versions_are_read_only_in_admin(operator_client, make_workflow):
     )
     version.refresh_from_db()
     assert version.number == 1
+
+
+def test_pages_say_when_the_scripted_provider_answers(operator_client, settings):
+    page = operator_client.get(reverse("admin:index")).content.decode()
+    assert 'id="provider-banner"' in page and "scripted" in page
+    settings.BOSUN_DEFAULT_PROVIDER = "anthropic"
+    assert (
+        'id="provider-banner"' not in operator_client.get(reverse("admin:index")).content.decode()
+    )

@@ -63,3 +63,10 @@ def test_plugins_are_listed_by_dotted_path():
 
     for path in [*settings.BOSUN_TOOLS.values(), *settings.BOSUN_LLM_PROVIDERS.values()]:
         assert import_string(path)
+
+
+def test_a_queue_schedule_sweeps_as_a_safety_net(db):
+    from django_q.models import Schedule
+
+    schedule = Schedule.objects.get(name="bosun-sweeper")
+    assert schedule.func == "runs.tasks.sweep" and schedule.minutes == 1
