@@ -205,7 +205,12 @@ BOSUN_TOOLS: dict[str, str] = {
 }
 BOSUN_LLM_PROVIDERS: dict[str, str] = {
     "scripted": "runs.llm.scripted.ScriptedProvider",
+    "replay": "runs.llm.replay.ReplayProvider",
+    "anthropic": "runs.llm.anthropic_provider.AnthropicProvider",
 }
+# The anthropic provider's credentials; an empty base URL means the API's own.
+ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY", "")
+ANTHROPIC_BASE_URL = env_str("ANTHROPIC_BASE_URL", "")
 BOSUN_DEFAULT_PROVIDER = env_str("BOSUN_LLM_PROVIDER", "scripted")
 BOSUN_MODEL_TIERS = {
     "fast": env_str("BOSUN_MODEL_FAST", "claude-haiku-4-5"),

@@ -13,6 +13,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from runs import engine
+from runs.engine.cache import invalidate_step_cache
 from runs.models import Run, Step, StepRun, Workflow, WorkflowVersion
 
 
@@ -24,6 +25,7 @@ class StepInline(admin.StackedInline):
         "config",
         "edges",
         ("max_attempts", "backoff_base_s", "backoff_cap_s", "timeout_s", "max_visits"),
+        "cache_ttl_s",
     )
 
 
@@ -33,7 +35,7 @@ class WorkflowAdmin(admin.ModelAdmin):
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
     inlines = [StepInline]
-    actions = ["publish"]
+    actions = ["publish", "invalidate_cache"]
 
     @admin.display(description="Latest version")
     def latest_version(self, obj: Workflow) -> str:
@@ -52,6 +54,12 @@ class WorkflowAdmin(admin.ModelAdmin):
                     )
             else:
                 self.message_user(request, f"Published {version}.", messages.SUCCESS)
+
+    @admin.action(description="Invalidate the step cache", permissions=["publish"])
+    def invalidate_cache(self, request: HttpRequest, queryset: QuerySet[Workflow]) -> None:
+        for workflow in queryset:
+            dropped = invalidate_step_cache(workflow_id=workflow.pk)
+            self.message_user(request, f"{workflow.slug}: {dropped} cached result(s) dropped.")
 
     def has_publish_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("runs.publish_workflow")

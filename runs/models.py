@@ -63,6 +63,11 @@ class Step(models.Model):
     max_visits = models.PositiveSmallIntegerField(
         default=1, help_text="How often one run may enter this step (bounds loops)."
     )
+    cache_ttl_s = models.PositiveIntegerField(
+        default=0,
+        help_text="Reuse this step's result for the same input for this many seconds "
+        "(0 = off). Only for llm steps and read-only tools.",
+    )
 
     class Meta:
         ordering = ["workflow", "position", "id"]
@@ -167,6 +172,14 @@ class Run(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     trace_id = models.CharField(max_length=32, blank=True)
+    replay_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="replays",
+        help_text="LLM steps of this run answer from that run's recorded outputs.",
+    )
 
     class Meta:
         ordering = ["-id"]
@@ -238,6 +251,7 @@ class StepRun(models.Model):
     cache_write_tokens = models.PositiveIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
     cache_hit = models.BooleanField(default=False)
+    cost_saved_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
     worker = models.CharField(max_length=120, blank=True)
 
     class Meta:
@@ -255,3 +269,35 @@ class StepRun(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.run_id} #{self.seq} {self.step_key} ({self.status})"
+
+
+class StepCacheEntry(models.Model):
+    """A step result reusable for the same input until it expires.
+
+    `key` hashes the workflow, the step key, the step's configuration (its
+    prompt and output schema included), the model and the rendered input.
+    The unique key is also the fill lock: the worker that inserts a pending
+    entry computes the value, concurrent misses wait for it, so one input
+    costs one model call and never two rows.
+    """
+
+    key = models.CharField(max_length=64, unique=True)
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="cache_entries")
+    step_key = models.CharField(max_length=100)
+    filled = models.BooleanField(default=False)
+    filler = models.CharField(max_length=64, blank=True)
+    filler_until = models.DateTimeField(null=True, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    edge = models.CharField(max_length=60, blank=True)
+    model = models.CharField(max_length=100, blank=True)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    source_run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    hits = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["workflow", "step_key"], name="cache_workflow_step")]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_id}:{self.step_key} {self.key[:10]}"

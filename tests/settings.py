@@ -13,6 +13,7 @@ BOSUN_TOOLS = {
     "test.count": "tests.testapp.tools.Count",
     "test.fail": "tests.testapp.tools.Fail",
     "test.fail_while": "tests.testapp.tools.FailWhile",
+    "test.send": "tests.testapp.tools.Send",
 }
 # Tests drive runs explicitly; the doorbell only records who was rung.
 BOSUN_DOORBELL = os.environ.get("BOSUN_DOORBELL", "tests.testapp.bell.record")

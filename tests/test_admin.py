@@ -132,3 +132,22 @@ def test_pages_say_when_the_scripted_provider_answers(operator_client, settings)
     assert (
         'id="provider-banner"' not in operator_client.get(reverse("admin:index")).content.decode()
     )
+
+
+def test_the_invalidate_cache_action_drops_a_workflows_cached_results(
+    operator_client, make_workflow
+):
+    from runs.models import StepCacheEntry
+
+    version = make_workflow(
+        chain({"key": "a", "kind": "tool", "config": {"tool": "echo"}, "cache_ttl_s": 60}, END)
+    )
+    drive(engine.start_run(workflow=version.workflow, input={}).run.pk)
+    assert StepCacheEntry.objects.count() == 1
+    response = operator_client.post(
+        reverse("admin:runs_workflow_changelist"),
+        {"action": "invalidate_cache", "_selected_action": [version.workflow.pk]},
+        follow=True,
+    )
+    assert "1 cached result(s) dropped" in response.content.decode()
+    assert StepCacheEntry.objects.count() == 0

@@ -32,6 +32,7 @@ class StepDef:
     backoff_cap_s: float
     timeout_s: float
     max_visits: int
+    cache_ttl_s: int = 0
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ def snapshot(workflow: Workflow) -> dict[str, Any]:
                 "backoff_cap_s": step.backoff_cap_s,
                 "timeout_s": step.timeout_s,
                 "max_visits": step.max_visits,
+                "cache_ttl_s": step.cache_ttl_s,
             }
             for step in workflow.steps.order_by("position", "id")
         },
@@ -118,6 +120,12 @@ def _parse_step(key: str, raw: dict[str, Any], all_steps: dict) -> tuple[StepDef
         "backoff_base_s", 0
     ):
         problems.append(f"{where}: backoff needs 0 <= base <= cap")
+    cache_ttl_s = raw.get("cache_ttl_s") or 0
+    if not problems and cache_ttl_s and not kind.cacheable(config):
+        problems.append(
+            f"{where}: only llm steps and read-only tools can be cached "
+            "(a cached write would skip its side effect)"
+        )
     if problems:
         return None, problems
     return (
@@ -131,6 +139,7 @@ def _parse_step(key: str, raw: dict[str, Any], all_steps: dict) -> tuple[StepDef
             backoff_cap_s=float(raw["backoff_cap_s"]),
             timeout_s=float(raw["timeout_s"]),
             max_visits=raw["max_visits"],
+            cache_ttl_s=int(cache_ttl_s),
         ),
         [],
     )

@@ -33,6 +33,7 @@ class StepContext:
     step_key: str
     timeout_s: float
     variables: dict[str, Any]  # {"input": …, "steps": {…}, "run": {…}}
+    replay_of: int | None = None  # LLM steps answer from this run's records
 
 
 @dataclass
@@ -54,6 +55,8 @@ class Outcome:
     cost_usd: Decimal = field(default_factory=Decimal)
     llm_calls: int = 0
     tool_calls: int = 0
+    cache_hit: bool = False
+    cost_saved_usd: Decimal = field(default_factory=Decimal)
 
 
 class StrictConfig(BaseModel):
@@ -74,6 +77,14 @@ class Kind:
     def check(self, config: StrictConfig) -> list[str]:
         """Problems that a pydantic model cannot see (registry look-ups)."""
         return []
+
+    def cacheable(self, config: StrictConfig) -> bool:
+        """Whether the step cache may answer for this step."""
+        return False
+
+    def cache_material(self, config: StrictConfig, ctx: StepContext) -> Any:
+        """What, besides the config, decides the answer (the rendered input)."""
+        raise NotImplementedError
 
     def execute(self, config: StrictConfig, ctx: StepContext) -> Outcome:  # pragma: no cover
         raise NotImplementedError
@@ -100,17 +111,28 @@ class ToolKind(Kind):
             return [str(exc)]
         return check_template_syntax(config.args)
 
-    def execute(self, config: Config, ctx: StepContext) -> Outcome:
-        tool = get_tool(config.tool)
+    def cacheable(self, config: Config) -> bool:
+        # Only a read can be answered from a cache: a write must happen.
+        return get_tool(config.tool).side_effect == "read"
+
+    def cache_material(self, config: Config, ctx: StepContext) -> Any:
+        return self._args(get_tool(config.tool), config, ctx).model_dump(mode="json")
+
+    @staticmethod
+    def _args(tool, config: Config, ctx: StepContext):
         raw_args = _render(config.args, ctx)
         try:
-            args = tool.Args.model_validate(raw_args)
+            return tool.Args.model_validate(raw_args)
         except ValidationError as exc:
             raise StepError(
                 f"arguments for {tool.name} are invalid: {_brief(exc)}",
                 retryable=False,
                 error_type="invalid_arguments",
             ) from None
+
+    def execute(self, config: Config, ctx: StepContext) -> Outcome:
+        tool = get_tool(config.tool)
+        args = self._args(tool, config, ctx)
         call = ToolCall(
             run_id=ctx.run_id,
             step_key=ctx.step_key,
@@ -261,14 +283,17 @@ class LLMKind(Kind):
                 problems.append(f"output_schema is not a valid JSON Schema: {exc.message}")
         return problems
 
-    def execute(self, config: Config, ctx: StepContext) -> Outcome:
-        from django.conf import settings
+    def cacheable(self, config: Config) -> bool:
+        return True
 
-        provider_name = config.provider or settings.BOSUN_DEFAULT_PROVIDER
-        provider = get_provider(provider_name)
-        model = resolve_model(tier=config.tier, model=config.model or None)
-        request = LLMRequest(
-            model=model,
+    def cache_material(self, config: Config, ctx: StepContext) -> Any:
+        request = self._request(config, ctx)
+        return {"model": request.model, "system": request.system, "prompt": request.prompt}
+
+    @staticmethod
+    def _request(config: Config, ctx: StepContext) -> LLMRequest:
+        return LLMRequest(
+            model=resolve_model(tier=config.tier, model=config.model or None),
             system=str(_render(config.system, ctx)),
             prompt=str(_render(config.prompt, ctx)),
             output_schema=config.output_schema,
@@ -276,7 +301,20 @@ class LLMKind(Kind):
             timeout_s=ctx.timeout_s,
             step_config=config.model_dump(),
             variables=ctx.variables,
+            step_key=ctx.step_key,
+            replay_of=ctx.replay_of,
         )
+
+    def execute(self, config: Config, ctx: StepContext) -> Outcome:
+        from django.conf import settings
+
+        if ctx.replay_of is not None:
+            provider_name = "replay"
+        else:
+            provider_name = config.provider or settings.BOSUN_DEFAULT_PROVIDER
+        provider = get_provider(provider_name)
+        request = self._request(config, ctx)
+        model = request.model
         outcome = Outcome(
             input={"system": request.system, "prompt": request.prompt},
             provider=provider_name,
@@ -289,7 +327,7 @@ class LLMKind(Kind):
                 raise StepError(
                     str(exc), retryable=exc.retryable, retry_after=exc.retry_after, error_type="llm"
                 ) from None
-            _charge(outcome, response, model)
+            _charge(outcome, response, model, counted=provider_name != "replay")
             if response.stop_reason in ("max_tokens", "refusal") or not (
                 response.text or response.data is not None
             ):
@@ -310,8 +348,9 @@ class LLMKind(Kind):
         return _escape(outcome, f"reply does not match the output schema: {problem}")
 
 
-def _charge(outcome: Outcome, response, model: str) -> None:
-    outcome.llm_calls += 1
+def _charge(outcome: Outcome, response, model: str, *, counted: bool) -> None:
+    # A replayed answer is a look-up, not a model call.
+    outcome.llm_calls += int(counted)
     outcome.model_answered = response.model
     usage = response.usage
     outcome.tokens_in += usage.input_tokens

@@ -39,11 +39,13 @@ def start_run(
     input: dict[str, Any],
     idempotency_key: str | None = None,
     version: WorkflowVersion | None = None,
+    replay_of: int | None = None,
 ) -> Started:
     """Create a queued run of the workflow's latest version and ring for it.
 
     With an idempotency key, a second start returns the first run: the
     unique constraint refuses the duplicate row and we read the winner.
+    With `replay_of`, llm steps answer from that run's recorded outputs.
     """
     if isinstance(workflow, str):
         try:
@@ -53,14 +55,14 @@ def start_run(
     version = version or workflow.current_version
     if version is None:
         raise InvalidState(f"workflow {workflow.slug!r} has no published version")
-    definition = version.definition
     run = Run(
         workflow=workflow,
         version=version,
         input=input,
         idempotency_key=idempotency_key,
-        current_step=definition["entry"],
+        current_step=version.definition["entry"],
         ring_at=_later(REDELIVER_AFTER_S),
+        replay_of_id=replay_of,
     )
     try:
         with transaction.atomic():
@@ -72,6 +74,17 @@ def start_run(
         existing = Run.objects.get(workflow=workflow, idempotency_key=idempotency_key)
         return Started(existing, created=False)
     return Started(run, created=True)
+
+
+def replay_run(*, run_id: int, version: WorkflowVersion | None = None) -> Started:
+    """Run a recorded run's input again (on `version`, by default the latest)
+    with every llm step answered from the recording: no model is paid."""
+    original = Run.objects.select_related("workflow").filter(pk=run_id).first()
+    if original is None:
+        raise NotFound(f"no run {run_id}")
+    return start_run(
+        workflow=original.workflow, input=original.input, version=version, replay_of=run_id
+    )
 
 
 def retry_run(*, run_id: int) -> Run:

@@ -58,6 +58,7 @@ class RunState:
     seq: int
     attempt: int
     attempts_before: int
+    replay_of: int | None
     input: dict[str, Any]
 
 
@@ -81,7 +82,7 @@ def claim(run_id: int, *, worker: str, lease_s: float) -> RunState | None:
         f" not_before = NULL, started_at = COALESCE(started_at, {now})"
         f" WHERE id = %s AND {_CLAIMABLE.format(now=now)}"
         " RETURNING fence, workflow_id, version_id, current_step, seq, attempt, attempts_before,"
-        " input"
+        " replay_of_id, input"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [worker, lease_s, lease_s, run_id])
@@ -141,7 +142,7 @@ STEP_RUN_COLUMNS = (
     "run_id", "seq", "attempt", "step_key", "kind", "status", "edge", "input", "output",
     "error", "error_type", "retry_delay_s", "started_at", "finished_at", "duration_ms",
     "provider", "model_requested", "model_answered", "tokens_in", "tokens_out",
-    "cache_read_tokens", "cache_write_tokens", "cost_usd", "cache_hit", "worker",
+    "cache_read_tokens", "cache_write_tokens", "cost_usd", "cache_hit", "cost_saved_usd", "worker",
 )  # fmt: skip
 _JSON_COLUMNS = {"input", "output"}
 

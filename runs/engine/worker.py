@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
-from runs.engine import store
+from runs.engine import cache, store
 from runs.engine.definition import Definition, StepDef, load_definition
 from runs.engine.doorbell import ring
 from runs.engine.errors import LeaseLost, StepError
@@ -123,6 +123,62 @@ def _claim(run_id: int, *, worker: str, lease_s: float) -> _Walk | None:
     return _Walk(state, definition, variables, visits)
 
 
+def _execute(walk: _Walk, step: StepDef, ctx: StepContext) -> Outcome:
+    """Execute the step, or answer from the step cache when it may."""
+    if not step.cache_ttl_s or ctx.replay_of is not None:
+        return step.kind.execute(step.config, ctx)
+    key = cache.cache_key(
+        workflow_id=walk.state.workflow_id,
+        step_key=step.key,
+        kind=step.kind.name,
+        config=step.config.model_dump(mode="json"),
+        material=step.kind.cache_material(step.config, ctx),
+    )
+    token = f"{ctx.run_id}:{ctx.seq}:{ctx.attempt}"
+    hit = cache.lookup(key)
+    claimed = False
+    if hit is None:
+        claim = {
+            "workflow_id": walk.state.workflow_id,
+            "step_key": step.key,
+            "token": token,
+            "hold_s": step.timeout_s + settings.BOSUN_LEASE_MARGIN_S,
+        }
+        claimed = cache.claim(key, **claim)
+        if not claimed:  # someone else is computing it: wait for their answer
+            hit = cache.wait_for(key, timeout_s=step.timeout_s)
+            claimed = hit is None and cache.claim(key, **claim)
+    if hit is not None:
+        return Outcome(
+            output=hit.output,
+            edge=hit.edge,
+            input={"cache_key": key},
+            model_answered=hit.model,
+            cache_hit=True,
+            cost_saved_usd=hit.cost_usd,
+        )
+    try:
+        outcome = step.kind.execute(step.config, ctx)
+    except BaseException:
+        if claimed:
+            cache.release(key, token=token)
+        raise
+    if claimed and outcome.edge == "next" and not outcome.wait:
+        cache.fill(
+            key,
+            token=token,
+            output=outcome.output,
+            edge=outcome.edge,
+            model=outcome.model_answered,
+            cost_usd=outcome.cost_usd,
+            ttl_s=step.cache_ttl_s,
+            run_id=ctx.run_id,
+        )
+    elif claimed:
+        cache.release(key, token=token)
+    return outcome
+
+
 def _claim_after(run_id: int, delay: float, *, worker: str, lease_s: float) -> _Walk | None:
     time.sleep(delay)
     walk = _claim(run_id, worker=worker, lease_s=lease_s)
@@ -146,13 +202,14 @@ def _step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
         step_key=step.key,
         timeout_s=step.timeout_s,
         variables=walk.variables,
+        replay_of=state.replay_of,
     )
     started = timezone.now()
     t0 = time.perf_counter()
     outcome: Outcome | None = None
     try:
         with time_limit(step.timeout_s):
-            outcome = step.kind.execute(step.config, ctx)
+            outcome = _execute(walk, step, ctx)
     except StepError as exc:
         error = exc
     except TRANSIENT as exc:
@@ -296,6 +353,7 @@ def _record(state: store.RunState, step: StepDef, started, t0: float, worker: st
         "cache_write_tokens": 0,
         "cost_usd": Decimal(0),
         "cache_hit": False,
+        "cost_saved_usd": Decimal(0),
         "worker": worker[:120],
     }
 
@@ -310,6 +368,8 @@ def _usage(outcome: Outcome) -> dict[str, Any]:
         "cache_read_tokens": outcome.cache_read_tokens,
         "cache_write_tokens": outcome.cache_write_tokens,
         "cost_usd": outcome.cost_usd,
+        "cache_hit": outcome.cache_hit,
+        "cost_saved_usd": outcome.cost_saved_usd,
     }
 
 

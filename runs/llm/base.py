@@ -29,6 +29,8 @@ class LLMRequest(BaseModel):
     # their answer (scripted) or look it up (replay). Never sent to a vendor.
     step_config: dict[str, Any] = Field(default_factory=dict)
     variables: dict[str, Any] = Field(default_factory=dict)
+    step_key: str = ""
+    replay_of: int | None = None
 
 
 class Usage(BaseModel):

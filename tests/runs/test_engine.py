@@ -247,6 +247,7 @@ def test_a_stale_worker_cannot_checkpoint_after_a_takeover(make_workflow):
                 "cache_write_tokens": 0,
                 "cost_usd": 0,
                 "cache_hit": False,
+                "cost_saved_usd": 0,
                 "worker": "stale",
             },
         )

@@ -78,3 +78,20 @@ class FailWhile(Tool):
         if Switch.objects.filter(name=args.switch, on=True).exists():
             raise ToolError(f"switch {args.switch} is on", retryable=False)
         return self.Result(ok=True)
+
+
+class Send(Tool):
+    """A write: it may never be answered from a cache."""
+
+    name = "test.send"
+    side_effect = "write_idempotent"
+
+    class Args(BaseModel):
+        to: str = "someone"
+
+    class Result(BaseModel):
+        sent: bool
+
+    def run(self, args: Args, call: ToolCall) -> Result:
+        _record(call)
+        return self.Result(sent=True)
