@@ -211,17 +211,24 @@ BOSUN_LLM_PROVIDERS: dict[str, str] = {
 # The anthropic provider's credentials; an empty base URL means the API's own.
 ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY", "")
 ANTHROPIC_BASE_URL = env_str("ANTHROPIC_BASE_URL", "")
-BOSUN_DEFAULT_PROVIDER = env_str("BOSUN_LLM_PROVIDER", "scripted")
+# llm steps that name no provider use this one: the real model when a key
+# is configured, the offline scripted provider otherwise.
+BOSUN_DEFAULT_PROVIDER = env_str(
+    "BOSUN_LLM_PROVIDER", "anthropic" if ANTHROPIC_API_KEY else "scripted"
+)
 BOSUN_MODEL_TIERS = {
     "fast": env_str("BOSUN_MODEL_FAST", "claude-haiku-4-5"),
-    "balanced": env_str("BOSUN_MODEL_BALANCED", "claude-sonnet-4-5"),
-    "best": env_str("BOSUN_MODEL_BEST", "claude-opus-4-1"),
+    "balanced": env_str("BOSUN_MODEL_BALANCED", "claude-sonnet-4-6"),
+    "best": env_str("BOSUN_MODEL_BEST", "claude-opus-4-7"),
 }
-# USD per million tokens: input, output, cache read, cache write.
+# USD per million tokens: input, output, cache read (0.1x input) and cache
+# write (1.25x input, 5-minute TTL). The one place prices live; a model
+# answering with a dated id is priced as its alias (see runs.llm.base.cost_of).
 BOSUN_PRICES = {
     "claude-haiku-4-5": {"input": 1.0, "output": 5.0, "cache_read": 0.10, "cache_write": 1.25},
+    "claude-sonnet-4-6": {"input": 3.0, "output": 15.0, "cache_read": 0.30, "cache_write": 3.75},
     "claude-sonnet-4-5": {"input": 3.0, "output": 15.0, "cache_read": 0.30, "cache_write": 3.75},
-    "claude-opus-4-1": {"input": 15.0, "output": 75.0, "cache_read": 1.50, "cache_write": 18.75},
+    "claude-opus-4-7": {"input": 5.0, "output": 25.0, "cache_read": 0.50, "cache_write": 6.25},
     "scripted": {"input": 0.0, "output": 0.0, "cache_read": 0.0, "cache_write": 0.0},
 }
 

@@ -328,10 +328,9 @@ class LLMKind(Kind):
                     str(exc), retryable=exc.retryable, retry_after=exc.retry_after, error_type="llm"
                 ) from None
             _charge(outcome, response, model, counted=provider_name != "replay")
-            if response.stop_reason in ("max_tokens", "refusal") or not (
-                response.text or response.data is not None
-            ):
-                return _escape(outcome, f"reply {response.stop_reason or 'empty'}")
+            unusable = _unusable(response)
+            if unusable:
+                return _escape(outcome, unusable)
             value, problem = _parse(response, config.output_schema)
             if problem is None:
                 confidence = _confidence(value, config.confidence_field)
@@ -348,6 +347,21 @@ class LLMKind(Kind):
         return _escape(outcome, f"reply does not match the output schema: {problem}")
 
 
+# Stop reasons after which the reply is cut short or withheld.
+_TRUNCATED = {"max_tokens": "truncated", "model_context_window_exceeded": "truncated"}
+
+
+def _unusable(response) -> str:
+    """Why a reply cannot be used as output at all ('' when it can)."""
+    if response.stop_reason in _TRUNCATED:
+        return f"reply {_TRUNCATED[response.stop_reason]} ({response.stop_reason})"
+    if response.stop_reason == "refusal":
+        return "reply refused (refusal)"
+    if not response.text and response.data is None:
+        return "reply empty"
+    return ""
+
+
 def _charge(outcome: Outcome, response, model: str, *, counted: bool) -> None:
     # A replayed answer is a look-up, not a model call.
     outcome.llm_calls += int(counted)
@@ -357,7 +371,7 @@ def _charge(outcome: Outcome, response, model: str, *, counted: bool) -> None:
     outcome.tokens_out += usage.output_tokens
     outcome.cache_read_tokens += usage.cache_read_tokens
     outcome.cache_write_tokens += usage.cache_write_tokens
-    outcome.cost_usd += cost_of(response.model or model, usage)
+    outcome.cost_usd += cost_of(response.model or model, usage, requested=model)
 
 
 def _parse(response, schema: dict[str, Any] | None) -> tuple[Any, str | None]:

@@ -6,6 +6,7 @@ The engine speaks only these types; no SDK is imported outside its provider.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from functools import cache
 from typing import Any, Protocol
@@ -83,9 +84,22 @@ def resolve_model(*, tier: str | None, model: str | None) -> str:
     return tiers[tier]
 
 
-def cost_of(model: str, usage: Usage) -> Decimal:
-    """USD for `usage` on `model`, from the one price table in settings."""
-    prices = settings.BOSUN_PRICES.get(model)
+_DATED = re.compile(r"-\d{8}$")
+
+
+def price_of(*models: str) -> dict[str, float] | None:
+    """The first price found for these model ids; a dated id
+    (`claude-haiku-4-5-20251001`) is priced as its alias."""
+    table = settings.BOSUN_PRICES
+    for model in models:
+        if model and (model in table or _DATED.sub("", model) in table):
+            return table.get(model) or table[_DATED.sub("", model)]
+    return None
+
+
+def cost_of(model: str, usage: Usage, *, requested: str = "") -> Decimal:
+    """USD for `usage` on `model` (or, unpriced, the model requested)."""
+    prices = price_of(model, requested)
     if prices is None:
         return Decimal(0)
     per_token = (

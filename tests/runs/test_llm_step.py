@@ -157,3 +157,23 @@ def test_the_sample_workflow_routes_leads_by_score(db):
     assert outcomes["Acme Robotics"] == "approval"  # 100 points: drafted, waiting for review
     assert outcomes["Initech"] == "nurture"
     assert outcomes["Tiny Shop"] == "archived"
+
+
+def test_an_empty_reply_escapes_saying_it_was_empty(make_workflow):
+    run = run_of(make_workflow, llm([{"text": ""}]))
+    assert StepRun.objects.get(run=run, step_key="ask").output["reason"] == "reply empty"
+
+
+def test_a_context_window_stop_counts_as_truncation(make_workflow):
+    run = run_of(
+        make_workflow,
+        llm([{"text": '{"total": 1}', "stop_reason": "model_context_window_exceeded"}]),
+    )
+    assert "truncated" in StepRun.objects.get(run=run, step_key="ask").output["reason"]
+
+
+def test_a_dated_model_id_is_priced_as_its_alias(make_workflow):
+    run = run_of(
+        make_workflow, llm([{"text": '{"total": 80}', "model": "claude-haiku-4-5-20251001"}])
+    )
+    assert StepRun.objects.get(run=run, step_key="ask").cost_usd == Decimal("0.002050")
