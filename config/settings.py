@@ -182,7 +182,9 @@ Q_CLUSTER = {
 
 # --- Engine -----------------------------------------------------------------
 # A claimed run is leased for this long; every checkpoint renews the lease.
-BOSUN_LEASE_S = env_float("BOSUN_LEASE_S", 60.0)
+# Longer than the default step time limit plus margin (60 + 5 s), so a claim
+# needs no extra statement to extend it.
+BOSUN_LEASE_S = env_float("BOSUN_LEASE_S", 90.0)
 # A step's lease covers at least its time limit plus this margin.
 BOSUN_LEASE_MARGIN_S = env_float("BOSUN_LEASE_MARGIN_S", 5.0)
 # One task advances a run for at most this long before handing it back to

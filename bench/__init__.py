@@ -1,0 +1,1 @@
+"""Benchmarks. Not imported by the application; see bench/README.md."""
