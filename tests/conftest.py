@@ -6,7 +6,6 @@ import itertools
 from typing import Any
 
 import pytest
-from django.db import connection
 
 from runs import engine
 from runs.engine.definition import _cache as definition_cache
@@ -101,7 +100,19 @@ def drive(run_id: int, *, limit: int = 50) -> Run:
     return Run.objects.get(pk=run_id)
 
 
-@pytest.fixture
-def pg_only():
-    if connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL")
+def waiting_for_review(make_workflow) -> int:
+    """A run of a one-approval workflow, driven until it waits for review."""
+    version = make_workflow(
+        [
+            {
+                "key": "review",
+                "kind": "approval",
+                "config": {"draft": "text"},
+                "edges": {"approved": "done", "rejected": "done"},
+            },
+            {"key": "done", "kind": "end", "config": {"outcome": "done"}},
+        ]
+    )
+    run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
+    drive(run_id)
+    return run_id

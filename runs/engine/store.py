@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from django.db import connection, transaction
@@ -145,6 +146,21 @@ STEP_RUN_COLUMNS = (
     "cache_read_tokens", "cache_write_tokens", "cost_usd", "cache_hit", "cost_saved_usd", "worker",
 )  # fmt: skip
 _JSON_COLUMNS = {"input", "output"}
+_RECORD_DEFAULTS: dict[str, Any] = {
+    "status": "", "edge": "", "input": None, "output": None, "error": "", "error_type": "",
+    "retry_delay_s": None, "provider": "", "model_requested": "", "model_answered": "",
+    "tokens_in": 0, "tokens_out": 0, "cache_read_tokens": 0, "cache_write_tokens": 0,
+    "cost_usd": Decimal(0), "cache_hit": False, "cost_saved_usd": Decimal(0),
+}  # fmt: skip
+
+
+def step_record(**fields: Any) -> dict[str, Any]:
+    """A StepRun row for `checkpoint`: the given fields over the defaults."""
+    record = {**_RECORD_DEFAULTS, **fields}
+    missing = set(STEP_RUN_COLUMNS[1:]) - set(record)
+    if missing:
+        raise TypeError(f"step record lacks {sorted(missing)}")
+    return record
 
 
 def checkpoint(state: RunState, update: Update, step_run: dict[str, Any] | None) -> None:

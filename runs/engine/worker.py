@@ -14,7 +14,6 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -329,33 +328,16 @@ def _missing_edge(outcome: Outcome) -> str:
 
 
 def _record(state: store.RunState, step: StepDef, started, t0: float, worker: str) -> dict:
-    return {
-        "seq": state.seq,
-        "attempt": state.attempt,
-        "step_key": step.key,
-        "kind": step.kind.name,
-        "status": "",
-        "edge": "",
-        "input": None,
-        "output": None,
-        "error": "",
-        "error_type": "",
-        "retry_delay_s": None,
-        "started_at": started,
-        "finished_at": timezone.now(),
-        "duration_ms": round((time.perf_counter() - t0) * 1000, 3),
-        "provider": "",
-        "model_requested": "",
-        "model_answered": "",
-        "tokens_in": 0,
-        "tokens_out": 0,
-        "cache_read_tokens": 0,
-        "cache_write_tokens": 0,
-        "cost_usd": Decimal(0),
-        "cache_hit": False,
-        "cost_saved_usd": Decimal(0),
-        "worker": worker[:120],
-    }
+    return store.step_record(
+        seq=state.seq,
+        attempt=state.attempt,
+        step_key=step.key,
+        kind=step.kind.name,
+        started_at=started,
+        finished_at=timezone.now(),
+        duration_ms=round((time.perf_counter() - t0) * 1000, 3),
+        worker=worker[:120],
+    )
 
 
 def _usage(outcome: Outcome) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from approvals.models import ApprovalRequest
 from runs import engine
 from runs.engine import store
 from runs.models import Run
-from tests.conftest import chain, drive
+from tests.conftest import chain, drive, waiting_for_review
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db(transaction=True)]
 END = {"key": "done", "kind": "end", "config": {"outcome": "done"}}
@@ -65,19 +65,7 @@ def test_concurrent_claims_of_one_run_give_it_to_exactly_one_worker(make_workflo
 
 
 def test_50_concurrent_decisions_on_one_approval_make_one_decision(make_workflow, rung):
-    version = make_workflow(
-        [
-            {
-                "key": "review",
-                "kind": "approval",
-                "config": {"draft": "text"},
-                "edges": {"approved": "done", "rejected": "done"},
-            },
-            END,
-        ]
-    )
-    run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
-    drive(run_id)
+    run_id = waiting_for_review(make_workflow)
     approval = ApprovalRequest.objects.get(run_id=run_id)
     rung.clear()
     results = race(

@@ -11,7 +11,7 @@ from approvals.models import ApprovalRequest
 from runs import engine
 from runs.engine import store
 from runs.models import Run, StepRun
-from tests.conftest import chain, drive
+from tests.conftest import chain, drive, waiting_for_review
 from tests.testapp.models import Execution, Switch
 
 END = {"key": "done", "kind": "end", "config": {"outcome": "done", "output": "{{ steps }}"}}
@@ -219,38 +219,22 @@ def test_a_stale_worker_cannot_checkpoint_after_a_takeover(make_workflow):
     time.sleep(0.1)
     fresh = store.claim(run_id, worker="fresh", lease_s=30)
     assert fresh is not None and fresh.fence == stale.fence + 1
+    now = Run.objects.get().created_at
+    record = store.step_record(
+        seq=1,
+        attempt=1,
+        step_key="a",
+        kind="tool",
+        status="succeeded",
+        edge="next",
+        output={"stale": True},
+        started_at=now,
+        finished_at=now,
+        duration_ms=0,
+        worker="stale",
+    )
     with pytest.raises(engine.LeaseLost):
-        store.checkpoint(
-            stale,
-            store.Update().add("steps_executed", 1),
-            {
-                "seq": 1,
-                "attempt": 1,
-                "step_key": "a",
-                "kind": "tool",
-                "status": "succeeded",
-                "edge": "next",
-                "input": None,
-                "output": {"stale": True},
-                "error": "",
-                "error_type": "",
-                "retry_delay_s": None,
-                "started_at": Run.objects.get().created_at,
-                "finished_at": Run.objects.get().created_at,
-                "duration_ms": 0,
-                "provider": "",
-                "model_requested": "",
-                "model_answered": "",
-                "tokens_in": 0,
-                "tokens_out": 0,
-                "cache_read_tokens": 0,
-                "cache_write_tokens": 0,
-                "cost_usd": 0,
-                "cache_hit": False,
-                "cost_saved_usd": 0,
-                "worker": "stale",
-            },
-        )
+        store.checkpoint(stale, store.Update().add("steps_executed", 1), record)
     assert not StepRun.objects.filter(run_id=run_id).exists()
     assert Run.objects.get(pk=run_id).steps_executed == 0
 
@@ -330,19 +314,7 @@ def test_a_rejection_needs_a_reason_and_takes_the_rejected_edge(make_workflow):
 
 
 def test_cancel_stops_a_waiting_run_and_its_pending_approval(make_workflow):
-    version = make_workflow(
-        [
-            {
-                "key": "review",
-                "kind": "approval",
-                "config": {"draft": "text"},
-                "edges": {"approved": "done", "rejected": "done"},
-            },
-            END,
-        ]
-    )
-    run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
-    drive(run_id)
+    run_id = waiting_for_review(make_workflow)
     assert engine.cancel_run(run_id=run_id, reason="operator").status == "cancelled"
     assert ApprovalRequest.objects.get(run_id=run_id).status == "cancelled"
     with pytest.raises(engine.InvalidState):
