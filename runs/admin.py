@@ -14,7 +14,7 @@ from django.utils.html import format_html
 
 from runs import engine
 from runs.engine.cache import invalidate_step_cache
-from runs.models import Run, Step, StepRun, Workflow, WorkflowVersion
+from runs.models import Run, Step, StepCacheEntry, StepRun, Workflow, WorkflowVersion
 
 
 class StepInline(admin.StackedInline):
@@ -180,3 +180,39 @@ class RunAdmin(admin.ModelAdmin):
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("runs.cancel_run")
+
+
+@admin.register(StepCacheEntry)
+class StepCacheEntryAdmin(admin.ModelAdmin):
+    """Cached step results. Filter by workflow and step, then delete the
+    selection to invalidate one step's cache."""
+
+    list_display = (
+        "workflow",
+        "step_key",
+        "filled",
+        "model",
+        "cost_usd",
+        "created_at",
+        "expires_at",
+    )
+    list_filter = ("workflow", "step_key", "filled")
+    list_select_related = ("workflow",)
+    readonly_fields = (
+        "key",
+        "workflow",
+        "step_key",
+        "filled",
+        "output",
+        "edge",
+        "model",
+        "cost_usd",
+        "source_run",
+        "created_at",
+        "expires_at",
+    )
+    exclude = ("filler", "filler_until", "hits")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+

@@ -151,3 +151,29 @@ def test_the_invalidate_cache_action_drops_a_workflows_cached_results(
     )
     assert "1 cached result(s) dropped" in response.content.decode()
     assert StepCacheEntry.objects.count() == 0
+
+
+def test_one_steps_cache_can_be_dropped_from_its_admin_list(operator_client, make_workflow):
+    from runs.models import StepCacheEntry
+
+    version = make_workflow(
+        chain(
+            {"key": "a", "kind": "tool", "config": {"tool": "echo"}, "cache_ttl_s": 60},
+            {
+                "key": "b",
+                "kind": "tool",
+                "config": {"tool": "echo", "args": {"value": 2}},
+                "cache_ttl_s": 60,
+            },
+            END,
+        )
+    )
+    drive(engine.start_run(workflow=version.workflow, input={}).run.pk)
+    entry = StepCacheEntry.objects.get(step_key="a")
+    listing = operator_client.get(reverse("admin:runs_stepcacheentry_changelist") + "?step_key=a")
+    assert listing.status_code == 200
+    operator_client.post(
+        reverse("admin:runs_stepcacheentry_changelist"),
+        {"action": "delete_selected", "_selected_action": [entry.pk], "post": "yes"},
+    )
+    assert list(StepCacheEntry.objects.values_list("step_key", flat=True)) == ["b"]

@@ -5,7 +5,6 @@ only after all migrations ran), so the groups are complete on a fresh
 database as soon as `migrate` finishes.
 """
 
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
 ROLES = {
@@ -36,19 +35,9 @@ ROLES = {
 
 
 def create_groups(apps, schema_editor):
-    for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, verbosity=0)
-        app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    for role, codes in ROLES.items():
-        group, _ = Group.objects.get_or_create(name=role)
-        for code in codes:
-            app_label, codename = code.split(".")
-            group.permissions.add(
-                Permission.objects.get(content_type__app_label=app_label, codename=codename)
-            )
+    from policies.migrations import _util
+
+    _util.grant(apps, ROLES)
 
 
 def remove_groups(apps, schema_editor):
