@@ -297,6 +297,7 @@ class StepCacheEntry(models.Model):
     hits = models.PositiveIntegerField(default=0)
 
     class Meta:
+        verbose_name_plural = "step cache entries"
         indexes = [models.Index(fields=["workflow", "step_key"], name="cache_workflow_step")]
 
     def __str__(self) -> str:

@@ -14,6 +14,7 @@ BOSUN_TOOLS = {
     "test.fail": "tests.testapp.tools.Fail",
     "test.fail_while": "tests.testapp.tools.FailWhile",
     "test.send": "tests.testapp.tools.Send",
+    "test.in_transaction": "tests.testapp.tools.InTransaction",
 }
 # Tests drive runs explicitly; the doorbell only records who was rung.
 BOSUN_DOORBELL = os.environ.get("BOSUN_DOORBELL", "tests.testapp.bell.record")

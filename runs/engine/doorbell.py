@@ -24,10 +24,3 @@ def _bell(path: str) -> Callable[[int], None]:
 def ring(run_id: int) -> None:
     bell = _bell(settings.BOSUN_DOORBELL)
     transaction.on_commit(lambda: bell(run_id))
-
-
-def ring_inline(run_id: int) -> None:
-    """A doorbell for tests and one-off scripts: advance the run right here."""
-    from runs.engine.worker import advance_run
-
-    advance_run(run_id)

@@ -23,9 +23,6 @@ from runs.models import TERMINAL_STATUSES, Run, RunStatus, Workflow, WorkflowVer
 
 log = logging.getLogger("bosun.engine")
 
-# A queued run whose task was lost is rung again by the sweeper after this.
-REDELIVER_AFTER_S = 30.0
-
 
 @dataclass(frozen=True)
 class Started:
@@ -61,7 +58,7 @@ def start_run(
         input=input,
         idempotency_key=idempotency_key,
         current_step=version.definition["entry"],
-        ring_at=_later(REDELIVER_AFTER_S),
+        ring_at=_later(store.REDELIVER_AFTER_S),
         replay_of_id=replay_of,
     )
     try:
@@ -99,7 +96,7 @@ def retry_run(*, run_id: int) -> Run:
             error="",
             dead_lettered_at=None,
             finished_at=None,
-            ring_at=_later(REDELIVER_AFTER_S),
+            ring_at=_later(store.REDELIVER_AFTER_S),
         )
         if not updated:
             raise _not_in_state(run_id, "only a failed run can be retried")
@@ -163,7 +160,7 @@ def decide_approval(
             raise AlreadyDecided(f"approval {approval_id} was already {request.status}")
         Run.objects.filter(
             pk=request.run_id, status=RunStatus.WAITING, wait_reason="approval"
-        ).update(status=RunStatus.QUEUED, wait_reason="", ring_at=_later(REDELIVER_AFTER_S))
+        ).update(status=RunStatus.QUEUED, wait_reason="", ring_at=_later(store.REDELIVER_AFTER_S))
         ring(request.run_id)
     return request
 
@@ -171,7 +168,7 @@ def decide_approval(
 def sweep(*, limit: int = 500) -> list[int]:
     """Ring for every run whose timer is due: a due retry, an expired lease,
     a queued run whose task was lost. Each due run is pushed
-    `REDELIVER_AFTER_S` into the future as it is rung, so concurrent
+    `store.REDELIVER_AFTER_S` into the future as it is rung, so concurrent
     sweepers do not ring the same run twice."""
     pg = connection.vendor == "postgresql"
     pick = (
@@ -181,7 +178,7 @@ def sweep(*, limit: int = 500) -> list[int]:
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {store.RUN} SET ring_at = {store.later_sql()} WHERE id IN ({pick}) RETURNING id",
-            [REDELIVER_AFTER_S, limit],
+            [store.REDELIVER_AFTER_S, limit],
         )
         due = [row[0] for row in cursor.fetchall()]
         for run_id in due:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 from django.db import connection, transaction
@@ -20,6 +21,9 @@ from runs.engine.errors import LeaseLost
 
 RUN = "runs_run"
 STEP_RUN = "runs_steprun"
+# A runnable run whose doorbell may have been lost is rung again by the
+# sweeper after this long.
+REDELIVER_AFTER_S = 30.0
 
 
 def _pg() -> bool:
@@ -154,6 +158,14 @@ _RECORD_DEFAULTS: dict[str, Any] = {
 }  # fmt: skip
 
 
+@cache
+def _insert_parts(pg: bool) -> tuple[str, str]:
+    """The StepRun column list and value placeholders (fixed per vendor)."""
+    json_holder = "%s::jsonb" if pg else "%s"
+    holders = ", ".join(json_holder if c in _JSON_COLUMNS else "%s" for c in STEP_RUN_COLUMNS[1:])
+    return ", ".join(STEP_RUN_COLUMNS), holders
+
+
 def step_record(**fields: Any) -> dict[str, Any]:
     """A StepRun row for `checkpoint`: the given fields over the defaults."""
     record = {**_RECORD_DEFAULTS, **fields}
@@ -178,11 +190,13 @@ def checkpoint(state: RunState, update: Update, step_run: dict[str, Any] | None)
             if cursor.rowcount != 1:
                 raise LeaseLost(state.run_id)
             return
-        columns = STEP_RUN_COLUMNS[1:]
-        holders = ", ".join(json_param() if c in _JSON_COLUMNS else "%s" for c in columns)
-        values = [dump(step_run.get(c)) if c in _JSON_COLUMNS else step_run[c] for c in columns]
-        insert_cols = ", ".join(STEP_RUN_COLUMNS)
-        if _pg():
+        pg = _pg()
+        insert_cols, holders = _insert_parts(pg)
+        values = [
+            dump(step_run.get(c)) if c in _JSON_COLUMNS else step_run[c]
+            for c in STEP_RUN_COLUMNS[1:]
+        ]
+        if pg:
             # One round trip: the insert happens only if the fenced update matched.
             cursor.execute(
                 f"WITH upd AS (UPDATE {RUN} SET {set_sql}{where} RETURNING id)"

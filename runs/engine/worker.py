@@ -90,7 +90,10 @@ def advance_run(
             if time.monotonic() >= deadline:
                 store.checkpoint(
                     walk.state,
-                    store.Update().value("status", "queued").release().after("ring_at", 30.0),
+                    store.Update()
+                    .value("status", "queued")
+                    .release()
+                    .after("ring_at", store.REDELIVER_AFTER_S),
                     None,
                 )
                 ring(run_id)

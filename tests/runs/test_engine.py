@@ -405,3 +405,14 @@ def test_the_database_clock_is_what_leases_compare_against(make_workflow):
             [59.0, run_id],
         )
         assert cursor.fetchone()[0] in (True, 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_transaction_is_open_while_a_step_runs(make_workflow):
+    # Outside a test transaction, as in a worker: a step that ran inside one
+    # would hold row locks (and SQLite's write lock) for its whole duration.
+    version = make_workflow(
+        chain({"key": "probe", "kind": "tool", "config": {"tool": "test.in_transaction"}}, END)
+    )
+    run = drive(engine.start_run(workflow=version.workflow, input={}).run.pk)
+    assert StepRun.objects.get(run=run, step_key="probe").output == {"in_transaction": False}

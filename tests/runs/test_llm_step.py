@@ -112,31 +112,24 @@ def test_an_undefined_prompt_variable_fails_the_step_instead_of_rendering_empty(
 
 
 def test_the_scripted_provider_scores_from_rules_offline(make_workflow):
-    step = {
-        "key": "ask",
-        "kind": "llm",
-        "edges": {"next": "done", "escape": "review"},
-        "config": {
-            "prompt": "Score {{ input.company }}",
-            "output_schema": SCHEMA,
-            "provider": "scripted",
-            "scripted": {
-                "points": [
-                    {
-                        "criterion": "size",
-                        "add": 40,
-                        "when": {"path": "input.employees", "op": ">=", "value": 100},
-                    },
-                    {
-                        "criterion": "market",
-                        "add": 30,
-                        "when": {"path": "input.country", "op": "==", "value": "US"},
-                    },
-                ],
-                "reply": {"total": "{{ points.total }}", "why": "{{ points.criteria }}"},
-            },
+    step = llm(
+        provider="scripted",
+        scripted={
+            "points": [
+                {
+                    "criterion": "size",
+                    "add": 40,
+                    "when": {"path": "input.employees", "op": ">=", "value": 100},
+                },
+                {
+                    "criterion": "market",
+                    "add": 30,
+                    "when": {"path": "input.country", "op": "==", "value": "US"},
+                },
+            ],
+            "reply": {"total": "{{ points.total }}", "why": "{{ points.criteria }}"},
         },
-    }
+    )
     big = run_of(make_workflow, step, {"company": "Acme", "employees": 500, "country": "US"})
     out = StepRun.objects.get(run=big, step_key="ask")
     assert out.output == {"total": 70, "why": {"size": 40, "market": 30}}

@@ -95,3 +95,21 @@ class Send(Tool):
     def run(self, args: Args, call: ToolCall) -> Result:
         _record(call)
         return self.Result(sent=True)
+
+
+class InTransaction(Tool):
+    """Reports whether the engine called it inside a database transaction."""
+
+    name = "test.in_transaction"
+
+    class Args(BaseModel):
+        pass
+
+    class Result(BaseModel):
+        in_transaction: bool
+
+    def run(self, args: Args, call: ToolCall) -> Result:
+        from django.db import connection
+
+        _record(call)
+        return self.Result(in_transaction=connection.in_atomic_block)
