@@ -13,6 +13,11 @@ class ApprovalStatus(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
+class ApprovalKind(models.TextChoices):
+    DRAFT = "draft", "Draft review"
+    TOOL_CALL = "tool_call", "Tool call"
+
+
 class ApprovalRequest(models.Model):
     """A draft put in front of a reviewer by an `approval` step.
 
@@ -28,6 +33,12 @@ class ApprovalRequest(models.Model):
     title = models.CharField(max_length=300, blank=True)
     draft = models.JSONField(null=True, blank=True)
     reason_code = models.CharField(max_length=80, blank=True)
+    kind = models.CharField(max_length=12, choices=ApprovalKind.choices, default=ApprovalKind.DRAFT)
+    # A tool-call approval binds the exact arguments (their hash) and is
+    # consumed by one call (its ledger key), never reused for another.
+    args_hash = models.CharField(max_length=64, blank=True)
+    consumed_by = models.CharField(max_length=200, blank=True)
+    consumed_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(
         max_length=12, choices=ApprovalStatus.choices, default=ApprovalStatus.PENDING
     )

@@ -1,5 +1,216 @@
-"""Agent roles, policies, rubrics and limits live here.
+"""Agent roles, policies, word lists, limits and kill switches.
 
-This release ships the four role groups (a data migration); the versioned
-policy models arrive with the guardrails work.
+Roles and policies are edited in place and versioned on every save: each
+save writes an immutable `…Version` row holding a snapshot, and a run binds
+the versions current when it started (see `policies.services`). Limits and
+kill switches are live: they apply to every run the moment they commit.
 """
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+
+
+class AgentRole(models.Model):
+    """The identity a run acts as. Least privilege: only the listed tools."""
+
+    name = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    allowed_tools = models.JSONField(
+        default=list, blank=True, help_text='Tool names this role may call, e.g. ["crm.upsert"].'
+    )
+    version = models.PositiveIntegerField(default=0, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def snapshot(self) -> dict:
+        return {"name": self.name, "allowed_tools": sorted(self.allowed_tools)}
+
+
+class AgentRoleVersion(models.Model):
+    role = models.ForeignKey(AgentRole, on_delete=models.PROTECT, related_name="versions")
+    number = models.PositiveIntegerField()
+    snapshot = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["role", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["role", "number"], name="role_version_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role.name} v{self.number}"
+
+
+class AutonomyMode(models.TextChoices):
+    AUTO = "auto", "Auto"
+    APPROVE = "approve", "Needs approval"
+    BLOCK = "block", "Blocked"
+
+
+class Policy(models.Model):
+    """Budgets per run and autonomy rules per tool.
+
+    Autonomy rules are a list, first match wins, e.g.
+    `[{"tool": "refund.create_request", "mode": "approve",
+       "when": {"path": "args.amount", "op": ">", "value": 100}}]`;
+    a tool no rule names runs on `auto`.
+    """
+
+    name = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    max_steps = models.PositiveIntegerField(default=50)
+    max_llm_calls = models.PositiveIntegerField(default=20)
+    max_tool_calls = models.PositiveIntegerField(default=50)
+    max_cost_usd = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal("1.00"))
+    max_wall_s = models.PositiveIntegerField(
+        default=86400, help_text="Seconds from the run's start, waits for people included."
+    )
+    autonomy = models.JSONField(default=list, blank=True)
+    redact_prompts = models.BooleanField(
+        default=True, help_text="Redact the workflow's sensitive fields in prompts."
+    )
+    version = models.PositiveIntegerField(default=0, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "policies"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def snapshot(self) -> dict:
+        return {
+            "name": self.name,
+            "max_steps": self.max_steps,
+            "max_llm_calls": self.max_llm_calls,
+            "max_tool_calls": self.max_tool_calls,
+            "max_cost_usd": str(self.max_cost_usd),
+            "max_wall_s": self.max_wall_s,
+            "autonomy": self.autonomy,
+            "redact_prompts": self.redact_prompts,
+        }
+
+
+class PolicyVersion(models.Model):
+    policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="versions")
+    number = models.PositiveIntegerField()
+    snapshot = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["policy", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["policy", "number"], name="policy_version_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.policy.name} v{self.number}"
+
+
+class WordList(models.Model):
+    """A list managers keep (competitor names, banned phrases) for output checks."""
+
+    name = models.SlugField(max_length=100, unique=True)
+    words = models.JSONField(default=list, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Limit(models.Model):
+    """A concurrency cap and/or rate limit for a key (a vendor, a tool).
+
+    Held in the database so it holds across every worker and machine:
+    `LimitSlot` rows are the N seats (claimed with SKIP LOCKED), and
+    `RateGrant` rows are a sliding log of the calls let through.
+    """
+
+    key = models.CharField(max_length=100, unique=True, help_text='e.g. "vendor:enrichco"')
+    max_in_flight = models.PositiveIntegerField(null=True, blank=True)
+    rate = models.PositiveIntegerField(null=True, blank=True, help_text="Calls per period.")
+    period_s = models.FloatField(null=True, blank=True, help_text="The period, in seconds.")
+    description = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class LimitSlot(models.Model):
+    key = models.CharField(max_length=100)
+    slot = models.PositiveIntegerField()
+    holder = models.CharField(max_length=120, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["key", "slot"], name="limit_slot_unique")]
+
+
+class RateGrant(models.Model):
+    key = models.CharField(max_length=100)
+    granted_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["key", "granted_at"], name="rategrant_key_time")]
+
+
+class SwitchScope(models.TextChoices):
+    GLOBAL = "global", "Everything"
+    WORKFLOW = "workflow", "A workflow"
+    TOOL = "tool", "A tool"
+
+
+class KillSwitch(models.Model):
+    """While engaged, no new step (global, workflow) or call (tool) starts."""
+
+    scope = models.CharField(max_length=10, choices=SwitchScope.choices)
+    target = models.CharField(
+        max_length=100, blank=True, help_text="Workflow slug or tool name; empty for global."
+    )
+    engaged = models.BooleanField(default=False)
+    reason = models.TextField(blank=True)
+    changed_by = models.CharField(max_length=150, blank=True)
+    changed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["scope", "target"]
+        constraints = [
+            models.UniqueConstraint(fields=["scope", "target"], name="kill_switch_unique")
+        ]
+
+    def __str__(self) -> str:
+        where = self.target or "everything"
+        return f"{where} ({'engaged' if self.engaged else 'off'})"
+
+
+class KillSwitchChange(models.Model):
+    switch = models.ForeignKey(KillSwitch, on_delete=models.CASCADE, related_name="changes")
+    engaged = models.BooleanField()
+    reason = models.TextField()
+    changed_by = models.CharField(max_length=150)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    changed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]

@@ -18,6 +18,9 @@ class StepKind(models.TextChoices):
     BRANCH = "branch", "Branch"
     APPROVAL = "approval", "Approval"
     END = "end", "End"
+    DEDUP = "dedup", "Dedup gate"
+    KNOWLEDGE_CHECK = "knowledge_check", "Knowledge check"
+    KNOWLEDGE_WRITE = "knowledge_write", "Knowledge write"
 
 
 class Workflow(models.Model):
@@ -27,6 +30,43 @@ class Workflow(models.Model):
     slug = models.SlugField(max_length=100, unique=True)
     description = models.TextField(blank=True)
     entry_step = models.SlugField(max_length=100, help_text="Key of the first step.")
+    role = models.ForeignKey(
+        "policies.AgentRole",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        help_text="The identity runs act as: the tools they may call. None: no tools.",
+    )
+    policy = models.ForeignKey(
+        "policies.Policy",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        help_text="Budgets and autonomy rules. None: the default budgets from settings.",
+    )
+    input_schema = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="JSON Schema a run's input must match; a run with invalid input is refused.",
+    )
+    sensitive_fields = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Input fields holding personal data, e.g. ["email", "phone"]: redacted '
+        "in prompts when the policy says so, and always in logs and traces.",
+    )
+    untrusted_fields = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Input fields with text from outside, e.g. ["message"]: screened for '
+        "prompt injection before any model sees them.",
+    )
+    max_active_runs = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Backpressure: new runs are refused while this many are queued, running "
+        "or waiting on a machine (not on a human). Empty: no limit.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -67,6 +107,13 @@ class Step(models.Model):
         default=0,
         help_text="Reuse this step's result for the same input for this many seconds "
         "(0 = off). Only for llm steps and read-only tools.",
+    )
+    output_checks = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Checks on the output; one that holds takes the "flagged" edge, e.g. '
+        '[{"name": "competitor_mention", "when": {"path": "output.body", '
+        '"op": "contains_any", "value": {"word_list": "competitors"}}}]',
     )
 
     class Meta:
@@ -159,6 +206,19 @@ class Run(models.Model):
     outcome = models.CharField(max_length=80, blank=True)
     success = models.BooleanField(null=True)
     error = models.TextField(blank=True)
+    stop_reason = models.CharField(
+        max_length=40, blank=True, help_text="Why a stopped run stopped (budget)."
+    )
+    tainted = models.BooleanField(
+        default=False, help_text="Untrusted text looked like an injection: writes need approval."
+    )
+    taint_reason = models.CharField(max_length=300, blank=True)
+    role_version = models.ForeignKey(
+        "policies.AgentRoleVersion", null=True, blank=True, on_delete=models.PROTECT
+    )
+    policy_version = models.ForeignKey(
+        "policies.PolicyVersion", null=True, blank=True, on_delete=models.PROTECT
+    )
     dead_lettered_at = models.DateTimeField(null=True, blank=True)
 
     steps_executed = models.PositiveIntegerField(default=0)
@@ -253,6 +313,9 @@ class StepRun(models.Model):
     cache_hit = models.BooleanField(default=False)
     cost_saved_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
     worker = models.CharField(max_length=120, blank=True)
+    flags = models.JSONField(
+        default=list, blank=True, help_text="Names of the output checks that held."
+    )
 
     class Meta:
         ordering = ["run", "seq", "attempt"]
@@ -302,3 +365,99 @@ class StepCacheEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.workflow_id}:{self.step_key} {self.key[:10]}"
+
+
+class ToolCallStatus(models.TextChoices):
+    STARTED = "started", "Started"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    UNKNOWN = "unknown", "Outcome unknown"
+    RECONCILED = "reconciled", "Reconciled by a person"
+
+
+class ToolCallRecord(models.Model):
+    """The ledger of tool calls: one row per call, keyed by run and seq.
+
+    A write is recorded as `started` before it leaves and `succeeded` or
+    `failed` after. A retry finds the row: a success is returned as
+    recorded, never repeated; a row still `started` means the worker died
+    mid-call, so the outcome is unknown and is reconciled (the tool's own
+    idempotency, or a person) instead of blindly calling again.
+    """
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="tool_calls_made")
+    seq = models.PositiveIntegerField()
+    step_key = models.CharField(max_length=100)
+    tool = models.CharField(max_length=100)
+    side_effect = models.CharField(max_length=20)
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    args = models.JSONField()
+    args_hash = models.CharField(max_length=64)
+    status = models.CharField(max_length=12, choices=ToolCallStatus.choices)
+    calls = models.PositiveSmallIntegerField(default=0, help_text="Times the tool was invoked.")
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    reconciled_by = models.CharField(max_length=150, blank=True)
+    reconcile_note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["run", "seq"], name="toolcall_run_seq")]
+
+    def __str__(self) -> str:
+        return f"{self.tool} for run {self.run_id} #{self.seq} ({self.status})"
+
+
+class CrmRecord(models.Model):
+    """Records of the built-in CRM-style store that the `crm.upsert` tool writes."""
+
+    object_type = models.CharField(max_length=60)
+    external_id = models.CharField(max_length=200)
+    data = models.JSONField(default=dict)
+    last_idempotency_key = models.CharField(max_length=200, blank=True)
+    writes = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["object_type", "external_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["object_type", "external_id"], name="crm_record_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.object_type}:{self.external_id}"
+
+
+class VendorCall(models.Model):
+    """Calls received by the sample vendors (enrichment, mail delivery, billing).
+
+    The sample vendors stand in for paid services in the demo and the
+    benchmarks: each call is counted here with the credits it cost, and a
+    repeated idempotency key is answered without a second charge.
+    """
+
+    vendor = models.CharField(max_length=60)
+    operation = models.CharField(max_length=60)
+    subject = models.CharField(max_length=300, blank=True)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    credits = models.PositiveIntegerField(default=0)
+    request = models.JSONField(default=dict)
+    response = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["vendor", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="vendor_call_key_unique",
+            )
+        ]
+        indexes = [models.Index(fields=["vendor", "operation"], name="vendorcall_vendor_op")]
+
+    def __str__(self) -> str:
+        return f"{self.vendor}.{self.operation} {self.subject}"

@@ -17,7 +17,8 @@ from django.db import IntegrityError, transaction
 from pydantic import ValidationError
 
 from runs.engine.errors import PublishError
-from runs.engine.kinds import KINDS, Kind, StrictConfig
+from runs.engine.kinds import Kind, StrictConfig
+from runs.engine.registry import KINDS
 from runs.models import Workflow, WorkflowVersion
 
 

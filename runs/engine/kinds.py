@@ -417,8 +417,3 @@ def _brief(exc: ValidationError) -> str:
     return "; ".join(
         f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
     )
-
-
-KINDS: dict[str, Kind] = {
-    kind.name: kind() for kind in (ToolKind, BranchKind, ApprovalKind, EndKind, LLMKind)
-}

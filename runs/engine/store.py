@@ -148,13 +148,14 @@ STEP_RUN_COLUMNS = (
     "error", "error_type", "retry_delay_s", "started_at", "finished_at", "duration_ms",
     "provider", "model_requested", "model_answered", "tokens_in", "tokens_out",
     "cache_read_tokens", "cache_write_tokens", "cost_usd", "cache_hit", "cost_saved_usd", "worker",
+    "flags",
 )  # fmt: skip
-_JSON_COLUMNS = {"input", "output"}
+_JSON_COLUMNS = {"input", "output", "flags"}
 _RECORD_DEFAULTS: dict[str, Any] = {
     "status": "", "edge": "", "input": None, "output": None, "error": "", "error_type": "",
     "retry_delay_s": None, "provider": "", "model_requested": "", "model_answered": "",
     "tokens_in": 0, "tokens_out": 0, "cache_read_tokens": 0, "cache_write_tokens": 0,
-    "cost_usd": Decimal(0), "cache_hit": False, "cost_saved_usd": Decimal(0),
+    "cost_usd": Decimal(0), "cache_hit": False, "cost_saved_usd": Decimal(0), "flags": [],
 }  # fmt: skip
 
 

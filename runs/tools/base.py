@@ -3,6 +3,17 @@
 A tool is a class with a name, a pydantic `Args` model, a `Result` model, a
 side-effect class and `run()`. The registry is `settings.BOSUN_TOOLS`, a
 literal dict of dotted paths: nothing is discovered by import side effects.
+
+Side-effect classes:
+- `read`: no effect outside; may be cached and retried freely.
+- `write_idempotent`: passes `call.idempotency_key` to the external system,
+  which applies a repeated key once; after a crash it is simply called again.
+- `write_unsafe`: no idempotency outside (an SMTP send); after a crash with
+  the outcome unknown the run waits for a human to reconcile.
+
+Tools never call each other or the network directly: the gate
+(`runs.tools.gate`) is the one way in, and it applies the role, the
+autonomy rules, the kill switches, the limits and the ledger.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from django.utils.module_loading import import_string
 from pydantic import BaseModel
 
 SideEffect = Literal["read", "write_idempotent", "write_unsafe"]
+RiskTier = Literal["low", "medium", "high"]
 
 
 @dataclass(frozen=True)
@@ -31,18 +43,46 @@ class ToolCall:
 
 
 class ToolError(Exception):
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None):
+    """A failed call. `outcome_unknown` means it may have taken effect
+    anyway (a timeout after the request was sent): the ledger then treats
+    the call like a crash mid-call, never as a clean failure."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        outcome_unknown: bool = False,
+    ):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.outcome_unknown = outcome_unknown
 
 
 class Tool:
     name: ClassVar[str]
     description: ClassVar[str] = ""
     side_effect: ClassVar[SideEffect] = "read"
+    risk: ClassVar[RiskTier] = "low"
+    # Sends data outside the system (a tainted run needs approval for it).
+    egress: ClassVar[bool] = False
+    # Its result carries text from outside (screened for prompt injection).
+    untrusted_output: ClassVar[bool] = False
+    # Keys of the concurrency caps and rate limits it counts against,
+    # e.g. ("vendor:enrichco",); limits themselves are configured in admin.
+    limit_keys: ClassVar[tuple[str, ...]] = ()
     Args: ClassVar[type[BaseModel]]
     Result: ClassVar[type[BaseModel]]
+
+    @property
+    def writes(self) -> bool:
+        return self.side_effect != "read"
+
+    def keys_for(self, args: BaseModel) -> tuple[str, ...]:
+        """Limit keys for this call; a tool may derive them from its args."""
+        return self.limit_keys
 
     def run(self, args: BaseModel, call: ToolCall) -> BaseModel:  # pragma: no cover - protocol
         raise NotImplementedError

@@ -1,0 +1,9 @@
+"""The step kinds a workflow may use, by name: an explicit list, no discovery."""
+
+from __future__ import annotations
+
+from runs.engine.kinds import ApprovalKind, BranchKind, EndKind, Kind, LLMKind, ToolKind
+
+KINDS: dict[str, Kind] = {
+    kind.name: kind() for kind in (ToolKind, BranchKind, ApprovalKind, EndKind, LLMKind)
+}
