@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.db import connections
 
 from runs import engine
 from runs.engine.definition import _cache as definition_cache
@@ -116,3 +119,26 @@ def waiting_for_review(make_workflow) -> int:
     run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
     drive(run_id)
     return run_id
+
+
+def race(count: int, work: Callable[[int], object]) -> list[object]:
+    """Run `work(i)` in `count` threads released at once, each with its own
+    database connection; returns results (or the exceptions raised)."""
+    barrier = threading.Barrier(count)
+    results: list[object] = [None] * count
+
+    def body(index: int) -> None:
+        try:
+            barrier.wait()
+            results[index] = work(index)
+        except Exception as exc:  # collected and asserted on by the caller
+            results[index] = exc
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results

@@ -2,43 +2,17 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-
 import pytest
-from django.db import connection, connections
+from django.db import connection
 
 from approvals.models import ApprovalRequest
 from runs import engine
 from runs.engine import store
 from runs.models import Run
-from tests.conftest import chain, drive, waiting_for_review
+from tests.conftest import chain, drive, race, waiting_for_review
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db(transaction=True)]
 END = {"key": "done", "kind": "end", "config": {"outcome": "done"}}
-
-
-def race(count: int, work: Callable[[int], object]) -> list[object]:
-    """Run `work(i)` in `count` threads released at once, each with its own
-    database connection; returns results (or the exceptions raised)."""
-    barrier = threading.Barrier(count)
-    results: list[object] = [None] * count
-
-    def body(index: int) -> None:
-        try:
-            barrier.wait()
-            results[index] = work(index)
-        except Exception as exc:  # collected and asserted on by the caller
-            results[index] = exc
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
 
 
 def test_20_concurrent_starts_with_one_idempotency_key_create_one_run(make_workflow):
