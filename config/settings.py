@@ -204,7 +204,59 @@ BOSUN_TOOLS: dict[str, str] = {
     "echo": "runs.tools.builtin.Echo",
     "lead.normalize": "runs.tools.builtin.NormalizeLead",
     "wait": "runs.tools.builtin.Wait",
+    "http.get_json": "runs.tools.http.GetJson",
+    "http.post_json": "runs.tools.http.PostJson",
+    "webhook.post": "runs.tools.http.WebhookPost",
+    "crm.upsert": "runs.tools.crm.CrmUpsert",
+    "crm.get": "runs.tools.crm.CrmGet",
+    "email.send": "runs.tools.mail.SendEmail",
+    "enrich.company": "runs.tools.vendors.EnrichCompany",
+    "outreach.send": "runs.tools.vendors.OutreachSend",
+    "ticket.get": "runs.tools.vendors.TicketGet",
+    "invoice.lookup": "runs.tools.vendors.InvoiceLookup",
+    "refund.create_request": "runs.tools.vendors.RefundCreateRequest",
 }
+# Hosts the HTTP tools may reach, exact names (comma-separated in the env):
+# `host` allows any port on it, `host:port` only that port. Empty: none.
+BOSUN_HTTP_ALLOWED_HOSTS = env_list("BOSUN_HTTP_ALLOWED_HOSTS", [])
+# An HTTP answer larger than this is refused rather than read into a run.
+BOSUN_HTTP_MAX_RESPONSE_BYTES = env_int("BOSUN_HTTP_MAX_RESPONSE_BYTES", 1024 * 1024)
+# Signs `webhook.post` deliveries (Standard Webhooks; a `whsec_…` secret is
+# base64). Unset: deliveries go out unsigned.
+BOSUN_WEBHOOK_SIGNING_SECRET = env_str("BOSUN_WEBHOOK_SIGNING_SECRET", "")
+# `email.send` goes through Django's email backend; these are its settings.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "bosun@localhost")
+# Credits the sample enrichment vendor charges per call (benchmarks count them).
+BOSUN_ENRICH_CREDITS = env_int("BOSUN_ENRICH_CREDITS", 5)
+
+
+# Faults the sample vendors inject, `vendor.fault=rate` (faults 429, 500,
+# timeout; rate 0..1), e.g. "enrichco.429=0.1,mailco.timeout=0.05".
+def _vendor_faults(name: str) -> dict[str, float]:
+    faults: dict[str, float] = {}
+    for item in env_list(name, []):
+        key, _, raw_rate = (part.strip() for part in item.partition("="))
+        vendor, _, fault = key.rpartition(".")
+        try:
+            rate = float(raw_rate)
+        except ValueError:
+            rate = -1.0
+        if not vendor or fault not in ("429", "500", "timeout") or not 0 <= rate <= 1:
+            raise ImproperlyConfigured(f"{name} entries look like enrichco.429=0.1, got {item!r}")
+        faults[key] = rate
+    return faults
+
+
+BOSUN_VENDOR_FAULTS = _vendor_faults("BOSUN_VENDOR_FAULTS")
+# The Retry-After a sample vendor's planned 429 asks for.
+BOSUN_VENDOR_RETRY_AFTER_S = env_float("BOSUN_VENDOR_RETRY_AFTER_S", 1.0)
+
 BOSUN_LLM_PROVIDERS: dict[str, str] = {
     "scripted": "runs.llm.scripted.ScriptedProvider",
     "replay": "runs.llm.replay.ReplayProvider",
@@ -234,11 +286,31 @@ BOSUN_PRICES = {
     "scripted": {"input": 0.0, "output": 0.0, "cache_read": 0.0, "cache_write": 0.0},
 }
 
+# Guardrails. A workflow without a policy runs under these budgets.
+BOSUN_DEFAULT_BUDGET = {
+    "max_steps": env_int("BOSUN_MAX_STEPS", 100),
+    "max_llm_calls": env_int("BOSUN_MAX_LLM_CALLS", 30),
+    "max_tool_calls": env_int("BOSUN_MAX_TOOL_CALLS", 100),
+    "max_cost_usd": env_str("BOSUN_MAX_COST_USD", "2.00"),
+    "max_wall_s": env_int("BOSUN_MAX_WALL_S", 7 * 86400),
+}
+# What a refused start (a full queue) tells the caller to wait, in seconds.
+BOSUN_QUEUE_FULL_RETRY_AFTER_S = env_float("BOSUN_QUEUE_FULL_RETRY_AFTER_S", 5.0)
+
+# Every log line passes a redacting filter: personal data and secrets
+# never reach a log, whatever a caller formats into it.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "policies.logging.RedactingFilter"}},
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

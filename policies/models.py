@@ -14,6 +14,18 @@ from django.conf import settings
 from django.db import models
 
 
+class FrozenVersion(models.Model):
+    """A saved version is a record of what runs were bound to: never rewritten."""
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None:
+            raise ValueError(f"a {type(self).__name__} is immutable")
+        super().save(*args, **kwargs)
+
+
 class AgentRole(models.Model):
     """The identity a run acts as. Least privilege: only the listed tools."""
 
@@ -35,7 +47,7 @@ class AgentRole(models.Model):
         return {"name": self.name, "allowed_tools": sorted(self.allowed_tools)}
 
 
-class AgentRoleVersion(models.Model):
+class AgentRoleVersion(FrozenVersion):
     role = models.ForeignKey(AgentRole, on_delete=models.PROTECT, related_name="versions")
     number = models.PositiveIntegerField()
     snapshot = models.JSONField()
@@ -103,7 +115,7 @@ class Policy(models.Model):
         }
 
 
-class PolicyVersion(models.Model):
+class PolicyVersion(FrozenVersion):
     policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="versions")
     number = models.PositiveIntegerField()
     snapshot = models.JSONField()

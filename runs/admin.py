@@ -7,14 +7,27 @@ from __future__ import annotations
 
 import json
 
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils.html import format_html
 
 from runs import engine
 from runs.engine.cache import invalidate_step_cache
-from runs.models import Run, Step, StepCacheEntry, StepRun, Workflow, WorkflowVersion
+from runs.models import (
+    Run,
+    Step,
+    StepCacheEntry,
+    StepRun,
+    ToolCallRecord,
+    Workflow,
+    WorkflowVersion,
+)
 
 
 class StepInline(admin.StackedInline):
@@ -26,14 +39,31 @@ class StepInline(admin.StackedInline):
         "edges",
         ("max_attempts", "backoff_base_s", "backoff_cap_s", "timeout_s", "max_visits"),
         "cache_ttl_s",
+        "output_checks",
     )
+
+
+def _redacted(value) -> str:
+    from policies.screening import redact_value
+
+    return format_html("<pre>{}</pre>", json.dumps(redact_value(value), indent=2, default=str))
+
+
+def _sees_personal_data(request: HttpRequest) -> bool:
+    return request.user.has_perm("runs.view_personal_data")
 
 
 @admin.register(Workflow)
 class WorkflowAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "entry_step", "latest_version", "updated_at")
+    list_display = ("name", "slug", "entry_step", "role", "policy", "latest_version", "updated_at")
+    list_select_related = ("role", "policy")
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
+    fieldsets = (
+        (None, {"fields": ("name", "slug", "description", "entry_step")}),
+        ("Guardrails", {"fields": ("role", "policy", "max_active_runs")}),
+        ("Input screening", {"fields": ("input_schema", "sensitive_fields", "untrusted_fields")}),
+    )
     inlines = [StepInline]
     actions = ["publish", "invalidate_cache"]
 
@@ -95,27 +125,37 @@ class WorkflowVersionAdmin(admin.ModelAdmin):
 
 
 class StepRunInline(admin.TabularInline):
+    """Step records; personal data and secrets are redacted for anyone
+    without the `view_personal_data` permission."""
+
     model = StepRun
     extra = 0
     can_delete = False
-    fields = (
-        "seq",
-        "attempt",
-        "step_key",
-        "kind",
-        "status",
-        "edge",
-        "input",
-        "output",
-        "error",
-        "duration_ms",
-        "model_answered",
-        "tokens_in",
-        "tokens_out",
-        "cost_usd",
-    )
-    readonly_fields = fields
     ordering = ("seq", "attempt")
+    _head = ("seq", "attempt", "step_key", "kind", "status", "edge")
+    _tail = ("flags", "duration_ms", "model_answered", "tokens_in", "tokens_out", "cost_usd")
+
+    def get_fields(self, request: HttpRequest, obj=None):
+        if _sees_personal_data(request):
+            return (*self._head, "input", "output", "error", *self._tail)
+        return (*self._head, "safe_input", "safe_output", "safe_error", *self._tail)
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None):
+        return self.get_fields(request, obj)
+
+    @admin.display(description="Input")
+    def safe_input(self, obj: StepRun) -> str:
+        return _redacted(obj.input)
+
+    @admin.display(description="Output")
+    def safe_output(self, obj: StepRun) -> str:
+        return _redacted(obj.output)
+
+    @admin.display(description="Error")
+    def safe_error(self, obj: StepRun) -> str:
+        from policies.screening import redact
+
+        return redact(obj.error)
 
     def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
@@ -128,21 +168,40 @@ class RunAdmin(admin.ModelAdmin):
         "workflow",
         "version",
         "status",
+        "wait_reason",
         "current_step",
         "outcome",
         "steps_executed",
         "cost_usd",
         "created_at",
     )
-    list_filter = ("status", "workflow", "outcome")
+    list_filter = ("status", "wait_reason", "workflow", "outcome", "tainted")
     list_select_related = ("workflow", "version")
     search_fields = ("=id", "idempotency_key")
     date_hierarchy = "created_at"
     inlines = [StepRunInline]
     actions = ["retry_from_failed_step", "cancel"]
 
+    _private = {"input": "safe_input", "error": "safe_error"}
+
+    def get_fields(self, request: HttpRequest, obj=None) -> list[str]:
+        names = [field.name for field in Run._meta.fields if field.name != "id"]
+        if _sees_personal_data(request):
+            return names
+        return [self._private.get(name, name) for name in names]
+
     def get_readonly_fields(self, request: HttpRequest, obj=None) -> list[str]:
-        return [field.name for field in Run._meta.fields]
+        return self.get_fields(request, obj)
+
+    @admin.display(description="Input")
+    def safe_input(self, obj: Run) -> str:
+        return _redacted(obj.input)
+
+    @admin.display(description="Error")
+    def safe_error(self, obj: Run) -> str:
+        from policies.screening import redact
+
+        return redact(obj.error)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -214,4 +273,105 @@ class StepCacheEntryAdmin(admin.ModelAdmin):
     exclude = ("filler", "filler_until", "hits")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+class ReconcileForm(forms.Form):
+    happened = forms.TypedChoiceField(
+        choices=[
+            ("yes", "It happened: go on with the result below"),
+            ("no", "It did not: call again"),
+        ],
+        coerce=lambda value: value == "yes",
+        widget=forms.RadioSelect,
+    )
+    result = forms.JSONField(required=False, help_text="The tool's result, when it happened.")
+    note = forms.CharField(widget=forms.Textarea, help_text="How you checked.")
+
+
+@admin.register(ToolCallRecord)
+class ToolCallRecordAdmin(admin.ModelAdmin):
+    """The ledger of tool calls. A call whose outcome is unknown (an unsafe
+    write cut short by a crash) is settled here by a person."""
+
+    list_display = ("id", "tool", "run", "seq", "side_effect", "status", "calls", "started_at")
+    list_filter = ("status", "side_effect", "tool")
+    list_select_related = ("run",)
+    search_fields = ("=run__id", "idempotency_key")
+    exclude = ("args", "result", "error")
+    readonly_fields = (
+        "run",
+        "seq",
+        "step_key",
+        "tool",
+        "side_effect",
+        "idempotency_key",
+        "status",
+        "calls",
+        "safe_args",
+        "safe_result",
+        "started_at",
+        "finished_at",
+        "reconciled_by",
+        "reconcile_note",
+        "reconcile_link",
+    )
+
+    @admin.display(description="Arguments")
+    def safe_args(self, obj: ToolCallRecord) -> str:
+        return _redacted(obj.args)
+
+    @admin.display(description="Result")
+    def safe_result(self, obj: ToolCallRecord) -> str:
+        return _redacted(obj.result)
+
+    @admin.display(description="Settle")
+    def reconcile_link(self, obj: ToolCallRecord) -> str:
+        if obj.status not in ("unknown", "started"):
+            return "-"
+        return format_html('<a class="button" href="{}">Settle this call</a>', "reconcile/")
+
+    def get_urls(self):
+        urls = super().get_urls()
+        view = self.admin_site.admin_view(self.reconcile_view)
+        return [
+            path("<int:record_id>/change/reconcile/", view, name="runs-toolcall-reconcile"),
+            *urls,
+        ]
+
+    def reconcile_view(self, request: HttpRequest, record_id: int):
+        record = ToolCallRecord.objects.select_related("run").get(pk=record_id)
+        if not request.user.has_perm("runs.reconcile_toolcall"):
+            raise PermissionDenied
+        form = ReconcileForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                engine.reconcile_tool_call(
+                    record_id=record.pk,
+                    happened=form.cleaned_data["happened"],
+                    result=form.cleaned_data["result"],
+                    note=form.cleaned_data["note"],
+                    by=request.user.get_username(),
+                )
+            except engine.EngineError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(request, f"Settled; run {record.run_id} resumes.")
+                return redirect("admin:runs_toolcallrecord_change", record.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Settle {record.tool} for run {record.run_id}",
+            "record": record,
+            "form": form,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/runs/toolcallrecord/reconcile.html", context)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False

@@ -5,6 +5,9 @@ A condition is a comparison on a path of the run context, or a combination:
     {"path": "steps.score.total", "op": ">=", "value": 70}
     {"all": [cond, ...]}   {"any": [cond, ...]}   {"not": cond}
 
+`contains_any` matches whole words of a list, e.g. competitor names;
+`empty` holds for a missing, null, empty string, list or object.
+
 Nothing an operator types is ever executed as code: paths are looked up key
 by key, and operators come from a fixed table.
 """
@@ -12,13 +15,28 @@ by key, and operators come from a fixed table.
 from __future__ import annotations
 
 import operator
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from runs.context import MISSING, resolve
 
-Op = Literal["==", "!=", "<", "<=", ">", ">=", "in", "not_in", "contains", "exists", "not_exists"]
+Op = Literal[
+    "==",
+    "!=",
+    "<",
+    "<=",
+    ">",
+    ">=",
+    "in",
+    "not_in",
+    "contains",
+    "contains_any",
+    "exists",
+    "not_exists",
+    "empty",
+]
 
 
 def _compare(fn):
@@ -31,6 +49,20 @@ def _compare(fn):
     return apply
 
 
+def _contains_any(left: Any, words: Any) -> bool:
+    """Whether text (or any string in a list) holds any of `words` as a whole
+    word, ignoring case: "Acme" matches "acme's offer", not "acmeville"."""
+    if isinstance(words, str) or not isinstance(words, list | tuple):
+        return False
+    texts = left if isinstance(left, list) else [left]
+    haystack = " ".join(str(text) for text in texts).casefold()
+    return any(
+        re.search(rf"(?<!\w){re.escape(str(word).casefold())}(?!\w)", haystack)
+        for word in words
+        if str(word).strip()
+    )
+
+
 _OPS = {
     "==": operator.eq,
     "!=": operator.ne,
@@ -41,6 +73,7 @@ _OPS = {
     "in": _compare(lambda left, right: left in right),
     "not_in": _compare(lambda left, right: left not in right),
     "contains": _compare(lambda left, right: right in left),
+    "contains_any": _contains_any,
 }
 
 
@@ -85,6 +118,8 @@ def evaluate(condition: Condition, context: dict[str, Any]) -> bool:
         return found is not MISSING
     if condition.op == "not_exists":
         return found is MISSING
+    if condition.op == "empty":
+        return found is MISSING or found is None or found == "" or found == [] or found == {}
     if found is MISSING:
         return False
     return _OPS[condition.op](found, condition.value)

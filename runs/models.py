@@ -246,6 +246,7 @@ class Run(models.Model):
         permissions = [
             ("retry_run", "Can retry a run from its failed step"),
             ("cancel_run", "Can cancel a run"),
+            ("view_personal_data", "Can see step records without PII redaction"),
         ]
         constraints = [
             # Starting twice with one key returns the first run: the database
@@ -404,6 +405,7 @@ class ToolCallRecord(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        permissions = [("reconcile_toolcall", "Can settle a tool call whose outcome is unknown")]
         indexes = [models.Index(fields=["run", "seq"], name="toolcall_run_seq")]
 
     def __str__(self) -> str:

@@ -11,6 +11,8 @@ from typing import Any
 
 from django.db import transaction
 
+from policies.models import AgentRole
+from policies.services import role_save
 from runs import engine
 from runs.models import Step, Workflow, WorkflowVersion
 
@@ -182,14 +184,28 @@ SAMPLE_WORKFLOWS = [LEAD_QUALIFICATION]
 
 
 def install_workflow(spec: dict[str, Any]) -> WorkflowVersion:
-    """Create or update the draft from `spec` and publish it if it changed."""
+    """Create or update the draft from `spec` and publish it if it changed.
+
+    The workflow acts as a role of its own allowing exactly the tools its
+    steps name (least privilege); `spec["role_tools"]` may widen it.
+    """
+    tools = sorted(
+        {s["config"]["tool"] for s in spec["steps"] if s["kind"] == "tool"}
+        | set(spec.get("role_tools", ()))
+    )
     with transaction.atomic():
+        role = AgentRole.objects.filter(name=spec["slug"]).first() or AgentRole(name=spec["slug"])
+        if role.pk is None or sorted(role.allowed_tools) != tools:
+            role.allowed_tools = tools
+            role.description = f"Runs of {spec['name']}"
+            role_save(role=role, by="samples")
         workflow, _ = Workflow.objects.update_or_create(
             slug=spec["slug"],
             defaults={
                 "name": spec["name"],
                 "description": spec.get("description", ""),
                 "entry_step": spec["entry_step"],
+                "role": role,
             },
         )
         workflow.steps.exclude(key__in=[s["key"] for s in spec["steps"]]).delete()

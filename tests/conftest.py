@@ -10,9 +10,12 @@ from typing import Any
 import pytest
 from django.db import connections
 
+from policies.models import AgentRole, Policy
+from policies.services import policy_save, role_save, rules_for
 from runs import engine
 from runs.engine.definition import _cache as definition_cache
 from runs.models import Run, Step, Workflow, WorkflowVersion
+from runs.tools.base import tool_names
 from tests.testapp import bell
 
 _slugs = itertools.count(1)
@@ -41,6 +44,7 @@ def pytest_collection_modifyitems(config, items):
 def _fresh_bell_and_cache():
     bell.rung.clear()
     definition_cache.clear()
+    rules_for.cache_clear()  # version ids are reused across test databases
     yield
 
 
@@ -62,17 +66,40 @@ def chain(*steps: dict[str, Any]) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def make_workflow(db):
+    """Build (and publish) a workflow from plain dicts.
+
+    Runs act as a role allowing exactly the tools the steps name, unless
+    `tools` lists others; `policy` (a dict of Policy fields) binds a policy;
+    other keywords are Workflow fields (input_schema, max_active_runs, ...).
+    """
+
     def make(
         steps: list[dict[str, Any]],
         *,
         entry: str | None = None,
         publish: bool = True,
         slug: str | None = None,
+        tools: list[str] | None = None,
+        policy: dict[str, Any] | None = None,
+        **workflow_fields: Any,
     ) -> Workflow | WorkflowVersion:
+        slug = slug or f"wf-{next(_slugs)}"
+        if tools is None:
+            named = {s["config"].get("tool") for s in steps if s["kind"] == "tool"}
+            tools = sorted(named & set(tool_names()))
+        role = AgentRole(name=f"role-{slug}", allowed_tools=tools)
+        role_save(role=role, by="test")
+        policy_row = None
+        if policy is not None:
+            policy_row = Policy(name=f"policy-{slug}", **policy)
+            policy_save(policy=policy_row, by="test")
         workflow = Workflow.objects.create(
             name="Test workflow",
-            slug=slug or f"wf-{next(_slugs)}",
+            slug=slug,
             entry_step=entry or steps[0]["key"],
+            role=role,
+            policy=policy_row,
+            **workflow_fields,
         )
         for position, step in enumerate(steps):
             fields = {

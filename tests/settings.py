@@ -15,6 +15,15 @@ BOSUN_TOOLS = {
     "test.fail_while": "tests.testapp.tools.FailWhile",
     "test.send": "tests.testapp.tools.Send",
     "test.in_transaction": "tests.testapp.tools.InTransaction",
+    "test.inflight": "tests.testapp.tools.InFlight",
+    "test.page": "tests.testapp.tools.Page",
+    "test.unsafe_send": "tests.testapp.tools.UnsafeSend",
+}
+# A model priced so that one SequenceProvider reply (1000 input tokens)
+# costs exactly $0.07: budgets are tested in round figures.
+BOSUN_PRICES = {
+    **BOSUN_PRICES,  # noqa: F405
+    "test-priced": {"input": 70.0, "output": 0.0, "cache_read": 0.0, "cache_write": 0.0},
 }
 # Tests drive runs explicitly; the doorbell only records who was rung.
 BOSUN_DOORBELL = os.environ.get("BOSUN_DOORBELL", "tests.testapp.bell.record")

@@ -13,9 +13,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import jsonschema
 from django.db import IntegrityError, transaction
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from runs.conditions import Condition
 from runs.engine.errors import PublishError
 from runs.engine.kinds import Kind, StrictConfig
 from runs.engine.registry import KINDS
@@ -34,18 +36,36 @@ class StepDef:
     timeout_s: float
     max_visits: int
     cache_ttl_s: int = 0
+    output_checks: tuple[OutputCheck, ...] = ()
+
+
+class OutputCheck(BaseModel):
+    """A condition on a step's output that, when it holds, flags the output
+    for review: the step takes its `flagged` edge and records the name."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=60, pattern=r"^[a-z0-9_.-]+$")
+    when: Condition
 
 
 @dataclass(frozen=True)
 class Definition:
     entry: str
     steps: dict[str, StepDef]
+    workflow: str = ""
+    input_schema: dict[str, Any] | None = None
+    sensitive_fields: tuple[str, ...] = ()
+    untrusted_fields: tuple[str, ...] = ()
 
 
 def snapshot(workflow: Workflow) -> dict[str, Any]:
     """The draft as plain data, in the shape a version stores."""
     return {
+        "workflow": workflow.slug,
         "entry": workflow.entry_step,
+        "input_schema": workflow.input_schema,
+        "sensitive_fields": list(workflow.sensitive_fields or []),
+        "untrusted_fields": list(workflow.untrusted_fields or []),
         "steps": {
             step.key: {
                 "kind": step.kind,
@@ -57,6 +77,7 @@ def snapshot(workflow: Workflow) -> dict[str, Any]:
                 "timeout_s": step.timeout_s,
                 "max_visits": step.max_visits,
                 "cache_ttl_s": step.cache_ttl_s,
+                "output_checks": step.output_checks or [],
             }
             for step in workflow.steps.order_by("position", "id")
         },
@@ -78,9 +99,17 @@ def parse_definition(data: dict[str, Any]) -> tuple[Definition | None, list[str]
         problems.extend(step_problems)
         if step is not None:
             steps[key] = step
+    problems.extend(_workflow_problems(data))
     if problems:
         return None, problems
-    definition = Definition(entry=entry, steps=steps)
+    definition = Definition(
+        entry=entry,
+        steps=steps,
+        workflow=data.get("workflow", ""),
+        input_schema=data.get("input_schema"),
+        sensitive_fields=tuple(data.get("sensitive_fields") or ()),
+        untrusted_fields=tuple(data.get("untrusted_fields") or ()),
+    )
     problems.extend(_graph_problems(definition))
     return (None, problems) if problems else (definition, [])
 
@@ -103,6 +132,10 @@ def _parse_step(key: str, raw: dict[str, Any], all_steps: dict) -> tuple[StepDef
     if not isinstance(edges, dict):
         return None, [f"{where}: edges must be an object of label -> step key"]
     required, optional = kind.edge_labels(config)
+    checks, check_problems = _parse_checks(raw.get("output_checks") or [])
+    problems.extend(f"{where}: {problem}" for problem in check_problems)
+    if checks:
+        required = required | {"flagged"}
     for label in sorted(required - set(edges)):
         problems.append(f"{where}: edge {label!r} is missing")
     for label, target in edges.items():
@@ -141,9 +174,42 @@ def _parse_step(key: str, raw: dict[str, Any], all_steps: dict) -> tuple[StepDef
             timeout_s=float(raw["timeout_s"]),
             max_visits=raw["max_visits"],
             cache_ttl_s=int(cache_ttl_s),
+            output_checks=checks,
         ),
         [],
     )
+
+
+def _parse_checks(raw: Any) -> tuple[tuple[OutputCheck, ...], list[str]]:
+    if not isinstance(raw, list):
+        return (), ["output_checks must be a list"]
+    checks, problems = [], []
+    for index, item in enumerate(raw):
+        try:
+            checks.append(OutputCheck.model_validate(item))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "(check)"
+            problems.append(f"output check {index + 1}: {where}: {err['msg']}")
+    names = [check.name for check in checks]
+    if len(set(names)) != len(names):
+        problems.append("output check names must be unique")
+    return tuple(checks), problems
+
+
+def _workflow_problems(data: dict[str, Any]) -> list[str]:
+    problems = []
+    schema = data.get("input_schema")
+    if schema is not None:
+        try:
+            jsonschema.Draft202012Validator.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            problems.append(f"input_schema is not a valid JSON Schema: {exc.message}")
+    for name in ("sensitive_fields", "untrusted_fields"):
+        fields = data.get(name) or []
+        if not isinstance(fields, list) or not all(isinstance(f, str) and f for f in fields):
+            problems.append(f"{name} must be a list of field names")
+    return problems
 
 
 def _graph_problems(definition: Definition) -> list[str]:

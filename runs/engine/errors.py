@@ -59,5 +59,39 @@ class StepTimeout(StepError):
         super().__init__(f"step timed out after {seconds:g}s", retryable=True, error_type="timeout")
 
 
+class BudgetExceeded(Exception):
+    """The run may not start another step or paid call: a budget is spent.
+
+    `outcome` carries what the interrupted step had spent already, so it
+    is charged to the run before it stops.
+    """
+
+    def __init__(self, resource: str, detail: str) -> None:
+        super().__init__(f"budget {resource}: {detail}")
+        self.resource = resource
+        self.detail = detail
+        self.outcome = None
+
+
+class QueueFull(EngineError):
+    """Backpressure: the workflow has as many active runs as it may."""
+
+    code = "queue_full"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class InvalidInput(EngineError):
+    """A run's input breaks the workflow's entry schema; `fields` names each."""
+
+    code = "invalid_input"
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        self.fields = fields
+        super().__init__("; ".join(f"{k}: {v}" for k, v in fields.items()))
+
+
 class LeaseLost(Exception):
     """This worker's claim on the run was taken over; it must stop writing."""

@@ -9,9 +9,10 @@ is classified by the worker.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import jsonschema
 from django.db import IntegrityError, transaction
@@ -20,9 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from approvals.models import ApprovalRequest, ApprovalStatus
 from runs.conditions import Condition, evaluate
 from runs.context import RenderError, check_template_syntax, render_value
-from runs.engine.errors import StepError
+from runs.engine import gate
+from runs.engine.errors import BudgetExceeded, StepError
 from runs.llm.base import LLMError, LLMRequest, cost_of, get_provider, resolve_model
-from runs.tools.base import ToolCall, ToolError, UnknownTool, get_tool
+from runs.tools.base import ToolError, UnknownTool, get_tool
+
+if TYPE_CHECKING:
+    from policies.services import Rules
 
 
 @dataclass
@@ -32,8 +37,20 @@ class StepContext:
     attempt: int
     step_key: str
     timeout_s: float
-    variables: dict[str, Any]  # {"input": …, "steps": {…}, "run": {…}}
+    variables: dict[str, Any]  # {"input": …, "steps": {…}, "run": {…}, "flags": {…}}
     replay_of: int | None = None  # LLM steps answer from this run's records
+    workflow: str = ""
+    rules: Rules | None = None  # the run's role, budget and autonomy rules
+    tainted: bool = False  # untrusted text looked like an injection
+    # Input fields to redact before a prompt is rendered (per policy).
+    redact_fields: tuple[str, ...] = ()
+    # Raises BudgetExceeded when the run may not start another paid call:
+    # before_call(kind, spent_in_step, calls_in_step).
+    before_call: Callable[[str, Decimal, int], None] | None = None
+
+    def check_budget(self, kind: str, spent: Decimal = Decimal(0), calls: int = 0) -> None:
+        if self.before_call is not None:
+            self.before_call(kind, spent, calls)
 
 
 @dataclass
@@ -44,6 +61,7 @@ class Outcome:
     edge: str = "next"
     input: Any = None
     wait: str = ""
+    wait_s: float | None = None  # try again after this long (a full limit)
     end: tuple[str, bool] | None = None  # (outcome label, success)
     provider: str = ""
     model_requested: str = ""
@@ -98,7 +116,14 @@ def _render(value: Any, ctx: StepContext) -> Any:
 
 
 class ToolKind(Kind):
+    """Calls a registered tool through the gate (`runs.engine.gate`).
+
+    A refusal (not in the role, invalid arguments, blocked, approval
+    rejected) fails the step, or takes its `refused` edge when it has one.
+    """
+
     name = "tool"
+    optional_edges = ("refused",)
 
     class Config(StrictConfig):
         tool: str = Field(min_length=1)
@@ -131,27 +156,38 @@ class ToolKind(Kind):
             ) from None
 
     def execute(self, config: Config, ctx: StepContext) -> Outcome:
-        tool = get_tool(config.tool)
-        args = self._args(tool, config, ctx)
-        call = ToolCall(
+        raw_args = _render(config.args, ctx)
+        caller = gate.Caller(
             run_id=ctx.run_id,
-            step_key=ctx.step_key,
             seq=ctx.seq,
+            step_key=ctx.step_key,
             attempt=ctx.attempt,
-            idempotency_key=f"bosun-run-{ctx.run_id}-seq-{ctx.seq}",
             timeout_s=ctx.timeout_s,
+            workflow=ctx.workflow,
+            rules=ctx.rules,
+            tainted=ctx.tainted,
+            before_call=lambda: ctx.check_budget("tool"),
         )
         try:
-            result = tool.run(args, call)
+            called = gate.call_tool(config.tool, raw_args, caller)
+        except gate.NeedsApproval as exc:
+            return Outcome(wait="approval", input={"approval_id": exc.approval_id})
+        except gate.NeedsReconciliation as exc:
+            return Outcome(wait="needs_reconciliation", input={"tool_call": exc.record_id})
+        except gate.Paused:
+            return Outcome(wait="paused")
+        except gate.Throttled as exc:
+            return Outcome(wait=f"limit:{exc.key}"[:40], wait_s=exc.wait_s)
+        except gate.Refused as exc:
+            raise StepError(str(exc), retryable=False, error_type=f"refused:{exc.code}") from None
         except ToolError as exc:
             raise StepError(
                 str(exc), retryable=exc.retryable, retry_after=exc.retry_after, error_type="tool"
             ) from None
-        result = tool.Result.model_validate(result)
         return Outcome(
-            output=result.model_dump(mode="json"),
-            input=args.model_dump(mode="json"),
-            tool_calls=1,
+            output=called.result,
+            input=called.args,
+            tool_calls=0 if called.from_ledger else 1,
         )
 
 
@@ -191,7 +227,8 @@ class ApprovalKind(Kind):
     class Config(StrictConfig):
         draft: Any = None
         title: str = ""
-        reason_code: str = "review_required"
+        # Empty: the output check that flagged the step before, if any.
+        reason_code: str = ""
 
     def execute(self, config: Config, ctx: StepContext) -> Outcome:
         request = ApprovalRequest.objects.filter(run_id=ctx.run_id, seq=ctx.seq).first()
@@ -205,7 +242,7 @@ class ApprovalKind(Kind):
                         step_key=ctx.step_key,
                         title=str(_render(config.title, ctx))[:300],
                         draft=draft,
-                        reason_code=config.reason_code,
+                        reason_code=config.reason_code or _flag_reason(ctx),
                     )
             except IntegrityError:
                 # Created by an earlier attempt of this step: use that one.
@@ -226,6 +263,14 @@ class ApprovalKind(Kind):
             },
             edge="approved" if approved else "rejected",
         )
+
+
+def _flag_reason(ctx: StepContext) -> str:
+    flags = ctx.variables.get("flags") or {}
+    for step_key in reversed(list(flags)):
+        if flags[step_key]:
+            return f"check:{flags[step_key][0]}"[:80]
+    return "review_required"
 
 
 class EndKind(Kind):
@@ -292,6 +337,12 @@ class LLMKind(Kind):
 
     @staticmethod
     def _request(config: Config, ctx: StepContext) -> LLMRequest:
+        if ctx.redact_fields:
+            # The model never sees the raw values of sensitive fields.
+            from policies.screening import redact_fields
+
+            redacted = redact_fields(ctx.variables.get("input") or {}, list(ctx.redact_fields))
+            ctx = replace(ctx, variables={**ctx.variables, "input": redacted})
         return LLMRequest(
             model=resolve_model(tier=config.tier, model=config.model or None),
             system=str(_render(config.system, ctx)),
@@ -321,6 +372,12 @@ class LLMKind(Kind):
             model_requested=model,
         )
         for turn in range(config.max_repairs + 1):
+            if provider_name != "replay":
+                try:
+                    ctx.check_budget("llm", outcome.cost_usd, outcome.llm_calls)
+                except BudgetExceeded as exc:
+                    exc.outcome = outcome  # what this step spent before the stop
+                    raise
             try:
                 response = provider.complete(request)
             except LLMError as exc:

@@ -10,16 +10,36 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import jsonschema
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from approvals.models import ApprovalRequest, ApprovalStatus
+from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
+from policies.services import current_versions
+from runs.context import MISSING, resolve
 from runs.engine import store
 from runs.engine.doorbell import ring
-from runs.engine.errors import AlreadyDecided, InvalidState, NotFound
-from runs.models import TERMINAL_STATUSES, Run, RunStatus, Workflow, WorkflowVersion
+from runs.engine.errors import (
+    AlreadyDecided,
+    InvalidInput,
+    InvalidState,
+    NotFound,
+    QueueFull,
+)
+from runs.models import (
+    TERMINAL_STATUSES,
+    Run,
+    RunStatus,
+    ToolCallRecord,
+    ToolCallStatus,
+    Workflow,
+    WorkflowVersion,
+)
+
+ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING)
 
 log = logging.getLogger("bosun.engine")
 
@@ -40,29 +60,49 @@ def start_run(
 ) -> Started:
     """Create a queued run of the workflow's latest version and ring for it.
 
+    The input is screened first: it must match the workflow's entry schema
+    (InvalidInput names each field), and untrusted fields that look like a
+    prompt injection taint the run. The run binds the current versions of
+    the workflow's role and policy. A workflow at its `max_active_runs`
+    refuses with QueueFull (backpressure).
+
     With an idempotency key, a second start returns the first run: the
     unique constraint refuses the duplicate row and we read the winner.
     With `replay_of`, llm steps answer from that run's recorded outputs.
     """
     if isinstance(workflow, str):
         try:
-            workflow = Workflow.objects.get(slug=workflow)
+            workflow = Workflow.objects.select_related("role", "policy").get(slug=workflow)
         except Workflow.DoesNotExist:
             raise NotFound(f"no workflow {workflow!r}") from None
     version = version or workflow.current_version
     if version is None:
         raise InvalidState(f"workflow {workflow.slug!r} has no published version")
+    if idempotency_key is not None:
+        existing = Run.objects.filter(workflow=workflow, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return Started(existing, created=False)
+    definition = version.definition
+    _check_input(definition.get("input_schema"), input)
+    taint = screening_taint(input, definition.get("untrusted_fields") or [])
+    role_version_id, policy_version_id = current_versions(workflow)
     run = Run(
         workflow=workflow,
         version=version,
         input=input,
         idempotency_key=idempotency_key,
-        current_step=version.definition["entry"],
+        current_step=definition["entry"],
         ring_at=_later(store.REDELIVER_AFTER_S),
         replay_of_id=replay_of,
+        role_version_id=role_version_id,
+        policy_version_id=policy_version_id,
+        tainted=bool(taint),
+        taint_reason=taint[:300],
     )
     try:
         with transaction.atomic():
+            if workflow.max_active_runs is not None:
+                _admit(workflow)
             run.save()
             ring(run.pk)
     except IntegrityError:
@@ -71,6 +111,59 @@ def start_run(
         existing = Run.objects.get(workflow=workflow, idempotency_key=idempotency_key)
         return Started(existing, created=False)
     return Started(run, created=True)
+
+
+# Runs waiting on a person do not count against a workflow's queue.
+_HUMAN_WAITS = ("approval", "needs_reconciliation", "paused")
+
+
+def _admit(workflow: Workflow) -> None:
+    """Refuse a new run when the workflow's queue is full. The workflow row
+    is locked (PostgreSQL; SQLite serializes writers) so concurrent starts
+    count one after the other and never overshoot."""
+    Workflow.objects.select_for_update().filter(pk=workflow.pk).values_list("pk").first()
+    active = (
+        Run.objects.filter(workflow=workflow, status__in=ACTIVE_STATUSES)
+        .exclude(status=RunStatus.WAITING, wait_reason__in=_HUMAN_WAITS)
+        .count()
+    )
+    if active >= workflow.max_active_runs:
+        raise QueueFull(
+            f"workflow {workflow.slug!r} has {active} active runs, its limit; try again later",
+            retry_after=settings.BOSUN_QUEUE_FULL_RETRY_AFTER_S,
+        )
+
+
+def _check_input(schema: dict[str, Any] | None, value: Any) -> None:
+    if schema is None:
+        return
+    errors = sorted(
+        jsonschema.Draft202012Validator(schema).iter_errors(value), key=lambda e: list(e.path)
+    )
+    if errors:
+        fields: dict[str, str] = {}
+        for error in errors:
+            path = ".".join(str(p) for p in error.absolute_path)
+            if error.validator == "required" and not path:
+                # Name the missing field itself, not the object holding it.
+                missing = error.message.split("'")[1] if "'" in error.message else ""
+                path = missing or path
+            fields.setdefault(path or "(input)", error.message)
+        raise InvalidInput(fields)
+
+
+def screening_taint(value: dict[str, Any], fields: list[str]) -> str:
+    """Why the untrusted `fields` of an input taint the run ('' if clean)."""
+    if not fields or not isinstance(value, dict):
+        return ""
+    from policies.screening import scan_value
+
+    found = []
+    for name in fields:
+        signals = scan_value(resolve(value, name)) if resolve(value, name) is not MISSING else []
+        if signals:
+            found.append(f"input.{name}: {', '.join(sorted(set(signals)))}")
+    return "; ".join(found)
 
 
 def replay_run(*, run_id: int, version: WorkflowVersion | None = None) -> Started:
@@ -142,6 +235,11 @@ def decide_approval(
     if not approve and not reason.strip():
         raise InvalidState("a rejection needs a reason")
     label = actor_label or (getattr(actor, "get_username", lambda: "")() if actor else "")
+    if (
+        edited_draft is not None
+        and ApprovalRequest.objects.filter(pk=approval_id, kind=ApprovalKind.TOOL_CALL).exists()
+    ):
+        raise InvalidState("a tool call is approved or rejected as it stands, not edited")
     with transaction.atomic():
         decided = ApprovalRequest.objects.filter(
             pk=approval_id, status=ApprovalStatus.PENDING
@@ -163,6 +261,53 @@ def decide_approval(
         ).update(status=RunStatus.QUEUED, wait_reason="", ring_at=_later(store.REDELIVER_AFTER_S))
         ring(request.run_id)
     return request
+
+
+def resume_paused(*, workflow: str | None = None) -> list[int]:
+    """Wake the runs a kill switch paused; each resumes where it stood (and
+    parks again at once if another switch still holds it)."""
+    runs = Run.objects.filter(status=RunStatus.WAITING, wait_reason="paused")
+    if workflow:
+        runs = runs.filter(workflow__slug=workflow)
+    woken = []
+    with transaction.atomic():
+        for run_id in runs.values_list("pk", flat=True):
+            if Run.objects.filter(pk=run_id, status=RunStatus.WAITING, wait_reason="paused").update(
+                status=RunStatus.QUEUED, wait_reason="", ring_at=_later(store.REDELIVER_AFTER_S)
+            ):
+                ring(run_id)
+                woken.append(run_id)
+    return woken
+
+
+def reconcile_tool_call(
+    *, record_id: int, happened: bool, result: dict | None = None, note: str, by: str
+) -> ToolCallRecord:
+    """A person settles a call whose outcome was unknown: it happened (the
+    run goes on with `result`, nothing is called again) or it did not (the
+    run calls it again). Then the waiting run resumes."""
+    if not note.strip():
+        raise InvalidState("say how you checked (a note is required)")
+    with transaction.atomic():
+        updated = ToolCallRecord.objects.filter(
+            pk=record_id, status__in=(ToolCallStatus.UNKNOWN, ToolCallStatus.STARTED)
+        ).update(
+            status=ToolCallStatus.RECONCILED if happened else ToolCallStatus.FAILED,
+            result=(result or {}) if happened else None,
+            reconciled_by=by[:150],
+            reconcile_note=note,
+            finished_at=Now(),
+        )
+        record = ToolCallRecord.objects.filter(pk=record_id).first()
+        if record is None:
+            raise NotFound(f"no tool call {record_id}")
+        if not updated:
+            raise InvalidState(f"tool call {record_id} is {record.status}, not unknown")
+        Run.objects.filter(
+            pk=record.run_id, status=RunStatus.WAITING, wait_reason="needs_reconciliation"
+        ).update(status=RunStatus.QUEUED, wait_reason="", ring_at=_later(store.REDELIVER_AFTER_S))
+        ring(record.run_id)
+    return record
 
 
 def sweep(*, limit: int = 500) -> list[int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache
 from typing import Any
@@ -64,6 +65,14 @@ class RunState:
     attempt: int
     attempts_before: int
     replay_of: int | None
+    role_version_id: int | None
+    policy_version_id: int | None
+    tainted: bool
+    steps_executed: int
+    llm_calls: int
+    tool_calls: int
+    cost_usd: Decimal
+    started_at: Any
     input: dict[str, Any]
 
 
@@ -87,29 +96,48 @@ def claim(run_id: int, *, worker: str, lease_s: float) -> RunState | None:
         f" not_before = NULL, started_at = COALESCE(started_at, {now})"
         f" WHERE id = %s AND {_CLAIMABLE.format(now=now)}"
         " RETURNING fence, workflow_id, version_id, current_step, seq, attempt, attempts_before,"
-        " replay_of_id, input"
+        " replay_of_id, role_version_id, policy_version_id, tainted, steps_executed, llm_calls,"
+        " tool_calls, cost_usd, started_at, input"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [worker, lease_s, lease_s, run_id])
         row = cursor.fetchone()
     if row is None:
         return None
-    *head, raw_input = row
+    *head, tainted, steps, llm_calls, tool_calls, cost, started_at, raw_input = row
     if isinstance(raw_input, str):
         raw_input = json.loads(raw_input)
-    return RunState(run_id, *head, raw_input)
+    if isinstance(started_at, str):  # SQLite
+        started_at = datetime.fromisoformat(started_at)
+    if started_at is not None and started_at.tzinfo is None:
+        started_at = started_at.replace(tzinfo=UTC)
+    return RunState(
+        run_id,
+        *head,
+        bool(tainted),
+        steps,
+        llm_calls,
+        tool_calls,
+        Decimal(str(cost)),
+        started_at,
+        raw_input,
+    )
 
 
-def load_outputs(run_id: int) -> list[tuple[str, Any]]:
-    """(step key, output) of every succeeded step, in order."""
+def _loads(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def load_outputs(run_id: int) -> list[tuple[str, Any, list[str]]]:
+    """(step key, output, output-check flags) of every succeeded step, in order."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT step_key, output FROM {STEP_RUN}"
+            f"SELECT step_key, output, flags FROM {STEP_RUN}"
             " WHERE run_id = %s AND status = 'succeeded' ORDER BY seq",
             [run_id],
         )
         rows = cursor.fetchall()
-    return [(key, json.loads(out) if isinstance(out, str) else out) for key, out in rows]
+    return [(key, _loads(out), _loads(flags) or []) for key, out, flags in rows]
 
 
 class Update:

@@ -14,6 +14,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -21,10 +22,11 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
-from runs.engine import cache, store
+from policies.services import Rules, rules_for
+from runs.engine import cache, checks, store
 from runs.engine.definition import Definition, StepDef, load_definition
 from runs.engine.doorbell import ring
-from runs.engine.errors import LeaseLost, StepError
+from runs.engine.errors import BudgetExceeded, LeaseLost, StepError
 from runs.engine.kinds import Outcome, StepContext
 from runs.engine.timing import backoff_delay, time_limit
 
@@ -40,6 +42,7 @@ class Advance(StrEnum):
     WAITING = "waiting"
     FINISHED = "finished"
     FAILED = "failed"
+    STOPPED = "stopped"
     YIELDED = "yielded"
     LEASE_LOST = "lease_lost"
 
@@ -50,6 +53,7 @@ class _Walk:
 
     state: store.RunState
     definition: Definition
+    rules: Rules
     variables: dict[str, Any]
     visits: dict[str, int]
     retry_delay: float | None = None  # set when the last step scheduled a retry
@@ -116,13 +120,16 @@ def _claim(run_id: int, *, worker: str, lease_s: float) -> _Walk | None:
             state, store.Update().after("lease_expires_at", needed).after("ring_at", needed), None
         )
     steps: dict[str, Any] = {}
+    flags: dict[str, list[str]] = {}
     visits: dict[str, int] = {}
     if state.seq > 1:
-        for key, output in store.load_outputs(run_id):
+        for key, output, step_flags in store.load_outputs(run_id):
             steps[key] = output
+            flags[key] = step_flags
             visits[key] = visits.get(key, 0) + 1
-    variables = {"input": state.input, "steps": steps, "run": {"id": run_id}}
-    return _Walk(state, definition, variables, visits)
+    variables = {"input": state.input, "steps": steps, "run": {"id": run_id}, "flags": flags}
+    rules = rules_for(state.role_version_id, state.policy_version_id)
+    return _Walk(state, definition, rules, variables, visits)
 
 
 def _execute(walk: _Walk, step: StepDef, ctx: StepContext) -> Outcome:
@@ -197,21 +204,20 @@ def _step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
     step = walk.definition.steps[state.current_step]
     if walk.visits.get(step.key, 0) >= step.max_visits:
         return _leave_exhausted(walk, step, worker=worker, lease_s=lease_s)
-    ctx = StepContext(
-        run_id=state.run_id,
-        seq=state.seq,
-        attempt=state.attempt,
-        step_key=step.key,
-        timeout_s=step.timeout_s,
-        variables=walk.variables,
-        replay_of=state.replay_of,
-    )
     started = timezone.now()
     t0 = time.perf_counter()
+    breach = checks.over_budget(state, walk.rules.budget, step.kind.name)
+    if breach is not None:
+        return _stop(walk, step, breach, _record(state, step, started, t0, worker), None)
+    if checks.switched_off(walk.definition.workflow):
+        return _park(walk, "paused")
+    ctx = _context(walk, step)
     outcome: Outcome | None = None
     try:
         with time_limit(step.timeout_s):
             outcome = _execute(walk, step, ctx)
+    except BudgetExceeded as exc:
+        return _stop(walk, step, exc, _record(state, step, started, t0, worker), exc.outcome)
     except StepError as exc:
         error = exc
     except TRANSIENT as exc:
@@ -221,31 +227,39 @@ def _step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
         error = StepError(f"{type(exc).__name__}: {exc}", retryable=False, error_type="exception")
     else:
         error = None
-        if outcome.end is None and not outcome.wait and outcome.edge not in step.edges:
-            error = StepError(_missing_edge(outcome), retryable=False, error_type="no_edge")
+    if error is not None and error.error_type.startswith("refused") and "refused" in step.edges:
+        # The workflow routes refusals itself: record it and take that edge.
+        code = error.error_type.partition(":")[2]
+        outcome = Outcome(output={"refused": True, "code": code, "reason": str(error)})
+        outcome.edge, error = "refused", None
+    if (
+        error is None
+        and outcome.end is None
+        and not outcome.wait
+        and outcome.edge not in step.edges
+    ):
+        error = StepError(_missing_edge(outcome), retryable=False, error_type="no_edge")
     record = _record(state, step, started, t0, worker)
     if error is not None:
         return _fail(walk, step, error, record, outcome)
     if outcome.wait:
-        store.checkpoint(
-            state,
-            store.Update()
-            .value("status", "waiting")
-            .value("wait_reason", outcome.wait)
-            .release()
-            .set("ring_at", "NULL")
-            .set("not_before", "NULL"),
-            None,
-        )
-        return Advance.WAITING
+        return _park(walk, outcome.wait, outcome.wait_s)
+    flags = checks.flags(step, outcome.output, walk.variables)
+    if flags:
+        outcome.edge = "flagged"
     record.update(
         _usage(outcome),
         status="succeeded",
         edge=outcome.edge,
         input=outcome.input,
         output=outcome.output,
+        flags=flags,
     )
     update = _charged(store.Update(), outcome).add("steps_executed", 1).set("seq", "seq + 1")
+    taint = "" if state.tainted else checks.taint(step, outcome.output)
+    if taint:
+        update.value("tainted", True).value("taint_reason", taint[:300])
+        state.tainted = True
     if outcome.end is not None:
         label, success = outcome.end
         update.value("status", "succeeded").value("outcome", label).value("success", success)
@@ -258,10 +272,74 @@ def _step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
     update.after("lease_expires_at", next_lease).after("ring_at", next_lease)
     store.checkpoint(state, update, record)
     walk.variables["steps"][step.key] = outcome.output
+    walk.variables["flags"][step.key] = flags
     walk.visits[step.key] = walk.visits.get(step.key, 0) + 1
     state.current_step, state.seq, state.attempt = next_key, state.seq + 1, 1
     state.attempts_before = 0
+    _count(state, outcome)
     return None
+
+
+def _context(walk: _Walk, step: StepDef) -> StepContext:
+    state = walk.state
+    redact = walk.definition.sensitive_fields if walk.rules.redact_prompts else ()
+
+    def before_call(kind: str, spent: Decimal, calls: int) -> None:
+        breach = checks.over_budget(state, walk.rules.budget, kind, spent=spent, calls=calls)
+        if breach is not None:
+            raise breach
+
+    return StepContext(
+        run_id=state.run_id,
+        seq=state.seq,
+        attempt=state.attempt,
+        step_key=step.key,
+        timeout_s=step.timeout_s,
+        variables=walk.variables,
+        replay_of=state.replay_of,
+        workflow=walk.definition.workflow,
+        rules=walk.rules,
+        tainted=state.tainted,
+        redact_fields=tuple(redact),
+        before_call=before_call,
+    )
+
+
+def _park(walk: _Walk, reason: str, wait_s: float | None = None) -> Advance:
+    """The run waits (for a person, a switch, a seat, a token), holding no worker.
+    With `wait_s` it is tried again after that long."""
+    update = store.Update().value("status", "waiting").value("wait_reason", reason).release()
+    if wait_s is None:
+        update.set("ring_at", "NULL").set("not_before", "NULL")
+    else:
+        update.after("not_before", wait_s).after("ring_at", wait_s)
+    store.checkpoint(walk.state, update, None)
+    return Advance.WAITING
+
+
+def _stop(
+    walk: _Walk, step: StepDef, breach: BudgetExceeded, record: dict, outcome: Outcome | None
+) -> Advance:
+    """A budget is spent: stop the run gracefully, charging what was spent."""
+    state = walk.state
+    record.update(status="failed", error=str(breach)[:4000], error_type="budget")
+    update = store.Update()
+    if outcome is not None:
+        record.update(_usage(outcome), input=outcome.input, output=outcome.output)
+        _charged(update, outcome)
+    update.value("status", "stopped").value("stop_reason", "budget")
+    update.value("error", f"{step.key}: {breach}"[:4000])
+    update.at_now("finished_at").release().set("ring_at", "NULL")
+    store.checkpoint(state, update, record)
+    return Advance.STOPPED
+
+
+def _count(state: store.RunState, outcome: Outcome, *, steps: int = 1) -> None:
+    """Keep the worker's copy of the run's totals in step with the row."""
+    state.steps_executed += steps
+    state.llm_calls += outcome.llm_calls
+    state.tool_calls += outcome.tool_calls
+    state.cost_usd += outcome.cost_usd
 
 
 def _fail(walk: _Walk, step: StepDef, error: StepError, record: dict, outcome: Outcome | None):
@@ -271,6 +349,7 @@ def _fail(walk: _Walk, step: StepDef, error: StepError, record: dict, outcome: O
     if outcome is not None:
         record.update(_usage(outcome), input=outcome.input, output=outcome.output)
         _charged(update, outcome)
+        _count(state, outcome, steps=0)
     if error.retryable and state.attempt - state.attempts_before < step.max_attempts:
         delay = backoff_delay(
             state.attempt,

@@ -12,7 +12,7 @@ Side-effect classes:
   the outcome unknown the run waits for a human to reconcile.
 
 Tools never call each other or the network directly: the gate
-(`runs.tools.gate`) is the one way in, and it applies the role, the
+(`runs.engine.gate`) is the one way in, and it applies the role, the
 autonomy rules, the kill switches, the limits and the ledger.
 """
 

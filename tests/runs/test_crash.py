@@ -10,71 +10,19 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from runs import engine
 from runs.models import TERMINAL_STATUSES, Run, StepRun
 from tests.conftest import chain, drive
+from tests.processes import alive, child_env, spawn, stop
 from tests.testapp.models import Execution
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-ROOT = Path(__file__).resolve().parents[2]
 END = {"key": "done", "kind": "end", "config": {"outcome": "done"}}
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    """Environment for a subprocess that works on this test's database."""
-    settings = connection.settings_dict
-    url = (
-        f"postgresql://{settings['USER']}:{settings['PASSWORD']}@{settings['HOST']}:"
-        f"{settings['PORT']}/{settings['NAME']}"
-    )
-    return {
-        **os.environ,
-        "DATABASE_URL": url,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "BOSUN_DOORBELL": "runs.tasks.ring",
-        "DEBUG": "1",
-        **extra,
-    }
-
-
-def spawn(*args: str, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def stop(process: subprocess.Popen) -> str:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-    return process.stdout.read() if process.stdout else ""
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_runs_survive_workers_killed_at_random_and_commit_each_step_once(make_workflow, settings):

@@ -17,3 +17,11 @@ class Switch(models.Model):
 
     name = models.CharField(max_length=50, unique=True)
     on = models.BooleanField(default=False)
+
+
+class Gauge(models.Model):
+    """Calls in flight right now, and the most ever seen, for a key."""
+
+    key = models.CharField(max_length=50, unique=True)
+    current = models.IntegerField(default=0)
+    peak = models.IntegerField(default=0)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from runs.llm.base import LLMError, LLMRequest, LLMResponse, Usage
 
+# Every request the provider answered, in order (tests clear it).
+calls: list[LLMRequest] = []
+
 
 class SequenceProvider:
     name = "sequence"
 
     def complete(self, request: LLMRequest) -> LLMResponse:
+        calls.append(request)
         replies = request.step_config["scripted"]["replies"]
         reply = replies[min(len(request.repairs), len(replies) - 1)]
         if "error" in reply:

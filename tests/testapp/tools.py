@@ -8,7 +8,7 @@ import time
 from pydantic import BaseModel, Field
 
 from runs.tools.base import Tool, ToolCall, ToolError
-from tests.testapp.models import Execution, Switch
+from tests.testapp.models import Execution, Gauge, Switch
 
 
 def _record(call: ToolCall) -> int:
@@ -113,3 +113,78 @@ class InTransaction(Tool):
 
         _record(call)
         return self.Result(in_transaction=connection.in_atomic_block)
+
+
+class InFlight(Tool):
+    """Measures, inside the tool, how many calls of a key run at once."""
+
+    name = "test.inflight"
+    limit_keys = ("vendor:test",)
+
+    class Args(BaseModel):
+        sleep_s: float = Field(default=0.05, ge=0)
+
+    class Result(BaseModel):
+        concurrent: int
+
+    def run(self, args: Args, call: ToolCall) -> Result:
+        from django.db import connection
+
+        _record(call)
+        Gauge.objects.get_or_create(key="vendor:test")
+        with connection.cursor() as cursor:
+            # One atomic statement each way: the peak is exact across processes.
+            cursor.execute(
+                "UPDATE testapp_gauge SET current = current + 1,"
+                " peak = CASE WHEN current + 1 > peak THEN current + 1 ELSE peak END"
+                " WHERE key = %s RETURNING current",
+                ["vendor:test"],
+            )
+            now = cursor.fetchone()[0]
+        try:
+            time.sleep(args.sleep_s)
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "UPDATE testapp_gauge SET current = current - 1 WHERE key = %s",
+                    ["vendor:test"],
+                )
+        return self.Result(concurrent=now)
+
+
+class Page(Tool):
+    """Returns the text it is given, as if fetched from outside."""
+
+    name = "test.page"
+    untrusted_output = True
+
+    class Args(BaseModel):
+        text: str
+
+    class Result(BaseModel):
+        text: str
+
+    def run(self, args: Args, call: ToolCall) -> Result:
+        return self.Result(text=args.text)
+
+
+class UnsafeSend(Tool):
+    """A write the outside cannot dedupe (like SMTP). With `crash_after` the
+    process dies right after the send, before the engine can checkpoint."""
+
+    name = "test.unsafe_send"
+    side_effect = "write_unsafe"
+    egress = True
+
+    class Args(BaseModel):
+        to: str = "someone"
+        crash_after: bool = False
+
+    class Result(BaseModel):
+        sent: bool
+
+    def run(self, args: Args, call: ToolCall) -> Result:
+        _record(call)
+        if args.crash_after:
+            os._exit(137)
+        return self.Result(sent=True)

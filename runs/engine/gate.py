@@ -1,0 +1,335 @@
+"""The one way a tool is called.
+
+`call_tool` applies, in order: the role (least privilege), the arguments'
+schema, the autonomy rules and the run's taint (an approval binds the exact
+arguments and is consumed once), the budget, the concurrency caps and rate
+limits, the kill switches, and the ledger. Every path that calls a tool (a
+tool step, a model asking for a tool, a test calling it directly) comes
+through here, so none of these can be skipped.
+
+What it raises instead of calling:
+- `Refused`: the call may not happen (not in the role, invalid arguments,
+  blocked, approval rejected). Recorded on the step; never retried.
+- `NeedsApproval`: a reviewer must approve these exact arguments first.
+- `NeedsReconciliation`: an unsafe write may or may not have happened (the
+  worker died mid-call); a person must say which.
+- `Paused`: a kill switch is engaged. `Throttled`: a limit is full.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Now
+from django.utils import timezone
+from pydantic import ValidationError
+
+from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
+from policies.models import AutonomyMode, KillSwitch, SwitchScope
+from policies.services import Rules, global_switch
+from runs.conditions import evaluate
+from runs.engine import limits, store
+from runs.engine.doorbell import ring
+from runs.engine.limits import Throttled
+from runs.models import ToolCallRecord, ToolCallStatus
+from runs.tools.base import Tool, ToolCall, ToolError, UnknownTool, get_tool
+
+log = logging.getLogger("bosun.tools")
+
+__all__ = [
+    "Caller",
+    "Called",
+    "NeedsApproval",
+    "NeedsReconciliation",
+    "Paused",
+    "Refused",
+    "Throttled",
+    "call_tool",
+]
+
+
+class Refused(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class NeedsApproval(Exception):
+    def __init__(self, approval_id: int, reason: str) -> None:
+        super().__init__(f"approval {approval_id} pending ({reason})")
+        self.approval_id = approval_id
+        self.reason = reason
+
+
+class NeedsReconciliation(Exception):
+    def __init__(self, record_id: int) -> None:
+        super().__init__(f"tool call {record_id} may have happened: reconcile it")
+        self.record_id = record_id
+
+
+class Paused(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the run, its step, and the rules it is bound to."""
+
+    run_id: int
+    seq: int
+    step_key: str
+    attempt: int
+    timeout_s: float
+    workflow: str
+    rules: Rules
+    tainted: bool = False
+    # Called before the tool runs: raises if the run's budget is spent.
+    before_call: Callable[[], None] | None = None
+
+
+@dataclass(frozen=True)
+class Called:
+    args: dict[str, Any]
+    result: dict[str, Any]
+    record_id: int
+    from_ledger: bool  # the recorded result of an earlier attempt; no new call
+
+
+def args_hash(args: dict[str, Any]) -> str:
+    canonical = json.dumps(args, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def call_tool(name: str, raw_args: Any, caller: Caller) -> Called:
+    tool = _tool(name, caller)
+    try:
+        args = tool.Args.model_validate(raw_args)
+    except ValidationError as exc:
+        detail = f"arguments for {name} are invalid: {_brief(exc)}"
+        raise Refused("invalid_arguments", detail) from None
+    args_json = args.model_dump(mode="json")
+    digest = args_hash(args_json)
+    key = f"bosun-run-{caller.run_id}-seq-{caller.seq}"
+    needs = _approval_reason(tool, args_json, caller)
+    if needs:
+        _consume_approval(tool, args_json, digest, needs, key, caller)
+    if caller.before_call is not None:
+        caller.before_call()
+    hold_s = caller.timeout_s + settings.BOSUN_LEASE_MARGIN_S
+    seats = limits.acquire(
+        keys=tool.keys_for(args), holder=f"{key}:{caller.attempt}", hold_s=hold_s
+    )
+    try:
+        record, recorded = _open(tool, args_json, digest, key, caller)
+        if recorded is _UNKNOWN:
+            raise NeedsReconciliation(record.pk)
+        if recorded is not None:
+            return Called(args_json, recorded, record.pk, from_ledger=True)
+        result = _invoke(tool, args, record, key, caller)
+        return Called(args_json, result, record.pk, from_ledger=False)
+    finally:
+        for freed in limits.release(seats):
+            _wake_one(freed)
+
+
+def _tool(name: str, caller: Caller) -> Tool:
+    try:
+        tool = get_tool(name)
+    except UnknownTool as exc:
+        raise Refused("unknown_tool", str(exc)) from None
+    if name not in caller.rules.allowed_tools:
+        raise Refused("not_in_role", f"the run's role may not call {name}")
+    return tool
+
+
+def _approval_reason(tool: Tool, args: dict[str, Any], caller: Caller) -> str:
+    """Why this call needs a person's approval ('' when it does not)."""
+    for rule in caller.rules.autonomy:
+        if rule.tool != tool.name:
+            continue
+        if rule.when is not None and not evaluate(rule.when, {"args": args}):
+            continue
+        if rule.mode == AutonomyMode.BLOCK:
+            raise Refused("blocked", f"the policy blocks {tool.name}")
+        if rule.mode == AutonomyMode.APPROVE:
+            return "policy_requires_approval"
+        break  # auto
+    if caller.tainted and (tool.writes or tool.egress):
+        return "tainted_run"
+    return ""
+
+
+def _consume_approval(
+    tool: Tool, args: dict[str, Any], digest: str, reason: str, key: str, caller: Caller
+) -> None:
+    """Pass only with an approval of exactly these arguments, consumed by
+    this call (its ledger key) and no other."""
+    request = ApprovalRequest.objects.filter(run_id=caller.run_id, seq=caller.seq).first()
+    if request is None:
+        try:
+            with transaction.atomic():
+                request = ApprovalRequest.objects.create(
+                    run_id=caller.run_id,
+                    seq=caller.seq,
+                    step_key=caller.step_key,
+                    kind=ApprovalKind.TOOL_CALL,
+                    title=f"Call {tool.name}",
+                    draft={"tool": tool.name, "args": args, "risk": tool.risk},
+                    reason_code=reason,
+                    args_hash=digest,
+                )
+        except IntegrityError:
+            request = ApprovalRequest.objects.get(run_id=caller.run_id, seq=caller.seq)
+    if request.status == ApprovalStatus.PENDING:
+        raise NeedsApproval(request.pk, reason)
+    if request.status != ApprovalStatus.APPROVED:
+        why = request.decision_reason or request.status
+        raise Refused("approval_rejected", f"{tool.name} was not approved: {why}")
+    if request.kind != ApprovalKind.TOOL_CALL or request.args_hash != digest:
+        raise Refused("approval_mismatch", "the approval was given for other arguments")
+    consumed = (
+        ApprovalRequest.objects.filter(
+            pk=request.pk, status=ApprovalStatus.APPROVED, args_hash=digest
+        )
+        .filter(Q(consumed_by="") | Q(consumed_by=key))
+        .update(consumed_by=key, consumed_at=Now())
+    )
+    if not consumed:
+        raise Refused("approval_consumed", "the approval was already used by another call")
+
+
+# `_open`'s answer for a call whose outcome only a person can settle.
+_UNKNOWN: dict[str, Any] = {}
+
+
+def _open(
+    tool: Tool, args: dict[str, Any], digest: str, key: str, caller: Caller
+) -> tuple[ToolCallRecord, dict[str, Any] | None]:
+    """Find or start the ledger row for this call, in one transaction that
+    also reads the kill switches. Returns (record, recorded result)."""
+    with transaction.atomic():
+        _hold_switchboard()
+        record = ToolCallRecord.objects.select_for_update().filter(idempotency_key=key).first()
+        if record is not None:
+            if record.status == ToolCallStatus.SUCCEEDED or (
+                record.status == ToolCallStatus.RECONCILED and record.result is not None
+            ):
+                return record, record.result
+            unknown = record.status in (ToolCallStatus.STARTED, ToolCallStatus.UNKNOWN)
+            if unknown and tool.side_effect == "write_unsafe":
+                # We cannot know whether the first call took effect, and
+                # the outside cannot dedupe it: a person decides.
+                ToolCallRecord.objects.filter(pk=record.pk).update(status=ToolCallStatus.UNKNOWN)
+                return record, _UNKNOWN
+        _refuse_if_switched_off(tool, caller)
+        if record is None:
+            record = ToolCallRecord.objects.create(
+                run_id=caller.run_id,
+                seq=caller.seq,
+                step_key=caller.step_key,
+                tool=tool.name,
+                side_effect=tool.side_effect,
+                idempotency_key=key,
+                args=args,
+                args_hash=digest,
+                status=ToolCallStatus.STARTED,
+                calls=1,
+                started_at=timezone.now(),
+            )
+        else:
+            # A clean failure, or a read or idempotent write whose outcome
+            # is unknown: calling again with the same key is safe.
+            ToolCallRecord.objects.filter(pk=record.pk).update(
+                status=ToolCallStatus.STARTED, calls=F("calls") + 1, error=""
+            )
+    return record, None
+
+
+def _hold_switchboard() -> None:
+    """Lock the global switch row FOR SHARE: a switch change (FOR UPDATE on
+    the same row) waits for this transaction, and this one sees any change
+    that committed first. So no call starts after a switch commits."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT id FROM policies_killswitch WHERE scope = 'global' AND target = ''"
+                " FOR SHARE"
+            )
+            if cursor.fetchone() is None:
+                global_switch()
+                cursor.execute(
+                    "SELECT id FROM policies_killswitch WHERE scope = 'global' AND target = ''"
+                    " FOR SHARE"
+                )
+
+
+def _refuse_if_switched_off(tool: Tool, caller: Caller) -> None:
+    engaged = KillSwitch.objects.filter(engaged=True).filter(
+        Q(scope=SwitchScope.GLOBAL)
+        | Q(scope=SwitchScope.WORKFLOW, target=caller.workflow)
+        | Q(scope=SwitchScope.TOOL, target=tool.name)
+    )
+    switch = engaged.first()
+    if switch is not None:
+        raise Paused(f"kill switch on {switch.target or 'everything'}: {switch.reason}")
+
+
+def _invoke(tool: Tool, args, record: ToolCallRecord, key: str, caller: Caller) -> dict[str, Any]:
+    call = ToolCall(
+        run_id=caller.run_id,
+        step_key=caller.step_key,
+        seq=caller.seq,
+        attempt=caller.attempt,
+        idempotency_key=key,
+        timeout_s=caller.timeout_s,
+    )
+    try:
+        result = tool.Result.model_validate(tool.run(args, call)).model_dump(mode="json")
+    except ToolError as exc:
+        status = ToolCallStatus.UNKNOWN if exc.outcome_unknown else ToolCallStatus.FAILED
+        _close(record, status=status, error=str(exc))
+        raise
+    except BaseException as exc:
+        # A crash inside the tool: a read failed; a write may have happened.
+        status = ToolCallStatus.UNKNOWN if tool.writes else ToolCallStatus.FAILED
+        _close(record, status=status, error=f"{type(exc).__name__}: {exc}")
+        raise
+    _close(record, status=ToolCallStatus.SUCCEEDED, result=result)
+    return result
+
+
+def _close(record: ToolCallRecord, *, status: str, result=None, error: str = "") -> None:
+    ToolCallRecord.objects.filter(pk=record.pk).update(
+        status=status, result=result, error=error[:4000], finished_at=Now()
+    )
+
+
+def _wake_one(key: str) -> None:
+    """A seat came free: let the longest-waiting run for it try now."""
+    reason = f"limit:{key}"[:40]
+    lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    now = store.now_sql()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {store.RUN} SET not_before = {now}, ring_at = {store.later_sql()}"
+            f" WHERE id = (SELECT id FROM {store.RUN} WHERE status = 'waiting'"
+            f" AND wait_reason = %s ORDER BY not_before LIMIT 1{lock}) RETURNING id",
+            [store.REDELIVER_AFTER_S, reason],
+        )
+        row = cursor.fetchone()
+        if row is not None:
+            ring(row[0])
+
+
+def _brief(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
+    )
