@@ -294,6 +294,9 @@ BOSUN_DEFAULT_BUDGET = {
     "max_cost_usd": env_str("BOSUN_MAX_COST_USD", "2.00"),
     "max_wall_s": env_int("BOSUN_MAX_WALL_S", 7 * 86400),
 }
+# Rate-limit grants are kept one period (all a limit needs) or this long,
+# for whoever wants to audit the calls let through.
+BOSUN_RATE_GRANT_RETENTION_S = env_float("BOSUN_RATE_GRANT_RETENTION_S", 0.0)
 # What a refused start (a full queue) tells the caller to wait, in seconds.
 BOSUN_QUEUE_FULL_RETRY_AFTER_S = env_float("BOSUN_QUEUE_FULL_RETRY_AFTER_S", 5.0)
 

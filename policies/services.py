@@ -84,16 +84,7 @@ def role_save(*, role: AgentRole, by: str = "") -> AgentRoleVersion:
     unknown = sorted(set(role.allowed_tools) - set(tool_names()))
     if unknown:
         raise ValidationError({"allowed_tools": f"no such tool: {', '.join(unknown)}"})
-    with transaction.atomic():
-        # Lock the row so two saves cannot take the same version number.
-        if role.pk:
-            AgentRole.objects.select_for_update().filter(pk=role.pk).first()
-        number = _next_number(role.versions) if role.pk else 1
-        role.version = number
-        role.save()
-        return AgentRoleVersion.objects.create(
-            role=role, number=number, snapshot=role.snapshot(), created_by=by[:150]
-        )
+    return _save_versioned(role, AgentRoleVersion, "role", by)
 
 
 def policy_save(*, policy: Policy, by: str = "") -> PolicyVersion:
@@ -101,14 +92,19 @@ def policy_save(*, policy: Policy, by: str = "") -> PolicyVersion:
     problems = autonomy_problems(policy.autonomy)
     if problems:
         raise ValidationError({"autonomy": problems})
+    return _save_versioned(policy, PolicyVersion, "policy", by)
+
+
+def _save_versioned(obj, version_model, owner: str, by: str):
     with transaction.atomic():
-        if policy.pk:
-            Policy.objects.select_for_update().filter(pk=policy.pk).first()
-        number = _next_number(policy.versions) if policy.pk else 1
-        policy.version = number
-        policy.save()
-        return PolicyVersion.objects.create(
-            policy=policy, number=number, snapshot=policy.snapshot(), created_by=by[:150]
+        # Lock the row so two saves cannot take the same version number.
+        if obj.pk:
+            type(obj).objects.select_for_update().filter(pk=obj.pk).first()
+        number = _next_number(obj.versions) if obj.pk else 1
+        obj.version = number
+        obj.save()
+        return version_model.objects.create(
+            **{owner: obj}, number=number, snapshot=obj.snapshot(), created_by=by[:150]
         )
 
 

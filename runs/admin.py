@@ -124,7 +124,36 @@ class WorkflowVersionAdmin(admin.ModelAdmin):
         return False
 
 
-class StepRunInline(admin.TabularInline):
+class RedactedFields:
+    """Read-only fields that may hold personal data are shown redacted to
+    anyone without the `view_personal_data` permission."""
+
+    private = {"input": "safe_input", "output": "safe_output", "error": "safe_error"}
+
+    def visible(self, request: HttpRequest, names) -> list[str]:
+        if _sees_personal_data(request):
+            return list(names)
+        return [self.private.get(name, name) for name in names]
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None):
+        return self.get_fields(request, obj)
+
+    @admin.display(description="Input")
+    def safe_input(self, obj) -> str:
+        return _redacted(obj.input)
+
+    @admin.display(description="Output")
+    def safe_output(self, obj) -> str:
+        return _redacted(obj.output)
+
+    @admin.display(description="Error")
+    def safe_error(self, obj) -> str:
+        from policies.screening import redact
+
+        return redact(obj.error)
+
+
+class StepRunInline(RedactedFields, admin.TabularInline):
     """Step records; personal data and secrets are redacted for anyone
     without the `view_personal_data` permission."""
 
@@ -132,37 +161,20 @@ class StepRunInline(admin.TabularInline):
     extra = 0
     can_delete = False
     ordering = ("seq", "attempt")
-    _head = ("seq", "attempt", "step_key", "kind", "status", "edge")
-    _tail = ("flags", "duration_ms", "model_answered", "tokens_in", "tokens_out", "cost_usd")
 
     def get_fields(self, request: HttpRequest, obj=None):
-        if _sees_personal_data(request):
-            return (*self._head, "input", "output", "error", *self._tail)
-        return (*self._head, "safe_input", "safe_output", "safe_error", *self._tail)
-
-    def get_readonly_fields(self, request: HttpRequest, obj=None):
-        return self.get_fields(request, obj)
-
-    @admin.display(description="Input")
-    def safe_input(self, obj: StepRun) -> str:
-        return _redacted(obj.input)
-
-    @admin.display(description="Output")
-    def safe_output(self, obj: StepRun) -> str:
-        return _redacted(obj.output)
-
-    @admin.display(description="Error")
-    def safe_error(self, obj: StepRun) -> str:
-        from policies.screening import redact
-
-        return redact(obj.error)
+        return self.visible(
+            request,
+            ("seq", "attempt", "step_key", "kind", "status", "edge", "input", "output", "error")
+            + ("flags", "duration_ms", "model_answered", "tokens_in", "tokens_out", "cost_usd"),
+        )
 
     def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
 
 @admin.register(Run)
-class RunAdmin(admin.ModelAdmin):
+class RunAdmin(RedactedFields, admin.ModelAdmin):
     list_display = (
         "id",
         "workflow",
@@ -182,26 +194,8 @@ class RunAdmin(admin.ModelAdmin):
     inlines = [StepRunInline]
     actions = ["retry_from_failed_step", "cancel"]
 
-    _private = {"input": "safe_input", "error": "safe_error"}
-
     def get_fields(self, request: HttpRequest, obj=None) -> list[str]:
-        names = [field.name for field in Run._meta.fields if field.name != "id"]
-        if _sees_personal_data(request):
-            return names
-        return [self._private.get(name, name) for name in names]
-
-    def get_readonly_fields(self, request: HttpRequest, obj=None) -> list[str]:
-        return self.get_fields(request, obj)
-
-    @admin.display(description="Input")
-    def safe_input(self, obj: Run) -> str:
-        return _redacted(obj.input)
-
-    @admin.display(description="Error")
-    def safe_error(self, obj: Run) -> str:
-        from policies.screening import redact
-
-        return redact(obj.error)
+        return self.visible(request, [f.name for f in Run._meta.fields if f.name != "id"])
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

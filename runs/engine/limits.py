@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from django.conf import settings
 from django.db import connection, transaction
 
 from policies.models import Limit, LimitSlot
@@ -140,7 +141,7 @@ def _take_grant(key: str, rate: int, period_s: float) -> None:
         if pg:
             # Serialize grants per key; the clock is read after the lock.
             cursor.execute(f"SELECT id FROM {LIMIT} WHERE key = %s FOR UPDATE", [key])
-        cursor.execute(f"SELECT {now_sql()}")
+        cursor.execute(f"SELECT {now_sql()}", [])
         now = _as_datetime(cursor.fetchone()[0])
         since = now.timestamp() - period_s
         cursor.execute(
@@ -156,10 +157,12 @@ def _take_grant(key: str, rate: int, period_s: float) -> None:
         cursor.execute(
             f"INSERT INTO {GRANT} (key, granted_at) VALUES (%s, %s)", [key, _param(now, pg)]
         )
-        # Keep the log short: grants older than one period decide nothing.
+        # Keep the log short: grants older than one period decide nothing
+        # (kept longer only when BOSUN_RATE_GRANT_RETENTION_S asks for it).
+        keep_s = max(period_s, settings.BOSUN_RATE_GRANT_RETENTION_S)
         cursor.execute(
             f"DELETE FROM {GRANT} WHERE key = %s AND granted_at < %s",
-            [key, _param(datetime.fromtimestamp(since - period_s, tz=UTC), pg)],
+            [key, _param(datetime.fromtimestamp(now.timestamp() - keep_s, tz=UTC), pg)],
         )
 
 

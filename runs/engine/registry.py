@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+from runs.engine.graph_kinds import DedupKind, KnowledgeCheckKind, KnowledgeWriteKind
 from runs.engine.kinds import ApprovalKind, BranchKind, EndKind, Kind, LLMKind, ToolKind
 
 KINDS: dict[str, Kind] = {
-    kind.name: kind() for kind in (ToolKind, BranchKind, ApprovalKind, EndKind, LLMKind)
+    kind.name: kind()
+    for kind in (
+        ToolKind,
+        BranchKind,
+        ApprovalKind,
+        EndKind,
+        LLMKind,
+        KnowledgeCheckKind,
+        KnowledgeWriteKind,
+        DedupKind,
+    )
 }

@@ -1,0 +1,380 @@
+"""Writing the knowledge graph: entities, events, corrections, relations, dedup.
+
+Every writer (the `knowledge_write` and `dedup` steps, admin, the API) calls
+these functions. Uniqueness is decided by the database: each function tries
+the INSERT (or one conditional UPDATE) and reads the winner on conflict,
+never checks first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jsonschema
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
+
+from knowledge.models import DedupRecord, Entity, Event, EventType, Relation
+from runs.models import Run, RunStatus
+
+# A dedup record held by a run that ended like this is up for grabs: that
+# run produced no result worth reusing.
+DEAD_STATUSES = (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.STOPPED)
+KEEP: Any = object()  # event_supersede: keep the old event's value
+
+
+class KnowledgeError(Exception):
+    """Base of the knowledge graph's domain errors; `code` names the kind."""
+
+    code = "knowledge_error"
+
+
+class UnknownEventType(KnowledgeError):
+    code = "unknown_event_type"
+
+
+class InvalidEvent(KnowledgeError):
+    """The event cannot be written; `errors` maps a field to its problem."""
+
+    code = "invalid_event"
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{field}: {message}" for field, message in errors.items()))
+
+
+class InvalidPayload(InvalidEvent):
+    """The payload breaks its type's schema; `errors` maps a payload path
+    (`until`, `contact.email`, `(root)`) to the validator's message."""
+
+    code = "invalid_payload"
+
+
+class AlreadySuperseded(KnowledgeError):
+    code = "already_superseded"
+
+
+def database_now() -> datetime:
+    """The database clock (timers and windows never trust the worker's)."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT clock_timestamp()")
+            return cursor.fetchone()[0]
+        cursor.execute("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
+        return datetime.fromisoformat(cursor.fetchone()[0]).replace(tzinfo=UTC)
+
+
+# ---------------------------------------------------------------- entities
+
+
+def entity_upsert(
+    *, type: str, key: str, name: str = "", attributes: dict[str, Any] | None = None
+) -> Entity:
+    """The entity (type, key), created if missing. A given name replaces the
+    stored one; given attributes are merged into the stored ones."""
+    entity, created = Entity.objects.get_or_create(
+        type=type, key=key, defaults={"name": name, "attributes": attributes or {}}
+    )
+    renames = bool(name) and name != entity.name
+    if created or not (renames or attributes):
+        return entity
+    with transaction.atomic():
+        # Lock the row so two merges of attributes do not lose each other's keys.
+        entity = Entity.objects.select_for_update().get(pk=entity.pk)
+        entity.name = name or entity.name
+        entity.attributes = {**entity.attributes, **(attributes or {})}
+        entity.save(update_fields=["name", "attributes", "updated_at"])
+    return entity
+
+
+# ------------------------------------------------------------------ events
+
+
+def event_type_get(*, name: str) -> EventType:
+    try:
+        return EventType.objects.get(name=name)
+    except EventType.DoesNotExist:
+        raise UnknownEventType(f"no event type named {name!r}") from None
+
+
+def payload_errors(*, schema: dict[str, Any], payload: Any) -> dict[str, str]:
+    """Each problem of `payload` against `schema`, by payload path."""
+    if not isinstance(payload, dict):
+        return {"(root)": "the payload must be a JSON object"}
+    validator = jsonschema.Draft202012Validator(
+        schema or {}, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+    errors: dict[str, str] = {}
+    for error in sorted(validator.iter_errors(payload), key=lambda e: list(e.absolute_path)):
+        where = [str(part) for part in error.absolute_path]
+        if error.validator == "required" and isinstance(error.instance, dict):
+            # Name the missing field itself, not the object that lacks it.
+            for missing in error.validator_value:
+                if missing not in error.instance:
+                    errors.setdefault(".".join([*where, missing]), error.message)
+                    break
+            continue
+        errors.setdefault(".".join(where) or "(root)", error.message)
+    return errors
+
+
+def event_validate(
+    *,
+    type: EventType,
+    payload: Any,
+    valid_from: datetime,
+    valid_until: datetime | None,
+    reason: str,
+    actor_label: str,
+    source_run_id: int | None,
+) -> None:
+    """Raise `InvalidPayload` / `InvalidEvent` for an event that may not be
+    written. Pure: the admin form calls it to show errors; writers call it
+    before they insert."""
+    problems = payload_errors(schema=type.payload_schema, payload=payload)
+    if problems:
+        raise InvalidPayload(problems)
+    errors: dict[str, str] = {}
+    if source_run_id is None and not actor_label:
+        errors["actor_label"] = "an event needs a source run or an actor"
+    if source_run_id is None and not reason.strip():
+        errors["reason"] = "a reason is required for an event written by hand"
+    if valid_until is not None and valid_until <= valid_from:
+        errors["valid_until"] = "must be after valid_from"
+    if errors:
+        raise InvalidEvent(errors)
+
+
+def event_record(
+    *,
+    entity: Entity,
+    type: str | EventType,
+    payload: dict[str, Any],
+    reason: str = "",
+    actor_label: str = "",
+    occurred_at: datetime | None = None,
+    valid_from: datetime | None = None,
+    valid_until: datetime | None = None,
+    source_run_id: int | None = None,
+    source_seq: int | None = None,
+    source_step_key: str = "",
+) -> Event:
+    """Validate and write one event; nothing is written when it is invalid.
+
+    Written by a run's step (`source_run_id` and `source_seq`), a second
+    call for the same step returns the first event: the step may be
+    executed again after a crash and must not write twice.
+    """
+    event_type = type if isinstance(type, EventType) else event_type_get(name=type)
+    occurred_at = occurred_at or timezone.now()
+    valid_from = valid_from or occurred_at
+    event_validate(
+        type=event_type,
+        payload=payload,
+        valid_from=valid_from,
+        valid_until=valid_until,
+        reason=reason,
+        actor_label=actor_label,
+        source_run_id=source_run_id,
+    )
+    return _insert(
+        Event(
+            type=event_type,
+            entity=entity,
+            payload=payload,
+            occurred_at=occurred_at,
+            valid_from=valid_from,
+            valid_until=valid_until,
+            reason=reason,
+            actor_label=actor_label[:150],
+            source_run_id=source_run_id,
+            source_seq=source_seq,
+            source_step_key=source_step_key,
+        )
+    )
+
+
+def event_supersede(
+    *,
+    event: Event,
+    payload: dict[str, Any],
+    reason: str = "",
+    actor_label: str = "",
+    valid_from: datetime | None = KEEP,
+    valid_until: datetime | None = KEEP,
+    source_run_id: int | None = None,
+    source_seq: int | None = None,
+    source_step_key: str = "",
+) -> Event:
+    """Correct `event` with a new event of the same type about the same
+    entity. The validity window is kept unless given. An event can be
+    superseded once: a second correction raises `AlreadySuperseded` (the
+    one-to-one `supersedes` column decides, also between concurrent writers).
+    """
+    occurred_at = timezone.now()
+    valid_from = event.valid_from if valid_from is KEEP else valid_from or occurred_at
+    valid_until = event.valid_until if valid_until is KEEP else valid_until
+    event_validate(
+        type=event.type,
+        payload=payload,
+        valid_from=valid_from,
+        valid_until=valid_until,
+        reason=reason,
+        actor_label=actor_label,
+        source_run_id=source_run_id,
+    )
+    return _insert(
+        Event(
+            type=event.type,
+            entity=event.entity,
+            payload=payload,
+            occurred_at=occurred_at,
+            valid_from=valid_from,
+            valid_until=valid_until,
+            reason=reason,
+            actor_label=actor_label[:150],
+            source_run_id=source_run_id,
+            source_seq=source_seq,
+            source_step_key=source_step_key,
+            supersedes=event,
+        )
+    )
+
+
+def _insert(event: Event) -> Event:
+    try:
+        with transaction.atomic():  # a savepoint when a caller's transaction is open
+            event.save()
+        return event
+    except IntegrityError:
+        if event.source_run_id is not None:
+            # Written by an earlier execution of the same step: that one stands.
+            existing = Event.objects.filter(
+                source_run_id=event.source_run_id, source_seq=event.source_seq
+            ).first()
+            if existing is not None:
+                return existing
+        if event.supersedes_id is not None:
+            winner = Event.objects.filter(supersedes_id=event.supersedes_id).first()
+            raise AlreadySuperseded(
+                f"event {event.supersedes_id} is already superseded"
+                + (f" by event {winner.pk}" if winner else "")
+            ) from None
+        raise
+
+
+# --------------------------------------------------------------- relations
+
+
+def relation_upsert(
+    *,
+    type: str,
+    source: Entity,
+    target: Entity,
+    attributes: dict[str, Any] | None = None,
+    reason: str = "",
+    actor_label: str = "",
+    source_run_id: int | None = None,
+    source_seq: int | None = None,
+    source_step_key: str = "",
+) -> Relation:
+    """The relation `source -type-> target`, created or updated in place
+    (one row per triple: the unique constraint decides between writers)."""
+    fields = {
+        "attributes": attributes or {},
+        "reason": reason,
+        "actor_label": actor_label[:150],
+        "source_run_id": source_run_id,
+        "source_seq": source_seq,
+        "source_step_key": source_step_key,
+    }
+    relation, _created = Relation.objects.update_or_create(
+        type=type, source=source, target=target, defaults=fields
+    )
+    return relation
+
+
+# ------------------------------------------------------------------- dedup
+
+
+@dataclass(frozen=True)
+class DedupClaim:
+    """The outcome of `dedup_claim`: `won` says whether the caller proceeds;
+    `record` is the (now or earlier) holder; `replaced` names the run whose
+    expired or dead record the caller took over."""
+
+    won: bool
+    record: DedupRecord
+    replaced: dict[str, Any] | None = None
+
+
+def dedup_storage_key(key: str) -> str:
+    """The key as stored: as given, or hashed when it is too long to index."""
+    if len(key) <= 200:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def dedup_claim(
+    *,
+    scope: str,
+    key: str,
+    run_id: int,
+    seq: int,
+    step_key: str,
+    at: datetime | None = None,
+    window_s: float | None = None,
+) -> DedupClaim:
+    """Claim `key` in `scope` for this run's step, enforced by the database.
+
+    The INSERT wins, or the key is held: by this very step (executed again
+    after a crash: it still wins), by an expired record or a run that ended
+    failed / cancelled / stopped (taken over by one conditional UPDATE), or
+    by a live earlier run (lost: the caller is the duplicate).
+    """
+    stored = dedup_storage_key(key)
+    at = at or database_now()
+    expires = at + timedelta(seconds=window_s) if window_s else None
+    claim = {"run_id": run_id, "seq": seq, "step_key": step_key[:100]}
+    for _ in range(3):  # a holder that vanishes between our statements: try again
+        try:
+            with transaction.atomic():  # a savepoint, so SQLite and PostgreSQL alike recover
+                record = DedupRecord.objects.create(
+                    scope=scope, key=stored, first_seen_at=at, expires_at=expires, **claim
+                )
+            return DedupClaim(won=True, record=record)
+        except IntegrityError:
+            pass
+        holder = DedupRecord.objects.filter(scope=scope, key=stored).first()
+        if holder is None:
+            continue
+        if holder.run_id == run_id and holder.seq == seq:
+            return DedupClaim(won=True, record=holder)
+        if _take_over(holder, at=at, expires=expires, claim=claim):
+            replaced = {
+                "run": holder.run_id,
+                "expired": holder.expires_at is not None and holder.expires_at <= at,
+            }
+            record = DedupRecord.objects.get(pk=holder.pk)
+            return DedupClaim(won=True, record=record, replaced=replaced)
+        current = DedupRecord.objects.select_related("run").filter(pk=holder.pk).first()
+        if current is not None:
+            return DedupClaim(won=False, record=current)
+    raise KnowledgeError(f"dedup key {key!r} in scope {scope!r} kept changing hands")
+
+
+def _take_over(holder: DedupRecord, *, at: datetime, expires, claim: dict[str, Any]) -> bool:
+    """One conditional UPDATE: the record moves to us only if it still
+    belongs to the holder we read and that holder is expired or dead. Of
+    concurrent takers the first UPDATE changes the row and every other one
+    then matches nothing (the run or window it tested has changed)."""
+    dead = Run.objects.filter(pk=OuterRef("run_id"), status__in=DEAD_STATUSES)
+    return bool(
+        DedupRecord.objects.filter(pk=holder.pk, run_id=holder.run_id, seq=holder.seq)
+        .filter(Q(expires_at__lte=at) | Q(Exists(dead)))
+        .update(first_seen_at=at, expires_at=expires, **claim)
+    )
