@@ -6,10 +6,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Q
+from django.db import connection
 from django.utils import timezone
 
-from policies.models import KillSwitch, SwitchScope, WordList
+from policies.models import WordList
 from policies.services import Budget
 from runs.conditions import AllOf, AnyOf, Compare, Condition, Not, evaluate
 from runs.engine.definition import StepDef
@@ -51,11 +51,15 @@ def over_budget(
 
 
 def switched_off(workflow: str) -> bool:
-    """Whether a global or this workflow's kill switch is engaged."""
-    return KillSwitch.objects.filter(
-        Q(scope=SwitchScope.GLOBAL) | Q(scope=SwitchScope.WORKFLOW, target=workflow),
-        engaged=True,
-    ).exists()
+    """Whether a global or this workflow's kill switch is engaged. Runs
+    before every step, so it is one small raw statement."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM policies_killswitch WHERE engaged"
+            " AND (scope = 'global' OR (scope = 'workflow' AND target = %s)) LIMIT 1",
+            [workflow],
+        )
+        return cursor.fetchone() is not None
 
 
 def flags(step: StepDef, output: Any, variables: dict[str, Any]) -> list[str]:

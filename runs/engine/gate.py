@@ -29,7 +29,6 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Now
-from django.utils import timezone
 from pydantic import ValidationError
 
 from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
@@ -128,13 +127,13 @@ def call_tool(name: str, raw_args: Any, caller: Caller) -> Called:
         keys=tool.keys_for(args), holder=f"{key}:{caller.attempt}", hold_s=hold_s
     )
     try:
-        record, recorded = _open(tool, args_json, digest, key, caller)
+        record_id, recorded = _open(tool, args_json, digest, key, caller)
         if recorded is _UNKNOWN:
-            raise NeedsReconciliation(record.pk)
+            raise NeedsReconciliation(record_id)
         if recorded is not None:
-            return Called(args_json, recorded, record.pk, from_ledger=True)
-        result = _invoke(tool, args, record, key, caller)
-        return Called(args_json, result, record.pk, from_ledger=False)
+            return Called(args_json, recorded, record_id, from_ledger=True)
+        result = _invoke(tool, args, record_id, key, caller)
+        return Called(args_json, result, record_id, from_ledger=False)
     finally:
         for freed in limits.release(seats):
             _wake_one(freed)
@@ -212,63 +211,98 @@ _UNKNOWN: dict[str, Any] = {}
 
 def _open(
     tool: Tool, args: dict[str, Any], digest: str, key: str, caller: Caller
-) -> tuple[ToolCallRecord, dict[str, Any] | None]:
-    """Find or start the ledger row for this call, in one transaction that
-    also reads the kill switches. Returns (record, recorded result)."""
+) -> tuple[int, dict[str, Any] | None]:
+    """Start the ledger row for this call, or find the one an earlier
+    attempt left, in one transaction that holds the switchboard. Returns
+    (record id, recorded result).
+
+    The common case is one round trip on PostgreSQL (a function holding the
+    switchboard and inserting the row, see runs/migrations/0007) and one
+    IMMEDIATE transaction on SQLite.
+    """
+    if connection.vendor == "postgresql":
+        record_id = _open_fast(tool, args, digest, key, caller)
+        if record_id is not None:
+            return record_id, None
     with transaction.atomic():
         _hold_switchboard()
+        record_id = _insert_started(tool, args, digest, key, caller)
+        if record_id is not None:
+            return record_id, None
         record = ToolCallRecord.objects.select_for_update().filter(idempotency_key=key).first()
-        if record is not None:
-            if record.status == ToolCallStatus.SUCCEEDED or (
-                record.status == ToolCallStatus.RECONCILED and record.result is not None
-            ):
-                return record, record.result
-            unknown = record.status in (ToolCallStatus.STARTED, ToolCallStatus.UNKNOWN)
-            if unknown and tool.side_effect == "write_unsafe":
-                # We cannot know whether the first call took effect, and
-                # the outside cannot dedupe it: a person decides.
-                ToolCallRecord.objects.filter(pk=record.pk).update(status=ToolCallStatus.UNKNOWN)
-                return record, _UNKNOWN
-        _refuse_if_switched_off(tool, caller)
         if record is None:
-            record = ToolCallRecord.objects.create(
-                run_id=caller.run_id,
-                seq=caller.seq,
-                step_key=caller.step_key,
-                tool=tool.name,
-                side_effect=tool.side_effect,
-                idempotency_key=key,
-                args=args,
-                args_hash=digest,
-                status=ToolCallStatus.STARTED,
-                calls=1,
-                started_at=timezone.now(),
-            )
-        else:
-            # A clean failure, or a read or idempotent write whose outcome
-            # is unknown: calling again with the same key is safe.
-            ToolCallRecord.objects.filter(pk=record.pk).update(
-                status=ToolCallStatus.STARTED, calls=F("calls") + 1, error=""
-            )
-    return record, None
+            _refuse_if_switched_off(tool, caller)  # the only other reason not to insert
+            raise RuntimeError(f"ledger row {key} neither inserted nor found")
+        if record.status == ToolCallStatus.SUCCEEDED or (
+            record.status == ToolCallStatus.RECONCILED and record.result is not None
+        ):
+            return record.pk, record.result
+        unknown = record.status in (ToolCallStatus.STARTED, ToolCallStatus.UNKNOWN)
+        if unknown and tool.side_effect == "write_unsafe":
+            # We cannot know whether the first call took effect, and the
+            # outside cannot dedupe it: a person decides.
+            ToolCallRecord.objects.filter(pk=record.pk).update(status=ToolCallStatus.UNKNOWN)
+            return record.pk, _UNKNOWN
+        _refuse_if_switched_off(tool, caller)
+        # A clean failure, or a read or idempotent write whose outcome is
+        # unknown: calling again with the same key is safe.
+        ToolCallRecord.objects.filter(pk=record.pk).update(
+            status=ToolCallStatus.STARTED, calls=F("calls") + 1, error=""
+        )
+    return record.pk, None
+
+
+# Switches that stop this call: global, its workflow's, its tool's.
+_ENGAGED = (
+    "SELECT 1 FROM policies_killswitch WHERE engaged AND (scope = 'global'"
+    " OR (scope = 'workflow' AND target = %s) OR (scope = 'tool' AND target = %s))"
+)
+
+
+def _open_fast(tool: Tool, args: dict[str, Any], digest: str, key: str, caller: Caller):
+    params = [caller.run_id, caller.seq, caller.step_key, tool.name, tool.side_effect, key]
+    params += [store.dump(args), digest, caller.workflow]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT bosun_open_tool_call(%s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s)", params
+        )
+        return cursor.fetchone()[0]
+
+
+def _insert_started(
+    tool: Tool, args: dict[str, Any], digest: str, key: str, caller: Caller
+) -> int | None:
+    """Insert the `started` row unless a switch is engaged or the key has a
+    row already (then None). Runs after the switchboard lock, so its
+    snapshot sees every switch change that committed before."""
+    sql = (
+        "INSERT INTO runs_toolcallrecord (run_id, seq, step_key, tool, side_effect,"
+        " idempotency_key, args, args_hash, status, calls, error, started_at, reconciled_by,"
+        f" reconcile_note) SELECT %s, %s, %s, %s, %s, %s, {store.json_param()}, %s, 'started', 1,"
+        f" '', {store.now_sql()}, '', '' WHERE NOT EXISTS ({_ENGAGED})"
+        " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+    )
+    params = [caller.run_id, caller.seq, caller.step_key, tool.name, tool.side_effect, key]
+    params += [store.dump(args), digest, caller.workflow, tool.name]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return row[0] if row else None
 
 
 def _hold_switchboard() -> None:
     """Lock the global switch row FOR SHARE: a switch change (FOR UPDATE on
-    the same row) waits for this transaction, and this one sees any change
-    that committed first. So no call starts after a switch commits."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT id FROM policies_killswitch WHERE scope = 'global' AND target = ''"
-                " FOR SHARE"
-            )
-            if cursor.fetchone() is None:
-                global_switch()
-                cursor.execute(
-                    "SELECT id FROM policies_killswitch WHERE scope = 'global' AND target = ''"
-                    " FOR SHARE"
-                )
+    the same row) waits for this transaction, and the statements after this
+    one see any change that committed first. So no call starts after a
+    switch commits. (SQLite: the IMMEDIATE transaction serializes writers.)"""
+    if connection.vendor != "postgresql":
+        return
+    sql = "SELECT id FROM policies_killswitch WHERE scope = 'global' AND target = '' FOR SHARE"
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        if cursor.fetchone() is None:
+            global_switch()
+            cursor.execute(sql)
 
 
 def _refuse_if_switched_off(tool: Tool, caller: Caller) -> None:
@@ -282,7 +316,7 @@ def _refuse_if_switched_off(tool: Tool, caller: Caller) -> None:
         raise Paused(f"kill switch on {switch.target or 'everything'}: {switch.reason}")
 
 
-def _invoke(tool: Tool, args, record: ToolCallRecord, key: str, caller: Caller) -> dict[str, Any]:
+def _invoke(tool: Tool, args, record_id: int, key: str, caller: Caller) -> dict[str, Any]:
     call = ToolCall(
         run_id=caller.run_id,
         step_key=caller.step_key,
@@ -295,21 +329,24 @@ def _invoke(tool: Tool, args, record: ToolCallRecord, key: str, caller: Caller) 
         result = tool.Result.model_validate(tool.run(args, call)).model_dump(mode="json")
     except ToolError as exc:
         status = ToolCallStatus.UNKNOWN if exc.outcome_unknown else ToolCallStatus.FAILED
-        _close(record, status=status, error=str(exc))
+        _close(record_id, status=status, error=str(exc))
         raise
     except BaseException as exc:
         # A crash inside the tool: a read failed; a write may have happened.
         status = ToolCallStatus.UNKNOWN if tool.writes else ToolCallStatus.FAILED
-        _close(record, status=status, error=f"{type(exc).__name__}: {exc}")
+        _close(record_id, status=status, error=f"{type(exc).__name__}: {exc}")
         raise
-    _close(record, status=ToolCallStatus.SUCCEEDED, result=result)
+    _close(record_id, status=ToolCallStatus.SUCCEEDED, result=result)
     return result
 
 
-def _close(record: ToolCallRecord, *, status: str, result=None, error: str = "") -> None:
-    ToolCallRecord.objects.filter(pk=record.pk).update(
-        status=status, result=result, error=error[:4000], finished_at=Now()
-    )
+def _close(record_id: int, *, status: str, result=None, error: str = "") -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE runs_toolcallrecord SET status = %s, result = {store.json_param()},"
+            f" error = %s, finished_at = {store.now_sql()} WHERE id = %s",
+            [status, store.dump(result), error[:4000], record_id],
+        )
 
 
 def _wake_one(key: str) -> None:

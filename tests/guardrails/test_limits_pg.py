@@ -58,6 +58,7 @@ def test_a_cap_of_3_holds_across_worker_processes_and_all_50_runs_finish(make_wo
             stop(process)
     assert Run.objects.filter(pk__in=ids, status="succeeded").count() == 50
     gauge = Gauge.objects.get(key="vendor:test")
+    print(f"cap: peak in flight {gauge.peak}")
     assert gauge.peak == 3, f"peak in flight {gauge.peak}"
     assert Execution.objects.count() == 50
     pids = set(Execution.objects.values_list("pid", flat=True))
@@ -95,6 +96,7 @@ def test_a_rate_of_10_per_6s_is_never_exceeded_and_the_limit_is_used(make_workfl
     # 60 calls at 10 per 6 s: the first 10 go at once, the other 50 need
     # 5 periods. Throughput over those periods against the limit:
     throughput = (60 - 10) / span
+    print(f"rate: worst 6 s window {worst}, throughput {throughput / (10 / 6):.1%} of the limit")
     assert throughput >= 0.9 * (10 / 6), f"{throughput:.3f}/s of {10 / 6:.3f}/s"
 
 
