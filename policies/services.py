@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max
+from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticError
 
@@ -180,8 +181,6 @@ def switch_set(
     target = "" if scope == SwitchScope.GLOBAL else target.strip()
     if scope != SwitchScope.GLOBAL and not target:
         raise ValidationError({"target": "name the workflow or tool"})
-    from django.utils import timezone
-
     with transaction.atomic():
         board = global_switch(lock=True)
         switch = board

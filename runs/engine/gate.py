@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,8 +39,6 @@ from runs.engine.doorbell import ring
 from runs.engine.limits import Throttled
 from runs.models import ToolCallRecord, ToolCallStatus
 from runs.tools.base import Tool, ToolCall, ToolError, UnknownTool, get_tool
-
-log = logging.getLogger("bosun.tools")
 
 __all__ = [
     "Caller",
@@ -351,7 +348,7 @@ def _close(record_id: int, *, status: str, result=None, error: str = "") -> None
 
 def _wake_one(key: str) -> None:
     """A seat came free: let the longest-waiting run for it try now."""
-    reason = f"limit:{key}"[:40]
+    reason = limits.wait_reason(key)
     lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
     now = store.now_sql()
     with transaction.atomic(), connection.cursor() as cursor:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from approvals.models import ApprovalRequest, ApprovalStatus
 from runs.conditions import Condition, evaluate
 from runs.context import RenderError, check_template_syntax, render_value
-from runs.engine import gate
+from runs.engine import gate, limits
 from runs.engine.errors import BudgetExceeded, StepError
 from runs.llm.base import LLMError, LLMRequest, cost_of, get_provider, resolve_model
 from runs.tools.base import ToolError, UnknownTool, get_tool
@@ -177,7 +177,7 @@ class ToolKind(Kind):
         except gate.Paused:
             return Outcome(wait="paused")
         except gate.Throttled as exc:
-            return Outcome(wait=f"limit:{exc.key}"[:40], wait_s=exc.wait_s)
+            return Outcome(wait=limits.wait_reason(exc.key), wait_s=exc.wait_s)
         except gate.Refused as exc:
             raise StepError(str(exc), retryable=False, error_type=f"refused:{exc.code}") from None
         except ToolError as exc:

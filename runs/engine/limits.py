@@ -45,6 +45,11 @@ class Throttled(Exception):
         self.kind = kind
 
 
+def wait_reason(key: str) -> str:
+    """What a run waiting for `key` records (fits Run.wait_reason)."""
+    return f"limit:{key}"[:40]
+
+
 @dataclass(frozen=True)
 class Seat:
     key: str

@@ -119,3 +119,37 @@ def test_20_crashes_after_an_unsafe_send_never_send_twice(make_workflow):
     assert Execution.objects.count() == 20, "no second send"
     assert set(ToolCallRecord.objects.values_list("status", flat=True)) == {"unknown"}
     assert Run.objects.filter(pk__in=ids, status="running").count() == 0
+
+
+@pytest.mark.django_db
+def test_an_operator_settles_an_unknown_call_in_admin_and_the_run_resumes(make_workflow, client):
+    from django.contrib.auth.models import Group, User
+
+    version = make_workflow(chain(_unsafe(False), END))
+    run = engine.start_run(workflow=version.workflow, input={}).run
+    ToolCallRecord.objects.create(
+        run=run, seq=1, step_key="send", tool="test.unsafe_send", side_effect="write_unsafe",
+        idempotency_key=f"bosun-run-{run.pk}-seq-1", args={}, args_hash="x", status="started",
+        calls=1, started_at=run.created_at,
+    )  # fmt: skip
+    drive(run.pk)
+    record = ToolCallRecord.objects.get(run=run)
+    url = f"/admin/runs/toolcallrecord/{record.pk}/change/reconcile/"
+    viewer = User.objects.create_user("viewer", password="x", is_staff=True)
+    viewer.groups.add(Group.objects.get(name="viewer"))
+    client.force_login(viewer)
+    assert client.get(url).status_code == 403
+    operator = User.objects.create_user("op", password="x", is_staff=True)
+    operator.groups.add(Group.objects.get(name="operator"))
+    client.force_login(operator)
+    assert (
+        "Settle this call"
+        in client.get(f"/admin/runs/toolcallrecord/{record.pk}/change/").content.decode()
+    )
+    page = client.post(url, {"happened": "no", "result": "", "note": ""})
+    assert page.status_code == 200 and "This field is required" in page.content.decode()
+    client.post(url, {"happened": "no", "result": "", "note": "not in the outbox"})
+    record.refresh_from_db()
+    assert (record.status, record.reconciled_by) == ("failed", "op")
+    assert drive(run.pk).status == "succeeded"
+    assert Execution.objects.count() == 1

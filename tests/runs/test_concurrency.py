@@ -67,3 +67,14 @@ def test_concurrent_sweepers_ring_each_due_run_once(make_workflow, rung):
     results = race(6, lambda i: engine.sweep())
     swept = [run_id for batch in results for run_id in batch]
     assert sorted(swept) == sorted(ids)
+
+
+def test_20_concurrent_starts_on_a_queue_of_5_admit_exactly_5(make_workflow):
+    version = make_workflow(
+        chain({"key": "a", "kind": "tool", "config": {"tool": "echo"}}, END), max_active_runs=5
+    )
+    results = race(20, lambda i: engine.start_run(workflow=version.workflow, input={"n": i}))
+    started = [r for r in results if isinstance(r, engine.Started)]
+    refused = [r for r in results if isinstance(r, engine.QueueFull)]
+    assert (len(started), len(refused)) == (5, 15), results
+    assert Run.objects.filter(workflow=version.workflow).count() == 5
