@@ -49,7 +49,20 @@ class ApprovalRequest(models.Model):
     )
     decided_by_label = models.CharField(max_length=150, blank=True)
     decided_at = models.DateTimeField(null=True, blank=True)
+    edit_diff = models.TextField(blank=True, help_text="Unified diff of the reviewer's edit.")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Service level, copied from the approval step's config when the request
+    # is created: the role group whose members review it, when it is due,
+    # whom it escalates to once overdue, and what a timeout decides
+    # ("reject" for outbound sends and spending; "approve" only where the
+    # step says so; "" waits for a person however long it takes).
+    queue = models.CharField(max_length=80, default="reviewer")
+    due_at = models.DateTimeField(null=True, blank=True)
+    escalate_to = models.CharField(max_length=80, blank=True)
+    on_timeout = models.CharField(max_length=10, blank=True)
+    timeout_after = models.DateTimeField(null=True, blank=True)
+    notified_at = models.DateTimeField(null=True, blank=True)
+    breached_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -57,7 +70,81 @@ class ApprovalRequest(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["run", "seq"], name="approval_one_per_run_step"),
         ]
-        indexes = [models.Index(fields=["status", "created_at"], name="approval_status_created")]
+        indexes = [
+            models.Index(fields=["status", "created_at"], name="approval_status_created"),
+            # The SLA sweep: pending requests by due time.
+            models.Index(
+                fields=["due_at"],
+                name="approval_pending_due",
+                condition=models.Q(status="pending"),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"approval {self.pk} for run {self.run_id} ({self.status})"
+
+
+class SampleReview(models.Model):
+    """The weekly random sample of one workflow's finished runs."""
+
+    workflow = models.ForeignKey("runs.Workflow", on_delete=models.CASCADE, related_name="samples")
+    week = models.CharField(max_length=8, help_text='ISO week, e.g. "2026-W47".')
+    size = models.PositiveIntegerField(default=20)
+    seed = models.CharField(max_length=64, help_text="Seed of the draw, so it can be re-done.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-week", "workflow"]
+        constraints = [
+            models.UniqueConstraint(fields=["workflow", "week"], name="sample_one_per_week"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow} {self.week}"
+
+
+class SampleVerdict(models.TextChoices):
+    PENDING = "pending", "Not reviewed"
+    OK = "ok", "OK"
+    FLAGGED = "flagged", "Flagged"
+
+
+class SampleItem(models.Model):
+    review = models.ForeignKey(SampleReview, on_delete=models.CASCADE, related_name="items")
+    run = models.ForeignKey("runs.Run", on_delete=models.CASCADE, related_name="sample_items")
+    stratum = models.CharField(max_length=120, help_text='e.g. "outreach / 70+".')
+    verdict = models.CharField(
+        max_length=10, choices=SampleVerdict.choices, default=SampleVerdict.PENDING
+    )
+    category = models.CharField(max_length=80, blank=True)
+    note = models.TextField(blank=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["review", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["review", "run"], name="sample_item_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.review} run {self.run_id} ({self.verdict})"
+
+
+class ReplaySet(models.Model):
+    """Runs kept to replay against a new workflow version (regression set)."""
+
+    name = models.SlugField(max_length=100, unique=True)
+    workflow = models.ForeignKey(
+        "runs.Workflow", on_delete=models.CASCADE, related_name="replay_sets"
+    )
+    runs = models.ManyToManyField("runs.Run", blank=True, related_name="replay_sets")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

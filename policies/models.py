@@ -226,3 +226,110 @@ class KillSwitchChange(models.Model):
 
     class Meta:
         ordering = ["-id"]
+
+
+class Rubric(models.Model):
+    """How a `score` step scores a subject, and which route each score takes.
+
+    `criteria`: `[{"key": "fit", "description": "…", "weight": 40}, …]`;
+    each criterion is scored 0–100 and the total is the weighted mean.
+    `routes`: thresholds, highest first, e.g.
+    `[{"min": 70, "route": "outreach"}, {"min": 40, "route": "nurture"},
+      {"min": 0, "route": "archive"}]`; the first `min` the total reaches
+    names the route. Edited by managers in admin and versioned on every save.
+    """
+
+    name = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    criteria = models.JSONField(default=list)
+    routes = models.JSONField(default=list)
+    version = models.PositiveIntegerField(default=0, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def snapshot(self) -> dict:
+        return {"name": self.name, "criteria": self.criteria, "routes": self.routes}
+
+
+class RubricVersion(FrozenVersion):
+    rubric = models.ForeignKey(Rubric, on_delete=models.PROTECT, related_name="versions")
+    number = models.PositiveIntegerField()
+    snapshot = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["rubric", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["rubric", "number"], name="rubric_version_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rubric.name} v{self.number}"
+
+
+class ApiScope(models.TextChoices):
+    RUNS_READ = "runs:read", "Read runs"
+    RUNS_WRITE = "runs:write", "Start, cancel and retry runs"
+    APPROVALS_WRITE = "approvals:write", "Decide approvals"
+    KNOWLEDGE_WRITE = "knowledge:write", "Write knowledge"
+    WEBHOOKS = "webhooks", "Manage webhook sources"
+
+
+class ApiKey(models.Model):
+    """A key for the JSON API. The secret is shown once, when created; only
+    its SHA-256 is stored (keys are long random strings, so a fast hash is
+    enough), with the first characters kept as a visible prefix.
+
+    `workflows` limits what the key reaches: a key bound to some workflows
+    sees and starts runs of those only; none bound means all.
+    """
+
+    name = models.CharField(max_length=200)
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    scopes = models.JSONField(default=list)
+    workflows = models.ManyToManyField("runs.Workflow", blank=True, related_name="api_keys")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class AuditEntry(models.Model):
+    """One human or policy decision, config change, retry, cancellation or
+    API key event. Append-only: each row carries the hash of the row before
+    it, so a changed or removed row breaks the chain from there on; on
+    PostgreSQL triggers refuse UPDATE and DELETE outright."""
+
+    at = models.DateTimeField()
+    actor = models.CharField(max_length=150, help_text='e.g. "user:ana", "key:bk_3f9a", "policy"')
+    action = models.CharField(max_length=80, help_text='e.g. "approval.approved"')
+    target_type = models.CharField(max_length=60, blank=True)
+    target_id = models.CharField(max_length=100, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name_plural = "audit entries"
+        indexes = [models.Index(fields=["target_type", "target_id"], name="audit_target")]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.action} by {self.actor}"
