@@ -1,0 +1,85 @@
+"""Admin for the audit log: a read-only list, for everyone who may view it.
+
+Nobody adds, changes or deletes an entry here (not even a superuser): rows
+are appended by `policies.audit.record` in the transaction of the change
+they record, and the hash chain (`manage.py audit_verify`) shows whether
+any was touched since. Entry data is shown redacted to anyone without the
+`view_personal_data` permission, like step records.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from policies.models import AuditEntry
+
+
+def _sees_personal_data(request: HttpRequest) -> bool:
+    return request.user.has_perm("runs.view_personal_data")
+
+
+def _redacted(data):
+    from policies.screening import redact_value
+
+    return redact_value(data)
+
+
+def _brief(data) -> str:
+    text = json.dumps(data, sort_keys=True, default=str)
+    return text if len(text) <= 120 else text[:119] + "…"
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    list_filter = ("action", "actor")
+    # "runs.run 12" finds run 12's entries: the type matches by substring,
+    # the id exactly (so 12 does not also find 112).
+    search_fields = ("target_type", "=target_id")
+    date_hierarchy = "at"
+    ordering = ("-id",)
+    list_per_page = 100
+
+    def get_list_display(self, request: HttpRequest):
+        summary = "summary" if _sees_personal_data(request) else "safe_summary"
+        return ("id", "at", "actor", "action", "target", summary)
+
+    def get_fields(self, request: HttpRequest, obj=None):
+        data = "pretty_data" if _sees_personal_data(request) else "safe_data"
+        return ("at", "actor", "action", "target_type", "target_id", data, "prev_hash", "hash")
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None):
+        return self.get_fields(request, obj)
+
+    @admin.display(description="Target")
+    def target(self, obj: AuditEntry) -> str:
+        return f"{obj.target_type} {obj.target_id}".strip() or "-"
+
+    @admin.display(description="Data")
+    def summary(self, obj: AuditEntry) -> str:
+        return _brief(obj.data)
+
+    @admin.display(description="Data")
+    def safe_summary(self, obj: AuditEntry) -> str:
+        return _brief(_redacted(obj.data))
+
+    @admin.display(description="Data")
+    def pretty_data(self, obj: AuditEntry) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.data, indent=2, default=str))
+
+    @admin.display(description="Data")
+    def safe_data(self, obj: AuditEntry) -> str:
+        data = _redacted(obj.data)
+        return format_html("<pre>{}</pre>", json.dumps(data, indent=2, default=str))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
