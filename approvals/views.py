@@ -1,12 +1,380 @@
-"""Console pages for people: the review queue and the weekly sample review."""
+"""Console pages for people: the review queue and the weekly sample review.
+
+Function views; an htmx request (`request.htmx`) gets the partial it swaps
+in, any other request the full page, so every page works without
+JavaScript. Roles are permissions: seeing the queue needs
+`approvals.view_approvalrequest`, deciding `approvals.decide_approval`.
+"""
 
 from __future__ import annotations
 
-from django.http import Http404
+import json
+from collections import defaultdict
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required, permission_required
+from django.db.models import Count, Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from approvals import sampling
+from approvals.forms import DecisionForm, DrawForm, ReplaySetForm, SampleVerdictForm, draft_text
+from approvals.models import (
+    ApprovalKind,
+    ApprovalRequest,
+    ApprovalStatus,
+    SampleItem,
+    SampleReview,
+    SampleVerdict,
+)
+from policies.screening import redact_value
+from runs import engine
+from runs.models import StepRun, StepRunStatus
+
+QUEUE_PAGE = 50  # the oldest this many; the count says how many more wait
+SHOWN_CHARS = 6000  # a context value longer than this is cut on the page
+REASONS = {
+    "policy_requires_approval": "The policy's autonomy rule for this tool asks for approval.",
+    "tainted_run": "The run read text that looked like a prompt injection: "
+    "writes and egress need approval.",
+    "review_required": "The workflow puts this draft in front of a reviewer.",
+}
+_APPROVAL_RELATED = ("run__workflow", "run__version", "run__policy_version__policy")
 
 
-def review_queue(request):
-    raise Http404
+def _can(perm: str | tuple[str, ...]):
+    """Logged in (else the login page), and holding `perm` (else 403)."""
+
+    def wrap(view):
+        return login_required(permission_required(perm, raise_exception=True)(view))
+
+    return wrap
 
 
-sample_list = review_queue
+# --- review queue ---------------------------------------------------------------
+
+
+@require_GET
+@_can("approvals.view_approvalrequest")
+def review_queue(request: HttpRequest) -> HttpResponse:
+    """Pending requests, oldest first, each with what produced it."""
+    pending = ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING)
+    total = pending.count()
+    shown = list(
+        pending.select_related(*_APPROVAL_RELATED).order_by("created_at", "id")[:QUEUE_PAGE]
+    )
+    context = {
+        "nav": "review",
+        "items": _items(request, shown),
+        "total": total,
+        "more": max(0, total - len(shown)),
+    }
+    if request.htmx:
+        return render(request, "console/review/_queue.html", context)
+    return render(request, "console/review/queue.html", context)
+
+
+@require_GET
+@_can("approvals.view_approvalrequest")
+def review_detail(request: HttpRequest, approval_id: int) -> HttpResponse:
+    """One request (pending or decided): where a notification links to."""
+    approval = get_object_or_404(
+        ApprovalRequest.objects.select_related(*_APPROVAL_RELATED), pk=approval_id
+    )
+    item = _items(request, [approval])[0]
+    template = "console/review/_item.html" if request.htmx else "console/review/detail.html"
+    return render(request, template, {"nav": "review", "item": item, "origin": "detail"})
+
+
+@require_POST
+@_can("approvals.decide_approval")
+def review_decide(request: HttpRequest, approval_id: int) -> HttpResponse:
+    """Approve, edit then approve, or reject; the run resumes at once.
+    A request someone else decided first says so, in the page."""
+    approval = get_object_or_404(
+        ApprovalRequest.objects.select_related(*_APPROVAL_RELATED), pk=approval_id
+    )
+    origin = "detail" if request.POST.get("origin") == "detail" else "queue"
+    form = DecisionForm(request.POST, approval=approval)
+    if approval.status != ApprovalStatus.PENDING:
+        return _already_decided(request, approval, origin)
+    if not form.is_valid():
+        return _item_with_errors(request, approval, form, origin)
+    action = form.cleaned_data["action"]
+    try:
+        decided = engine.decide_approval(
+            approval_id=approval.pk,
+            approve=action != "reject",
+            actor=request.user,
+            edited_draft=form.edited,
+            reason=form.cleaned_data["reason"].strip(),
+        )
+    except engine.AlreadyDecided:
+        return _already_decided(request, approval, origin)
+    except engine.InvalidState as exc:
+        form.add_error(None, str(exc))
+        return _item_with_errors(request, approval, form, origin)
+    done = {"edit": "Edited and approved", "approve": "Approved", "reject": "Rejected"}[action]
+    if action == "edit" and decided.edited_draft is None:
+        done = "Approved (the draft was not changed)"
+    text = f"{done}: {decided.title or decided.step_key} (run {decided.run_id}). The run resumes."
+    if request.htmx and origin == "queue":
+        item = {"approval": decided, "message": text, "state": decided.status}
+        return render(request, "console/review/_decided.html", {"item": item})
+    messages.success(request, text)
+    if request.htmx:
+        return HttpResponseClientRedirect(reverse("console-review-queue"))
+    return redirect("console-review-queue")
+
+
+def _already_decided(request: HttpRequest, approval: ApprovalRequest, origin: str) -> HttpResponse:
+    approval.refresh_from_db()
+    who = approval.decided_by_label or "someone else"
+    if approval.status == ApprovalStatus.CANCELLED:
+        text = f"Run {approval.run_id} was cancelled; nothing to decide any more."
+    else:
+        text = f"Already {approval.status} by {who}; your decision was not recorded."
+    if request.htmx:
+        item = {"approval": approval, "message": text, "state": "conflict"}
+        return render(request, "console/review/_decided.html", {"item": item})
+    messages.warning(request, text)
+    if origin == "detail":
+        return redirect("console-review-detail", approval_id=approval.pk)
+    return redirect("console-review-queue")
+
+
+def _item_with_errors(
+    request: HttpRequest, approval: ApprovalRequest, form: DecisionForm, origin: str
+) -> HttpResponse:
+    """The item again, with the reviewer's text kept and the errors shown.
+    An htmx swap needs a 2xx; a plain form post gets 400."""
+    item = _items(request, [approval], form=form)[0]
+    context = {"nav": "review", "item": item, "origin": origin}
+    if request.htmx:
+        return render(request, "console/review/_item.html", context)
+    return render(request, "console/review/detail.html", context, status=400)
+
+
+def _items(
+    request: HttpRequest, approvals: list[ApprovalRequest], form: DecisionForm | None = None
+) -> list[dict[str, Any]]:
+    """Each request with its run's context: the steps before it (one query
+    for all of them), redacted for anyone without `view_personal_data`."""
+    private = request.user.has_perm("runs.view_personal_data")
+    show = (lambda value: value) if private else redact_value
+    steps: dict[int, list[StepRun]] = defaultdict(list)
+    records = StepRun.objects.filter(
+        run_id__in={a.run_id for a in approvals}, status=StepRunStatus.SUCCEEDED
+    ).order_by("run_id", "seq")
+    for record in records.only(
+        "run_id", "seq", "step_key", "kind", "edge", "output", "provider", "model_requested",
+        "model_answered", "tokens_in", "tokens_out", "cost_usd", "cache_hit",
+    ):  # fmt: skip
+        steps[record.run_id].append(record)
+    now = timezone.now()
+    can_decide = request.user.has_perm("approvals.decide_approval")
+    return [
+        {
+            "approval": a,
+            "draft": draft_text(a.draft),
+            "edited": draft_text(a.edited_draft) if a.edited_draft is not None else "",
+            "editable": a.kind != ApprovalKind.TOOL_CALL,
+            "input": _shown(show(a.run.input)),
+            "steps": [
+                {"record": s, "output": _shown(show(s.output))}
+                for s in steps[a.run_id]
+                if s.seq < a.seq
+            ],
+            "why": _why(a),
+            "overdue": a.status == ApprovalStatus.PENDING
+            and a.due_at is not None
+            and a.due_at <= now,
+            "can_decide": can_decide and a.status == ApprovalStatus.PENDING,
+            "typed": form.data if form is not None else {},
+            "errors": _decision_errors(form),
+        }
+        for a in approvals
+    ]
+
+
+def _decision_errors(form: DecisionForm | None) -> dict[str, list[str]]:
+    if form is None:
+        return {}
+    errors = {field: list(errs) for field, errs in form.errors.items()}
+    general = errors.pop("__all__", []) + errors.pop("action", [])
+    return {"all": general, **errors}
+
+
+def _why(approval: ApprovalRequest) -> str:
+    code = approval.reason_code
+    if code.startswith("check:"):
+        return f"The output check {code[6:]} held on the output of an earlier step."
+    text = REASONS.get(code, "")
+    if code == "tainted_run" and approval.run.taint_reason:
+        text += f" Signals: {approval.run.taint_reason}."
+    return text
+
+
+def _shown(value: Any) -> str:
+    text = (
+        value
+        if isinstance(value, str)
+        else json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    )
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "\n… (cut)"
+
+
+# --- weekly sample review ----------------------------------------------------------
+
+
+SAMPLES_SHOWN = 100
+
+
+@require_GET
+@_can("approvals.view_samplereview")
+def sample_list(request: HttpRequest) -> HttpResponse:
+    """Samples by week with their progress, and the flagged rates."""
+    done = ~Q(items__verdict=SampleVerdict.PENDING)
+    reviews = SampleReview.objects.select_related("workflow").annotate(
+        drawn=Count("items"),
+        reviewed=Count("items", filter=done),
+        flagged=Count("items", filter=Q(items__verdict=SampleVerdict.FLAGGED)),
+    )
+    context = {
+        "nav": "sample",
+        "reviews": reviews.order_by("-week", "workflow__name")[:SAMPLES_SHOWN],
+        "by_week": sampling.flagged_rates(by="week"),
+        "by_version": sampling.flagged_rates(by="version"),
+        "draw_form": DrawForm(
+            initial={"week": sampling.last_full_week(), "size": sampling.DEFAULT_SIZE}
+        ),
+    }
+    if request.htmx:
+        return render(request, "console/sample/_samples.html", context)
+    return render(request, "console/sample/list.html", context)
+
+
+@require_POST
+@_can("approvals.change_sampleitem")
+def sample_draw(request: HttpRequest) -> HttpResponse:
+    """Draw a week's samples now (the `sample_week` command does the same).
+    Those who review the sample may draw it."""
+    form = DrawForm(request.POST)
+    if form.is_valid():
+        week = form.cleaned_data["week"]
+        try:
+            drawn = sampling.draw_week(week=week, size=form.cleaned_data["size"])
+        except ValueError as exc:  # a week that does not exist, e.g. 2026-W60
+            form.add_error("week", str(exc))
+        else:
+            new = sum(created for _, created in drawn)
+            messages.success(
+                request,
+                f"{week}: {new} new sample(s), {len(drawn) - new} drawn before."
+                if drawn
+                else f"{week}: no runs finished that week.",
+            )
+    if form.errors:
+        messages.error(request, "Not drawn: " + "; ".join(_errors(form)))
+    if request.htmx:
+        return HttpResponseClientRedirect(reverse("console-sample-list"))
+    return redirect("console-sample-list")
+
+
+@require_GET
+@_can("approvals.view_samplereview")
+def sample_detail(request: HttpRequest, review_id: int) -> HttpResponse:
+    """One week's sample of one workflow: each run with its verdict."""
+    review = get_object_or_404(SampleReview.objects.select_related("workflow"), pk=review_id)
+    items = _sample_items(request, review.items.all())
+    flagged = sum(1 for item in items if item["item"].verdict == SampleVerdict.FLAGGED)
+    context = {
+        "nav": "sample",
+        "review": review,
+        "items": items,
+        "flagged": flagged,
+        "reviewed": sum(1 for item in items if item["item"].verdict != SampleVerdict.PENDING),
+        "replay_form": ReplaySetForm(initial={"name": f"{review.workflow.slug}-flagged"}),
+        "can_replay": request.user.has_perms(
+            ["approvals.add_replayset", "approvals.change_replayset"]
+        ),
+    }
+    if request.htmx:
+        return render(request, "console/sample/_items.html", context)
+    return render(request, "console/sample/detail.html", context)
+
+
+@require_POST
+@_can("approvals.change_sampleitem")
+def sample_item_review(request: HttpRequest, item_id: int) -> HttpResponse:
+    """Mark one sampled run ok, or flagged with a category and a note."""
+    item = get_object_or_404(SampleItem, pk=item_id)
+    form = SampleVerdictForm(request.POST)
+    if form.is_valid():
+        item = sampling.review_item(item_id=item.pk, by=request.user, **form.cleaned_data)
+        form = None
+    row = _sample_items(request, SampleItem.objects.filter(pk=item.pk), form=form)[0]
+    if request.htmx:
+        return render(request, "console/sample/_item.html", {"row": row})
+    if form is not None:
+        messages.error(request, "Not saved: " + "; ".join(_errors(form)))
+    return redirect(reverse("console-sample-detail", args=[item.review_id]) + f"#item-{item.pk}")
+
+
+@require_POST
+@_can(("approvals.add_replayset", "approvals.change_replayset"))
+def sample_replay(request: HttpRequest, review_id: int) -> HttpResponse:
+    """Keep the sample's flagged runs in a replay set, to replay against
+    the next version of the workflow."""
+    review = get_object_or_404(SampleReview, pk=review_id)
+    form = ReplaySetForm(request.POST)
+    if form.is_valid():
+        try:
+            replay_set, added = sampling.add_flagged_to_replay_set(
+                review=review, name=form.cleaned_data["name"]
+            )
+        except engine.InvalidInput as exc:
+            form.add_error("name", "; ".join(exc.fields.values()))
+        else:
+            messages.success(
+                request, f"{added} flagged run(s) added to replay set {replay_set.name}."
+            )
+    if form.errors:
+        messages.error(request, "Not added: " + "; ".join(_errors(form)))
+    url = reverse("console-sample-detail", args=[review.pk])
+    if request.htmx:
+        return HttpResponseClientRedirect(url)
+    return redirect(url)
+
+
+def _sample_items(request: HttpRequest, items, form: SampleVerdictForm | None = None) -> list:
+    """Rows for the sample page; with `form`, what the reviewer typed and
+    why it was refused."""
+    can_review = request.user.has_perm("approvals.change_sampleitem")
+    labels = dict(sampling.CATEGORIES)
+    rows = items.select_related("run__version", "reviewed_by").order_by("stratum", "run_id")
+    return [
+        {
+            "item": item,
+            "can_review": can_review,
+            "categories": sampling.CATEGORIES,
+            "category_label": labels.get(item.category, item.category),
+            "category": form.data.get("category", "") if form else item.category,
+            "note": form.data.get("note", "") if form else item.note,
+            "errors": _errors(form) if form else [],
+        }
+        for item in rows
+    ]
+
+
+def _errors(form) -> list[str]:
+    return [
+        f"{'' if field == '__all__' else field + ': '}{error}"
+        for field, errors in form.errors.items()
+        for error in errors
+    ]

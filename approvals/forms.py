@@ -1,0 +1,91 @@
+"""Forms of the review queue and the weekly sample review."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+
+from approvals.models import ApprovalKind, ApprovalRequest, SampleVerdict
+from approvals.sampling import CATEGORIES
+
+
+def draft_text(draft: Any) -> str:
+    """The draft as a reviewer edits it: text as is, anything else as JSON."""
+    if isinstance(draft, str):
+        return draft
+    return json.dumps(draft, indent=2, ensure_ascii=False, default=str)
+
+
+class DecisionForm(forms.Form):
+    """Approve, edit then approve, or reject (with a reason) one request."""
+
+    ACTIONS = (("approve", "Approve"), ("edit", "Approve with edits"), ("reject", "Reject"))
+
+    action = forms.ChoiceField(
+        choices=ACTIONS,
+        error_messages={
+            "required": "Choose approve, approve with edits or reject.",
+            "invalid_choice": "Choose approve, approve with edits or reject.",
+        },
+    )
+    draft = forms.CharField(required=False, strip=False, widget=forms.Textarea(attrs={"rows": 8}))
+    reason = forms.CharField(required=False, max_length=2000, widget=forms.Textarea)
+
+    def __init__(self, *args: Any, approval: ApprovalRequest, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.approval = approval
+        self.edited: Any = None
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        action = data.get("action")
+        if action == "reject" and not (data.get("reason") or "").strip():
+            self.add_error("reason", "Say why it is rejected: the reason is required.")
+        if action == "edit":
+            self.edited = self._edited(data.get("draft") or "")
+        return data
+
+    def _edited(self, text: str) -> Any:
+        text = text.replace("\r\n", "\n")  # browsers send textarea lines with CRLF
+        if self.approval.kind == ApprovalKind.TOOL_CALL:
+            self.add_error(None, "A tool call is approved or rejected as it stands, not edited.")
+            return None
+        if not text.strip():
+            self.add_error("draft", "The edited draft is empty.")
+            return None
+        if isinstance(self.approval.draft, str) or self.approval.draft is None:
+            return text
+        try:
+            return json.loads(text)  # a structured draft stays structured
+        except json.JSONDecodeError as exc:
+            self.add_error("draft", f"This draft is JSON and the edit is not valid JSON: {exc}")
+            return None
+
+
+class SampleVerdictForm(forms.Form):
+    """A reviewer's verdict on one sampled run; a flag needs a category."""
+
+    verdict = forms.ChoiceField(choices=[(SampleVerdict.OK, "OK"), (SampleVerdict.FLAGGED, "Flag")])
+    category = forms.ChoiceField(choices=[("", "—"), *CATEGORIES], required=False)
+    note = forms.CharField(
+        required=False, max_length=4000, widget=forms.Textarea(attrs={"rows": 2})
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("verdict") == SampleVerdict.FLAGGED and not data.get("category"):
+            self.add_error("category", "Pick a category for a flagged run.")
+        return data
+
+
+class ReplaySetForm(forms.Form):
+    name = forms.SlugField(
+        max_length=100, help_text="A new or existing replay set of this workflow, e.g. tone-issues."
+    )
+
+
+class DrawForm(forms.Form):
+    week = forms.RegexField(regex=r"^\d{4}-W\d{2}$", max_length=8, help_text="e.g. 2026-W47")
+    size = forms.IntegerField(min_value=1, max_value=500, initial=20)

@@ -1,0 +1,77 @@
+"""A reviewer in a real browser: log in, edit and approve one draft, reject
+another with a reason; the runs go on with what the reviewer decided."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Group, User
+
+from approvals.models import ApprovalRequest
+from runs.models import StepRun
+from tests.conftest import drive
+from tests.console import conftest as console
+from tests.console.conftest import DRAFT_TEXT
+
+# The console's fixtures, shared with this directory.
+review_workflow = console.review_workflow
+pending_approval = console.pending_approval
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+def test_a_reviewer_edits_approves_and_rejects_in_the_queue(
+    live_server, page, screenshot, review_workflow, pending_approval
+):
+    user = User.objects.create_user(username="rhea", password="correct horse 42")
+    user.groups.add(Group.objects.get(name="reviewer"))
+    version = review_workflow(sla_s=3600, escalate_to="manager")
+    first = pending_approval(version=version)
+    second = pending_approval(version=version)
+
+    page.goto(f"{live_server.url}/console/review/")  # sent to log in first
+    page.wait_for_selector("input[name=username]")
+    assert page.url.startswith(f"{live_server.url}/accounts/login/")
+    page.fill("input[name=username]", "rhea")
+    page.fill("input[name=password]", "correct horse 42")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#review-queue")
+    assert page.locator("article.review-item").count() == 2
+    assert "2 pending" in page.inner_text("#review-queue")
+    page.locator(f"#approval-{first.pk} details.context summary").click()
+    assert "claude-haiku-4-5" in page.inner_text(f"#approval-{first.pk} details.context")
+    assert screenshot("console-review-queue").stat().st_size > 10_000
+
+    # Edit the first draft, then approve it: htmx swaps the item in place.
+    item = page.locator(f"#approval-{first.pk}")
+    item.locator("details.edit summary").click()
+    edited = DRAFT_TEXT.replace("Best, Sam", "Warm regards, Sam")
+    item.locator("textarea[name=draft]").fill(edited)
+    item.locator("button[value=edit]").click()
+    page.wait_for_selector(f"#approval-{first.pk}.decided")
+    assert "Edited and approved: Email to Dana" in page.inner_text(f"#approval-{first.pk}")
+    assert page.url == f"{live_server.url}/console/review/"  # no page load
+
+    first.refresh_from_db()
+    assert (first.status, first.decided_by_label) == ("approved", "rhea")
+    assert "+Warm regards, Sam" in first.edit_diff
+    run = drive(first.run_id)
+    assert (run.status, run.outcome) == ("succeeded", "sent")
+    assert StepRun.objects.get(run=run, step_key="sent").output == edited
+
+    # Rejecting needs a reason: without one the item says so and stays.
+    item = page.locator(f"#approval-{second.pk}")
+    item.locator("button[value=reject]").click()
+    page.wait_for_selector(f"#approval-{second.pk} .error")
+    assert "the reason is required" in page.inner_text(f"#approval-{second.pk}")
+    assert ApprovalRequest.objects.get(pk=second.pk).status == "pending"
+    page.locator(f"#approval-{second.pk} form.decide textarea[name=reason]").fill("Too pushy")
+    page.locator(f"#approval-{second.pk} button[value=reject]").click()
+    page.wait_for_selector(f"#approval-{second.pk}.decided")
+    assert "Rejected: Email to Dana" in page.inner_text(f"#approval-{second.pk}")
+
+    second.refresh_from_db()
+    assert (second.status, second.decision_reason) == ("rejected", "Too pushy")
+    run = drive(second.run_id)
+    assert (run.outcome, run.success) == ("dropped", False)
+
+    page.goto(f"{live_server.url}/console/review/")
+    assert "Nothing is waiting for review." in page.inner_text("#review-queue")
