@@ -7,5 +7,8 @@ urlpatterns = [
     path("dashboard/", views.dashboard, name="console-dashboard"),
     path("runs/", views.run_list, name="console-run-list"),
     path("runs/<int:run_id>/", views.run_detail, name="console-run-detail"),
+    path("runs/<int:run_id>/retry/", views.run_retry, name="console-run-retry"),
+    path("runs/<int:run_id>/cancel/", views.run_cancel, name="console-run-cancel"),
     path("dead-letters/", views.deadletter_list, name="console-deadletter-list"),
+    path("dead-letters/retry/", views.deadletter_retry, name="console-deadletter-retry"),
 ]

@@ -1,12 +1,588 @@
-"""Console pages for runs: dashboard, runs list, run timeline, dead letters."""
+"""Console pages for runs: dashboard, runs list, run timeline, dead letters.
+
+Function views. A request from htmx (`HX-Request`) gets the page's partial,
+any other request the whole page, so every page works without JavaScript
+(links carry `href` beside `hx-get`). Seeing needs `runs.view_run`; retrying
+`runs.retry_run`; cancelling `runs.cancel_run`; anyone else gets 403, and
+an anonymous visitor is sent to the login page. Every change goes through
+the engine's functions (`retry_run`, `cancel_run`), as admin and API do.
+"""
 
 from __future__ import annotations
 
-from django.http import Http404
+import json
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from functools import wraps
+from typing import Any
+from urllib.parse import urlencode
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Max, Min, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.cache import patch_vary_headers
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
+
+from approvals.models import ApprovalRequest
+from policies import audit
+from policies.screening import redact, redact_value
+from runs import engine, metrics
+from runs.charts import trend_charts
+from runs.models import Run, RunStatus, Score, StepRun, ToolCallRecord, Workflow, WorkflowVersion
+
+PAGE_SIZE = 50
+# A bulk retry handles at most this many runs per confirmation: each is one
+# engine call (its own transaction), and a request must stay short.
+BULK_LIMIT = 500
+DEAD_RUNS_SHOWN = 100
+DEAD_GROUPS_SHOWN = 200
+PERIODS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+MAX_PERIOD_DAYS = 366
 
 
-def home(request):
-    raise Http404
+def console_view(permission: str | None) -> Callable:
+    """Login required (an htmx request is redirected by the browser, not
+    swapped into the page), then `permission` or 403."""
+
+    def decorate(view: Callable) -> Callable:
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not request.user.is_authenticated:
+                if request.htmx:
+                    back = request.htmx.current_url_abs_path or "/"
+                    return HttpResponseClientRedirect(redirect_to_login(back)["Location"])
+                return redirect_to_login(request.get_full_path())
+            if permission and not request.user.has_perm(permission):
+                raise PermissionDenied
+            response = view(request, *args, **kwargs)
+            # The same URL answers a page or a partial: caches must tell them apart.
+            patch_vary_headers(response, ("HX-Request",))
+            return response
+
+        return wrapped
+
+    return decorate
 
 
-dashboard = run_list = run_detail = deadletter_list = home
+def _partial(request: HttpRequest) -> bool:
+    """An htmx request that wants only the fragment (a history restore after
+    a cache miss needs the whole page)."""
+    return bool(request.htmx) and not request.htmx.history_restore_request
+
+
+def _after_post(request: HttpRequest, url: str) -> HttpResponse:
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+def _shown(request: HttpRequest, value: Any) -> str:
+    """JSON for display, redacted for anyone without `view_personal_data`."""
+    if value is None or value == "":
+        return ""
+    if not request.user.has_perm("runs.view_personal_data"):
+        value = redact_value(value)
+    return value if isinstance(value, str) else json.dumps(value, indent=2, default=str)
+
+
+def _shown_text(request: HttpRequest, text: str) -> str:
+    return text if request.user.has_perm("runs.view_personal_data") else redact(text or "")
+
+
+def _actor(request: HttpRequest) -> str:
+    """Who acted, as the audit log names people ("user:<name>")."""
+    return audit.actor_of(request.user)
+
+
+def _midnight(day: date) -> datetime:
+    """The start of `day` in the current time zone (a date filter's bound)."""
+    return datetime.combine(day, datetime.min.time(), timezone.get_current_timezone())
+
+
+# --- home and dashboard ------------------------------------------------------
+
+
+@require_GET
+@console_view(None)
+def home(request: HttpRequest) -> HttpResponse:
+    """The console's front door: the dashboard, or the review queue for
+    people who may only review."""
+    if request.user.has_perm("runs.view_run"):
+        return redirect("console-dashboard")
+    if request.user.has_perm("approvals.view_approvalrequest"):
+        return redirect("console-review-queue")
+    raise PermissionDenied
+
+
+class DashboardForm(forms.Form):
+    period = forms.ChoiceField(
+        choices=[("24h", "Last 24 hours"), ("7d", "Last 7 days"), ("30d", "Last 30 days")]
+        + [("custom", "Dates")],
+        required=False,
+    )
+    since = forms.DateField(required=False, label="From", widget=forms.DateInput({"type": "date"}))
+    until = forms.DateField(required=False, label="To", widget=forms.DateInput({"type": "date"}))
+    workflow = forms.ModelChoiceField(
+        Workflow.objects.only("id", "slug", "name").order_by("slug"),
+        required=False,
+        to_field_name="slug",
+        empty_label="All workflows",
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        period = data.get("period") or ("custom" if data.get("since") else "7d")
+        data["period"] = period
+        if period != "custom":
+            data["end"] = timezone.now()
+            data["start"] = data["end"] - PERIODS[period]
+            return data
+        since, until = data.get("since"), data.get("until") or timezone.localdate()
+        if since is None:
+            raise forms.ValidationError("Choose a start date, or a preset period.")
+        if until < since:
+            raise forms.ValidationError("The end date is before the start date.")
+        if (until - since).days >= MAX_PERIOD_DAYS:
+            raise forms.ValidationError(f"Choose at most {MAX_PERIOD_DAYS} days.")
+        data["start"], data["end"] = _midnight(since), _midnight(until + timedelta(days=1))
+        return data
+
+
+@require_GET
+@console_view("runs.view_run")
+def dashboard(request: HttpRequest) -> HttpResponse:
+    """Figures per workflow version over a period, and a daily trend.
+    Without parameters: the last 7 days of every workflow."""
+    form = DashboardForm(request.GET or {"period": "7d"})
+    context: dict[str, Any] = {"form": form, "nav": "dashboard"}
+    status = 200
+    if form.is_valid():
+        context.update(_dashboard_figures(form.cleaned_data))
+    elif not _partial(request):
+        status = 400  # a partial with errors is still swapped in (htmx skips 4xx)
+    template = "console/dashboard_body.html" if _partial(request) else "console/dashboard.html"
+    return render(request, template, context, status=status)
+
+
+def _dashboard_figures(data: dict[str, Any]) -> dict[str, Any]:
+    since, until, workflow = data["start"], data["end"], data.get("workflow")
+    report = metrics.period_report(since=since, until=until, workflow=workflow)
+    rows, trend = report.versions, report.trend
+    charts = trend_charts(trend)
+    return {
+        "rows": [_figures(row) for row in rows],
+        "charts": charts,
+        "since": since,
+        "until": until,
+        "workflow": workflow,
+    }
+
+
+def _figures(row: metrics.VersionMetrics) -> dict[str, Any]:
+    """One dashboard row, formatted (rates as percentages, money in USD)."""
+
+    def usd(value) -> str:
+        return "—" if value is None else f"${value:,.4f}"
+
+    def pct(value: float) -> str:
+        return f"{value:.1%}"
+
+    return {
+        "metrics": row,
+        "success_rate": pct(row.success_rate),
+        "error_rate": pct(row.error_rate),
+        "escalation_rate": pct(row.escalation_rate),
+        "cache_hit_rate": pct(row.cache_hit_rate),
+        "p50": _human_ms(row.latency_p50_ms) or "—",
+        "p95": _human_ms(row.latency_p95_ms) or "—",
+        "cost": usd(row.cost_usd),
+        "cost_per_run": usd(row.cost_per_run),
+        "cost_per_success": usd(row.cost_per_success),
+        "cache_saved": usd(row.cache_saved_usd),
+        "dedup_saved": usd(row.dedup_saved_usd),
+    }
+
+
+# --- runs list ---------------------------------------------------------------
+
+
+class RunFilterForm(forms.Form):
+    workflow = forms.ModelChoiceField(
+        Workflow.objects.only("id", "slug", "name").order_by("slug"),
+        required=False,
+        to_field_name="slug",
+        empty_label="All workflows",
+    )
+    version = forms.ModelChoiceField(
+        WorkflowVersion.objects.select_related("workflow")
+        .only("id", "number", "workflow__slug")
+        .order_by("workflow__slug", "-number"),
+        required=False,
+        empty_label="All versions",
+    )
+    status = forms.ChoiceField(choices=[("", "Any status"), *RunStatus.choices], required=False)
+    dead = forms.BooleanField(required=False, label="Dead-lettered only")
+    since = forms.DateField(required=False, label="From", widget=forms.DateInput({"type": "date"}))
+    until = forms.DateField(required=False, label="To", widget=forms.DateInput({"type": "date"}))
+    outcome = forms.CharField(required=False, max_length=80, help_text="Outcome label")
+    success = forms.ChoiceField(
+        choices=[("", "Any result"), ("yes", "Successful outcome"), ("no", "Not successful")],
+        required=False,
+    )
+    before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+    after = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("since") and data.get("until") and data["until"] < data["since"]:
+            raise forms.ValidationError("The end date is before the start date.")
+        return data
+
+    def filtered(self, runs: QuerySet[Run]) -> QuerySet[Run]:
+        data = self.cleaned_data
+        if data.get("workflow"):
+            runs = runs.filter(workflow=data["workflow"])
+        if data.get("version"):
+            runs = runs.filter(version=data["version"])
+        if data.get("status"):
+            runs = runs.filter(status=data["status"])
+        if data.get("dead"):
+            runs = runs.filter(dead_lettered_at__isnull=False)
+        if data.get("since"):
+            runs = runs.filter(created_at__gte=_midnight(data["since"]))
+        if data.get("until"):
+            runs = runs.filter(created_at__lt=_midnight(data["until"] + timedelta(days=1)))
+        if data.get("outcome"):
+            runs = runs.filter(outcome=data["outcome"])
+        if data.get("success"):
+            runs = runs.filter(success=data["success"] == "yes")
+        return runs
+
+
+# The columns a list row shows: the wide ones (input, error) stay unread.
+LIST_FIELDS = (
+    "id", "status", "wait_reason", "current_step", "outcome", "success", "cost_usd",
+    "steps_executed", "created_at", "finished_at", "dead_lettered_at", "workflow__slug",
+    "version__number",
+)  # fmt: skip
+
+
+@require_GET
+@console_view("runs.view_run")
+def run_list(request: HttpRequest) -> HttpResponse:
+    """Runs, newest first, filtered; keyset pages of PAGE_SIZE by id, so a
+    page costs the same on the last page as on the first."""
+    form = RunFilterForm(request.GET)
+    context: dict[str, Any] = {"form": form, "nav": "runs", "runs": [], "page": {}}
+    status = 200
+    if form.is_valid():
+        context.update(_run_page(form))
+    elif not _partial(request):
+        status = 400
+    template = (
+        "console/runs/partials/_table.html" if _partial(request) else "console/runs/list.html"
+    )
+    return render(request, template, context, status=status)
+
+
+def _run_page(form: RunFilterForm) -> dict[str, Any]:
+    runs = form.filtered(Run.objects.select_related("workflow", "version").only(*LIST_FIELDS))
+    before, after = form.cleaned_data.get("before"), form.cleaned_data.get("after")
+    if after is not None:  # going back towards the newest: read upwards, show downwards
+        rows = list(runs.filter(id__gt=after).order_by("id")[: PAGE_SIZE + 1])
+        newer = len(rows) > PAGE_SIZE
+        rows = rows[:PAGE_SIZE][::-1]
+        older = True
+    else:
+        if before is not None:
+            runs = runs.filter(id__lt=before)
+        rows = list(runs.order_by("-id")[: PAGE_SIZE + 1])
+        older = len(rows) > PAGE_SIZE
+        rows = rows[:PAGE_SIZE]
+        newer = before is not None
+    for run in rows:
+        run.duration_text = _human_ms(_duration_ms(run))
+    query = request_query(form, drop=("before", "after"))
+    page = {
+        "older": f"?{query}&before={rows[-1].pk}" if older and rows else "",
+        "newer": f"?{query}&after={rows[0].pk}" if newer and rows else "",
+    }
+    return {"runs": rows, "page": page}
+
+
+def request_query(form: forms.Form, *, drop: tuple[str, ...] = ()) -> str:
+    """The form's submitted values as a query string, without `drop`."""
+    query = form.data.copy()
+    for name in drop:
+        query.pop(name, None)
+    return query.urlencode()
+
+
+# --- run timeline ------------------------------------------------------------
+
+
+@require_GET
+@console_view("runs.view_run")
+def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    """A run's timeline: every step attempt, the decisions taken, totals and
+    versions. While the run is active the timeline polls itself every 2 s;
+    once the run is terminal a poll gets 286, which stops htmx polling."""
+    run = get_object_or_404(
+        Run.objects.select_related(
+            "workflow",
+            "version",
+            "policy_version__policy",
+            "role_version__role",
+            "replay_of",
+        ),
+        pk=run_id,
+    )
+    context = _timeline(request, run)
+    if _partial(request):
+        response = render(request, "console/runs/partials/_timeline.html", context)
+        if run.is_terminal:
+            stop = HttpResponseStopPolling(response.content)
+            stop["Content-Type"] = response["Content-Type"]
+            return stop
+        return response
+    return render(request, "console/runs/detail.html", context)
+
+
+def _timeline(request: HttpRequest, run: Run) -> dict[str, Any]:
+    steps = list(StepRun.objects.filter(run=run).order_by("seq", "attempt"))
+    for step in steps:
+        step.shown_input = _shown(request, step.input)
+        step.shown_output = _shown(request, step.output)
+        step.shown_error = _shown_text(request, step.error)
+    approvals = list(
+        ApprovalRequest.objects.filter(run=run).select_related("decided_by").order_by("seq")
+    )
+    for approval in approvals:
+        approval.shown_draft = _shown(request, approval.draft)
+        approval.shown_edited = _shown(request, approval.edited_draft)
+        approval.shown_diff = _shown_text(request, approval.edit_diff)
+        approval.shown_reason = _shown_text(request, approval.decision_reason)
+    calls = list(ToolCallRecord.objects.filter(run=run).order_by("seq", "id"))
+    for call in calls:
+        call.shown_args = _shown(request, call.args)
+        call.shown_result = _shown(request, call.result)
+        call.shown_error = _shown_text(request, call.error)
+        call.shown_note = _shown_text(request, call.reconcile_note)
+    scores = list(
+        Score.objects.filter(run=run).select_related("rubric_version__rubric").order_by("seq")
+    )
+    user = request.user
+    return {
+        "run": run,
+        "nav": "runs",
+        "steps": steps,
+        "approvals": approvals,
+        "calls": calls,
+        "scores": scores,
+        "run_input": _shown(request, run.input),
+        "run_error": _shown_text(request, run.error),
+        "saved_usd": sum((s.cost_saved_usd for s in steps), start=0),
+        "duration_ms": _duration_ms(run),
+        "can_retry": run.status == RunStatus.FAILED and user.has_perm("runs.retry_run"),
+        "can_cancel": not run.is_terminal and user.has_perm("runs.cancel_run"),
+        "redacted": not user.has_perm("runs.view_personal_data"),
+    }
+
+
+def _human_ms(ms: float | None) -> str:
+    if ms is None:
+        return ""
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    if ms < 120_000:
+        return f"{ms / 1000:.1f} s"
+    if ms < 7_200_000:
+        return f"{ms / 60_000:.1f} min"
+    return f"{ms / 3_600_000:.1f} h"
+
+
+def _duration_ms(run: Run) -> float | None:
+    if run.finished_at is None:
+        return None
+    return (run.finished_at - run.created_at).total_seconds() * 1000
+
+
+@require_POST
+@console_view("runs.retry_run")
+def run_retry(request: HttpRequest, run_id: int) -> HttpResponse:
+    """Re-queue a failed run at its failed step (earlier outputs are kept)."""
+    try:
+        engine.retry_run(run_id=run_id, actor=_actor(request))
+    except engine.EngineError as exc:
+        messages.error(request, f"Run {run_id} was not retried: {exc}")
+    else:
+        messages.success(request, f"Run {run_id} is queued again at its failed step.")
+    return _after_post(request, reverse("console-run-detail", args=[run_id]))
+
+
+@require_POST
+@console_view("runs.cancel_run")
+def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
+    """Cancel a run that has not finished; a worker holding it stops at its
+    next checkpoint."""
+    reason = f"cancelled by {request.user.get_username()} in the console"
+    try:
+        engine.cancel_run(run_id=run_id, reason=reason, actor=_actor(request))
+    except engine.EngineError as exc:
+        messages.error(request, f"Run {run_id} was not cancelled: {exc}")
+    else:
+        messages.success(request, f"Run {run_id} is cancelled.")
+    return _after_post(request, reverse("console-run-detail", args=[run_id]))
+
+
+# --- dead letters --------------------------------------------------------------
+
+
+def _dead_runs() -> QuerySet[Run]:
+    """Dead-lettered failed runs, each with the error type of the attempt
+    that failed (the run's seq and attempt still point at it)."""
+    failed_type = (
+        StepRun.objects.filter(run=OuterRef("pk"), seq=OuterRef("seq"), attempt=OuterRef("attempt"))
+        .order_by()  # one row by the unique (run, seq, attempt): no sort, no join
+        .values("error_type")[:1]
+    )
+    return Run.objects.filter(status=RunStatus.FAILED, dead_lettered_at__isnull=False).annotate(
+        error_type=Coalesce(Subquery(failed_type), Value(""))
+    )
+
+
+def group_key(workflow_id: int, step: str, error_type: str) -> str:
+    # Step keys are slugs (no "|"); the error type goes last, so it may hold anything.
+    return f"{workflow_id}|{step}|{error_type}"
+
+
+def _parse_group(value: str) -> tuple[int, str, str] | None:
+    parts = value.split("|", 2)
+    if len(parts) != 3 or not parts[0].isdigit():
+        return None
+    return int(parts[0]), parts[1], parts[2]
+
+
+def _dead_groups() -> list[dict[str, Any]]:
+    """The largest DEAD_GROUPS_SHOWN groups, with their link and dates
+    formatted here: a page of many groups renders in one pass."""
+    rows = list(
+        _dead_runs()
+        .values("workflow_id", "workflow__slug", "current_step", "error_type")
+        .annotate(runs=Count("id"), oldest=Min("dead_lettered_at"), newest=Max("dead_lettered_at"))
+        .order_by("-runs", "workflow__slug", "current_step")[:DEAD_GROUPS_SHOWN]
+    )
+    base = reverse("console-deadletter-list")
+    for row in rows:
+        row["key"] = group_key(row["workflow_id"], row["current_step"], row["error_type"])
+        row["url"] = f"{base}?{urlencode({'group': row['key']})}"
+        row["oldest"] = timezone.localtime(row["oldest"]).strftime("%Y-%m-%d %H:%M")
+        row["newest"] = timezone.localtime(row["newest"]).strftime("%Y-%m-%d %H:%M")
+    return rows
+
+
+def _group_condition(keys: list[str]) -> Q | None:
+    """The dead runs of the given group keys (None: a key is malformed)."""
+    condition = Q(pk__in=[])
+    for key in keys:
+        parsed = _parse_group(key)
+        if parsed is None:
+            return None
+        workflow_id, step, error_type = parsed
+        condition |= Q(workflow_id=workflow_id, current_step=step, error_type=error_type)
+    return condition
+
+
+@require_GET
+@console_view("runs.view_run")
+def deadletter_list(request: HttpRequest) -> HttpResponse:
+    """Dead runs grouped by workflow, failed step and error type, and the
+    newest dead runs (of the chosen group, if one is chosen)."""
+    chosen = request.GET.get("group", "")
+    runs = _dead_runs().select_related("workflow", "version").only(*LIST_FIELDS, "error", "seq")
+    if chosen:
+        condition = _group_condition([chosen])
+        if condition is None:
+            return HttpResponseBadRequest("Unknown dead-letter group.")
+        runs = runs.filter(condition)
+    context = {
+        "nav": "dead",
+        "groups": _dead_groups(),
+        "runs": list(runs.order_by("-dead_lettered_at", "-id")[:DEAD_RUNS_SHOWN]),
+        "chosen": chosen,
+        "shown_limit": DEAD_RUNS_SHOWN,
+        "groups_limit": DEAD_GROUPS_SHOWN,
+        "can_retry": request.user.has_perm("runs.retry_run"),
+    }
+    for run in context["runs"]:
+        run.shown_error = _shown_text(request, run.error)
+    template = "console/deadletters_body.html" if _partial(request) else "console/deadletters.html"
+    return render(request, template, context)
+
+
+@require_POST
+@console_view("runs.retry_run")
+def deadletter_retry(request: HttpRequest) -> HttpResponse:
+    """Bulk retry from the failed step, in two posts. The first (groups
+    and/or run ids) answers with a confirmation naming how many dead runs
+    that is (at most BULK_LIMIT, oldest first) and carrying their ids; the
+    second (`confirm`) retries exactly those ids, one engine call each, and
+    reports which were retried and which were not."""
+    if request.POST.get("confirm"):
+        return _bulk_retry(request, request.POST.getlist("run"))
+    values = request.POST.getlist("run")
+    condition = _group_condition(request.POST.getlist("group"))
+    if condition is None or not all(value.isdigit() for value in values):
+        return HttpResponseBadRequest("The selection is not valid.")
+    # Resolved now, shown as a count, carried as ids: the second post
+    # retries exactly these runs even if more die meanwhile.
+    selected = _dead_runs().filter(condition | Q(pk__in=[int(v) for v in values]))
+    run_ids = list(
+        selected.order_by("dead_lettered_at", "id").values_list("id", flat=True)[:BULK_LIMIT]
+    )
+    context = {
+        "nav": "dead",
+        "run_ids": run_ids,
+        "total": selected.count() if len(run_ids) == BULK_LIMIT else len(run_ids),
+        "limit": BULK_LIMIT,
+    }
+    if not run_ids:
+        messages.error(request, "Nothing to retry: choose a group or some dead runs.")
+        return _after_post(request, reverse("console-deadletter-list"))
+    template = (
+        "console/deadletters_confirm_body.html"
+        if _partial(request)
+        else "console/deadletters_confirm.html"
+    )
+    return render(request, template, context)
+
+
+def _bulk_retry(request: HttpRequest, values: list[str]) -> HttpResponse:
+    run_ids = [int(value) for value in values if value.isdigit()][:BULK_LIMIT]
+    retried, refused = [], []
+    for run_id in run_ids:
+        try:
+            engine.retry_run(run_id=run_id, actor=_actor(request))
+        except engine.EngineError as exc:
+            refused.append(f"run {run_id}: {exc}")
+        else:
+            retried.append(run_id)
+    if retried:
+        shown = ", ".join(str(run_id) for run_id in retried[:50])
+        more = ", …" if len(retried) > 50 else ""
+        messages.success(
+            request, f"Retried {len(retried)} run(s) from their failed step: {shown}{more}."
+        )
+    if refused:
+        messages.error(
+            request, f"{len(refused)} run(s) were not retried: " + "; ".join(refused[:20])
+        )
+    if not run_ids:
+        messages.error(request, "Nothing to retry.")
+    return _after_post(request, reverse("console-deadletter-list"))

@@ -1,0 +1,146 @@
+"""The dashboard page: the period form, the figures, the SVG trend, roles."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from runs import charts
+from tests.console import runs_fixtures as fx
+from tests.console.runs_fixtures import add_run
+
+pytestmark = pytest.mark.django_db
+
+two_step_version = fx.two_step_version
+many_runs = fx.many_runs
+
+HX = {"HTTP_HX_REQUEST": "true"}
+URL = "/console/dashboard/"
+
+
+def client_for(make_user, role: str | None = "viewer") -> Client:
+    client = Client()
+    client.force_login(make_user(role))
+    return client
+
+
+def test_the_dashboard_shows_each_version_with_its_figures_and_charts(make_user, two_step_version):
+    now = timezone.now()
+    add_run(two_step_version, success=True, cost="0.30", created_at=now, latency_ms=1500)
+    add_run(two_step_version, status="failed", cost="0.10", created_at=now, latency_ms=2500)
+    add_run(two_step_version, cost="5", created_at=now - timedelta(days=9), latency_ms=1)
+    response = client_for(make_user).get(URL)
+    assert response.status_code == 200
+    body = response.content.decode()
+    [row] = response.context["rows"]
+    assert row["metrics"].runs == 2  # the default period is the last 7 days
+    assert row["cost_per_success"] == "$0.4000"  # (0.30 + 0.10) / 1 success
+    assert row["error_rate"] == "50.0%"
+    assert row["p50"] == "2.0 s"
+    assert two_step_version.workflow.slug in body and "$0.4000" in body
+    assert body.count("<svg") == 3 and "<script" not in body.split("</head>")[1]
+    assert re.search(r"<rect [^>]*><title>\d{4}-\d\d-\d\d: 2</title>", body)
+
+
+def test_the_period_form_updates_only_the_figures_under_htmx(make_user, two_step_version):
+    add_run(two_step_version, created_at=timezone.now() - timedelta(days=20), latency_ms=5)
+    client = client_for(make_user)
+    week = client.get(URL, {"period": "7d"}, **HX)
+    assert week.status_code == 200
+    text = week.content.decode()
+    assert text.lstrip().startswith('<div id="dashboard-body">') and "<html" not in text
+    assert week.context["rows"] == []
+    month = client.get(URL, {"period": "30d"}, **HX)
+    assert [r["metrics"].runs for r in month.context["rows"]] == [1]
+    assert [m.height > 0 for m in month.context["charts"][0].marks].count(True) == 1
+
+
+def test_dates_and_a_workflow_choose_the_runs(make_user, two_step_version, make_workflow):
+    other = make_workflow([{"key": "done", "kind": "end", "config": {"outcome": "x"}}])
+    day = timezone.now() - timedelta(days=40)
+    add_run(two_step_version, created_at=day, cost="1", success=True)
+    add_run(other, created_at=day)
+    client = client_for(make_user)
+    date = day.date().isoformat()
+    response = client.get(URL, {"period": "custom", "since": date, "until": date})
+    assert sorted(r["metrics"].workflow for r in response.context["rows"]) == sorted(
+        [two_step_version.workflow.slug, other.workflow.slug]
+    )
+    chart = response.context["charts"][0]
+    assert (chart.first_day, chart.last_day, len(chart.marks)) == (date, date, 1)
+    only = client.get(URL, {"since": date, "workflow": other.workflow.slug})
+    assert [r["metrics"].workflow for r in only.context["rows"]] == [other.workflow.slug]
+
+
+@pytest.mark.parametrize(
+    "params,message",
+    [
+        ({"period": "custom"}, "Choose a start date"),
+        ({"since": "2025-03-02", "until": "2025-03-01"}, "before the start date"),
+        ({"since": "2020-01-01", "until": "2025-01-01"}, "at most 366 days"),
+        ({"period": "year"}, "Select a valid choice"),
+        ({"workflow": "no-such-flow"}, "Select a valid choice"),
+    ],
+)
+def test_bad_periods_are_form_errors(make_user, params, message):
+    client = client_for(make_user)
+    page = client.get(URL, params)
+    assert page.status_code == 400 and message in page.content.decode()
+    partial = client.get(URL, params, **HX)
+    assert partial.status_code == 200 and message in partial.content.decode()
+
+
+@pytest.mark.parametrize("headers,queries", [({}, 10), (HX, 9)])
+def test_the_dashboard_takes_the_same_queries_for_3_runs_as_for_30(
+    make_user, many_runs, make_workflow, django_assert_num_queries, headers, queries
+):
+    # session, user, two permission look-ups, the five of the metrics (the
+    # trend comes with them); the whole page also fills the workflow choices
+    client = client_for(make_user)
+    many_runs(3)
+    with django_assert_num_queries(queries):
+        client.get(URL, **headers)
+    many_runs(27)
+    for _ in range(3):
+        other = make_workflow([{"key": "done", "kind": "end", "config": {"outcome": "x"}}])
+        add_run(other, latency_ms=10)
+    with django_assert_num_queries(queries):
+        response = client.get(URL, **headers)
+    assert sum(r["metrics"].runs for r in response.context["rows"]) == 33
+
+
+@pytest.mark.parametrize("role", ["operator", "manager", "reviewer", "viewer", None, "anonymous"])
+def test_who_may_see_the_dashboard(make_user, role):
+    client = Client() if role == "anonymous" else client_for(make_user, role)
+    response = client.get(URL)
+    if role == "anonymous":
+        assert response.status_code == 302
+        assert response["Location"] == "/accounts/login/?next=/console/dashboard/"
+    else:
+        assert response.status_code == (200 if role else 403)
+
+
+def test_the_dashboard_refuses_unsafe_methods(make_user):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(make_user("operator"))
+    assert client.post(URL).status_code == 403  # no token: CSRF refuses first
+    assert client_for(make_user, "operator").post(URL).status_code == 405
+
+
+def test_a_chart_scales_its_values_and_leaves_out_empty_days():
+    days = [timezone.now().date() + timedelta(days=i) for i in range(4)]
+    chart = charts.trend_chart("Cost", days, [Decimal("1"), None, Decimal("2"), 0], fmt=str)
+    assert [m.title.split(": ")[1] for m in chart.marks] == ["1.0", "2.0", "0.0"]
+    heights = [chart.baseline - m.y for m in chart.marks]
+    assert heights[1] == pytest.approx(2 * heights[0]) and heights[2] == 0
+    assert chart.points.count(",") == 3 and chart.top_label == "2.0"
+    bars = charts.trend_chart("Runs", days, [0, 0, 0, 0], kind="bars")
+    assert all(m.height == 0 for m in bars.marks) and not bars.empty
+    assert charts.trend_chart("x", [], []).empty
+    with pytest.raises(ValueError):
+        charts.trend_chart("x", days, [1, 2, 3, 4], kind="pie")
