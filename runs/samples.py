@@ -1,8 +1,24 @@
 """The sample workflows a new installation starts with.
 
-They are ordinary workflows built from public step kinds and published
-through the same validation as any operator's: no special case in the
-engine knows them.
+They are ordinary workflows built from public step kinds, tools, policies,
+rubrics and event types, and published through the same validation as any
+operator's: no special case in the engine knows them.
+
+- `lead-qualification`: an inbound lead is checked against the entry
+  schema and normalised, deduplicated on its company's domain, held when
+  the account asked not to be contacted (`outreach.paused`), enriched once
+  (the enrichment step is cached), scored against the `icp` rubric and
+  routed: 70+ gets an outreach email drafted, reviewed by a person and sent
+  (then `outreach.sent` is recorded), 40–70 goes to nurture, below 40 is
+  archived.
+- `support-refund`: a ticket and its invoice are read, the request is
+  classified, and a refund is requested; the policy lets refunds up to 100
+  through and puts larger ones in front of a reviewer.
+
+Offline, the `llm` and `score` steps answer with the `scripted` provider
+from the rules in their config (deterministic scores computed from the
+lead's attributes); with `ANTHROPIC_API_KEY` set they ask Claude. Which
+provider answers is `settings.BOSUN_DEFAULT_PROVIDER`: the steps name none.
 """
 
 from __future__ import annotations
@@ -11,176 +27,56 @@ from typing import Any
 
 from django.db import transaction
 
-from policies.models import AgentRole
-from policies.services import role_save
+from knowledge.models import EventType
+from policies.models import AgentRole, Policy, Rubric
+from policies.rubrics import latest_version, rubric_save, sort_routes
+from policies.services import policy_save, role_save
 from runs import engine
 from runs.models import Step, Workflow, WorkflowVersion
+from runs.sample_data.workflows import (
+    ICP_RUBRIC,
+    LEAD_QUALIFICATION,
+    SAMPLE_EVENT_TYPES,
+    SUPPORT_REFUND,
+)
 
-LEAD_SCORING_RULES = [
-    {
-        "criterion": "company_size",
-        "add": 35,
-        "when": {"path": "steps.normalize.employees", "op": ">=", "value": 200},
-    },
-    {
-        "criterion": "company_size",
-        "add": 20,
-        "when": {
-            "all": [
-                {"path": "steps.normalize.employees", "op": ">=", "value": 50},
-                {"path": "steps.normalize.employees", "op": "<", "value": 200},
-            ]
-        },
-    },
-    {
-        "criterion": "seniority",
-        "add": 30,
-        "when": {
-            "any": [
-                {"path": "steps.normalize.title", "op": "contains", "value": "VP"},
-                {"path": "steps.normalize.title", "op": "contains", "value": "Head"},
-                {"path": "steps.normalize.title", "op": "contains", "value": "Director"},
-                {"path": "steps.normalize.title", "op": "contains", "value": "Chief"},
-            ]
-        },
-    },
-    {
-        "criterion": "market",
-        "add": 25,
-        "when": {
-            "path": "steps.normalize.country",
-            "op": "in",
-            "value": ["US", "GB", "DE", "FR", "NL", "SE"],
-        },
-    },
-    {
-        "criterion": "reachable",
-        "add": 10,
-        "when": {"path": "steps.normalize.domain", "op": "!=", "value": ""},
-    },
-]
+SAMPLE_WORKFLOWS = [LEAD_QUALIFICATION, SUPPORT_REFUND]
 
-LEAD_QUALIFICATION: dict[str, Any] = {
-    "name": "Inbound lead qualification",
-    "slug": "lead-qualification",
-    "description": "Normalise an inbound lead, score it against the ICP rubric, and route "
-    "it: 70+ gets a drafted outreach email for review, 40-70 nurture, below 40 archive.",
-    "entry_step": "normalize",
-    "steps": [
-        {
-            "key": "normalize",
-            "kind": "tool",
-            "edges": {"next": "score"},
-            "config": {
-                "tool": "lead.normalize",
-                "args": {
-                    "company": {"$ref": "input.company"},
-                    "email": "{{ input.email | default('') }}",
-                    "website": "{{ input.website | default('') }}",
-                    "employees": "{{ input.employees | default(0) }}",
-                    "country": "{{ input.country | default('') }}",
-                    "title": "{{ input.title | default('') }}",
-                },
-            },
-        },
-        {
-            "key": "score",
-            "kind": "llm",
-            "edges": {"next": "route", "escape": "review"},
-            "config": {
-                "tier": "fast",
-                "system": "You score B2B leads against our ideal customer profile.",
-                "prompt": "Score this lead from 0 to 100 for fit. Lead: {{ steps.normalize }}. "
-                "Reply as JSON with total, criteria and confidence.",
-                "output_schema": {
-                    "type": "object",
-                    "required": ["total", "criteria", "confidence"],
-                    "properties": {
-                        "total": {"type": "number", "minimum": 0, "maximum": 100},
-                        "criteria": {"type": "object"},
-                        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-                    },
-                },
-                "confidence_field": "confidence",
-                "confidence_floor": 0.5,
-                "scripted": {
-                    "points": LEAD_SCORING_RULES,
-                    "reply": {
-                        "total": "{{ points.total }}",
-                        "criteria": "{{ points.criteria }}",
-                        "confidence": 0.9,
-                    },
-                },
-            },
-        },
-        {
-            "key": "route",
-            "kind": "branch",
-            "edges": {"outreach": "draft", "nurture": "nurture", "archive": "archive"},
-            "config": {
-                "rules": [
-                    {
-                        "when": {"path": "steps.score.total", "op": ">=", "value": 70},
-                        "edge": "outreach",
-                    },
-                    {
-                        "when": {"path": "steps.score.total", "op": ">=", "value": 40},
-                        "edge": "nurture",
-                    },
-                ],
-                "default": "archive",
-            },
-        },
-        {
-            "key": "draft",
-            "kind": "llm",
-            "edges": {"next": "review"},
-            "config": {
-                "tier": "balanced",
-                "system": "You write short, specific first-touch emails. No hype.",
-                "prompt": "Write a first email to {{ steps.normalize.company }} "
-                "({{ steps.normalize.title or 'team' }}). Reply as JSON with subject and body.",
-                "output_schema": {
-                    "type": "object",
-                    "required": ["subject", "body"],
-                    "properties": {
-                        "subject": {"type": "string", "minLength": 3},
-                        "body": {"type": "string", "minLength": 20},
-                    },
-                },
-                "scripted": {
-                    "reply": {
-                        "subject": "{{ steps.normalize.company }} and faster lead handling",
-                        "body": "Hi {{ input.first_name | default('there') }},\n\nTeams like "
-                        "{{ steps.normalize.company }} use us to qualify inbound leads the same day "
-                        "without re-processing the ones they already paid for. Worth a 20-minute "
-                        "call next week?\n\nBest,\nThe Bosun demo",
-                    }
-                },
-            },
-        },
-        {
-            "key": "review",
-            "kind": "approval",
-            "edges": {"approved": "approved", "rejected": "rejected"},
-            "config": {
-                "title": "Outreach to {{ steps.normalize.company }}",
-                "draft": {"$ref": "steps.draft"},
-                "reason_code": "outbound_email",
-            },
-        },
-        {"key": "approved", "kind": "end", "config": {"outcome": "outreach_approved"}},
-        {
-            "key": "rejected",
-            "kind": "end",
-            "config": {"outcome": "outreach_rejected", "success": False},
-        },
-        {"key": "nurture", "kind": "end", "config": {"outcome": "nurture"}},
-        {"key": "archive", "kind": "end", "config": {"outcome": "archived"}},
-    ],
-}
 
-SAMPLE_WORKFLOWS = [LEAD_QUALIFICATION]
+# Workflow fields a spec may set besides its steps.
+_WORKFLOW_FIELDS = ("input_schema", "sensitive_fields", "untrusted_fields", "max_active_runs")
+
+
+def install_samples() -> dict[str, WorkflowVersion]:
+    """Install everything the samples need (event types, the ICP rubric,
+    both workflows with their roles and policies). Idempotent: what is
+    already there unchanged is left alone, no new version is made."""
+    return {spec["slug"]: install_workflow(spec) for spec in SAMPLE_WORKFLOWS}
+
+
+def install_event_types() -> None:
+    """Create the sample event types; a type an operator already defined is
+    kept as it is."""
+    for spec in SAMPLE_EVENT_TYPES:
+        EventType.objects.get_or_create(
+            name=spec["name"],
+            defaults={
+                "description": spec["description"],
+                "payload_schema": spec["payload_schema"],
+            },
+        )
+
+
+def install_rubric(spec: dict[str, Any]) -> None:
+    """Create the rubric on first install. A manager's later edits win: an
+    existing rubric is never overwritten by the sample's."""
+    if latest_version(spec["name"]) is not None:
+        return
+    rubric = Rubric.objects.filter(name=spec["name"]).first() or Rubric(name=spec["name"])
+    rubric.description = spec["description"]
+    rubric.criteria = spec["criteria"]
+    rubric.routes = sort_routes(spec["routes"])
+    rubric_save(rubric=rubric, by="samples", actor="system")
 
 
 def install_workflow(spec: dict[str, Any]) -> WorkflowVersion:
@@ -188,7 +84,12 @@ def install_workflow(spec: dict[str, Any]) -> WorkflowVersion:
 
     The workflow acts as a role of its own allowing exactly the tools its
     steps name (least privilege); `spec["role_tools"]` may widen it.
+    `spec["policy"]` (Policy fields) binds a policy of the same name,
+    created if missing (an operator's edits to it are kept). The event
+    types and the rubric the samples name are installed first.
     """
+    install_event_types()
+    install_rubric(ICP_RUBRIC)
     tools = sorted(
         {s["config"]["tool"] for s in spec["steps"] if s["kind"] == "tool"}
         | set(spec.get("role_tools", ()))
@@ -199,6 +100,7 @@ def install_workflow(spec: dict[str, Any]) -> WorkflowVersion:
             role.allowed_tools = tools
             role.description = f"Runs of {spec['name']}"
             role_save(role=role, by="samples")
+        policy = _install_policy(spec["slug"], spec.get("policy"))
         workflow, _ = Workflow.objects.update_or_create(
             slug=spec["slug"],
             defaults={
@@ -206,23 +108,11 @@ def install_workflow(spec: dict[str, Any]) -> WorkflowVersion:
                 "description": spec.get("description", ""),
                 "entry_step": spec["entry_step"],
                 "role": role,
+                "policy": policy,
+                **{name: spec[name] for name in _WORKFLOW_FIELDS if name in spec},
             },
         )
-        workflow.steps.exclude(key__in=[s["key"] for s in spec["steps"]]).delete()
-        for position, step in enumerate(spec["steps"]):
-            Step.objects.update_or_create(
-                workflow=workflow,
-                key=step["key"],
-                defaults={
-                    "kind": step["kind"],
-                    "config": step.get("config", {}),
-                    "edges": step.get("edges", {}),
-                    "position": position,
-                    **{
-                        k: v for k, v in step.items() if k not in ("key", "kind", "config", "edges")
-                    },
-                },
-            )
+        _install_steps(workflow, spec["steps"])
     current = workflow.current_version
     try:
         return engine.publish_workflow(workflow=workflow)
@@ -232,13 +122,39 @@ def install_workflow(spec: dict[str, Any]) -> WorkflowVersion:
         raise
 
 
+def _install_steps(workflow: Workflow, steps: list[dict[str, Any]]) -> None:
+    workflow.steps.exclude(key__in=[s["key"] for s in steps]).delete()
+    for position, step in enumerate(steps):
+        Step.objects.update_or_create(
+            workflow=workflow,
+            key=step["key"],
+            defaults={
+                "kind": step["kind"],
+                "config": step.get("config", {}),
+                "edges": step.get("edges", {}),
+                "position": position,
+                **{k: v for k, v in step.items() if k not in ("key", "kind", "config", "edges")},
+            },
+        )
+
+
+def _install_policy(slug: str, fields: dict[str, Any] | None) -> Policy | None:
+    """The workflow's policy, created on first install. An operator's later
+    edits (budgets, autonomy rules) win: an existing policy is left as it is."""
+    if fields is None:
+        return None
+    policy = Policy.objects.filter(name=slug).first()
+    if policy is None:
+        policy = Policy(name=slug, **fields)
+        policy_save(policy=policy, by="samples")
+    return policy
+
+
 SAMPLE_LEADS = [
     {
         "company": "Acme Robotics",
-        "email": "dana@acme.example",
-        "website": "https://acme.example",
-        "employees": 420,
-        "country": "US",
+        "email": "dana@acme-robotics.example",
+        "website": "https://acme-robotics.example",
         "title": "VP Operations",
         "first_name": "Dana",
     },
@@ -246,39 +162,21 @@ SAMPLE_LEADS = [
         "company": "Globex",
         "email": "li@globex.example",
         "website": "globex.example",
-        "employees": 120,
-        "country": "DE",
         "title": "Head of Sales",
         "first_name": "Li",
     },
-    {
-        "company": "Initech",
-        "email": "sam@initech.example",
-        "employees": 60,
-        "country": "NL",
-        "title": "Engineer",
-    },
+    {"company": "Initech", "email": "sam@initech.example", "title": "Engineer"},
     {
         "company": "Umbrella Health",
         "email": "ana@umbrella.example",
-        "employees": 900,
-        "country": "GB",
         "title": "Director of Growth",
         "first_name": "Ana",
     },
-    {
-        "company": "Tiny Shop",
-        "email": "owner@tinyshop.example",
-        "employees": 3,
-        "country": "PT",
-        "title": "Owner",
-    },
+    {"company": "Tiny Shop", "email": "owner@tinyshop.example", "title": "Owner"},
     {
         "company": "Hooli",
         "email": "gavin@hooli.example",
         "website": "hooli.example",
-        "employees": 5000,
-        "country": "US",
         "title": "Chief Revenue Officer",
         "first_name": "Gavin",
     },

@@ -1,28 +1,47 @@
-"""Load the sample workflows and start a few demo runs (idempotent)."""
+"""Install the sample workflows and load the demo data (idempotent)."""
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand
+import time
 
-from runs import engine
-from runs.samples import SAMPLE_LEADS, SAMPLE_WORKFLOWS, install_workflow
+from django.core.management.base import BaseCommand, CommandParser
+
+from runs.demo import load_demo
+from runs.sample_data.leads import PER_WEEK, WEEKS
+from runs.samples import install_samples
 
 
 class Command(BaseCommand):
-    help = "Install the sample workflows and start demo runs."
+    help = (
+        "Install the sample workflows (lead qualification, support refunds) and load four "
+        "weeks of demo runs in every state. Safe to run again: nothing is duplicated."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--no-demo", action="store_true", help="Only install the sample workflows."
+        )
+        parser.add_argument("--weeks", type=int, default=WEEKS, help="Weeks of history.")
+        parser.add_argument("--per-week", type=int, default=PER_WEEK, help="Inbound leads a week.")
+        parser.add_argument(
+            "--jobs", type=int, default=None, help="Processes playing the history (default 2)."
+        )
 
     def handle(self, *args, **options) -> None:
-        for spec in SAMPLE_WORKFLOWS:
-            version = install_workflow(spec)
-            self.stdout.write(f"workflow {version}")
-        created = 0
-        for lead in SAMPLE_LEADS:
-            started = engine.start_run(
-                workflow="lead-qualification",
-                input=lead,
-                idempotency_key=f"sample-{lead['email']}",
-            )
-            created += started.created
-        self.stdout.write(
-            f"{created} demo run(s) started, {len(SAMPLE_LEADS) - created} already there"
+        if options["no_demo"]:
+            for version in install_samples().values():
+                self.stdout.write(f"workflow {version}")
+            return
+        if options["weeks"] < 1 or options["per_week"] < 10:
+            self.stderr.write("--weeks must be at least 1 and --per-week at least 10")
+            raise SystemExit(2)
+        began = time.monotonic()
+        report = load_demo(
+            weeks=options["weeks"],
+            per_week=options["per_week"],
+            jobs=options["jobs"],
+            log=self.stdout.write,
         )
+        for line in report.lines():
+            self.stdout.write(line)
+        self.stdout.write(f"demo data loaded in {time.monotonic() - began:.1f} s")

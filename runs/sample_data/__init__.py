@@ -1,0 +1,1 @@
+"""Data the sample workflows and the demo are built from."""
