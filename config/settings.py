@@ -8,6 +8,7 @@ raises ImproperlyConfigured at start-up instead of misbehaving later.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -75,6 +76,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "django_q",
+    "axes",
     "runs",
     "policies",
     "approvals",
@@ -83,6 +85,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads a body: an oversized one is refused with 413.
+    "config.middleware.RequestSizeLimit",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -90,6 +94,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -142,6 +148,58 @@ else:
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("CONN_MAX_AGE", 60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Security -----------------------------------------------------------------
+# Without DEBUG (production) every default below is the safe one: HTTPS
+# only (redirect, HSTS, secure cookies); each can be overridden by the
+# variable of the same name. With DEBUG (the local demo on
+# http://127.0.0.1) they are off, as plain HTTP needs.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+# No script reads either cookie: htmx sends the CSRF token from the page
+# (`hx-headers` on <body>), so both stay out of JavaScript's reach.
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+# Behind a proxy that terminates TLS, name the header it sets, e.g.
+# SECURE_PROXY_SSL_HEADER="HTTP_X_FORWARDED_PROTO,https" (trust it only
+# when the proxy always sets it), and the origins forms are posted from.
+_proxy_header = env_list("SECURE_PROXY_SSL_HEADER", [])
+if _proxy_header and len(_proxy_header) != 2:
+    raise ImproperlyConfigured("SECURE_PROXY_SSL_HEADER looks like HTTP_X_FORWARDED_PROTO,https")
+SECURE_PROXY_SSL_HEADER = tuple(_proxy_header) or None
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# The largest request body accepted, in bytes (the API's JSON included);
+# a larger one is answered 413 before it is read (config.middleware).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("BOSUN_MAX_REQUEST_BYTES", 1024 * 1024)
+
+# Login lockout (django-axes): after AXES_FAILURE_LIMIT failed logins for
+# one username from one address, that pair is locked out for
+# AXES_COOLOFF_MINUTES, right password or not; on /accounts/login/ and
+# /admin/login/ alike. The pair (not the address alone) is locked, so one
+# office behind a NAT is not locked out by one person's typos; a success
+# resets the count. Behind proxies, BOSUN_PROXY_COUNT says how many: the
+# client's address is then read from X-Forwarded-For, as the outermost
+# proxy saw it (config.middleware.client_ip), not the proxy's own.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out login
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("AXES_COOLOFF_MINUTES", 15.0))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "config.middleware.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "config.middleware.client_ip"
+BOSUN_PROXY_COUNT = env_int("BOSUN_PROXY_COUNT", 0)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -201,6 +259,28 @@ BOSUN_SWEEP_INTERVAL_S = env_float("BOSUN_SWEEP_INTERVAL_S", 1.0)
 # Who is told that a run has work to do: a dotted path to a callable taking
 # a run id. The queue in production; tests may ring inline.
 BOSUN_DOORBELL = env_str("BOSUN_DOORBELL", "runs.tasks.ring")
+
+# --- Review queue -------------------------------------------------------------
+# Who hears of a new approval request: a dotted path to a callable taking
+# its id, called after the request commits. The queue in production, so a
+# slow mail server never holds a step.
+BOSUN_REVIEW_NOTIFIER = env_str("BOSUN_REVIEW_NOTIFIER", "approvals.tasks.notify")
+
+
+def _http_url(name: str, default: str) -> str:
+    value = env_str(name, default).rstrip("/")
+    if value and not value.startswith(("http://", "https://")):
+        raise ImproperlyConfigured(f"{name} must be an http(s) URL, got {value!r}")
+    return value
+
+
+# Reviewers' links point here (no request to take the host from in a worker).
+# A chat webhook (Slack-style `{"text": …}` JSON) is told of new and overdue
+# requests when set; empty: email only.
+BOSUN_BASE_URL = _http_url("BOSUN_BASE_URL", "http://127.0.0.1:8000")
+BOSUN_REVIEW_WEBHOOK_URL = _http_url("BOSUN_REVIEW_WEBHOOK_URL", "")
+# How long telling anyone may take (SMTP, webhook) before it is given up.
+BOSUN_REVIEW_NOTIFY_TIMEOUT_S = env_float("BOSUN_REVIEW_NOTIFY_TIMEOUT_S", 5.0)
 
 # Plug-ins are listed here, by dotted path: no autodiscovery.
 BOSUN_TOOLS: dict[str, str] = {
@@ -286,8 +366,10 @@ BOSUN_PRICES = {
     "claude-sonnet-4-6": {"input": 3.0, "output": 15.0, "cache_read": 0.30, "cache_write": 3.75},
     "claude-sonnet-4-5": {"input": 3.0, "output": 15.0, "cache_read": 0.30, "cache_write": 3.75},
     "claude-opus-4-7": {"input": 5.0, "output": 25.0, "cache_read": 0.50, "cache_write": 6.25},
-    "scripted": {"input": 0.0, "output": 0.0, "cache_read": 0.0, "cache_write": 0.0},
 }
+# The offline scripted provider has no price of its own: its estimated usage
+# is priced as the model the step requested, so the demo's budgets and cost
+# figures read as they would with that model (the console says "scripted").
 
 # Guardrails. A workflow without a policy runs under these budgets.
 BOSUN_DEFAULT_BUDGET = {
@@ -302,6 +384,16 @@ BOSUN_DEFAULT_BUDGET = {
 BOSUN_RATE_GRANT_RETENTION_S = env_float("BOSUN_RATE_GRANT_RETENTION_S", 0.0)
 # What a refused start (a full queue) tells the caller to wait, in seconds.
 BOSUN_QUEUE_FULL_RETRY_AFTER_S = env_float("BOSUN_QUEUE_FULL_RETRY_AFTER_S", 5.0)
+
+# --- Tracing ------------------------------------------------------------------
+# OpenTelemetry traces of runs (runs.telemetry) are exported over OTLP/HTTP
+# when an endpoint is set; the exporter reads the other standard variables
+# (OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT, …) itself. No endpoint: no tracing,
+# and next to no cost on the engine's hot path.
+BOSUN_TRACING = bool(
+    env_str("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "") or env_str("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+) and not env_bool("OTEL_SDK_DISABLED", False)
+BOSUN_TRACING_SERVICE_NAME = env_str("OTEL_SERVICE_NAME", "bosun")
 
 # Every log line passes a redacting filter: personal data and secrets
 # never reach a log, whatever a caller formats into it.

@@ -1,8 +1,8 @@
-"""Admin for roles, policies, word lists, limits and kill switches.
+"""Admin for roles, policies, rubrics, word lists, limits and kill switches.
 
-Roles and policies save through `policies.services`, which writes a new
-immutable version each time; kill switches change only through
-`switch_set`, which records who and why.
+Roles and policies save through `policies.services`, rubrics through
+`policies.rubrics.rubric_save`, each writing a new immutable version; kill
+switches change only through `switch_set`, which records who and why.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from policies.audit import actor_of
 from policies.models import (
     AgentRole,
     AgentRoleVersion,
@@ -23,7 +24,16 @@ from policies.models import (
     Limit,
     Policy,
     PolicyVersion,
+    Rubric,
+    RubricVersion,
     WordList,
+)
+from policies.rubrics import (
+    criteria_problems,
+    rescore_preview,
+    routes_problems,
+    rubric_save,
+    sort_routes,
 )
 from policies.services import autonomy_problems, policy_save, role_save, switch_set
 from runs.tools.base import tool_names
@@ -81,7 +91,7 @@ class AgentRoleAdmin(admin.ModelAdmin):
         return ", ".join(obj.allowed_tools) or "none"
 
     def save_model(self, request, obj, form, change) -> None:
-        role_save(role=obj, by=request.user.get_username())
+        role_save(role=obj, by=request.user.get_username(), actor=actor_of(request.user))
 
 
 class PolicyForm(forms.ModelForm):
@@ -120,7 +130,7 @@ class PolicyAdmin(admin.ModelAdmin):
     inlines = [PolicyVersionInline]
 
     def save_model(self, request, obj, form, change) -> None:
-        policy_save(policy=obj, by=request.user.get_username())
+        policy_save(policy=obj, by=request.user.get_username(), actor=actor_of(request.user))
 
 
 @admin.register(WordList)
@@ -190,11 +200,202 @@ class KillSwitchAdmin(admin.ModelAdmin):
             reason=form.cleaned_data["reason"],
             by=request.user.get_username(),
             user=request.user,
+            actor=actor_of(request.user),
         )
         obj.pk = saved.pk
 
     def save_related(self, request, form, formsets, change) -> None:
-        pass  # the change history is written by switch_set
+        # The change history is written by switch_set; the read-only inline
+        # saves nothing, but admin's change message reads what it saved.
+        for formset in formsets:
+            formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+# Rubrics ---------------------------------------------------------------------
+
+
+def _plain(number: float) -> int | float:
+    """3.0 -> 3, so a save from this form stores what a manager typed."""
+    return int(number) if float(number).is_integer() else number
+
+
+def _criteria_text(snapshot: dict) -> str:
+    return ", ".join(f"{c['key']} ({_plain(c['weight'])})" for c in snapshot["criteria"])
+
+
+def _routes_text(snapshot: dict) -> str:
+    return " · ".join(f"{r['route']} ≥ {_plain(r['min'])}" for r in snapshot["routes"])
+
+
+class CriterionForm(forms.Form):
+    key = forms.SlugField(
+        max_length=60,
+        help_text="A short name the model and the records use, e.g. fit.",
+        widget=forms.TextInput(attrs={"size": 14}),
+    )
+    description = forms.CharField(
+        max_length=500,
+        help_text="What a 100 means: the model is shown this.",
+        widget=forms.TextInput(attrs={"size": 70}),
+    )
+    weight = forms.FloatField(
+        min_value=0.000001,
+        help_text="Relative importance (above 0).",
+        widget=forms.NumberInput(attrs={"step": "any", "style": "width: 6em"}),
+    )
+
+
+class RouteForm(forms.Form):
+    min = forms.FloatField(
+        min_value=0,
+        max_value=100,
+        help_text="Lowest total (0–100) that takes this route.",
+        widget=forms.NumberInput(attrs={"step": "any", "style": "width: 6em"}),
+    )
+    route = forms.SlugField(
+        max_length=60,
+        help_text="The edge the score step takes, e.g. outreach.",
+        widget=forms.TextInput(attrs={"size": 16}),
+    )
+
+
+class RubricForm(forms.ModelForm):
+    """The rubric's name and description, plus its criteria and routes as
+    two editable tables. `Preview re-score` validates the draft and computes
+    `rescore_preview` instead of saving: `is_valid()` is then False with no
+    errors, so the admin shows the same bound form again, unsaved."""
+
+    class Meta:
+        model = Rubric
+        fields = ("name", "description")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        extra = 1 if self.instance.pk else 3
+        criteria = forms.formset_factory(CriterionForm, extra=extra, can_delete=True)
+        routes = forms.formset_factory(RouteForm, extra=extra, can_delete=True)
+        data = self.data if self.is_bound else None
+        self.criteria_formset = criteria(
+            data, prefix="criteria", initial=self.instance.criteria or None
+        )
+        self.routes_formset = routes(data, prefix="routes", initial=self.instance.routes or None)
+        self.preview_requested = self.is_bound and "_preview" in self.data
+        self.preview = None
+
+    @staticmethod
+    def _rows(formset, fields: tuple[str, ...]) -> list[dict]:
+        """The filled, undeleted rows (blank extra rows have no cleaned data)."""
+        return [
+            {
+                name: _plain(f.cleaned_data[name])
+                if name in ("weight", "min")
+                else f.cleaned_data[name]
+                for name in fields
+            }
+            for f in formset.forms
+            if f.cleaned_data and not f.cleaned_data.get("DELETE")
+        ]
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        tables = (
+            (
+                "criteria",
+                self.criteria_formset,
+                ("key", "description", "weight"),
+                criteria_problems,
+            ),
+            ("routes", self.routes_formset, ("min", "route"), routes_problems),
+        )
+        for name, formset, fields, problems_of in tables:
+            if not formset.is_valid():
+                self.add_error(None, f"Correct the {name} table below.")
+                continue
+            rows = self._rows(formset, fields)
+            rows = sort_routes(rows) if name == "routes" else rows
+            for problem in problems_of(rows):
+                self.add_error(None, f"{name.capitalize()}: {problem}")
+            cleaned[name] = rows
+        return cleaned
+
+    def _post_clean(self) -> None:
+        super()._post_clean()
+        if not self.errors:
+            self.instance.criteria = self.cleaned_data["criteria"]
+            self.instance.routes = self.cleaned_data["routes"]
+
+    def is_valid(self) -> bool:
+        valid = super().is_valid()
+        if valid and self.preview_requested:
+            # The saved rubric (the instance now holds the draft) decides
+            # which scores are read; the draft decides the new routes.
+            saved = Rubric.objects.filter(pk=self.instance.pk).first() or Rubric(name="")
+            self.preview = rescore_preview(
+                rubric=saved,
+                criteria=self.cleaned_data["criteria"],
+                routes=self.cleaned_data["routes"],
+            )
+            return False  # a preview never saves
+        return valid
+
+
+class RubricVersionInline(_VersionInline):
+    model = RubricVersion
+    fields = ("number", "created_at", "created_by", "summary")
+    readonly_fields = fields
+
+    @admin.display(description="Criteria (weight) and routes")
+    def summary(self, obj: RubricVersion) -> str:
+        return f"{_criteria_text(obj.snapshot)} | {_routes_text(obj.snapshot)}"
+
+
+@admin.register(Rubric)
+class RubricAdmin(admin.ModelAdmin):
+    """Managers edit criteria and thresholds; every save is a new version
+    that new score steps use at once. Reviewers and viewers may look."""
+
+    form = RubricForm
+    change_form_template = "admin/policies/rubric/change_form.html"
+    list_display = ("name", "criteria_list", "thresholds", "version", "updated_at")
+    readonly_fields = ("version",)
+    inlines = [RubricVersionInline]
+    search_fields = ("name", "description")
+
+    @admin.display(description="Criteria (weight)")
+    def criteria_list(self, obj: Rubric) -> str:
+        return _criteria_text(obj.snapshot())
+
+    @admin.display(description="Routes")
+    def thresholds(self, obj: Rubric) -> str:
+        return _routes_text(obj.snapshot())
+
+    def save_model(self, request, obj, form, change) -> None:
+        version = rubric_save(
+            rubric=obj, by=request.user.get_username(), actor=actor_of(request.user)
+        )
+        self.message_user(request, f"Saved as version {version.number}: new runs use it now.")
+
+    def construct_change_message(self, request, form, formsets, add=False):
+        # The tables are not model fields: name them when they changed.
+        fields = [*form.changed_data]
+        fields += [
+            name
+            for name, formset in (
+                ("criteria", form.criteria_formset),
+                ("routes", form.routes_formset),
+            )
+            if formset.has_changed()
+        ]
+        if add:
+            return super().construct_change_message(request, form, formsets, add)
+        return [{"changed": {"fields": fields}}] if fields else []
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        # Versions are kept for the runs that used them (PROTECT).
+        return False
+
+
+from policies import admin_audit, admin_keys  # noqa: E402,F401

@@ -18,6 +18,7 @@ from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticError
 
+from policies import audit
 from policies.models import (
     AgentRole,
     AgentRoleVersion,
@@ -39,6 +40,9 @@ class AutonomyRule(BaseModel):
     tool: str = Field(min_length=1)
     mode: AutonomyMode
     when: Condition | None = None
+    # Shown to the reviewer and counted on the dashboard, e.g.
+    # "refund_over_limit"; without one, "policy_requires_approval".
+    reason_code: str = Field(default="", max_length=80, pattern=r"^[a-z0-9_.:-]*$")
 
 
 @dataclass(frozen=True)
@@ -78,35 +82,51 @@ def _next_number(versions) -> int:
     return (versions.aggregate(top=Max("number"))["top"] or 0) + 1
 
 
-def role_save(*, role: AgentRole, by: str = "") -> AgentRoleVersion:
-    """Save the role and freeze the result as its next version."""
+def role_save(*, role: AgentRole, by: str = "", actor: str = "system") -> AgentRoleVersion:
+    """Save the role and freeze the result as its next version; audited as
+    `role.saved` (with what changed) in the same transaction."""
     from runs.tools.base import tool_names
 
     unknown = sorted(set(role.allowed_tools) - set(tool_names()))
     if unknown:
         raise ValidationError({"allowed_tools": f"no such tool: {', '.join(unknown)}"})
-    return _save_versioned(role, AgentRoleVersion, "role", by)
+    return _save_versioned(role, AgentRoleVersion, "role", by, actor)
 
 
-def policy_save(*, policy: Policy, by: str = "") -> PolicyVersion:
-    """Save the policy and freeze the result as its next version."""
+def policy_save(*, policy: Policy, by: str = "", actor: str = "system") -> PolicyVersion:
+    """Save the policy and freeze the result as its next version; audited
+    as `policy.saved` (with what changed) in the same transaction."""
     problems = autonomy_problems(policy.autonomy)
     if problems:
         raise ValidationError({"autonomy": problems})
-    return _save_versioned(policy, PolicyVersion, "policy", by)
+    return _save_versioned(policy, PolicyVersion, "policy", by, actor)
 
 
-def _save_versioned(obj, version_model, owner: str, by: str):
+def _save_versioned(obj, version_model, owner: str, by: str, actor: str):
     with transaction.atomic():
         # Lock the row so two saves cannot take the same version number.
         if obj.pk:
             type(obj).objects.select_for_update().filter(pk=obj.pk).first()
         number = _next_number(obj.versions) if obj.pk else 1
+        previous = obj.versions.order_by("-number").first() if obj.pk else None
         obj.version = number
         obj.save()
-        return version_model.objects.create(
+        version = version_model.objects.create(
             **{owner: obj}, number=number, snapshot=obj.snapshot(), created_by=by[:150]
         )
+        before = previous.snapshot if previous else {}
+        changed = {
+            key: [before.get(key), value]
+            for key, value in version.snapshot.items()
+            if before.get(key) != value
+        }
+        audit.record(
+            action=f"{owner}.saved",
+            actor=actor,
+            target=obj,
+            data={"version": number, "by": by[:150], "changed": changed},
+        )
+        return version
 
 
 def current_versions(workflow) -> tuple[int | None, int | None]:
@@ -167,8 +187,13 @@ def switch_set(
     reason: str,
     by: str,
     user=None,
+    actor: str | None = None,
 ) -> KillSwitch:
     """Engage or lift a kill switch, recording who and why.
+
+    The change is audited (`killswitch.engaged` / `killswitch.lifted`) in
+    its transaction; `actor` defaults to the user's label ("system"
+    without one). Runs woken by a lift are audited by `resume_paused`.
 
     Every change also updates the global switch row, which the tool gate
     reads with FOR SHARE in the same transaction as its ledger insert: so
@@ -203,10 +228,17 @@ def switch_set(
             changed_by=by[:150],
             user=user if getattr(user, "pk", None) else None,
         )
+        actor = actor or audit.actor_of(user)
+        audit.record(
+            action="killswitch.engaged" if engaged else "killswitch.lifted",
+            actor=actor,
+            target=switch,
+            data={"scope": scope, "target": target, "reason": reason, "by": by[:150]},
+        )
     if not engaged:
         from runs.engine import resume_paused
 
-        resume_paused()
+        resume_paused(actor=actor)
     return switch
 
 

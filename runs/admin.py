@@ -17,6 +17,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.html import format_html
 
+from policies.audit import actor_of
 from runs import engine
 from runs.engine.cache import invalidate_step_cache
 from runs.models import (
@@ -205,15 +206,22 @@ class RunAdmin(RedactedFields, admin.ModelAdmin):
 
     @admin.action(description="Retry from the failed step", permissions=["retry"])
     def retry_from_failed_step(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
-        self._each(request, queryset, lambda run: engine.retry_run(run_id=run.pk), "retried")
+        actor = actor_of(request.user)
+        self._each(
+            request,
+            queryset,
+            lambda run: engine.retry_run(run_id=run.pk, actor=actor),
+            "retried",
+        )
 
     @admin.action(description="Cancel", permissions=["cancel"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
         reason = f"cancelled by {request.user.get_username()}"
+        actor = actor_of(request.user)
         self._each(
             request,
             queryset,
-            lambda run: engine.cancel_run(run_id=run.pk, reason=reason),
+            lambda run: engine.cancel_run(run_id=run.pk, reason=reason, actor=actor),
             "cancelled",
         )
 
@@ -346,6 +354,7 @@ class ToolCallRecordAdmin(admin.ModelAdmin):
                     result=form.cleaned_data["result"],
                     note=form.cleaned_data["note"],
                     by=request.user.get_username(),
+                    actor=actor_of(request.user),
                 )
             except engine.EngineError as exc:
                 self.message_user(request, str(exc), messages.ERROR)
@@ -369,3 +378,6 @@ class ToolCallRecordAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+from runs import admin_webhooks  # noqa: E402,F401

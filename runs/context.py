@@ -8,6 +8,7 @@ undefined variable is an error, never an empty string.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, UndefinedError
@@ -59,17 +60,29 @@ def render_value(value: Any, context: dict[str, Any]) -> Any:
     return value
 
 
+# Templates come from published (immutable) step configs, so a compiled
+# template can be kept: compiling is most of a render's cost.
+@lru_cache(maxsize=2048)
+def _template(text: str):
+    return _env.from_string(text)
+
+
+@lru_cache(maxsize=2048)
+def _expression(source: str):
+    return _env.compile_expression(source, undefined_to_none=False)
+
+
 def _render_string(text: str, context: dict[str, Any]) -> Any:
     if "{" not in text:
         return text
     try:
         whole = _WHOLE_EXPRESSION.match(text)
         if whole:
-            result = _env.compile_expression(whole.group(1), undefined_to_none=False)(**context)
+            result = _expression(whole.group(1))(**context)
             if isinstance(result, StrictUndefined):
                 raise UndefinedError(f"{whole.group(1)!r} is undefined")
             return result
-        return _env.from_string(text).render(**context)
+        return _template(text).render(**context)
     except UndefinedError as exc:
         raise RenderError(f"template {text!r}: {exc}") from None
     except TemplateError as exc:

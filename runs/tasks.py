@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from django_q.tasks import async_task
 
+from approvals import sla
 from runs import engine
+from runs.idempotency import idempotency_purge
 
 
 def advance(run_id: int) -> str:
@@ -16,7 +18,10 @@ def advance(run_id: int) -> str:
 
 
 def sweep() -> int:
-    return len(engine.sweep())
+    rung = len(engine.sweep())
+    sla.sla_sweep()  # approvals past their due time or timeout
+    idempotency_purge()  # API idempotency keys past their 24-hour window
+    return rung
 
 
 def ring(run_id: int) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
+import pkgutil
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -29,15 +31,72 @@ STEP_DEFAULTS = {
 }
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
-    """Tests marked postgres_only are skipped on SQLite, with the reason."""
+    """Tests marked postgres_only are skipped on SQLite, with the reason.
+
+    And the order is Django's once more: tests in a rolled-back transaction
+    first, then transactional ones (whose flush empties what migrations
+    wrote: role groups, the global switch, schedules), then the rest.
+    pytest-django sorts so, but pytest's own grouping of session-scoped
+    parameters (the browser) runs after it and pulls browser tests forward.
+    """
     import django.conf
+
+    items.sort(key=_django_order)
 
     if "sqlite" in django.conf.settings.DATABASES["default"]["ENGINE"]:
         skip = pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL)")
         for item in items:
             if "postgres_only" in item.keywords:
                 item.add_marker(skip)
+
+
+def _django_order(item) -> int:
+    marker = item.get_closest_marker("django_db")
+    names = getattr(item, "fixturenames", ())
+    if (marker and marker.kwargs.get("transaction")) or {"live_server", "transactional_db"} & set(
+        names
+    ):
+        return 1
+    return 0 if marker or "db" in names else 2
+
+
+@pytest.fixture(autouse=True)
+def _migration_data(request):
+    """A transactional test starts from what `migrate` leaves: the flush
+    after the one before it emptied every table, and post_migrate brings
+    back only content types and permissions."""
+    if _django_order(request.node) == 1:
+        request.getfixturevalue("transactional_db")
+        restore_migration_data()
+
+
+def restore_migration_data() -> None:
+    """Write again what the data migrations wrote: the role groups with
+    their grants, the global kill switch row, the sweeper schedule."""
+    from django.apps import apps
+    from django.contrib.auth.models import Group, Permission
+
+    import policies.migrations
+
+    grants: dict[str, set[str]] = {}
+    for module in pkgutil.iter_modules(policies.migrations.__path__):
+        migration = importlib.import_module(f"policies.migrations.{module.name}")
+        for table in (getattr(migration, "ROLES", {}), getattr(migration, "GRANTS", {})):
+            for role, codes in table.items():
+                grants.setdefault(role, set()).update(codes)
+    for role, codes in grants.items():
+        group, _ = Group.objects.get_or_create(name=role)
+        for code in codes:
+            app_label, codename = code.split(".")
+            group.permissions.add(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )
+    importlib.import_module("policies.migrations.0004_global_switch").create_global_switch(
+        apps, None
+    )
+    importlib.import_module("runs.migrations.0002_sweeper_schedule").add_schedule(apps, None)
 
 
 @pytest.fixture(autouse=True)
@@ -169,3 +228,22 @@ def race(count: int, work: Callable[[int], object]) -> list[object]:
     for thread in threads:
         thread.join(timeout=60)
     return results
+
+
+@pytest.fixture
+def make_user(db):
+    """`make_user(role="reviewer")`: a user in one of the four role groups
+    (operator, manager, reviewer, viewer), password "pw"; `role=None` for a
+    user in no group, `superuser=True` for an admin."""
+    from django.contrib.auth.models import Group, User
+
+    def make(role: str | None = "viewer", *, username: str = "", superuser: bool = False):
+        name = username or f"{role or 'nobody'}-{next(_slugs)}"
+        if superuser:
+            return User.objects.create_superuser(name, f"{name}@example.com", "pw")
+        user = User.objects.create_user(name, f"{name}@example.com", "pw", is_staff=True)
+        if role:
+            user.groups.add(Group.objects.get(name=role))
+        return user
+
+    return make

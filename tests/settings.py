@@ -32,3 +32,7 @@ BOSUN_LLM_PROVIDERS = {
     **BOSUN_LLM_PROVIDERS,
     "sequence": "tests.testapp.providers.SequenceProvider",
 }  # noqa: F405
+# The test client's `login()` authenticates without a request, which the
+# login lockout (django-axes) refuses; tests that exercise the lockout turn
+# it on with the `settings` fixture.
+AXES_ENABLED = False

@@ -17,6 +17,7 @@ import jsonschema
 from django.db import IntegrityError, transaction
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from policies import audit
 from runs.conditions import Condition
 from runs.engine.errors import PublishError
 from runs.engine.kinds import Kind, StrictConfig
@@ -291,13 +292,32 @@ def _cycles(graph: dict[str, set[str]]) -> list[set[str]]:
 
 def validate_workflow(*, workflow: Workflow) -> list[str]:
     """Every problem that would stop `workflow` from being published."""
-    return parse_definition(snapshot(workflow))[1]
+    definition, problems = parse_definition(snapshot(workflow))
+    return problems + _live_problems(definition)
 
 
-def publish_workflow(*, workflow: Workflow, user=None) -> WorkflowVersion:
-    """Validate the draft and freeze it as the next immutable version."""
+def _live_problems(definition: Definition | None) -> list[str]:
+    """Checks against data that changes after publish (a rubric's current
+    routes): made when publishing, never when a published version loads, so
+    a manager adding a route does not break versions already running."""
+    if definition is None:
+        return []
+    return [
+        f"step {step.key!r} ({step.kind.name}): {problem}"
+        for step in definition.steps.values()
+        for problem in getattr(step.kind, "check_edges", lambda *_: [])(step.config, step.edges)
+    ]
+
+
+def publish_workflow(*, workflow: Workflow, user=None, actor: str | None = None) -> WorkflowVersion:
+    """Validate the draft and freeze it as the next immutable version.
+
+    The publish is audited (`workflow.published`) in the same transaction;
+    `actor` defaults to the user's label ("system" without one).
+    """
     data = snapshot(workflow)
-    _definition, problems = parse_definition(data)
+    definition, problems = parse_definition(data)
+    problems = problems + _live_problems(definition)
     if problems:
         raise PublishError(problems)
     checksum = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
@@ -309,13 +329,20 @@ def publish_workflow(*, workflow: Workflow, user=None) -> WorkflowVersion:
         with transaction.atomic():
             # Two publishers racing get one version number each or an error,
             # never two versions with one number (unique constraint).
-            return WorkflowVersion.objects.create(
+            version = WorkflowVersion.objects.create(
                 workflow=workflow,
                 number=number,
                 definition=data,
                 checksum=checksum,
                 published_by=user if getattr(user, "pk", None) else None,
             )
+            audit.record(
+                action="workflow.published",
+                actor=actor or audit.actor_of(user),
+                target=workflow,
+                data={"version": number, "version_id": version.pk, "checksum": checksum},
+            )
+            return version
     except IntegrityError:
         raise PublishError([f"version {number} was published concurrently; try again"]) from None
 

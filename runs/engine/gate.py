@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
 from policies.models import AutonomyMode, KillSwitch, SwitchScope
 from policies.services import Rules, global_switch
+from runs import telemetry
 from runs.conditions import evaluate
 from runs.engine import limits, store
 from runs.engine.doorbell import ring
@@ -105,6 +106,15 @@ def args_hash(args: dict[str, Any]) -> str:
 
 
 def call_tool(name: str, raw_args: Any, caller: Caller) -> Called:
+    """Call tool `name` through every check above, in a trace span (a no-op
+    unless tracing is configured)."""
+    with telemetry.tool_call(name, caller) as span:
+        called = _call_tool(name, raw_args, caller)
+        span.called(from_ledger=called.from_ledger)
+    return called
+
+
+def _call_tool(name: str, raw_args: Any, caller: Caller) -> Called:
     tool = _tool(name, caller)
     try:
         args = tool.Args.model_validate(raw_args)
@@ -156,7 +166,7 @@ def _approval_reason(tool: Tool, args: dict[str, Any], caller: Caller) -> str:
         if rule.mode == AutonomyMode.BLOCK:
             raise Refused("blocked", f"the policy blocks {tool.name}")
         if rule.mode == AutonomyMode.APPROVE:
-            return "policy_requires_approval"
+            return rule.reason_code or "policy_requires_approval"
         break  # auto
     if caller.tainted and (tool.writes or tool.egress):
         return "tainted_run"

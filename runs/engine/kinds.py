@@ -9,16 +9,23 @@ is classified by the worker.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import jsonschema
+from django.conf import settings
 from django.db import IntegrityError, transaction
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from django.db.models.functions import Now
+from django.utils.module_loading import import_string
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from approvals.models import ApprovalRequest, ApprovalStatus
+from runs import telemetry
 from runs.conditions import Condition, evaluate
 from runs.context import RenderError, check_template_syntax, render_value
 from runs.engine import gate, limits
@@ -229,6 +236,38 @@ class ApprovalKind(Kind):
         title: str = ""
         # Empty: the output check that flagged the step before, if any.
         reason_code: str = ""
+        # Service level. `queue`: the role group told when a request arrives.
+        # `sla_s`: due this long after it arrives; once overdue it is marked
+        # breached and the `escalate_to` group is told. `timeout_s`: after
+        # this long the policy decides as `on_timeout` says: "reject" (the
+        # default, the safe choice for outbound sends and spending) or
+        # "approve" only where the step says so. No `timeout_s`: it waits
+        # for a person however long it takes.
+        queue: str = Field(default="reviewer", min_length=1, max_length=80)
+        sla_s: float | None = Field(default=None, gt=0)
+        escalate_to: str = Field(default="", max_length=80)
+        on_timeout: Literal["", "approve", "reject"] = ""
+        timeout_s: float | None = Field(default=None, gt=0)
+
+        @model_validator(mode="after")
+        def _sla_is_complete(self) -> ApprovalKind.Config:
+            if self.on_timeout and self.timeout_s is None:
+                raise ValueError("on_timeout needs timeout_s")
+            if self.escalate_to and self.sla_s is None:
+                raise ValueError("escalate_to needs sla_s: escalation happens once overdue")
+            return self
+
+    def check(self, config: Config) -> list[str]:
+        """A role group the step names must exist (the default queue is
+        not named: without its group the request still shows in the queue)."""
+        from django.contrib.auth.models import Group
+
+        named = {config.escalate_to} | (
+            {config.queue} if "queue" in config.model_fields_set else set()
+        )
+        named -= {""}
+        known = set(Group.objects.filter(name__in=named).values_list("name", flat=True))
+        return [f"no role group named {name!r}" for name in sorted(named - known)]
 
     def execute(self, config: Config, ctx: StepContext) -> Outcome:
         request = ApprovalRequest.objects.filter(run_id=ctx.run_id, seq=ctx.seq).first()
@@ -243,7 +282,13 @@ class ApprovalKind(Kind):
                         title=str(_render(config.title, ctx))[:300],
                         draft=draft,
                         reason_code=config.reason_code or _flag_reason(ctx),
+                        **self._service_level(config),
                     )
+                    # Reviewers are told once the request has committed, by
+                    # a queued task: a slow or failing mail server neither
+                    # holds nor fails the step (the SLA sweep tells anyone
+                    # missed; `notified_at` makes sure it is told once).
+                    transaction.on_commit(partial(_announce, request.pk))
             except IntegrityError:
                 # Created by an earlier attempt of this step: use that one.
                 request = ApprovalRequest.objects.get(run_id=ctx.run_id, seq=ctx.seq)
@@ -263,6 +308,31 @@ class ApprovalKind(Kind):
             },
             edge="approved" if approved else "rejected",
         )
+
+    @staticmethod
+    def _service_level(config: Config) -> dict[str, Any]:
+        """The request's SLA fields; times read the database clock."""
+
+        def after(seconds: float | None) -> Any:
+            return None if seconds is None else Now() + timedelta(seconds=seconds)
+
+        return {
+            "queue": config.queue,
+            "due_at": after(config.sla_s),
+            "escalate_to": config.escalate_to,
+            # A timeout with no decision named rejects: never send or spend
+            # because nobody looked.
+            "on_timeout": config.on_timeout or ("reject" if config.timeout_s else ""),
+            "timeout_after": after(config.timeout_s),
+        }
+
+
+def _announce(approval_id: int) -> None:
+    """Hand a new request to the notifier (`BOSUN_REVIEW_NOTIFIER`); never raises."""
+    try:
+        import_string(settings.BOSUN_REVIEW_NOTIFIER)(approval_id)
+    except Exception:  # telling people must not fail the run
+        logging.getLogger("bosun.engine").exception("approval %s: notifier failed", approval_id)
 
 
 def _flag_reason(ctx: StepContext) -> str:
@@ -379,7 +449,9 @@ class LLMKind(Kind):
                     exc.outcome = outcome  # what this step spent before the stop
                     raise
             try:
-                response = provider.complete(request)
+                with telemetry.model_call(ctx, provider_name, request) as call:
+                    response = provider.complete(request)
+                    call.answered(response, paid=provider_name != "replay")
             except LLMError as exc:
                 raise StepError(
                     str(exc), retryable=exc.retryable, retry_after=exc.retry_after, error_type="llm"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from runs.engine.graph_kinds import DedupKind, KnowledgeCheckKind, KnowledgeWriteKind
 from runs.engine.kinds import ApprovalKind, BranchKind, EndKind, Kind, LLMKind, ToolKind
+from runs.engine.score_kind import ScoreKind
 
 KINDS: dict[str, Kind] = {
     kind.name: kind()
@@ -16,5 +17,6 @@ KINDS: dict[str, Kind] = {
         KnowledgeCheckKind,
         KnowledgeWriteKind,
         DedupKind,
+        ScoreKind,
     )
 }

@@ -6,6 +6,8 @@ all call these; none of them changes a run's state by itself.
 
 from __future__ import annotations
 
+import difflib
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -14,10 +16,11 @@ import jsonschema
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
-from django.db.models.functions import Now
+from django.db.models.functions import Greatest, Now
 from django.utils import timezone
 
 from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
+from policies import audit
 from policies.services import current_versions
 from runs.context import MISSING, resolve
 from runs.engine import store
@@ -40,6 +43,8 @@ from runs.models import (
 )
 
 ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING)
+# The audit log's target type for runs (what `record(target=run)` would say).
+_RUN = Run._meta.label_lower
 
 log = logging.getLogger("bosun.engine")
 
@@ -177,8 +182,9 @@ def replay_run(*, run_id: int, version: WorkflowVersion | None = None) -> Starte
     )
 
 
-def retry_run(*, run_id: int) -> Run:
-    """Re-queue a failed run at the step that failed; earlier outputs stay."""
+def retry_run(*, run_id: int, actor: str = "system") -> Run:
+    """Re-queue a failed run at the step that failed; earlier outputs stay.
+    Audited as `run.retried` in the same transaction."""
     with transaction.atomic():
         # The failed step runs again as the next attempt, with a fresh
         # allowance of attempts; every step before it keeps its output.
@@ -193,13 +199,15 @@ def retry_run(*, run_id: int) -> Run:
         )
         if not updated:
             raise _not_in_state(run_id, "only a failed run can be retried")
+        audit.record(action="run.retried", actor=actor, target_type=_RUN, target_id=run_id)
         ring(run_id)
     return Run.objects.get(pk=run_id)
 
 
-def cancel_run(*, run_id: int, reason: str = "") -> Run:
+def cancel_run(*, run_id: int, reason: str = "", actor: str = "system") -> Run:
     """Cancel a run that has not finished. A worker holding it stops at its
-    next checkpoint (the fenced update no longer matches)."""
+    next checkpoint (the fenced update no longer matches). Audited as
+    `run.cancelled` in the same transaction."""
     with transaction.atomic():
         updated = (
             Run.objects.filter(pk=run_id)
@@ -207,7 +215,10 @@ def cancel_run(*, run_id: int, reason: str = "") -> Run:
             .update(
                 status=RunStatus.CANCELLED,
                 error=reason[:4000],
-                finished_at=Now(),
+                # created_at is the app's clock (to the microsecond), Now()
+                # the database's (to the millisecond on SQLite): a run
+                # cancelled as it is created must not finish before it began.
+                finished_at=Greatest(Now(), F("created_at")),
                 ring_at=None,
                 lease_owner="",
                 lease_expires_at=None,
@@ -217,6 +228,13 @@ def cancel_run(*, run_id: int, reason: str = "") -> Run:
             raise _not_in_state(run_id, "the run has already finished")
         ApprovalRequest.objects.filter(run_id=run_id, status=ApprovalStatus.PENDING).update(
             status=ApprovalStatus.CANCELLED, decided_at=Now()
+        )
+        audit.record(
+            action="run.cancelled",
+            actor=actor,
+            target_type=_RUN,
+            target_id=run_id,
+            data={"reason": reason[:4000]},
         )
     return Run.objects.get(pk=run_id)
 
@@ -231,31 +249,50 @@ def decide_approval(
     reason: str = "",
 ) -> ApprovalRequest:
     """Record a decision and wake the run. Of concurrent deciders one wins;
-    the others get AlreadyDecided."""
+    the others get AlreadyDecided (naming who decided).
+
+    `edited_draft` (approve only) replaces the draft the run goes on with;
+    a unified diff of the draft's text is kept in `edit_diff`. A tool call
+    is approved or rejected as it stands, never edited. The winner's
+    decision is appended to the audit log in the same transaction, as
+    `approval.approved`, `approval.edited` or `approval.rejected`, by
+    `actor` (a user) or else `actor_label` ("policy", "key:…", a name)."""
     if not approve and not reason.strip():
         raise InvalidState("a rejection needs a reason")
     label = actor_label or (getattr(actor, "get_username", lambda: "")() if actor else "")
-    if (
-        edited_draft is not None
-        and ApprovalRequest.objects.filter(pk=approval_id, kind=ApprovalKind.TOOL_CALL).exists()
-    ):
+    current = ApprovalRequest.objects.filter(pk=approval_id).values("kind", "draft").first()
+    if current is None:
+        raise NotFound(f"no approval request {approval_id}")
+    if edited_draft is not None and current["kind"] == ApprovalKind.TOOL_CALL:
         raise InvalidState("a tool call is approved or rejected as it stands, not edited")
+    if not approve or edited_draft == current["draft"]:
+        edited_draft = None  # an unchanged "edit" is a plain approval
+    diff = "" if edited_draft is None else draft_diff(current["draft"], edited_draft)
     with transaction.atomic():
         decided = ApprovalRequest.objects.filter(
             pk=approval_id, status=ApprovalStatus.PENDING
         ).update(
             status=ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED,
-            edited_draft=edited_draft if approve else None,
+            edited_draft=edited_draft,
+            edit_diff=diff,
             decision_reason=reason,
             decided_by=actor if getattr(actor, "pk", None) else None,
             decided_by_label=label[:150],
             decided_at=Now(),
         )
-        request = ApprovalRequest.objects.filter(pk=approval_id).first()
-        if request is None:
-            raise NotFound(f"no approval request {approval_id}")
+        request = ApprovalRequest.objects.get(pk=approval_id)
         if not decided:
-            raise AlreadyDecided(f"approval {approval_id} was already {request.status}")
+            who = request.decided_by_label or "someone else"
+            raise AlreadyDecided(f"approval {approval_id} was already {request.status} by {who}")
+        # Only the winner gets here: one audit entry per decision, committed
+        # with it or not at all.
+        action = "edited" if edited_draft is not None else "approved" if approve else "rejected"
+        audit.record(
+            action=f"approval.{action}",
+            actor=_audit_actor(actor, label),
+            target=request,
+            data={"reason": reason, "run": request.run_id, "step": request.step_key},
+        )
         Run.objects.filter(
             pk=request.run_id, status=RunStatus.WAITING, wait_reason="approval"
         ).update(status=RunStatus.QUEUED, wait_reason="", ring_at=_later(store.REDELIVER_AFTER_S))
@@ -263,9 +300,32 @@ def decide_approval(
     return request
 
 
-def resume_paused(*, workflow: str | None = None) -> list[int]:
+def draft_diff(before: Any, after: Any) -> str:
+    """A unified diff of two drafts' text (JSON drafts pretty-printed)."""
+    lines = [_draft_text(value).splitlines(keepends=True) for value in (before, after)]
+    return "".join(difflib.unified_diff(*lines, fromfile="draft", tofile="edited"))
+
+
+def _draft_text(value: Any) -> str:
+    if isinstance(value, str):
+        text = value
+    else:
+        text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _audit_actor(actor, label: str) -> str:
+    if getattr(actor, "is_authenticated", False):
+        return audit.actor_of(actor)
+    if label in ("policy", "system") or ":" in label:
+        return label
+    return f"user:{label}" if label else "system"
+
+
+def resume_paused(*, workflow: str | None = None, actor: str = "system") -> list[int]:
     """Wake the runs a kill switch paused; each resumes where it stood (and
-    parks again at once if another switch still holds it)."""
+    parks again at once if another switch still holds it). Each woken run
+    is audited as `run.resumed` in the same transaction."""
     runs = Run.objects.filter(status=RunStatus.WAITING, wait_reason="paused")
     if workflow:
         runs = runs.filter(workflow__slug=workflow)
@@ -275,17 +335,31 @@ def resume_paused(*, workflow: str | None = None) -> list[int]:
             if Run.objects.filter(pk=run_id, status=RunStatus.WAITING, wait_reason="paused").update(
                 status=RunStatus.QUEUED, wait_reason="", ring_at=_later(store.REDELIVER_AFTER_S)
             ):
+                audit.record(
+                    action="run.resumed",
+                    actor=actor,
+                    target_type=_RUN,
+                    target_id=run_id,
+                    data={"was": "paused"},
+                )
                 ring(run_id)
                 woken.append(run_id)
     return woken
 
 
 def reconcile_tool_call(
-    *, record_id: int, happened: bool, result: dict | None = None, note: str, by: str
+    *,
+    record_id: int,
+    happened: bool,
+    result: dict | None = None,
+    note: str,
+    by: str,
+    actor: str = "system",
 ) -> ToolCallRecord:
     """A person settles a call whose outcome was unknown: it happened (the
     run goes on with `result`, nothing is called again) or it did not (the
-    run calls it again). Then the waiting run resumes."""
+    run calls it again). Then the waiting run resumes. Audited as
+    `toolcall.reconciled` in the same transaction."""
     if not note.strip():
         raise InvalidState("say how you checked (a note is required)")
     with transaction.atomic():
@@ -303,6 +377,18 @@ def reconcile_tool_call(
             raise NotFound(f"no tool call {record_id}")
         if not updated:
             raise InvalidState(f"tool call {record_id} is {record.status}, not unknown")
+        audit.record(
+            action="toolcall.reconciled",
+            actor=actor,
+            target=record,
+            data={
+                "run": record.run_id,
+                "tool": record.tool,
+                "happened": happened,
+                "by": by[:150],
+                "note": note[:4000],
+            },
+        )
         Run.objects.filter(
             pk=record.run_id, status=RunStatus.WAITING, wait_reason="needs_reconciliation"
         ).update(status=RunStatus.QUEUED, wait_reason="", ring_at=_later(store.REDELIVER_AFTER_S))

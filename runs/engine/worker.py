@@ -19,10 +19,12 @@ from enum import StrEnum
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
+from policies.audit import record as audit_record
 from policies.services import Rules, rules_for
+from runs import telemetry
 from runs.engine import cache, checks, store
 from runs.engine.definition import Definition, StepDef, load_definition
 from runs.engine.doorbell import ring
@@ -57,6 +59,7 @@ class _Walk:
     variables: dict[str, Any]
     visits: dict[str, int]
     retry_delay: float | None = None  # set when the last step scheduled a retry
+    record: dict[str, Any] | None = None  # the current step's StepRun row, once made
 
 
 def advance_run(
@@ -73,6 +76,16 @@ def advance_run(
     walk = _claim(run_id, worker=worker, lease_s=lease_s)
     if walk is None:
         return Advance.NOT_CLAIMED
+    # One trace span per slice (a no-op unless tracing is configured).
+    with telemetry.run_span(run_id=run_id, workflow=walk.definition.workflow) as span:
+        result = _advance(walk, run_id, worker=worker, lease_s=lease_s, slice_s=slice_s)
+        span.finish(result)
+    return result
+
+
+def _advance(walk: _Walk, run_id: int, *, worker: str, lease_s: float, slice_s: float) -> Advance:
+    """Execute consecutive steps of a claimed run until it waits, ends, or
+    its slice is used up."""
     deadline = time.monotonic() + slice_s
     try:
         while True:
@@ -198,7 +211,20 @@ def _claim_after(run_id: int, delay: float, *, worker: str, lease_s: float) -> _
 
 
 def _step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
-    """Run the current step and checkpoint it. None means: go on."""
+    """Run the current step and checkpoint it, in a trace span (a no-op
+    unless tracing is configured). None means: go on."""
+    state = walk.state
+    kind = walk.definition.steps[state.current_step].kind.name
+    walk.record = None
+    with telemetry.step_span(
+        run_id=state.run_id, key=state.current_step, kind=kind, seq=state.seq, attempt=state.attempt
+    ) as span:
+        result = _run_step(walk, worker=worker, lease_s=lease_s)
+        span.finish(walk.record, result)
+    return result
+
+
+def _run_step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
     state = walk.state
     walk.retry_delay = None
     step = walk.definition.steps[state.current_step]
@@ -208,7 +234,7 @@ def _step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
     t0 = time.perf_counter()
     breach = checks.over_budget(state, walk.rules.budget, step.kind.name)
     if breach is not None:
-        return _stop(walk, step, breach, _record(state, step, started, t0, worker), None)
+        return _stop(walk, step, breach, _record(walk, step, started, t0, worker), None)
     if checks.switched_off(walk.definition.workflow):
         return _park(walk, "paused")
     ctx = _context(walk, step)
@@ -217,7 +243,7 @@ def _step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
         with time_limit(step.timeout_s):
             outcome = _execute(walk, step, ctx)
     except BudgetExceeded as exc:
-        return _stop(walk, step, exc, _record(state, step, started, t0, worker), exc.outcome)
+        return _stop(walk, step, exc, _record(walk, step, started, t0, worker), exc.outcome)
     except StepError as exc:
         error = exc
     except TRANSIENT as exc:
@@ -227,6 +253,7 @@ def _step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
         error = StepError(f"{type(exc).__name__}: {exc}", retryable=False, error_type="exception")
     else:
         error = None
+    refusal = _refusal(state, step, error)
     if error is not None and error.error_type.startswith("refused") and "refused" in step.edges:
         # The workflow routes refusals itself: record it and take that edge.
         code = error.error_type.partition(":")[2]
@@ -239,9 +266,9 @@ def _step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
         and outcome.edge not in step.edges
     ):
         error = StepError(_missing_edge(outcome), retryable=False, error_type="no_edge")
-    record = _record(state, step, started, t0, worker)
+    record = _record(walk, step, started, t0, worker)
     if error is not None:
-        return _fail(walk, step, error, record, outcome)
+        return _fail(walk, step, error, record, outcome, refusal)
     if outcome.wait:
         return _park(walk, outcome.wait, outcome.wait_s)
     flags = checks.flags(step, outcome.output, walk.variables)
@@ -270,7 +297,7 @@ def _step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
     next_lease = _lease_for(walk.definition.steps[next_key], lease_s)
     update.value("current_step", next_key).value("attempt", 1).value("attempts_before", 0)
     update.after("lease_expires_at", next_lease).after("ring_at", next_lease)
-    store.checkpoint(state, update, record)
+    _commit(state, update, record, refusal)
     walk.variables["steps"][step.key] = outcome.output
     walk.variables["flags"][step.key] = flags
     walk.visits[step.key] = walk.visits.get(step.key, 0) + 1
@@ -314,7 +341,34 @@ def _park(walk: _Walk, reason: str, wait_s: float | None = None) -> Advance:
     else:
         update.after("not_before", wait_s).after("ring_at", wait_s)
     store.checkpoint(walk.state, update, None)
+    if reason == "approval":
+        _wake_if_decided(walk.state.run_id)
     return Advance.WAITING
+
+
+def _wake_if_decided(run_id: int) -> None:
+    """A decision that committed while the step was parking found the run
+    still running, so its wake-up matched nothing. Look once more, after the
+    park committed: with no request left pending the run goes back to the
+    queue. (A decision committing after the park finds the run waiting and
+    wakes it itself; the conditional updates let only one of the two win.)"""
+    from django.db.models.functions import Now
+
+    from approvals.models import ApprovalStatus
+    from runs.models import Run, RunStatus
+
+    with transaction.atomic():
+        woken = (
+            Run.objects.filter(pk=run_id, status=RunStatus.WAITING, wait_reason="approval")
+            .exclude(approvals__status=ApprovalStatus.PENDING)
+            .update(
+                status=RunStatus.QUEUED,
+                wait_reason="",
+                ring_at=Now() + timezone.timedelta(seconds=store.REDELIVER_AFTER_S),
+            )
+        )
+        if woken:
+            ring(run_id)
 
 
 def _stop(
@@ -330,7 +384,14 @@ def _stop(
     update.value("status", "stopped").value("stop_reason", "budget")
     update.value("error", f"{step.key}: {breach}"[:4000])
     update.at_now("finished_at").release().set("ring_at", "NULL")
-    store.checkpoint(state, update, record)
+    stopped = {
+        "action": "run.stopped",
+        "actor": "policy",
+        "target_type": "runs.run",
+        "target_id": state.run_id,
+        "data": {"reason": "budget", "step": step.key, "seq": state.seq, "detail": str(breach)},
+    }
+    _commit(state, update, record, stopped)
     return Advance.STOPPED
 
 
@@ -342,7 +403,14 @@ def _count(state: store.RunState, outcome: Outcome, *, steps: int = 1) -> None:
     state.cost_usd += outcome.cost_usd
 
 
-def _fail(walk: _Walk, step: StepDef, error: StepError, record: dict, outcome: Outcome | None):
+def _fail(
+    walk: _Walk,
+    step: StepDef,
+    error: StepError,
+    record: dict,
+    outcome: Outcome | None,
+    audit: dict | None = None,
+):
     state = walk.state
     record.update(status="failed", error=str(error)[:4000], error_type=error.error_type)
     update = store.Update()
@@ -369,7 +437,7 @@ def _fail(walk: _Walk, step: StepDef, error: StepError, record: dict, outcome: O
     reason = "retries exhausted: " if error.retryable else ""
     update.value("status", "failed").value("error", f"{step.key}: {reason}{error}"[:4000])
     update.at_now("dead_lettered_at").at_now("finished_at").release().set("ring_at", "NULL")
-    store.checkpoint(state, update, record)
+    _commit(state, update, record, audit)
     return Advance.FAILED
 
 
@@ -379,7 +447,7 @@ def _leave_exhausted(walk: _Walk, step: StepDef, *, worker: str, lease_s: float)
     target = step.edges.get("exhausted")
     if target is None:
         now = timezone.now()
-        record = _record(state, step, now, time.perf_counter(), worker)
+        record = _record(walk, step, now, time.perf_counter(), worker)
         error = StepError(
             f"visited {step.max_visits} times, its bound", retryable=False, error_type="loop_bound"
         )
@@ -399,6 +467,39 @@ def _leave_exhausted(walk: _Walk, step: StepDef, *, worker: str, lease_s: float)
     return None
 
 
+def _refusal(state: store.RunState, step: StepDef, error: StepError | None) -> dict | None:
+    """The audit entry for a call the gate refused (a policy decision), or
+    None: the common path pays one comparison."""
+    if error is None or not error.error_type.startswith("refused:"):
+        return None
+    from policies.screening import redact
+
+    return {
+        "action": "tool.refused",
+        "actor": "policy",
+        "target_type": "runs.run",
+        "target_id": state.run_id,
+        "data": {
+            "tool": getattr(step.config, "tool", ""),
+            "code": error.error_type.partition(":")[2],
+            "step": step.key,
+            "seq": state.seq,
+            "reason": redact(str(error))[:1000],
+        },
+    }
+
+
+def _commit(state: store.RunState, update: store.Update, record, audit: dict | None) -> None:
+    """Checkpoint; with `audit`, its entry commits in the same transaction
+    (only policy decisions carry one, so a normal step stays one statement)."""
+    if audit is None:
+        store.checkpoint(state, update, record)
+        return
+    with transaction.atomic():
+        store.checkpoint(state, update, record)
+        audit_record(**audit)
+
+
 def _lease_for(step: StepDef, lease_s: float) -> float:
     return max(lease_s, step.timeout_s + settings.BOSUN_LEASE_MARGIN_S)
 
@@ -409,8 +510,9 @@ def _missing_edge(outcome: Outcome) -> str:
     return f"{message} ({reason})" if reason else message
 
 
-def _record(state: store.RunState, step: StepDef, started, t0: float, worker: str) -> dict:
-    return store.step_record(
+def _record(walk: _Walk, step: StepDef, started, t0: float, worker: str) -> dict:
+    state = walk.state
+    walk.record = store.step_record(
         seq=state.seq,
         attempt=state.attempt,
         step_key=step.key,
@@ -420,6 +522,7 @@ def _record(state: store.RunState, step: StepDef, started, t0: float, worker: st
         duration_ms=round((time.perf_counter() - t0) * 1000, 3),
         worker=worker[:120],
     )
+    return walk.record
 
 
 def _usage(outcome: Outcome) -> dict[str, Any]:

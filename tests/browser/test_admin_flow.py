@@ -22,7 +22,7 @@ def test_an_operator_logs_in_and_reads_a_run_timeline(live_server, page, screens
             workflow="lead-qualification",
             input={
                 "company": "Acme Robotics",
-                "email": "dana@acme.example",
+                "email": "dana@acme-robotics.example",
                 "employees": 420,
                 "country": "US",
                 "title": "VP Operations",
@@ -43,5 +43,5 @@ def test_an_operator_logs_in_and_reads_a_run_timeline(live_server, page, screens
     page.wait_for_selector("#step_runs-group")
     body = page.inner_text("body")
     assert "normalize" in body and "draft" in body and "waiting" in body
-    assert Run.objects.get(pk=run.pk).steps_executed == 4
+    assert Run.objects.get(pk=run.pk).steps_executed == 6
     assert screenshot("admin-run-timeline").stat().st_size > 10_000

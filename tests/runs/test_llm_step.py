@@ -139,19 +139,6 @@ def test_the_scripted_provider_scores_from_rules_offline(make_workflow):
     assert StepRun.objects.get(run=small, step_key="ask").output["total"] == 0
 
 
-def test_the_sample_workflow_routes_leads_by_score(db):
-    from runs.samples import LEAD_QUALIFICATION, SAMPLE_LEADS, install_workflow
-
-    install_workflow(LEAD_QUALIFICATION)
-    outcomes = {}
-    for lead in SAMPLE_LEADS:
-        run = drive(engine.start_run(workflow="lead-qualification", input=lead).run.pk)
-        outcomes[lead["company"]] = run.outcome or run.wait_reason
-    assert outcomes["Acme Robotics"] == "approval"  # 100 points: drafted, waiting for review
-    assert outcomes["Initech"] == "nurture"
-    assert outcomes["Tiny Shop"] == "archived"
-
-
 def test_an_empty_reply_escapes_saying_it_was_empty(make_workflow):
     run = run_of(make_workflow, llm([{"text": ""}]))
     assert StepRun.objects.get(run=run, step_key="ask").output["reason"] == "reply empty"
