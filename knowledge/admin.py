@@ -17,6 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from config.admin_base import ReadOnlyAdmin
 from knowledge import memory, services
 from knowledge.models import DedupRecord, Entity, Event, EventType, Relation
 
@@ -249,7 +250,7 @@ class RelationAdmin(admin.ModelAdmin):
 
 
 @admin.register(DedupRecord)
-class DedupRecordAdmin(admin.ModelAdmin):
+class DedupRecordAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     """What the dedup gates have let through, per scope and key (read-only)."""
 
     list_display = ("scope", "key", "run_link", "step_key", "first_seen_at", "expires_at")
@@ -261,12 +262,3 @@ class DedupRecordAdmin(admin.ModelAdmin):
     def run_link(self, obj: DedupRecord) -> str:
         url = reverse("admin:runs_run_change", args=[obj.run_id])
         return format_html('<a href="{}">run {}</a>', url, obj.run_id)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False

@@ -215,13 +215,15 @@ class Procedure:
     prompts: list[Prompt] = field(default_factory=list)
     policy: InForce | None = None
     role: InForce | None = None
-    # Rubrics join here when policies/ has them: add a `rubrics` field and
-    # read the rubric versions the workflow's score steps name.
+    rubrics: list[InForce] = field(default_factory=list)
 
 
 def procedural(*, workflow: Workflow) -> Procedure:
-    """How `workflow` works now: the prompts of the llm steps of its current
-    published version, and the policy and role it runs under."""
+    """How `workflow` works now: the prompts of the llm and score steps of
+    its current published version, the policy and role it runs under, and
+    the rubrics its score steps score against."""
+    from policies.models import Rubric
+
     version = workflow.current_version
     steps = version.definition.get("steps", {}) if version else {}
     prompts = [
@@ -231,14 +233,18 @@ def procedural(*, workflow: Workflow) -> Procedure:
             prompt=step["config"].get("prompt", ""),
         )
         for key, step in steps.items()
-        if step.get("kind") == "llm"
+        if step.get("kind") in ("llm", "score")
     ]
+    names = sorted(
+        {step["config"]["rubric"] for step in steps.values() if step.get("kind") == "score"}
+    )
     return Procedure(
         workflow=workflow.slug,
         version=version.number if version else None,
         prompts=prompts,
         policy=_in_force(workflow.policy),
         role=_in_force(workflow.role),
+        rubrics=[_in_force(rubric) for rubric in Rubric.objects.filter(name__in=names)],
     )
 
 

@@ -15,6 +15,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from config.admin_base import ReadOnlyAdmin
 from policies.models import AuditEntry
 
 
@@ -34,7 +35,7 @@ def _brief(data) -> str:
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     list_filter = ("action", "actor")
     # "runs.run 12" finds run 12's entries: the type matches by substring,
     # the id exactly (so 12 does not also find 112).
@@ -74,12 +75,3 @@ class AuditEntryAdmin(admin.ModelAdmin):
     def safe_data(self, obj: AuditEntry) -> str:
         data = _redacted(obj.data)
         return format_html("<pre>{}</pre>", json.dumps(data, indent=2, default=str))
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False

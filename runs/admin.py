@@ -17,11 +17,13 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.html import format_html
 
+from config.admin_base import ReadOnlyAdmin
 from policies.audit import actor_of
 from runs import engine
 from runs.engine.cache import invalidate_step_cache
 from runs.models import (
     Run,
+    Score,
     Step,
     StepCacheEntry,
     StepRun,
@@ -97,7 +99,7 @@ class WorkflowAdmin(admin.ModelAdmin):
 
 
 @admin.register(WorkflowVersion)
-class WorkflowVersionAdmin(admin.ModelAdmin):
+class WorkflowVersionAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     list_display = ("__str__", "workflow", "number", "published_at", "published_by")
     list_filter = ("workflow",)
     list_select_related = ("workflow", "published_by")
@@ -114,15 +116,6 @@ class WorkflowVersionAdmin(admin.ModelAdmin):
     @admin.display(description="Definition")
     def pretty_definition(self, obj: WorkflowVersion) -> str:
         return format_html("<pre>{}</pre>", json.dumps(obj.definition, indent=2))
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 class RedactedFields:
@@ -291,8 +284,30 @@ class ReconcileForm(forms.Form):
     note = forms.CharField(widget=forms.Textarea, help_text="How you checked.")
 
 
+@admin.register(Score)
+class ScoreAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    """What each score step decided, for managers checking their rubric's routes."""
+
+    list_display = ("id", "subject", "total", "route", "rubric_version", "run", "created_at")
+    list_filter = ("route", "rubric_version__rubric")
+    list_select_related = ("rubric_version__rubric",)
+    search_fields = ("subject",)
+    readonly_fields = (
+        "run",
+        "seq",
+        "step_key",
+        "rubric_version",
+        "subject",
+        "criteria",
+        "total",
+        "route",
+        "created_at",
+    )
+    date_hierarchy = "created_at"
+
+
 @admin.register(ToolCallRecord)
-class ToolCallRecordAdmin(admin.ModelAdmin):
+class ToolCallRecordAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     """The ledger of tool calls. A call whose outcome is unknown (an unsafe
     write cut short by a crash) is settled here by a person."""
 
@@ -369,15 +384,6 @@ class ToolCallRecordAdmin(admin.ModelAdmin):
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/runs/toolcallrecord/reconcile.html", context)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 from runs import admin_webhooks  # noqa: E402,F401

@@ -15,10 +15,10 @@ import secrets
 
 from django import forms
 from django.contrib import admin
-from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
+from config.admin_base import ReadOnlyAdmin
 from runs.models import WebhookDelivery, WebhookSource
 
 
@@ -60,7 +60,7 @@ class WebhookSourceAdmin(admin.ModelAdmin):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
+class WebhookDeliveryAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     list_display = ("webhook_id", "source", "received_at", "run_link", "repeats")
     list_select_related = ("source",)
     list_filter = ("source",)
@@ -74,12 +74,3 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
             return "-"
         url = reverse("admin:runs_run_change", args=[obj.run_id])
         return format_html('<a href="{}">run {}</a>', url, obj.run_id)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False

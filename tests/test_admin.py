@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib import admin
 from django.contrib.auth.models import Group, User
+from django.test import RequestFactory
 from django.urls import reverse
 
 from runs import engine
@@ -177,3 +179,18 @@ def test_one_steps_cache_can_be_dropped_from_its_admin_list(operator_client, mak
         {"action": "delete_selected", "_selected_action": [entry.pk], "post": "yes"},
     )
     assert list(StepCacheEntry.objects.values_list("step_key", flat=True)) == ["b"]
+
+
+def test_managers_read_scores_and_nobody_edits_them(client, make_user):
+    from runs.admin import ScoreAdmin
+    from runs.models import Score
+
+    manager = make_user("manager")
+    client.force_login(manager)
+    assert client.get("/admin/runs/score/").status_code == 200
+    assert client.get("/admin/runs/score/add/").status_code == 403
+    model_admin = ScoreAdmin(Score, admin.site)
+    request = RequestFactory().get("/")
+    request.user = make_user(superuser=True)
+    assert not model_admin.has_change_permission(request)
+    assert not model_admin.has_delete_permission(request)

@@ -115,3 +115,32 @@ def test_procedural_memory_lists_the_prompts_policy_and_role_in_force(make_workf
         name="outbound", version=1, snapshot=policy.snapshot()
     )
     assert procedure.role.name == "sdr" and procedure.role.snapshot["allowed_tools"] == ["echo"]
+
+
+def test_procedural_memory_names_the_rubric_a_score_step_uses(make_workflow):
+    from policies.models import Rubric
+    from policies.rubrics import rubric_save
+
+    rubric = Rubric(
+        name="icp",
+        criteria=[{"key": "fit", "description": "Fits our customers", "weight": 1}],
+        routes=[{"min": 50, "route": "good"}, {"min": 0, "route": "poor"}],
+    )
+    rubric_save(rubric=rubric, by="manager")
+    rubric.routes = [{"min": 60, "route": "good"}, {"min": 0, "route": "poor"}]
+    rubric_save(rubric=rubric, by="manager")
+    score = {
+        "key": "score",
+        "kind": "score",
+        "config": {
+            "provider": "scripted",
+            "prompt": "Score {{ input.name }}.",
+            "rubric": "icp",
+            "scripted": {"points": [], "reply": {"criteria": {"fit": 50}}},
+        },
+        "edges": {"good": "done", "poor": "done"},
+    }
+    procedure = memory.procedural(workflow=make_workflow([score, END]).workflow)
+    assert [p.step_key for p in procedure.prompts] == ["score"]
+    assert [(r.name, r.version) for r in procedure.rubrics] == [("icp", 2)]
+    assert procedure.rubrics[0].snapshot["routes"][0] == {"min": 60, "route": "good"}

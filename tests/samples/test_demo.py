@@ -91,6 +91,11 @@ def test_the_command_reports_what_it_loaded(db):
     text = out.getvalue()
     assert "run(s) started" in text and "answered by an existing run" in text
     assert "runs by status:" in text and "waiting for review" in text
+    from approvals.models import SampleReview
+
+    # Last week's sample is drawn (when the week holds finished runs), once.
+    assert "weekly sample" in text
+    assert SampleReview.objects.count() == text.split("weekly sample")[1].count(" runs)")
     out = StringIO()
     call_command("load_samples", "--no-demo", stdout=out)
     assert "workflow lead-qualification v1" in out.getvalue()

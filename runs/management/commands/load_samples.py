@@ -6,6 +6,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from approvals.sampling import draw_week, last_full_week
 from runs.demo import load_demo
 from runs.sample_data.leads import PER_WEEK, WEEKS
 from runs.samples import install_samples
@@ -44,4 +45,11 @@ class Command(BaseCommand):
         )
         for line in report.lines():
             self.stdout.write(line)
+        # The weekly sample review opens with last week's draw waiting.
+        week = last_full_week()
+        drawn = draw_week(week=week, seed=f"demo-{week}")
+        self.stdout.write(
+            f"weekly sample {week}: "
+            + (", ".join(f"{s.workflow.slug} ({s.items.count()} runs)" for s, _ in drawn) or "none")
+        )
         self.stdout.write(f"demo data loaded in {time.monotonic() - began:.1f} s")
