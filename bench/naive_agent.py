@@ -45,30 +45,17 @@ class WorkerKilled(BaseException):
     on the way out."""
 
 
-def _draft_reply() -> dict[str, Any]:
-    # The email the sample workflow's draft step writes: the same text.
-    draft = next(s for s in LEAD_QUALIFICATION["steps"] if s["key"] == "draft")
-    return {"action": "draft", **draft["config"]["scripted"]["reply"]}
+def _config(key: str) -> dict[str, Any]:
+    """The sample workflow's step config: the agent calls the same tools with
+    the same arguments and writes the same email."""
+    return next(s for s in LEAD_QUALIFICATION["steps"] if s["key"] == key)["config"]
 
 
 REPLIES: dict[str, dict[str, Any]] = {
-    "normalize": {
-        "action": "call",
-        "tool": "lead.normalize",
-        "args": {
-            "company": {"$ref": "input.company"},
-            "email": {"$ref": "input.email"},
-            "website": "{{ input.website | default('') }}",
-            "title": "{{ input.title | default('') }}",
-        },
-    },
-    "enrich": {
-        "action": "call",
-        "tool": "enrich.company",
-        "args": {"domain": {"$ref": "steps.normalize.domain"}},
-    },
+    "normalize": {"action": "call", "tool": "lead.normalize", "args": _config("normalize")["args"]},
+    "enrich": {"action": "call", "tool": "enrich.company", "args": _config("enrich")["args"]},
     "score": {"action": "score", "criteria": {"$ref": "points.criteria"}},
-    "draft": _draft_reply(),
+    "draft": {"action": "draft", **_config("draft")["scripted"]["reply"]},
     "send": {
         "action": "call",
         "tool": "outreach.send",

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 from django.http import HttpRequest
+from django.utils.html import format_html
+
+from policies.screening import redact_value
 
 
 class ReadOnlyAdmin:
@@ -18,3 +23,15 @@ class ReadOnlyAdmin:
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+def sees_personal_data(request: HttpRequest) -> bool:
+    """Whether the user may see records unredacted."""
+    return request.user.has_perm("runs.view_personal_data")
+
+
+def json_block(value, *, redacted: bool = False) -> str:
+    """A JSON value as a preformatted block, PII-redacted when asked."""
+    if redacted:
+        value = redact_value(value)
+    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, default=str))

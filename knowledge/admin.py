@@ -7,8 +7,6 @@ new event that names the one it supersedes.
 
 from __future__ import annotations
 
-import json
-
 import jsonschema
 from django import forms
 from django.contrib import admin, messages
@@ -17,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from config.admin_base import ReadOnlyAdmin
+from config.admin_base import ReadOnlyAdmin, json_block
 from knowledge import memory, services
 from knowledge.models import DedupRecord, Entity, Event, EventType, Relation
 
@@ -156,7 +154,7 @@ class EventAdmin(admin.ModelAdmin):
 
     @admin.display(description="Payload")
     def pretty_payload(self, obj: Event) -> str:
-        return format_html("<pre>{}</pre>", json.dumps(obj.payload, indent=2))
+        return json_block(obj.payload)
 
     @admin.display(description="Superseded by")
     def superseded_by_link(self, obj: Event) -> str:

@@ -7,14 +7,12 @@ switches change only through `switch_set`, which records who and why.
 
 from __future__ import annotations
 
-import json
-
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
-from django.utils.html import format_html
 
+from config.admin_base import json_block
 from policies.audit import actor_of
 from policies.models import (
     AgentRole,
@@ -48,7 +46,7 @@ class _VersionInline(admin.TabularInline):
 
     @admin.display(description="Snapshot")
     def pretty_snapshot(self, obj) -> str:
-        return format_html("<pre>{}</pre>", json.dumps(obj.snapshot, indent=2))
+        return json_block(obj.snapshot)
 
     def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
         return False

@@ -13,20 +13,10 @@ import json
 
 from django.contrib import admin
 from django.http import HttpRequest
-from django.utils.html import format_html
 
-from config.admin_base import ReadOnlyAdmin
+from config.admin_base import ReadOnlyAdmin, json_block, sees_personal_data
 from policies.models import AuditEntry
-
-
-def _sees_personal_data(request: HttpRequest) -> bool:
-    return request.user.has_perm("runs.view_personal_data")
-
-
-def _redacted(data):
-    from policies.screening import redact_value
-
-    return redact_value(data)
+from policies.screening import redact_value
 
 
 def _brief(data) -> str:
@@ -45,11 +35,11 @@ class AuditEntryAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     list_per_page = 100
 
     def get_list_display(self, request: HttpRequest):
-        summary = "summary" if _sees_personal_data(request) else "safe_summary"
+        summary = "summary" if sees_personal_data(request) else "safe_summary"
         return ("id", "at", "actor", "action", "target", summary)
 
     def get_fields(self, request: HttpRequest, obj=None):
-        data = "pretty_data" if _sees_personal_data(request) else "safe_data"
+        data = "pretty_data" if sees_personal_data(request) else "safe_data"
         return ("at", "actor", "action", "target_type", "target_id", data, "prev_hash", "hash")
 
     def get_readonly_fields(self, request: HttpRequest, obj=None):
@@ -65,13 +55,12 @@ class AuditEntryAdmin(ReadOnlyAdmin, admin.ModelAdmin):
 
     @admin.display(description="Data")
     def safe_summary(self, obj: AuditEntry) -> str:
-        return _brief(_redacted(obj.data))
+        return _brief(redact_value(obj.data))
 
     @admin.display(description="Data")
     def pretty_data(self, obj: AuditEntry) -> str:
-        return format_html("<pre>{}</pre>", json.dumps(obj.data, indent=2, default=str))
+        return json_block(obj.data)
 
     @admin.display(description="Data")
     def safe_data(self, obj: AuditEntry) -> str:
-        data = _redacted(obj.data)
-        return format_html("<pre>{}</pre>", json.dumps(data, indent=2, default=str))
+        return json_block(obj.data, redacted=True)

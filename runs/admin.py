@@ -5,8 +5,6 @@ Actions call the engine's functions; nothing here changes a run directly.
 
 from __future__ import annotations
 
-import json
-
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -17,7 +15,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.html import format_html
 
-from config.admin_base import ReadOnlyAdmin
+from config.admin_base import ReadOnlyAdmin, json_block, sees_personal_data
 from policies.audit import actor_of
 from runs import engine
 from runs.engine.cache import invalidate_step_cache
@@ -44,16 +42,6 @@ class StepInline(admin.StackedInline):
         "cache_ttl_s",
         "output_checks",
     )
-
-
-def _redacted(value) -> str:
-    from policies.screening import redact_value
-
-    return format_html("<pre>{}</pre>", json.dumps(redact_value(value), indent=2, default=str))
-
-
-def _sees_personal_data(request: HttpRequest) -> bool:
-    return request.user.has_perm("runs.view_personal_data")
 
 
 @admin.register(Workflow)
@@ -115,7 +103,7 @@ class WorkflowVersionAdmin(ReadOnlyAdmin, admin.ModelAdmin):
 
     @admin.display(description="Definition")
     def pretty_definition(self, obj: WorkflowVersion) -> str:
-        return format_html("<pre>{}</pre>", json.dumps(obj.definition, indent=2))
+        return json_block(obj.definition)
 
 
 class RedactedFields:
@@ -125,7 +113,7 @@ class RedactedFields:
     private = {"input": "safe_input", "output": "safe_output", "error": "safe_error"}
 
     def visible(self, request: HttpRequest, names) -> list[str]:
-        if _sees_personal_data(request):
+        if sees_personal_data(request):
             return list(names)
         return [self.private.get(name, name) for name in names]
 
@@ -134,11 +122,11 @@ class RedactedFields:
 
     @admin.display(description="Input")
     def safe_input(self, obj) -> str:
-        return _redacted(obj.input)
+        return json_block(obj.input, redacted=True)
 
     @admin.display(description="Output")
     def safe_output(self, obj) -> str:
-        return _redacted(obj.output)
+        return json_block(obj.output, redacted=True)
 
     @admin.display(description="Error")
     def safe_error(self, obj) -> str:
@@ -336,11 +324,11 @@ class ToolCallRecordAdmin(ReadOnlyAdmin, admin.ModelAdmin):
 
     @admin.display(description="Arguments")
     def safe_args(self, obj: ToolCallRecord) -> str:
-        return _redacted(obj.args)
+        return json_block(obj.args, redacted=True)
 
     @admin.display(description="Result")
     def safe_result(self, obj: ToolCallRecord) -> str:
-        return _redacted(obj.result)
+        return json_block(obj.result, redacted=True)
 
     @admin.display(description="Settle")
     def reconcile_link(self, obj: ToolCallRecord) -> str:

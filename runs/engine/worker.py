@@ -20,8 +20,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
+from approvals.models import ApprovalStatus
 from policies.audit import record as audit_record
 from policies.services import Rules, rules_for
 from runs import telemetry
@@ -31,6 +33,7 @@ from runs.engine.doorbell import ring
 from runs.engine.errors import BudgetExceeded, LeaseLost, StepError
 from runs.engine.kinds import Outcome, StepContext
 from runs.engine.timing import backoff_delay, time_limit
+from runs.models import Run, RunStatus
 
 log = logging.getLogger("bosun.engine")
 
@@ -352,11 +355,6 @@ def _wake_if_decided(run_id: int) -> None:
     park committed: with no request left pending the run goes back to the
     queue. (A decision committing after the park finds the run waiting and
     wakes it itself; the conditional updates let only one of the two win.)"""
-    from django.db.models.functions import Now
-
-    from approvals.models import ApprovalStatus
-    from runs.models import Run, RunStatus
-
     with transaction.atomic():
         woken = (
             Run.objects.filter(pk=run_id, status=RunStatus.WAITING, wait_reason="approval")

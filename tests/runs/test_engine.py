@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from approvals.models import ApprovalRequest
 from runs import engine
@@ -322,6 +324,15 @@ def test_cancel_stops_a_waiting_run_and_its_pending_approval(make_workflow):
     with pytest.raises(engine.InvalidState):
         engine.retry_run(run_id=run_id)
     assert engine.advance_run(run_id) is engine.Advance.NOT_CLAIMED
+
+
+def test_a_run_cancelled_as_it_is_created_does_not_finish_before_it_began(make_workflow):
+    # created_at is the app's clock, finished_at the database's: a run whose
+    # creation time is (even slightly) ahead of the database still ends after it.
+    run_id = waiting_for_review(make_workflow)
+    Run.objects.filter(pk=run_id).update(created_at=timezone.now() + timedelta(seconds=5))
+    run = engine.cancel_run(run_id=run_id)
+    assert run.finished_at >= run.created_at
 
 
 def test_a_cancelled_run_stops_its_worker_at_the_next_checkpoint(make_workflow):
