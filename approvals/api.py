@@ -17,7 +17,7 @@ from ninja import Field, Query, Router, Schema
 from ninja.responses import Status
 
 from approvals.models import ApprovalRequest, ApprovalStatus
-from config.api import (
+from integrations.kit import (
     IDEMPOTENCY_KEY,
     ApiError,
     ApiKeyAuth,

@@ -32,7 +32,7 @@ from approvals.models import (
     SampleReview,
     SampleVerdict,
 )
-from policies.screening import redact_value
+from lib.screening import redact_value
 from runs import engine
 from runs.models import StepRun, StepRunStatus
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from policies.screening import injection_signals, redact
+from lib.screening import injection_signals, redact
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 

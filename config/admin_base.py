@@ -7,7 +7,7 @@ import json
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from policies.screening import redact_value
+from lib.screening import redact_value
 
 
 class ReadOnlyAdmin:

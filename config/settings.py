@@ -81,6 +81,7 @@ INSTALLED_APPS = [
     "policies",
     "approvals",
     "knowledge",
+    "integrations",
 ]
 
 MIDDLEWARE = [
@@ -400,7 +401,7 @@ BOSUN_TRACING_SERVICE_NAME = env_str("OTEL_SERVICE_NAME", "bosun")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact": {"()": "policies.logging.RedactingFilter"}},
+    "filters": {"redact": {"()": "lib.logfilter.RedactingFilter"}},
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {
         "console": {

@@ -19,7 +19,7 @@ from ninja import Field, Query, Router, Schema
 from ninja.responses import Status
 from pydantic import StringConstraints
 
-from config.api import (
+from integrations.kit import (
     IDEMPOTENCY_KEY,
     ApiKeyAuth,
     DateTime,

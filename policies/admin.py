@@ -396,4 +396,4 @@ class RubricAdmin(admin.ModelAdmin):
         return False
 
 
-from policies import admin_audit, admin_keys  # noqa: E402,F401
+from policies import admin_audit  # noqa: E402,F401

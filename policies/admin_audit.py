@@ -15,8 +15,8 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from config.admin_base import ReadOnlyAdmin, json_block, sees_personal_data
+from lib.screening import redact_value
 from policies.models import AuditEntry
-from policies.screening import redact_value
 
 
 def _brief(data) -> str:

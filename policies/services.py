@@ -18,6 +18,7 @@ from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticError
 
+from lib.conditions import Condition
 from policies import audit
 from policies.models import (
     AgentRole,
@@ -29,7 +30,6 @@ from policies.models import (
     PolicyVersion,
     SwitchScope,
 )
-from runs.conditions import Condition
 
 
 class AutonomyRule(BaseModel):

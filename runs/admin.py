@@ -130,7 +130,7 @@ class RedactedFields:
 
     @admin.display(description="Error")
     def safe_error(self, obj) -> str:
-        from policies.screening import redact
+        from lib.screening import redact
 
         return redact(obj.error)
 
@@ -372,6 +372,3 @@ class ToolCallRecordAdmin(ReadOnlyAdmin, admin.ModelAdmin):
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/runs/toolcallrecord/reconcile.html", context)
-
-
-from runs import admin_webhooks  # noqa: E402,F401

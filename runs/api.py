@@ -8,7 +8,6 @@ their runs (others answer 404).
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -19,7 +18,7 @@ from django.utils import timezone
 from ninja import Field, Query, Router, Schema
 from ninja.responses import Status
 
-from config.api import (
+from integrations.kit import (
     IDEMPOTENCY_KEY,
     ApiError,
     ApiKeyAuth,
@@ -35,13 +34,12 @@ from config.api import (
     idempotent,
     text,
 )
+from lib.screening import redact, redact_value
 from policies import audit
 from policies.models import ApiScope
-from policies.screening import redact, redact_value
 from runs.engine.service import cancel_run, retry_run, start_run
 from runs.metrics import workflow_metrics
-from runs.models import Run, RunStatus, StepRun, WebhookSource, Workflow
-from runs.webhooks import webhook_receive
+from runs.models import Run, RunStatus, StepRun, Workflow
 
 router = Router(tags=["runs"])
 READ = ApiKeyAuth(ApiScope.RUNS_READ)
@@ -207,25 +205,6 @@ class MetricsOut(Schema):
     versions: list[VersionMetricsOut]
 
 
-class WebhookSourceOut(Schema):
-    slug: str
-    name: str
-    workflow: str
-    input_path: str
-    enabled: bool
-    tolerance_s: int
-
-    @staticmethod
-    def resolve_workflow(source: WebhookSource) -> str:
-        return source.workflow.slug
-
-
-class WebhookAckOut(Schema):
-    delivery_id: int
-    run_id: int | None
-    duplicate: bool
-
-
 # --------------------------------------------------------------- handlers
 
 
@@ -359,51 +338,3 @@ def _metrics_subject(workflows: QuerySet[Workflow], filters: MetricsFilters):
         workflow.versions.all(), f"no version {filters.version}", number=filters.version
     )
     return workflow, version
-
-
-@router.get(
-    "/webhook-sources",
-    response={200: list[WebhookSourceOut], **errors()},
-    auth=ApiKeyAuth(ApiScope.WEBHOOKS),
-    tags=["webhooks"],
-)
-def webhook_source_list(request: HttpRequest):
-    """The webhook sources (their secrets are not shown here)."""
-    return bound_to(request, WebhookSource.objects.select_related("workflow"))
-
-
-_WEBHOOK_HEADERS = [
-    {
-        "in": "header",
-        "name": name,
-        "required": True,
-        "schema": {"type": "string"},
-        "description": text,
-    }
-    for name, text in (
-        ("webhook-id", "The message id; a repeat with the same id starts nothing."),
-        ("webhook-timestamp", "Seconds since the epoch, within the source's tolerance."),
-        ("webhook-signature", "Space-separated `v1,<base64 HMAC-SHA256>` signatures."),
-    )
-]
-
-
-@router.post(
-    "/webhooks/{source_slug}",
-    response={200: WebhookAckOut, 202: WebhookAckOut, **errors(404, 409, 429)},
-    auth=None,
-    tags=["webhooks"],
-    openapi_extra={
-        "parameters": _WEBHOOK_HEADERS,
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"type": "object"}}},
-        },
-        "security": [],
-    },
-)
-def webhook_deliver(request: HttpRequest, source_slug: Slug):
-    """Receive a Standard Webhooks delivery (verified by its signature, not
-    an API key): 202 with the run it started, or 200 for a repeat."""
-    received = webhook_receive(slug=source_slug, headers=request.headers, body=request.body)
-    return Status(200 if received.duplicate else 202, WebhookAckOut(**asdict(received)))

@@ -9,8 +9,8 @@ from __future__ import annotations
 from django_q.tasks import async_task
 
 from approvals import sla
+from integrations.idempotency import idempotency_purge
 from runs import engine
-from runs.idempotency import idempotency_purge
 
 
 def advance(run_id: int) -> str:

@@ -25,7 +25,7 @@ nothing.
 
 What spans carry: ids, names, counts, costs, outcomes. Never a prompt, a
 reply or a tool's arguments; every text value (names, errors) goes through
-`policies.screening.redact_value` first, so personal data and secrets do
+`lib.screening.redact_value` first, so personal data and secrets do
 not leave in a trace.
 """
 
@@ -145,7 +145,7 @@ def _clean_short(text: str) -> str:
 
 
 def _clean_text(text: str) -> str:
-    from policies.screening import redact_value
+    from lib.screening import redact_value
 
     return redact_value(text)[:MAX_TEXT]
 

@@ -32,10 +32,10 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
 from approvals.models import ApprovalRequest
+from lib.charts import trend_charts
+from lib.screening import redact, redact_value
 from policies import audit
-from policies.screening import redact, redact_value
 from runs import engine, metrics
-from runs.charts import trend_charts
 from runs.models import Run, RunStatus, Score, StepRun, ToolCallRecord, Workflow, WorkflowVersion
 
 PAGE_SIZE = 50

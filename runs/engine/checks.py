@@ -9,9 +9,9 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
+from lib.conditions import AllOf, AnyOf, Compare, Condition, Not, evaluate
 from policies.models import WordList
 from policies.services import Budget
-from runs.conditions import AllOf, AnyOf, Compare, Condition, Not, evaluate
 from runs.engine.definition import StepDef
 from runs.engine.errors import BudgetExceeded
 from runs.engine.store import RunState
@@ -102,7 +102,7 @@ def taint(step: StepDef, output: Any) -> str:
 
     if not get_tool(step.config.tool).untrusted_output:
         return ""
-    from policies.screening import scan_value
+    from lib.screening import scan_value
 
     signals = scan_value(output)
     if not signals:

@@ -17,8 +17,8 @@ import jsonschema
 from django.db import IntegrityError, transaction
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from lib.conditions import Condition
 from policies import audit
-from runs.conditions import Condition
 from runs.engine.errors import PublishError
 from runs.engine.kinds import Kind, StrictConfig
 from runs.engine.registry import KINDS

@@ -31,10 +31,10 @@ from django.db.models.functions import Now
 from pydantic import ValidationError
 
 from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
+from lib.conditions import evaluate
 from policies.models import AutonomyMode, KillSwitch, SwitchScope
 from policies.services import Rules, global_switch
 from runs import telemetry
-from runs.conditions import evaluate
 from runs.engine import limits, store
 from runs.engine.doorbell import ring
 from runs.engine.limits import Throttled

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from knowledge import memory, services
 from knowledge.models import Entity, EventType
-from runs.context import check_template_syntax
+from lib.context import check_template_syntax
 from runs.engine.errors import StepError
 from runs.engine.kinds import Kind, Outcome, StepContext, StrictConfig, _render
 from runs.models import Run, StepRun, StepRunStatus

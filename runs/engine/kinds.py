@@ -25,9 +25,9 @@ from django.utils.module_loading import import_string
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from approvals.models import ApprovalRequest, ApprovalStatus
+from lib.conditions import Condition, evaluate
+from lib.context import RenderError, check_template_syntax, render_value
 from runs import telemetry
-from runs.conditions import Condition, evaluate
-from runs.context import RenderError, check_template_syntax, render_value
 from runs.engine import gate, limits
 from runs.engine.errors import BudgetExceeded, StepError
 from runs.llm.base import LLMError, LLMRequest, cost_of, get_provider, resolve_model
@@ -409,7 +409,7 @@ class LLMKind(Kind):
     def _request(config: Config, ctx: StepContext) -> LLMRequest:
         if ctx.redact_fields:
             # The model never sees the raw values of sensitive fields.
-            from policies.screening import redact_fields
+            from lib.screening import redact_fields
 
             redacted = redact_fields(ctx.variables.get("input") or {}, list(ctx.redact_fields))
             ctx = replace(ctx, variables={**ctx.variables, "input": redacted})

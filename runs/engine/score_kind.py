@@ -29,9 +29,9 @@ from typing import Any
 from django.conf import settings
 from pydantic import Field
 
+from lib.context import check_template_syntax
 from policies.models import Rubric, RubricVersion
 from policies.rubrics import latest_version, route_for, total_for
-from runs.context import check_template_syntax
 from runs.engine import cache
 from runs.engine.errors import StepError
 from runs.engine.kinds import LLMKind, Outcome, StepContext, _render
@@ -295,7 +295,7 @@ def _subject(config: ScoreKind.Config, ctx: StepContext) -> str:
     if ctx.redact_fields:
         # The subject is shown to the model and kept on the Score row:
         # rendered from the same redacted input the prompt sees.
-        from policies.screening import redact_fields
+        from lib.screening import redact_fields
 
         redacted = redact_fields(ctx.variables.get("input") or {}, list(ctx.redact_fields))
         ctx = replace(ctx, variables={**ctx.variables, "input": redacted})

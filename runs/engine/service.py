@@ -20,9 +20,9 @@ from django.db.models.functions import Greatest, Now
 from django.utils import timezone
 
 from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
+from lib.context import MISSING, resolve
 from policies import audit
 from policies.services import current_versions
-from runs.context import MISSING, resolve
 from runs.engine import store
 from runs.engine.doorbell import ring
 from runs.engine.errors import (
@@ -161,7 +161,7 @@ def screening_taint(value: dict[str, Any], fields: list[str]) -> str:
     """Why the untrusted `fields` of an input taint the run ('' if clean)."""
     if not fields or not isinstance(value, dict):
         return ""
-    from policies.screening import scan_value
+    from lib.screening import scan_value
 
     found = []
     for name in fields:

@@ -470,7 +470,7 @@ def _refusal(state: store.RunState, step: StepDef, error: StepError | None) -> d
     None: the common path pays one comparison."""
     if error is None or not error.error_type.startswith("refused:"):
         return None
-    from policies.screening import redact
+    from lib.screening import redact
 
     return {
         "action": "tool.refused",

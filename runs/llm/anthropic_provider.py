@@ -19,15 +19,14 @@ each attempt is one HTTP request and is recorded as one `StepRun`.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import re
-import time
 from typing import TYPE_CHECKING, Any
 
 import anthropic
 from django.conf import settings
 
+from lib.retry_after import retry_after_from_headers
 from runs.llm.base import LLMError, LLMRequest, LLMResponse, Usage
 
 if TYPE_CHECKING:
@@ -170,7 +169,7 @@ def llm_error(exc: anthropic.AnthropicError, *, timeout_s: float) -> LLMError:
     if _is_spend_limit(exc):
         return LLMError(f"{message} (a spend limit, not retried)", retryable=False)
     retryable = _should_retry(exc)
-    retry_after = retry_after_s(exc.response.headers) if retryable else None
+    retry_after = retry_after_from_headers(exc.response.headers) if retryable else None
     return LLMError(message, retryable=retryable, retry_after=retry_after)
 
 
@@ -196,22 +195,3 @@ def _should_retry(exc: anthropic.APIStatusError) -> bool:
     if verdict in ("true", "false"):
         return verdict == "true"
     return exc.status_code in RETRYABLE_STATUS or exc.status_code >= 500
-
-
-def retry_after_s(headers: Any) -> float | None:
-    """Seconds to wait from `retry-after-ms`, or `retry-after` (seconds or a date)."""
-    try:
-        return max(0.0, float(headers["retry-after-ms"]) / 1000)
-    except (KeyError, TypeError, ValueError):
-        pass
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    parsed = email.utils.parsedate_tz(raw)
-    if parsed is None:
-        return None
-    return max(0.0, email.utils.mktime_tz(parsed) - time.time())

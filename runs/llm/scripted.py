@@ -24,8 +24,8 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from runs.conditions import Condition, evaluate
-from runs.context import RenderError, render_value
+from lib.conditions import Condition, evaluate
+from lib.context import RenderError, render_value
 from runs.llm.base import LLMError, LLMRequest, LLMResponse, Usage
 
 _condition = TypeAdapter(Condition)

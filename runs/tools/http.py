@@ -21,20 +21,18 @@ How failures map to `ToolError`:
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json as jsonlib
 import re
 import time
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx2
 from django.conf import settings
 from pydantic import BaseModel, Field, field_validator
 
+from lib import webhooks
+from lib.retry_after import parse_retry_after
 from runs.tools.base import Tool, ToolCall, ToolError
 
 SAFE_METHODS = frozenset({"GET", "HEAD"})
@@ -102,24 +100,6 @@ def check_url(url: str) -> httpx2.URL:
             retryable=False,
         )
     return parsed
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds from now: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def send(
@@ -193,7 +173,7 @@ def _raise_for_status(method: str, url: str, response: HttpResponse, *, write: b
         raise ToolError(
             what,
             retryable=True,
-            retry_after=retry_after_seconds(response.headers.get("retry-after")),
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
         )
     if status >= 500:
         # A gateway timeout says nothing about whether the origin acted.
@@ -294,18 +274,6 @@ class PostJson(Tool):
         return JsonResult(status=response.status, data=data, text=text)
 
 
-def webhook_signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
-    """Standard Webhooks `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`.
-
-    A `whsec_`-prefixed secret is base64 after the prefix (the spec's
-    format); any other secret is used as its UTF-8 bytes.
-    """
-    key = base64.b64decode(secret[6:]) if secret.startswith("whsec_") else secret.encode()
-    signed = f"{message_id}.{timestamp}.".encode() + body
-    digest = hmac.new(key, signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
-
-
 class WebhookPost(Tool):
     """Posts an event with Standard Webhooks headers; `webhook-id` is the
     call's idempotency key, so a receiver that dedups on it applies a
@@ -339,8 +307,8 @@ class WebhookPost(Tool):
         }
         secret = settings.BOSUN_WEBHOOK_SIGNING_SECRET
         if secret:
-            headers["webhook-signature"] = webhook_signature(
-                secret, call.idempotency_key, timestamp, body
+            headers["webhook-signature"] = webhooks.sign(
+                secret=secret, webhook_id=call.idempotency_key, timestamp=timestamp, body=body
             )
         response = send("POST", args.url, content=body, headers=headers, timeout_s=call.timeout_s)
         return self.Result(

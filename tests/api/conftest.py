@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from policies.apikeys import apikey_create
+from integrations.apikeys import apikey_create
+from integrations.models import WebhookSource
+from lib.webhooks import sign
 from policies.models import ApiScope
 from runs import engine
-from runs.models import WebhookSource
-from runs.webhooks import sign
 from tests.conftest import chain, drive
 
 ALL_SCOPES = tuple(ApiScope.values)

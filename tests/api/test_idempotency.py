@@ -9,10 +9,11 @@ from django.test import Client
 from django.utils import timezone
 
 from approvals.models import ApprovalRequest
+from integrations.apikeys import apikey_create
+from integrations.idempotency import idempotency_purge
+from integrations.models import IdempotencyRecord
 from knowledge.models import Event, EventType
-from policies.apikeys import apikey_create
-from runs.idempotency import idempotency_purge
-from runs.models import IdempotencyRecord, Run, RunStatus
+from runs.models import Run, RunStatus
 from tests.api.conftest import client_for, post
 from tests.conftest import race, waiting_for_review
 

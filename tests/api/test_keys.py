@@ -18,9 +18,9 @@ from django.utils import timezone
 
 from approvals.models import ApprovalRequest, ApprovalStatus
 from config.api import api as ninja_api
+from integrations.apikeys import apikey_authenticate, apikey_create, apikey_revoke
 from knowledge.models import EventType
 from knowledge.services import entity_upsert, event_record
-from policies.apikeys import apikey_authenticate, apikey_create, apikey_revoke
 from policies.models import ApiKey, ApiScope, AuditEntry
 from runs.models import Run
 from tests.api.conftest import client_for, post
@@ -248,16 +248,16 @@ def test_admin_creates_a_key_shows_it_once_and_revokes_it(admin_client, simple_w
 
 def test_the_webhook_admin_pages_render(admin_client, make_source, simple_workflow, client):
     source = make_source(simple_workflow, slug="crm")
-    add = admin_client.get(reverse("admin:runs_webhooksource_add")).content.decode()
+    add = admin_client.get(reverse("admin:integrations_webhooksource_add")).content.decode()
     assert "whsec_" in add  # a fresh secret is suggested
     for url in (
-        reverse("admin:runs_webhooksource_changelist"),
-        reverse("admin:runs_webhooksource_change", args=[source.pk]),
-        reverse("admin:runs_webhookdelivery_changelist"),
+        reverse("admin:integrations_webhooksource_changelist"),
+        reverse("admin:integrations_webhooksource_change", args=[source.pk]),
+        reverse("admin:integrations_webhookdelivery_changelist"),
     ):
         assert admin_client.get(url).status_code == 200, url
     bad = admin_client.post(
-        reverse("admin:runs_webhooksource_add"),
+        reverse("admin:integrations_webhooksource_add"),
         {"slug": "x", "workflow": simple_workflow.pk, "secret": "plain", "tolerance_s": 300},
     )
     assert "whsec_" in bad.content.decode() and bad.status_code == 200

@@ -8,8 +8,10 @@ import time
 import pytest
 from django.test import Client
 
-from runs.models import Run, RunStatus, WebhookDelivery
-from runs.webhooks import WebhookRejected, sign, verify
+from integrations.models import WebhookDelivery
+from integrations.webhooks import WebhookRejected, verify
+from lib.webhooks import sign
+from runs.models import Run, RunStatus
 from tests.api.conftest import SECRET, deliver
 from tests.conftest import race
 

@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from runs import charts
+from lib import charts
 from tests.console import runs_fixtures as fx
 from tests.console.runs_fixtures import add_run
 

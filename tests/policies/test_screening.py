@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from policies.logging import RedactingFilter
-from policies.screening import (
+from lib.logfilter import RedactingFilter
+from lib.screening import (
     PLACEHOLDERS,
     SIGNALS,
     Finding,

@@ -1,8 +1,8 @@
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from runs.conditions import Condition, evaluate
-from runs.context import RenderError, render_value
+from lib.conditions import Condition, evaluate
+from lib.context import RenderError, render_value
 
 conditions = TypeAdapter(Condition)
 CONTEXT = {

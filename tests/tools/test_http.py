@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from lib.retry_after import parse_retry_after
 from runs.tools import http
 from runs.tools.base import ToolError
 from tests.tools import tool_call
@@ -298,7 +299,7 @@ def test_a_webhook_to_a_host_outside_the_allowlist_is_refused(server):
 
 
 def test_retry_after_reads_seconds_and_dates_and_ignores_nonsense():
-    assert http.retry_after_seconds("3") == 3.0
-    assert http.retry_after_seconds(formatdate(time.time() - 60, usegmt=True)) == 0.0
-    assert http.retry_after_seconds("soon") is None
-    assert http.retry_after_seconds(None) is None
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after(formatdate(time.time() - 60, usegmt=True)) == 0.0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None

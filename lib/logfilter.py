@@ -4,7 +4,7 @@ Attach it to handlers, not loggers: a logger's filters never see records
 propagated up from child loggers, a handler's see them all.
 
     LOGGING = {
-        "filters": {"redact": {"()": "policies.logging.RedactingFilter"}},
+        "filters": {"redact": {"()": "lib.logfilter.RedactingFilter"}},
         "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["redact"]}},
     }
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from policies.screening import redact, redact_value
+from lib.screening import redact, redact_value
 
 _FALLBACK = "[log message dropped: it could not be redacted]"
 # Attributes every LogRecord has; anything else came in through `extra=`.

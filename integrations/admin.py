@@ -19,11 +19,12 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from config.admin_base import ReadOnlyAdmin
-from runs.models import WebhookDelivery, WebhookSource
+from integrations.models import WebhookDelivery, WebhookSource
+from lib import webhooks
 
 
 def new_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    return webhooks.SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
 class WebhookSourceForm(forms.ModelForm):
@@ -41,7 +42,7 @@ class WebhookSourceForm(forms.ModelForm):
         if not secret.startswith("whsec_"):
             raise forms.ValidationError('Use "whsec_" followed by base64 (one is suggested).')
         try:
-            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+            key = webhooks.secret_key(secret)
         except (binascii.Error, ValueError):
             raise forms.ValidationError("The part after whsec_ is not valid base64.") from None
         if len(key) < 16:
@@ -74,3 +75,7 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin, admin.ModelAdmin):
             return "-"
         url = reverse("admin:runs_run_change", args=[obj.run_id])
         return format_html('<a href="{}">run {}</a>', url, obj.run_id)
+
+
+# API keys: the model lives in policies; its admin is part of the HTTP side.
+from integrations import admin_keys  # noqa: E402,F401

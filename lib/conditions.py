@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from runs.context import MISSING, resolve
+from lib.context import MISSING, resolve
 
 Op = Literal[
     "==",

@@ -27,7 +27,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Q, When
 from django.db.models.functions import Now
 
-from runs.models import IdempotencyRecord
+from integrations.models import IdempotencyRecord
 
 REPLAY_WINDOW = timedelta(hours=24)
 # How long a claim protects a request in progress. Handlers that start a

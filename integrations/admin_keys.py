@@ -3,7 +3,7 @@ list them with their prefix, scopes, last use and expiry, revoke them.
 
 A key is not edited after it is made (scopes or bindings that change
 silently are how keys end up over-privileged): revoke it and create
-another. Creation and revocation go through `policies.apikeys`, which
+another. Creation and revocation go through `integrations.apikeys`, which
 writes the audit entries. Keys are never deleted, so the audit log's
 targets stay resolvable.
 """
@@ -16,7 +16,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from policies.apikeys import apikey_create, apikey_revoke
+from integrations.apikeys import apikey_create, apikey_revoke
 from policies.models import ApiKey, ApiScope
 from runs.models import Workflow
 
