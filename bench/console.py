@@ -149,7 +149,7 @@ def decide_spec() -> dict:
 
 def install_versions() -> list:
     """Three versions of each bench workflow: [(workflow, [v1, v2, v3])]."""
-    from runs.samples import install_workflow
+    from demo.samples import install_workflow
 
     installed = []
     for slug in PATHS:
@@ -515,8 +515,8 @@ def decisions(count: int) -> tuple[list[float], list[float]]:
     qcluster, wait until they all wait for review, then decide them one by
     one. Returns (decision commit -> the approval step's record,
     decision commit -> the next step's started_at) in ms."""
+    from demo.samples import install_workflow
     from runs.engine import decide_approval, start_run
-    from runs.samples import install_workflow
 
     version = install_workflow(decide_spec())
     with tempfile.TemporaryFile("w+", prefix="bosun-bench-qcluster-") as log:
@@ -602,6 +602,7 @@ def configure_env(bench_url: str) -> None:
     os.environ["ALLOWED_HOSTS"] = "testserver,localhost"
     os.environ["DATABASE_URL"] = bench_url
     os.environ["BOSUN_DOORBELL"] = "runs.tasks.ring"
+    os.environ["BOSUN_DEMO"] = "1"  # the sample workflows
     os.environ.setdefault("LOG_LEVEL", "WARNING")
 
 

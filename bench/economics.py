@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.economics              # SQLite in a temporary directory
     DATABASE_URL=postgresql://… .venv/bin/python -m bench.economics
 
-The workload is `runs.sample_data.leads`: 500 inbound leads a week for 4
+The workload is `demo.sample_data.leads`: 500 inbound leads a week for 4
 weeks with the overlap the articles describe (2,000 records naming 1,176
 companies: 1.70 records per company), 5 credits per enrichment. Both sides
 meet the same faults: the enrichment vendor answers 429 to 5 % of calls,
@@ -133,6 +133,7 @@ def configure(url: str, tmp: str) -> str | None:
     os.environ.update(
         DJANGO_SETTINGS_MODULE="config.settings",
         DEBUG="1",
+        BOSUN_DEMO="1",
         BOSUN_ENRICH_CREDITS=str(ENRICH_CREDITS),
         BOSUN_VENDOR_FAULTS=f"enrichco.429={FAULT_429_RATE}",
         BOSUN_VENDOR_RETRY_AFTER_S="0.05",
@@ -174,7 +175,7 @@ class Side:
 
 
 def vendor_totals() -> dict[str, int]:
-    from runs.tools.vendors import vendor_usage
+    from demo.vendors import vendor_usage
 
     enrich, mail = vendor_usage("enrichco"), vendor_usage("mailco")
     return {
@@ -388,8 +389,8 @@ def measure_both(weeks: int | None) -> tuple[list, Side, Side, dict[str, float]]
     from django.core.management import call_command
     from django.test.utils import override_settings
 
-    from runs.sample_data.leads import WEEKS, lead_stream
-    from runs.samples import install_samples
+    from demo.sample_data.leads import WEEKS, lead_stream
+    from demo.samples import install_samples
 
     call_command("migrate", verbosity=0, interactive=False)
     records = lead_stream(weeks=weeks or WEEKS)

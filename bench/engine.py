@@ -120,6 +120,7 @@ def configure_env(database: dict[str, str | None]) -> None:
         else:
             os.environ[name] = value
     os.environ["BOSUN_DOORBELL"] = "bench.engine.noop"
+    os.environ["BOSUN_DEMO"] = "1"  # the sample workflows
     os.environ.setdefault("LOG_LEVEL", "WARNING")
 
 
@@ -548,7 +549,7 @@ def run_phases(args: argparse.Namespace, db: BenchDatabase) -> dict:
         setup_django()
         from django.core.management import call_command
 
-        from runs.samples import install_workflow
+        from demo.samples import install_workflow
 
         call_command("migrate", verbosity=0, interactive=False)
         version = install_workflow(workflow_spec())

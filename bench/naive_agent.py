@@ -28,10 +28,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from demo.sample_data.workflows import ICP_SCRIPTED_RULES, LEAD_QUALIFICATION
 from policies.rubrics import route_for, total_for
 from runs.engine.score_kind import criteria_prompt
 from runs.llm.base import LLMRequest, Provider
-from runs.sample_data.workflows import ICP_SCRIPTED_RULES, LEAD_QUALIFICATION
 from runs.tools.base import ToolCall, ToolError, get_tool
 
 TOOLS = ("lead.normalize", "enrich.company", "outreach.send")

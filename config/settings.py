@@ -84,6 +84,37 @@ INSTALLED_APPS = [
     "integrations",
 ]
 
+# The demo app (sample vendors with their fake credits, sample workflows,
+# demo history) is installed only where asked: `scripts/demo` and the tests
+# set BOSUN_DEMO=1. A production deployment leaves it out.
+BOSUN_DEMO = env_bool("BOSUN_DEMO", False)
+if BOSUN_DEMO:
+    INSTALLED_APPS.append("demo")
+    # Credits the sample enrichment vendor charges per call (benchmarks count them).
+    BOSUN_ENRICH_CREDITS = env_int("BOSUN_ENRICH_CREDITS", 5)
+
+    # Faults the sample vendors inject, `vendor.fault=rate` (faults 429, 500,
+    # timeout; rate 0..1), e.g. "enrichco.429=0.1,mailco.timeout=0.05".
+    def _vendor_faults(name: str) -> dict[str, float]:
+        faults: dict[str, float] = {}
+        for item in env_list(name, []):
+            key, _, raw_rate = (part.strip() for part in item.partition("="))
+            vendor, _, fault = key.rpartition(".")
+            try:
+                rate = float(raw_rate)
+            except ValueError:
+                rate = -1.0
+            if not vendor or fault not in ("429", "500", "timeout") or not 0 <= rate <= 1:
+                raise ImproperlyConfigured(
+                    f"{name} entries look like enrichco.429=0.1, got {item!r}"
+                )
+            faults[key] = rate
+        return faults
+
+    BOSUN_VENDOR_FAULTS = _vendor_faults("BOSUN_VENDOR_FAULTS")
+    # The Retry-After a sample vendor's planned 429 asks for.
+    BOSUN_VENDOR_RETRY_AFTER_S = env_float("BOSUN_VENDOR_RETRY_AFTER_S", 1.0)
+
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Before anything reads a body: an oversized one is refused with 413.
@@ -294,12 +325,9 @@ BOSUN_TOOLS: dict[str, str] = {
     "crm.upsert": "runs.tools.crm.CrmUpsert",
     "crm.get": "runs.tools.crm.CrmGet",
     "email.send": "runs.tools.mail.SendEmail",
-    "enrich.company": "runs.tools.vendors.EnrichCompany",
-    "outreach.send": "runs.tools.vendors.OutreachSend",
-    "ticket.get": "runs.tools.vendors.TicketGet",
-    "invoice.lookup": "runs.tools.vendors.InvoiceLookup",
-    "refund.create_request": "runs.tools.vendors.RefundCreateRequest",
 }
+# An installed app may add tools of its own by the same literal dict, as
+# its AppConfig's `bosun_tools` (the demo app's sample vendors do).
 # Hosts the HTTP tools may reach, exact names (comma-separated in the env):
 # `host` allows any port on it, `host:port` only that port. Empty: none.
 BOSUN_HTTP_ALLOWED_HOSTS = env_list("BOSUN_HTTP_ALLOWED_HOSTS", [])
@@ -316,31 +344,6 @@ EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "bosun@localhost")
-# Credits the sample enrichment vendor charges per call (benchmarks count them).
-BOSUN_ENRICH_CREDITS = env_int("BOSUN_ENRICH_CREDITS", 5)
-
-
-# Faults the sample vendors inject, `vendor.fault=rate` (faults 429, 500,
-# timeout; rate 0..1), e.g. "enrichco.429=0.1,mailco.timeout=0.05".
-def _vendor_faults(name: str) -> dict[str, float]:
-    faults: dict[str, float] = {}
-    for item in env_list(name, []):
-        key, _, raw_rate = (part.strip() for part in item.partition("="))
-        vendor, _, fault = key.rpartition(".")
-        try:
-            rate = float(raw_rate)
-        except ValueError:
-            rate = -1.0
-        if not vendor or fault not in ("429", "500", "timeout") or not 0 <= rate <= 1:
-            raise ImproperlyConfigured(f"{name} entries look like enrichco.429=0.1, got {item!r}")
-        faults[key] = rate
-    return faults
-
-
-BOSUN_VENDOR_FAULTS = _vendor_faults("BOSUN_VENDOR_FAULTS")
-# The Retry-After a sample vendor's planned 429 asks for.
-BOSUN_VENDOR_RETRY_AFTER_S = env_float("BOSUN_VENDOR_RETRY_AFTER_S", 1.0)
-
 BOSUN_LLM_PROVIDERS: dict[str, str] = {
     "scripted": "runs.llm.scripted.ScriptedProvider",
     "replay": "runs.llm.replay.ReplayProvider",

@@ -4,6 +4,8 @@
 import os
 
 os.environ.setdefault("DEBUG", "1")
+# The sample vendors, workflows and demo history are part of what is tested.
+os.environ.setdefault("BOSUN_DEMO", "1")
 
 from config.settings import *  # noqa: E402,F403
 

@@ -61,8 +61,19 @@ def test_connections_persist_for_the_queue_poller():
 def test_plugins_are_listed_by_dotted_path():
     from django.utils.module_loading import import_string
 
-    for path in [*settings.BOSUN_TOOLS.values(), *settings.BOSUN_LLM_PROVIDERS.values()]:
+    from runs.tools.base import registry
+
+    for path in [*registry().values(), *settings.BOSUN_LLM_PROVIDERS.values()]:
         assert import_string(path)
+
+
+def test_the_sample_vendors_are_tools_only_while_the_demo_app_is_installed(settings):
+    from runs.tools.base import tool_names
+
+    assert "enrich.company" in tool_names()
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "demo"]
+    assert "enrich.company" not in tool_names()
+    assert "echo" in tool_names()
 
 
 def test_a_queue_schedule_sweeps_as_a_safety_net(db):

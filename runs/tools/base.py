@@ -2,7 +2,9 @@
 
 A tool is a class with a name, a pydantic `Args` model, a `Result` model, a
 side-effect class and `run()`. The registry is `settings.BOSUN_TOOLS`, a
-literal dict of dotted paths: nothing is discovered by import side effects.
+literal dict of dotted paths, plus the same kind of dict declared by an
+installed app's config (`bosun_tools`): nothing is discovered by import
+side effects.
 
 Side-effect classes:
 - `read`: no effect outside; may be cached and retried freely.
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import ClassVar, Literal
 
+from django.apps import apps
 from django.conf import settings
 from django.utils.module_loading import import_string
 from pydantic import BaseModel
@@ -97,13 +100,23 @@ def _load(path: str) -> type[Tool]:
     return import_string(path)
 
 
+def registry() -> dict[str, str]:
+    """Tool name -> dotted path: `settings.BOSUN_TOOLS`, plus the
+    `bosun_tools` dict of each installed app that declares one (the demo
+    app's sample vendors exist only while it is installed)."""
+    tools = dict(settings.BOSUN_TOOLS)
+    for app_config in apps.get_app_configs():
+        tools.update(getattr(app_config, "bosun_tools", {}))
+    return tools
+
+
 def get_tool(name: str) -> Tool:
     try:
-        path = settings.BOSUN_TOOLS[name]
+        path = registry()[name]
     except KeyError:
         raise UnknownTool(f"no tool named {name!r} is registered") from None
     return _load(path)()
 
 
 def tool_names() -> list[str]:
-    return sorted(settings.BOSUN_TOOLS)
+    return sorted(registry())

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import Group, User
 
+from demo.samples import LEAD_QUALIFICATION, install_workflow
 from runs import engine
 from runs.models import Run
-from runs.samples import LEAD_QUALIFICATION, install_workflow
 from tests.conftest import drive
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from demo.samples import install_samples
 from runs import engine
 from runs.models import Run
-from runs.samples import install_samples
 from tests.conftest import drive
 
 
@@ -33,7 +33,7 @@ def lead(company: str, domain: str, title: str, **extra: Any) -> dict[str, Any]:
 
 
 # Scores under the sample rubric follow from the enrichment of each domain
-# (runs.tools.vendors.company_profile) and the contact's title.
+# (demo.vendors.company_profile) and the contact's title.
 OUTREACH = lead("Acme Robotics", "acme-robotics.example", "VP Operations")  # 88
 NURTURE = lead("Umbrella", "umbrella.example", "Engineer")  # 60
 ARCHIVE = lead("Globex", "globex.example", "Engineer")  # 20.5

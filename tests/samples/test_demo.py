@@ -9,11 +9,12 @@ from django.core.management import call_command
 from django.db.models import F
 
 from approvals.models import ApprovalRequest
+from demo.history import load_demo
+from demo.models import VendorCall
+from demo.sample_data.leads import lead_stream, week_mix
 from knowledge.models import Event
 from knowledge.services import database_now
-from runs.demo import load_demo
-from runs.models import Run, StepRun, VendorCall
-from runs.sample_data.leads import lead_stream, week_mix
+from runs.models import Run, StepRun
 
 SMALL = {"weeks": 2, "per_week": 40, "jobs": 1}
 

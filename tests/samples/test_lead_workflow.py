@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from approvals.models import ApprovalRequest
+from demo.models import VendorCall
 from knowledge import services as knowledge
 from knowledge.models import Event
 from runs import engine
-from runs.models import Run, StepCacheEntry, StepRun, VendorCall
+from runs.models import Run, StepCacheEntry, StepRun
 from tests.conftest import drive
 from tests.samples.conftest import ARCHIVE, NURTURE, OUTREACH, lead, run_of
 
@@ -33,7 +34,7 @@ def test_both_samples_publish_with_their_policies(samples):
 
 
 def test_installing_again_publishes_nothing_new(samples):
-    from runs.samples import install_samples
+    from demo.samples import install_samples
 
     again = install_samples()
     assert {slug: v.pk for slug, v in again.items()} == {s: v.pk for s, v in samples.items()}
@@ -42,10 +43,10 @@ def test_installing_again_publishes_nothing_new(samples):
 def test_installing_again_keeps_an_operators_edits_to_policy_and_rubric(samples):
     from decimal import Decimal
 
+    from demo.samples import install_samples
     from policies.models import Policy, Rubric
     from policies.rubrics import rubric_save
     from policies.services import policy_save
-    from runs.samples import install_samples
 
     policy = Policy.objects.get(name=LEADS)
     policy.max_cost_usd = Decimal("0.50")

@@ -5,10 +5,11 @@ from __future__ import annotations
 from django.conf import settings
 
 from bench.naive_agent import NaiveAgent
+from demo.models import VendorCall
 from policies.rubrics import latest_version
 from runs.llm.base import get_provider
 from runs.llm.scripted import estimate_tokens
-from runs.models import StepRun, VendorCall
+from runs.models import StepRun
 from tests.samples.conftest import NURTURE, OUTREACH, run_of
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from approvals.models import ApprovalRequest
+from demo.models import VendorCall
+from demo.vendors import invoice_record, ticket_record
 from runs import engine
-from runs.models import StepRun, VendorCall
-from runs.tools.vendors import invoice_record, ticket_record
+from runs.models import StepRun
 from tests.conftest import drive
 from tests.samples.conftest import run_of
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from django.conf import settings as django_settings
 
-from runs.models import VendorCall
-from runs.tools import vendors
+from demo import vendors
+from demo.models import VendorCall
 from runs.tools.base import ToolError, get_tool
 from tests.conftest import race
 from tests.tools import tool_call
@@ -218,11 +218,11 @@ def test_a_malformed_fault_plan_fails_at_start_up():
     from tests.test_settings import load_settings
 
     for bad in ("enrichco.429=lots", "enrichco.404=0.1", "enrichco.429=1.5", "429=0.1"):
-        result = load_settings(DEBUG="1", BOSUN_VENDOR_FAULTS=bad)
+        result = load_settings(DEBUG="1", BOSUN_DEMO="1", BOSUN_VENDOR_FAULTS=bad)
         assert result.returncode != 0 and "BOSUN_VENDOR_FAULTS entries" in result.stderr, bad
     assert (
         load_settings(
-            DEBUG="1", BOSUN_VENDOR_FAULTS="enrichco.429=0.1, mailco.timeout=1"
+            DEBUG="1", BOSUN_DEMO="1", BOSUN_VENDOR_FAULTS="enrichco.429=0.1, mailco.timeout=1"
         ).returncode
         == 0
     )

@@ -38,7 +38,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Q, Sum
 from pydantic import BaseModel, Field, field_validator
 
-from runs.models import VendorCall
+from demo.models import VendorCall
 from runs.tools.base import Tool, ToolCall, ToolError
 
 

@@ -3,7 +3,7 @@ the engine so that a new console shows runs in every state.
 
 `load_demo()` (what `manage.py load_samples` runs) installs the sample
 workflows, pauses outreach to one account ("founder request", until
-2027-07-01), then plays the lead stream of `runs.sample_data.leads` (500 a
+2027-07-01), then plays the lead stream of `demo.sample_data.leads` (500 a
 week for 4 weeks, with the overlap of real lead flow) and a few support
 tickets through `runs.engine.advance_run` in this process, a reviewer
 deciding the older drafts and refunds. Afterwards each run's timestamps are
@@ -41,6 +41,8 @@ from django.db.models.functions import Now
 from django.test.utils import override_settings
 
 from approvals.models import ApprovalRequest, ApprovalStatus
+from demo.sample_data.leads import PER_WEEK, WEEKS, LeadRecord, lead_stream, ticket_stream
+from demo.samples import install_samples
 from knowledge import services as knowledge
 from knowledge.models import DedupRecord, Event
 from policies.services import switch_set
@@ -55,8 +57,6 @@ from runs.models import (
     Workflow,
     WorkflowVersion,
 )
-from runs.sample_data.leads import PER_WEEK, WEEKS, LeadRecord, lead_stream, ticket_stream
-from runs.samples import install_samples
 
 LEADS = "lead-qualification"
 REFUNDS = "support-refund"
@@ -126,8 +126,8 @@ def load_demo(
     items = _plan(records, weeks=weeks, start=start)
     report = DemoReport()
     quiet = {
-        "BOSUN_DOORBELL": "runs.demo.quiet_bell",
-        "BOSUN_REVIEW_NOTIFIER": "runs.demo.quiet_bell",
+        "BOSUN_DOORBELL": "demo.history.quiet_bell",
+        "BOSUN_REVIEW_NOTIFIER": "demo.history.quiet_bell",
         "DEBUG": False,  # no query log for thousands of statements
     }
     with override_settings(**quiet):

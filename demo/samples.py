@@ -27,18 +27,18 @@ from typing import Any
 
 from django.db import transaction
 
+from demo.sample_data.workflows import (
+    ICP_RUBRIC,
+    LEAD_QUALIFICATION,
+    SAMPLE_EVENT_TYPES,
+    SUPPORT_REFUND,
+)
 from knowledge.models import EventType
 from policies.models import AgentRole, Policy, Rubric
 from policies.rubrics import latest_version, rubric_save, sort_routes
 from policies.services import policy_save, role_save
 from runs import engine
 from runs.models import Step, Workflow, WorkflowVersion
-from runs.sample_data.workflows import (
-    ICP_RUBRIC,
-    LEAD_QUALIFICATION,
-    SAMPLE_EVENT_TYPES,
-    SUPPORT_REFUND,
-)
 
 SAMPLE_WORKFLOWS = [LEAD_QUALIFICATION, SUPPORT_REFUND]
 

@@ -1,7 +1,7 @@
 """The sample workflows, the ICP rubric and the event types they use, as data.
 
-Plain dicts in the shape an operator would type in admin; `runs.samples`
-installs and publishes them. See `runs.samples` for what each workflow does.
+Plain dicts in the shape an operator would type in admin; `demo.samples`
+installs and publishes them. See `demo.samples` for what each workflow does.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ import time
 from django.core.management.base import BaseCommand, CommandParser
 
 from approvals.sampling import draw_week, last_full_week
-from runs.demo import load_demo
-from runs.sample_data.leads import PER_WEEK, WEEKS
-from runs.samples import install_samples
+from demo.history import load_demo
+from demo.sample_data.leads import PER_WEEK, WEEKS
+from demo.samples import install_samples
 
 
 class Command(BaseCommand):

@@ -236,7 +236,7 @@ def ticket_stream(
     *, seed: int = SEED, weeks: int = WEEKS, per_week: int = 20
 ) -> list[TicketRecord]:
     """Support tickets over the same weeks; two carry a prompt-injection
-    attempt (ids starting `INJ-`, see `runs.tools.vendors`)."""
+    attempt (ids starting `INJ-`, see `demo.vendors`)."""
     rng = random.Random(seed + 1)
     tickets = [
         TicketRecord(day=rng.random() * 7 * weeks, ticket_id=f"T-{20_000 + n}")
