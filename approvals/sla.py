@@ -8,7 +8,7 @@ to another group once overdue, and be decided by policy at `timeout_after`
   email per member with an address (Django's email backend) and, when
   `BOSUN_REVIEW_WEBHOOK_URL` is set, one JSON message to a chat webhook,
   each with an absolute link to the request.
-- `sla_sweep`: tell anyone a request's announcement missed, mark overdue
+- `sweep_slas`: tell anyone a request's announcement missed, mark overdue
   requests breached and tell their escalation group, and let the policy
   decide requests past their timeout (through `decide_approval`, so the
   decision is audited and the run resumes down that edge).
@@ -41,7 +41,7 @@ log = logging.getLogger("bosun.review")
 
 @dataclass
 class SweepReport:
-    """What one `sla_sweep` did, by approval id."""
+    """What one `sweep_slas` did, by approval id."""
 
     notified: list[int] = field(default_factory=list)
     breached: list[int] = field(default_factory=list)
@@ -68,7 +68,7 @@ def notify_request(*, approval_id: int) -> bool:
     return True
 
 
-def sla_sweep(*, limit: int = 200) -> SweepReport:
+def sweep_slas(*, limit: int = 200) -> SweepReport:
     """One pass over pending requests: announce the unannounced, breach the
     overdue (once each), and decide those past their timeout by policy.
     Safe to run anywhere, any number of times at once."""

@@ -390,7 +390,7 @@ BOSUN_RATE_GRANT_RETENTION_S = env_float("BOSUN_RATE_GRANT_RETENTION_S", 0.0)
 BOSUN_QUEUE_FULL_RETRY_AFTER_S = env_float("BOSUN_QUEUE_FULL_RETRY_AFTER_S", 5.0)
 
 # --- Tracing ------------------------------------------------------------------
-# OpenTelemetry traces of runs (runs.telemetry) are exported over OTLP/HTTP
+# OpenTelemetry traces of runs (runs.engine.tracing) are exported over OTLP/HTTP
 # when an endpoint is set; the exporter reads the other standard variables
 # (OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT, …) itself. No endpoint: no tracing,
 # and next to no cost on the engine's hot path.

@@ -45,8 +45,8 @@ from demo.sample_data.leads import PER_WEEK, WEEKS, LeadRecord, lead_stream, tic
 from demo.samples import install_samples
 from knowledge import services as knowledge
 from knowledge.models import DedupRecord, Event
-from policies.services import switch_set
 from runs import engine
+from runs.engine.switches import set_switch
 from runs.models import (
     Run,
     RunStatus,
@@ -173,13 +173,13 @@ def pause_account(company: tuple[str, str], *, at: datetime) -> Event:
     """`outreach.paused` for the account (once): the founder asked us to
     circle back in summer 2027."""
     domain, name = company
-    entity = knowledge.entity_upsert(type="account", key=domain, name=name)
+    entity = knowledge.upsert_entity(type="account", key=domain, name=name)
     existing = Event.objects.filter(
         entity=entity, type__name="outreach.paused", actor_label="demo"
     ).first()
     if existing is not None:
         return existing
-    return knowledge.event_record(
+    return knowledge.record_event(
         entity=entity,
         type="outreach.paused",
         payload={"until": PAUSED_UNTIL.date().isoformat(), "requested_by": "founder"},
@@ -519,11 +519,11 @@ def _stopped_by_budget(end: datetime) -> int:
     if (pending := _pending(run)) is not None:
         engine.decide_approval(approval_id=pending.pk, approve=True, actor_label=REVIEWER)
     switch = {"scope": "workflow", "target": LEADS, "by": "demo"}
-    switch_set(**switch, engaged=True, reason="mailco deliverability incident: hold outreach")
+    set_switch(**switch, engaged=True, reason="mailco deliverability incident: hold outreach")
     try:
         drive(run_id)  # waits as `paused` before its next step
     finally:
-        switch_set(**switch, engaged=False, reason="mailco incident resolved")
+        set_switch(**switch, engaged=False, reason="mailco incident resolved")
     # Its history moves 8.5 days back; the budget check before the next step
     # then finds the run older than its wall-time budget.
     backdate(run_id, at=item.at)

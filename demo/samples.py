@@ -35,8 +35,8 @@ from demo.sample_data.workflows import (
 )
 from knowledge.models import EventType
 from policies.models import AgentRole, Policy, Rubric
-from policies.rubrics import latest_version, rubric_save, sort_routes
-from policies.services import policy_save, role_save
+from policies.rubrics import latest_version, save_rubric, sort_routes
+from policies.services import save_policy, save_role
 from runs import engine
 from runs.models import Step, Workflow, WorkflowVersion
 
@@ -76,7 +76,7 @@ def install_rubric(spec: dict[str, Any]) -> None:
     rubric.description = spec["description"]
     rubric.criteria = spec["criteria"]
     rubric.routes = sort_routes(spec["routes"])
-    rubric_save(rubric=rubric, by="samples", actor="system")
+    save_rubric(rubric=rubric, by="samples", actor="system")
 
 
 def install_workflow(spec: dict[str, Any]) -> WorkflowVersion:
@@ -99,7 +99,7 @@ def install_workflow(spec: dict[str, Any]) -> WorkflowVersion:
         if role.pk is None or sorted(role.allowed_tools) != tools:
             role.allowed_tools = tools
             role.description = f"Runs of {spec['name']}"
-            role_save(role=role, by="samples")
+            save_role(role=role, by="samples")
         policy = _install_policy(spec["slug"], spec.get("policy"))
         workflow, _ = Workflow.objects.update_or_create(
             slug=spec["slug"],
@@ -146,7 +146,7 @@ def _install_policy(slug: str, fields: dict[str, Any] | None) -> Policy | None:
     policy = Policy.objects.filter(name=slug).first()
     if policy is None:
         policy = Policy(name=slug, **fields)
-        policy_save(policy=policy, by="samples")
+        save_policy(policy=policy, by="samples")
     return policy
 
 

@@ -16,7 +16,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from integrations.apikeys import apikey_create, apikey_revoke
+from integrations.apikeys import create_apikey, revoke_apikey
 from policies.models import ApiKey, ApiScope
 from runs.models import Workflow
 
@@ -92,7 +92,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: ApiKey, form, change: bool) -> None:
         if change:
             return  # nothing on a key is editable
-        key, plaintext = apikey_create(
+        key, plaintext = create_apikey(
             name=form.cleaned_data["name"],
             scopes=form.cleaned_data["scopes"],
             workflows=form.cleaned_data["workflows"],
@@ -107,11 +107,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
         )
 
     def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
-        pass  # the workflows were bound by apikey_create
+        pass  # the workflows were bound by create_apikey
 
     @admin.action(description="Revoke the selected keys", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
-        revoked = [key.prefix for key in queryset if apikey_revoke(key=key, by=request.user)]
+        revoked = [key.prefix for key in queryset if revoke_apikey(key=key, by=request.user)]
         if revoked:
             self.message_user(request, f"Revoked {', '.join(revoked)}.", messages.SUCCESS)
         else:

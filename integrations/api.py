@@ -10,7 +10,7 @@ from ninja.responses import Status
 
 from integrations.kit import ApiKeyAuth, Slug, bound_to, errors
 from integrations.models import WebhookSource
-from integrations.webhooks import webhook_receive
+from integrations.webhooks import receive_webhook
 from policies.models import ApiScope
 
 router = Router(tags=["webhooks"])
@@ -79,5 +79,5 @@ _WEBHOOK_HEADERS = [
 def webhook_deliver(request: HttpRequest, source_slug: Slug):
     """Receive a Standard Webhooks delivery (verified by its signature, not
     an API key): 202 with the run it started, or 200 for a repeat."""
-    received = webhook_receive(slug=source_slug, headers=request.headers, body=request.body)
+    received = receive_webhook(slug=source_slug, headers=request.headers, body=request.body)
     return Status(200 if received.duplicate else 202, WebhookAckOut(**asdict(received)))

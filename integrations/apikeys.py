@@ -38,7 +38,7 @@ class ApiKeyError(ValueError):
     """A key cannot be created as asked (unknown scope, empty name)."""
 
 
-def apikey_create(
+def create_apikey(
     *,
     name: str,
     scopes: Iterable[str],
@@ -89,7 +89,7 @@ def apikey_create(
     raise ApiKeyError("could not draw a unique key prefix")  # pragma: no cover
 
 
-def apikey_revoke(*, key: ApiKey, by=None) -> bool:
+def revoke_apikey(*, key: ApiKey, by=None) -> bool:
     """Revoke a key for good; False if it was revoked already. One
     conditional UPDATE, so two admins revoking at once write one entry."""
     with transaction.atomic():
@@ -105,7 +105,7 @@ def apikey_revoke(*, key: ApiKey, by=None) -> bool:
     return bool(revoked)
 
 
-def apikey_authenticate(*, secret: str) -> ApiKey | None:
+def authenticate_apikey(*, secret: str) -> ApiKey | None:
     """The live key whose secret this is, or None (unknown, revoked or
     expired). The returned key carries `bound_workflow_ids`: the workflows
     it may reach, empty for all."""

@@ -13,7 +13,7 @@ A record may be claimed again, by one conditional UPDATE, when
   retries with the same key;
 - its handler died (`locked_until` has passed while it was in progress).
 
-Expired records are dead weight; `idempotency_purge` deletes them (for a
+Expired records are dead weight; `purge_idempotency_keys` deletes them (for a
 periodic sweep).
 """
 
@@ -72,7 +72,7 @@ def request_fingerprint(*, method: str, path: str, body: bytes) -> str:
     return digest.hexdigest()
 
 
-def idempotency_claim(
+def claim_idempotency_key(
     *, owner: str, key: str, method: str, path: str, body: bytes
 ) -> Claim | Stored:
     """Claim `key` for this request, or return the stored answer of the
@@ -138,7 +138,9 @@ def _claim(record: IdempotencyRecord) -> Claim:
     )
 
 
-def idempotency_store(*, claim: Claim, status: int, headers: dict[str, str], body: bytes) -> None:
+def store_idempotent_answer(
+    *, claim: Claim, status: int, headers: dict[str, str], body: bytes
+) -> None:
     """Keep the answer for replays. Conditional on still holding the claim:
     a handler that outlived its lock does not overwrite its successor."""
     IdempotencyRecord.objects.filter(
@@ -152,14 +154,14 @@ def idempotency_store(*, claim: Claim, status: int, headers: dict[str, str], bod
     )
 
 
-def idempotency_release(*, claim: Claim) -> None:
+def release_idempotency_key(*, claim: Claim) -> None:
     """Give the key back without an answer: the client may retry with it."""
     IdempotencyRecord.objects.filter(
         pk=claim.record_id, in_progress=True, request_hash=claim.request_hash
     ).update(in_progress=False, locked_until=None, status_code=None)
 
 
-def idempotency_purge(*, older_than: timedelta = REPLAY_WINDOW) -> int:
+def purge_idempotency_keys(*, older_than: timedelta = REPLAY_WINDOW) -> int:
     """Delete records older than the replay window (not those in progress);
     returns how many. For the periodic sweep."""
     deleted, _ = (

@@ -23,7 +23,7 @@ from ninja.security import HttpBearer
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, StringConstraints
 
 from integrations import idempotency
-from integrations.apikeys import apikey_authenticate
+from integrations.apikeys import authenticate_apikey
 from policies.models import ApiKey
 from runs.engine.errors import NotFound
 
@@ -174,7 +174,7 @@ class ApiKeyAuth(HttpBearer):
         return self.authenticate(request, secret.strip())
 
     def authenticate(self, request: HttpRequest, token: str) -> ApiKey | None:
-        key = apikey_authenticate(secret=token)
+        key = authenticate_apikey(secret=token)
         if key is not None and self.scope and self.scope not in key.scopes:
             raise MissingScope(f"this key lacks the {self.scope!r} scope")
         return key
@@ -258,7 +258,7 @@ def idempotent(
     """
     if key is None:
         return handle(None)
-    outcome = idempotency.idempotency_claim(
+    outcome = idempotency.claim_idempotency_key(
         owner=request.auth.prefix,
         key=key,
         method=request.method,
@@ -281,12 +281,12 @@ def idempotent(
         except Exception as exc:  # mapped like any error (re-raised if unmapped)
             response = api.on_exception(request, exc)
     except BaseException:
-        idempotency.idempotency_release(claim=outcome)
+        idempotency.release_idempotency_key(claim=outcome)
         raise
     if response.status_code >= 500 or response.status_code in (409, 429):
-        idempotency.idempotency_release(claim=outcome)
+        idempotency.release_idempotency_key(claim=outcome)
     else:
-        idempotency.idempotency_store(
+        idempotency.store_idempotent_answer(
             claim=outcome,
             status=response.status_code,
             headers=dict(response.items()),

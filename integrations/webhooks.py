@@ -102,7 +102,7 @@ def verify(
     return webhook_id
 
 
-def webhook_receive(*, slug: str, headers: Mapping[str, str], body: bytes) -> Received:
+def receive_webhook(*, slug: str, headers: Mapping[str, str], body: bytes) -> Received:
     """Verify a delivery to the source `slug` and start its workflow's run
     (the payload, or the value at the source's `input_path`), once per
     webhook id. A repeat returns the first delivery, `duplicate=True`."""

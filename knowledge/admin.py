@@ -99,7 +99,7 @@ class EventForm(forms.ModelForm):
         if self.errors or data.get("type") is None:
             return data
         try:
-            services.event_validate(
+            services.validate_event(
                 type=data["type"],
                 payload=data.get("payload"),
                 valid_from=data.get("valid_from") or (old.valid_from if old else timezone.now()),
@@ -200,14 +200,14 @@ class EventAdmin(admin.ModelAdmin):
         data, actor = form.cleaned_data, request.user.get_username()
         common = {"payload": data["payload"], "reason": data["reason"], "actor_label": actor}
         if data.get("supersedes") is not None:
-            event = services.event_supersede(
+            event = services.supersede_event(
                 event=data["supersedes"],
                 valid_from=data.get("valid_from") or services.KEEP,
                 valid_until=data.get("valid_until"),
                 **common,
             )
         else:
-            event = services.event_record(
+            event = services.record_event(
                 entity=data["entity"],
                 type=data["type"],
                 valid_from=data.get("valid_from"),

@@ -33,7 +33,7 @@ from integrations.kit import (
     text,
 )
 from knowledge.models import Entity, Event
-from knowledge.services import KEEP, entity_upsert, event_record, event_supersede
+from knowledge.services import KEEP, record_event, supersede_event, upsert_entity
 from policies import audit
 from policies.models import ApiScope
 
@@ -175,7 +175,7 @@ def _page(queryset, filters) -> dict[str, Any]:
 @router.post("/entities", response={200: EntityOut, **errors()}, auth=WRITE)
 def entity_write(request: HttpRequest, payload: EntityIn):
     """Create the entity (type, key), or update its name and merge its attributes."""
-    return entity_upsert(
+    return upsert_entity(
         type=payload.type, key=payload.key, name=payload.name, attributes=payload.attributes
     )
 
@@ -200,10 +200,10 @@ def event_write(
 
     def write(_: str | None) -> Status:
         with transaction.atomic():  # an invalid event leaves no new entity behind
-            entity = entity_upsert(
+            entity = upsert_entity(
                 type=payload.entity_type, key=payload.entity_key, name=payload.entity_name
             )
-            event = event_record(
+            event = record_event(
                 entity=entity,
                 type=payload.type,
                 payload=payload.payload,
@@ -232,7 +232,7 @@ def event_correct(
 
     def correct(_: str | None) -> Status:
         event = get_or_404(_events(), f"no event {event_id}", pk=event_id)
-        correction = event_supersede(
+        correction = supersede_event(
             event=event,
             payload=payload.payload,
             reason=payload.reason,

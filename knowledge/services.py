@@ -24,7 +24,7 @@ from runs.models import Run, RunStatus
 # A dedup record held by a run that ended like this is up for grabs: that
 # run produced no result worth reusing.
 DEAD_STATUSES = (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.STOPPED)
-KEEP: Any = object()  # event_supersede: keep the old event's value
+KEEP: Any = object()  # supersede_event: keep the old event's value
 
 
 class KnowledgeError(Exception):
@@ -71,7 +71,7 @@ def database_now() -> datetime:
 # ---------------------------------------------------------------- entities
 
 
-def entity_upsert(
+def upsert_entity(
     *, type: str, key: str, name: str = "", attributes: dict[str, Any] | None = None
 ) -> Entity:
     """The entity (type, key), created if missing. A given name replaces the
@@ -94,7 +94,7 @@ def entity_upsert(
 # ------------------------------------------------------------------ events
 
 
-def event_type_get(*, name: str) -> EventType:
+def get_event_type(*, name: str) -> EventType:
     try:
         return EventType.objects.get(name=name)
     except EventType.DoesNotExist:
@@ -122,7 +122,7 @@ def payload_errors(*, schema: dict[str, Any], payload: Any) -> dict[str, str]:
     return errors
 
 
-def event_validate(
+def validate_event(
     *,
     type: EventType,
     payload: Any,
@@ -149,7 +149,7 @@ def event_validate(
         raise InvalidEvent(errors)
 
 
-def event_record(
+def record_event(
     *,
     entity: Entity,
     type: str | EventType,
@@ -169,10 +169,10 @@ def event_record(
     call for the same step returns the first event: the step may be
     executed again after a crash and must not write twice.
     """
-    event_type = type if isinstance(type, EventType) else event_type_get(name=type)
+    event_type = type if isinstance(type, EventType) else get_event_type(name=type)
     occurred_at = occurred_at or timezone.now()
     valid_from = valid_from or occurred_at
-    event_validate(
+    validate_event(
         type=event_type,
         payload=payload,
         valid_from=valid_from,
@@ -198,7 +198,7 @@ def event_record(
     )
 
 
-def event_supersede(
+def supersede_event(
     *,
     event: Event,
     payload: dict[str, Any],
@@ -218,7 +218,7 @@ def event_supersede(
     occurred_at = timezone.now()
     valid_from = event.valid_from if valid_from is KEEP else valid_from or occurred_at
     valid_until = event.valid_until if valid_until is KEEP else valid_until
-    event_validate(
+    validate_event(
         type=event.type,
         payload=payload,
         valid_from=valid_from,
@@ -270,7 +270,7 @@ def _insert(event: Event) -> Event:
 # --------------------------------------------------------------- relations
 
 
-def relation_upsert(
+def upsert_relation(
     *,
     type: str,
     source: Entity,
@@ -303,7 +303,7 @@ def relation_upsert(
 
 @dataclass(frozen=True)
 class DedupClaim:
-    """The outcome of `dedup_claim`: `won` says whether the caller proceeds;
+    """The outcome of `claim_dedup`: `won` says whether the caller proceeds;
     `record` is the (now or earlier) holder; `replaced` names the run whose
     expired or dead record the caller took over."""
 
@@ -319,7 +319,7 @@ def dedup_storage_key(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
-def dedup_claim(
+def claim_dedup(
     *,
     scope: str,
     key: str,

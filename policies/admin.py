@@ -1,8 +1,8 @@
 """Admin for roles, policies, rubrics, word lists, limits and kill switches.
 
 Roles and policies save through `policies.services`, rubrics through
-`policies.rubrics.rubric_save`, each writing a new immutable version; kill
-switches change only through `switch_set`, which records who and why.
+`policies.rubrics.save_rubric`, each writing a new immutable version; kill
+switches change only through `set_switch`, which records who and why.
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ from policies.rubrics import (
     criteria_problems,
     rescore_preview,
     routes_problems,
-    rubric_save,
+    save_rubric,
     sort_routes,
 )
-from policies.services import autonomy_problems, policy_save, role_save, switch_set
+from policies.services import autonomy_problems, save_policy, save_role
+from runs.engine.switches import set_switch
 from runs.tools.base import tool_names
 
 
@@ -89,7 +90,7 @@ class AgentRoleAdmin(admin.ModelAdmin):
         return ", ".join(obj.allowed_tools) or "none"
 
     def save_model(self, request, obj, form, change) -> None:
-        role_save(role=obj, by=request.user.get_username(), actor=actor_of(request.user))
+        save_role(role=obj, by=request.user.get_username(), actor=actor_of(request.user))
 
 
 class PolicyForm(forms.ModelForm):
@@ -128,7 +129,7 @@ class PolicyAdmin(admin.ModelAdmin):
     inlines = [PolicyVersionInline]
 
     def save_model(self, request, obj, form, change) -> None:
-        policy_save(policy=obj, by=request.user.get_username(), actor=actor_of(request.user))
+        save_policy(policy=obj, by=request.user.get_username(), actor=actor_of(request.user))
 
 
 @admin.register(WordList)
@@ -191,7 +192,7 @@ class KillSwitchAdmin(admin.ModelAdmin):
         return form
 
     def save_model(self, request, obj, form, change) -> None:
-        saved = switch_set(
+        saved = set_switch(
             scope=obj.scope,
             target=obj.target,
             engaged=obj.engaged,
@@ -203,7 +204,7 @@ class KillSwitchAdmin(admin.ModelAdmin):
         obj.pk = saved.pk
 
     def save_related(self, request, form, formsets, change) -> None:
-        # The change history is written by switch_set; the read-only inline
+        # The change history is written by set_switch; the read-only inline
         # saves nothing, but admin's change message reads what it saved.
         for formset in formsets:
             formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
@@ -371,7 +372,7 @@ class RubricAdmin(admin.ModelAdmin):
         return _routes_text(obj.snapshot())
 
     def save_model(self, request, obj, form, change) -> None:
-        version = rubric_save(
+        version = save_rubric(
             rubric=obj, by=request.user.get_username(), actor=actor_of(request.user)
         )
         self.message_user(request, f"Saved as version {version.number}: new runs use it now.")

@@ -3,7 +3,7 @@
 A rubric is criteria (each scored 0–100 by a `score` step, weighted) and
 routes (thresholds on the weighted total, highest first, the last at 0 so
 every total has a route). Managers edit rubrics in admin; every save goes
-through `rubric_save`, which freezes the result as the next immutable
+through `save_rubric`, which freezes the result as the next immutable
 `RubricVersion` and records the save in the audit log, in one transaction. `rescore_preview` shows what a draft would change on the most
 recent scores before anyone saves it.
 """
@@ -139,7 +139,7 @@ def sort_routes(routes: Any) -> Any:
         return routes
 
 
-def rubric_save(*, rubric: Rubric, by: str = "", actor: str = "system") -> RubricVersion:
+def save_rubric(*, rubric: Rubric, by: str = "", actor: str = "system") -> RubricVersion:
     """Validate, save and freeze the rubric as its next version.
 
     Raises ValidationError naming `criteria`, `routes` or `name`. The save

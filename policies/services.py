@@ -14,7 +14,6 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max
-from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticError
 
@@ -24,11 +23,8 @@ from policies.models import (
     AgentRole,
     AgentRoleVersion,
     AutonomyMode,
-    KillSwitch,
-    KillSwitchChange,
     Policy,
     PolicyVersion,
-    SwitchScope,
 )
 
 
@@ -82,7 +78,7 @@ def _next_number(versions) -> int:
     return (versions.aggregate(top=Max("number"))["top"] or 0) + 1
 
 
-def role_save(*, role: AgentRole, by: str = "", actor: str = "system") -> AgentRoleVersion:
+def save_role(*, role: AgentRole, by: str = "", actor: str = "system") -> AgentRoleVersion:
     """Save the role and freeze the result as its next version; audited as
     `role.saved` (with what changed) in the same transaction."""
     from runs.tools.base import tool_names
@@ -93,7 +89,7 @@ def role_save(*, role: AgentRole, by: str = "", actor: str = "system") -> AgentR
     return _save_versioned(role, AgentRoleVersion, "role", by, actor)
 
 
-def policy_save(*, policy: Policy, by: str = "", actor: str = "system") -> PolicyVersion:
+def save_policy(*, policy: Policy, by: str = "", actor: str = "system") -> PolicyVersion:
     """Save the policy and freeze the result as its next version; audited
     as `policy.saved` (with what changed) in the same transaction."""
     problems = autonomy_problems(policy.autonomy)
@@ -133,11 +129,11 @@ def current_versions(workflow) -> tuple[int | None, int | None]:
     """(role version id, policy version id) a new run of `workflow` binds."""
     role_version = policy_version = None
     if workflow.role_id:
-        role_version = workflow.role.versions.order_by("-number").first() or role_save(
+        role_version = workflow.role.versions.order_by("-number").first() or save_role(
             role=workflow.role, by="bosun"
         )
     if workflow.policy_id:
-        policy_version = workflow.policy.versions.order_by("-number").first() or policy_save(
+        policy_version = workflow.policy.versions.order_by("-number").first() or save_policy(
             policy=workflow.policy, by="bosun"
         )
     return (
@@ -174,78 +170,3 @@ def rules_for(role_version_id: int | None, policy_version_id: int | None) -> Rul
     )
     rules = tuple(AutonomyRule.model_validate(rule) for rule in autonomy)
     return Rules(allowed, budget, rules, redact)
-
-
-# Kill switches --------------------------------------------------------------
-
-
-def switch_set(
-    *,
-    scope: str,
-    target: str = "",
-    engaged: bool,
-    reason: str,
-    by: str,
-    user=None,
-    actor: str | None = None,
-) -> KillSwitch:
-    """Engage or lift a kill switch, recording who and why.
-
-    The change is audited (`killswitch.engaged` / `killswitch.lifted`) in
-    its transaction; `actor` defaults to the user's label ("system"
-    without one). Runs woken by a lift are audited by `resume_paused`.
-
-    Every change also updates the global switch row, which the tool gate
-    reads with FOR SHARE in the same transaction as its ledger insert: so
-    once this commits, no tool call can start that did not see it.
-    """
-    if not reason.strip():
-        raise ValidationError({"reason": "say why the switch changes"})
-    if scope not in SwitchScope.values:
-        raise ValidationError({"scope": f"unknown scope {scope!r}"})
-    target = "" if scope == SwitchScope.GLOBAL else target.strip()
-    if scope != SwitchScope.GLOBAL and not target:
-        raise ValidationError({"target": "name the workflow or tool"})
-    with transaction.atomic():
-        board = global_switch(lock=True)
-        switch = board
-        if scope != SwitchScope.GLOBAL:
-            switch, _ = KillSwitch.objects.select_for_update().get_or_create(
-                scope=scope, target=target
-            )
-        now = timezone.now()
-        switch.engaged, switch.reason, switch.changed_by, switch.changed_at = (
-            engaged,
-            reason,
-            by[:150],
-            now,
-        )
-        switch.save()
-        KillSwitchChange.objects.create(
-            switch=switch,
-            engaged=engaged,
-            reason=reason,
-            changed_by=by[:150],
-            user=user if getattr(user, "pk", None) else None,
-        )
-        actor = actor or audit.actor_of(user)
-        audit.record(
-            action="killswitch.engaged" if engaged else "killswitch.lifted",
-            actor=actor,
-            target=switch,
-            data={"scope": scope, "target": target, "reason": reason, "by": by[:150]},
-        )
-    if not engaged:
-        from runs.engine import resume_paused
-
-        resume_paused(actor=actor)
-    return switch
-
-
-def global_switch(*, lock: bool = False) -> KillSwitch:
-    """The global switch row (a migration creates it; get_or_create covers a
-    flushed table). Locking it FOR UPDATE waits for every tool gate holding
-    it FOR SHARE, and holds new ones until the change commits."""
-    manager = KillSwitch.objects.select_for_update() if lock else KillSwitch.objects
-    switch, _ = manager.get_or_create(scope=SwitchScope.GLOBAL, target="")
-    return switch

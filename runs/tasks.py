@@ -9,7 +9,7 @@ from __future__ import annotations
 from django_q.tasks import async_task
 
 from approvals import sla
-from integrations.idempotency import idempotency_purge
+from integrations.idempotency import purge_idempotency_keys
 from runs import engine
 
 
@@ -19,8 +19,8 @@ def advance(run_id: int) -> str:
 
 def sweep() -> int:
     rung = len(engine.sweep())
-    sla.sla_sweep()  # approvals past their due time or timeout
-    idempotency_purge()  # API idempotency keys past their 24-hour window
+    sla.sweep_slas()  # approvals past their due time or timeout
+    purge_idempotency_keys()  # API idempotency keys past their 24-hour window
     return rung
 
 

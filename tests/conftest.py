@@ -13,7 +13,7 @@ import pytest
 from django.db import connections
 
 from policies.models import AgentRole, Policy
-from policies.services import policy_save, role_save, rules_for
+from policies.services import rules_for, save_policy, save_role
 from runs import engine
 from runs.engine.definition import _cache as definition_cache
 from runs.models import Run, Step, Workflow, WorkflowVersion
@@ -152,11 +152,11 @@ def make_workflow(db):
             named = {s["config"].get("tool") for s in steps if s["kind"] == "tool"}
             tools = sorted(named & set(tool_names()))
         role = AgentRole(name=f"role-{slug}", allowed_tools=tools)
-        role_save(role=role, by="test")
+        save_role(role=role, by="test")
         policy_row = None
         if policy is not None:
             policy_row = Policy(name=f"policy-{slug}", **policy)
-            policy_save(policy=policy_row, by="test")
+            save_policy(policy=policy_row, by="test")
         workflow = Workflow.objects.create(
             name="Test workflow",
             slug=slug,

@@ -23,11 +23,11 @@ from runs.engine.service import (
     decide_approval,
     reconcile_tool_call,
     replay_run,
-    resume_paused,
     retry_run,
     start_run,
     sweep,
 )
+from runs.engine.switches import resume_paused, set_switch
 from runs.engine.worker import Advance, advance_run
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "replay_run",
     "resume_paused",
     "retry_run",
+    "set_switch",
     "start_run",
     "sweep",
     "validate_workflow",

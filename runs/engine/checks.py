@@ -6,7 +6,6 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from django.db import connection
 from django.utils import timezone
 
 from lib.conditions import AllOf, AnyOf, Compare, Condition, Not, evaluate
@@ -48,18 +47,6 @@ def over_budget(
         if elapsed >= budget.max_wall_s:
             return BudgetExceeded("wall_s", f"{elapsed:.0f}s of {budget.max_wall_s:.0f}s")
     return None
-
-
-def switched_off(workflow: str) -> bool:
-    """Whether a global or this workflow's kill switch is engaged. Runs
-    before every step, so it is one small raw statement."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT 1 FROM policies_killswitch WHERE engaged"
-            " AND (scope = 'global' OR (scope = 'workflow' AND target = %s)) LIMIT 1",
-            [workflow],
-        )
-        return cursor.fetchone() is not None
 
 
 def flags(step: StepDef, output: Any, variables: dict[str, Any]) -> list[str]:

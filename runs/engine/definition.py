@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jsonschema
@@ -57,6 +57,7 @@ class Definition:
     input_schema: dict[str, Any] | None = None
     sensitive_fields: tuple[str, ...] = ()
     untrusted_fields: tuple[str, ...] = ()
+    version: int = 0  # the WorkflowVersion's number, once loaded
 
 
 def snapshot(workflow: Workflow) -> dict[str, Any]:
@@ -354,9 +355,12 @@ def load_definition(version_id: int) -> Definition:
     """The parsed definition of a version; cached forever, as versions are."""
     definition = _cache.get(version_id)
     if definition is None:
-        data = WorkflowVersion.objects.values_list("definition", flat=True).get(pk=version_id)
+        data, number = WorkflowVersion.objects.values_list("definition", "number").get(
+            pk=version_id
+        )
         definition, problems = parse_definition(data)
         if definition is None:
             raise PublishError(problems)
+        definition = replace(definition, version=number)
         _cache[version_id] = definition
     return definition

@@ -1,6 +1,19 @@
-"""The engine's error types. Interfaces map these to their own shapes."""
+"""The engine's error types. Interfaces map these to their own shapes.
+
+Three families:
+- `EngineError`: an operation asked of the engine cannot be done (`code`
+  names why; the API maps it to a status).
+- `Wait`: not a failure: a step waits for something (a person, a limit, a
+  kill switch). `reason` is the stable name tracing and the console show;
+  `run_wait` is what the run records as its `wait_reason`.
+- refusals and stops (`Refused`, `BudgetExceeded`, `LeaseLost`): each with
+  a `reason` too, so nothing downstream recognises an error by its class
+  name.
+"""
 
 from __future__ import annotations
+
+from typing import Any, ClassVar
 
 
 class EngineError(Exception):
@@ -66,6 +79,8 @@ class BudgetExceeded(Exception):
     is charged to the run before it stops.
     """
 
+    reason: ClassVar[str] = "budget"
+
     def __init__(self, resource: str, detail: str) -> None:
         super().__init__(f"budget {resource}: {detail}")
         self.resource = resource
@@ -95,3 +110,95 @@ class InvalidInput(EngineError):
 
 class LeaseLost(Exception):
     """This worker's claim on the run was taken over; it must stop writing."""
+
+    reason: ClassVar[str] = "lease_lost"
+
+
+class Refused(Exception):
+    """The tool gate refused a call for good (`code` says which rule)."""
+
+    reason: ClassVar[str] = "refused"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Wait(Exception):
+    """The step cannot go on yet; the run waits holding no worker."""
+
+    reason: ClassVar[str] = "waiting"
+    # Try again after this long (None: when something wakes the run).
+    wait_s: float | None = None
+
+    @property
+    def run_wait(self) -> str:
+        """The run's `wait_reason` while it waits for this."""
+        return self.reason
+
+    @property
+    def detail(self) -> dict[str, Any] | None:
+        """Recorded as the waiting step's input (what it waits on)."""
+        return None
+
+
+class NeedsApproval(Wait):
+    """A reviewer must approve these exact arguments first; `reason_code`
+    says why the call needs a person (shown to the reviewer)."""
+
+    reason: ClassVar[str] = "needs_approval"
+
+    def __init__(self, approval_id: int, reason_code: str) -> None:
+        super().__init__(f"approval {approval_id} pending ({reason_code})")
+        self.approval_id = approval_id
+        self.reason_code = reason_code
+
+    @property
+    def run_wait(self) -> str:
+        return "approval"
+
+    @property
+    def detail(self) -> dict[str, Any]:
+        return {"approval_id": self.approval_id}
+
+
+class NeedsReconciliation(Wait):
+    """A call may have happened and cannot be repeated blindly: a person
+    settles it."""
+
+    reason: ClassVar[str] = "needs_reconciliation"
+
+    def __init__(self, record_id: int) -> None:
+        super().__init__(f"tool call {record_id} may have happened: reconcile it")
+        self.record_id = record_id
+
+    @property
+    def detail(self) -> dict[str, Any]:
+        return {"tool_call": self.record_id}
+
+
+class Paused(Wait):
+    """A kill switch holds the call; the run resumes when it is lifted."""
+
+    reason: ClassVar[str] = "paused"
+
+
+class Throttled(Wait):
+    """A concurrency cap or rate limit is full for `key`."""
+
+    reason: ClassVar[str] = "throttled"
+
+    def __init__(self, key: str, wait_s: float, *, kind: str) -> None:
+        super().__init__(f"{kind} limit on {key}: wait {wait_s:.2f}s")
+        self.key = key
+        self.wait_s = wait_s
+        self.kind = kind
+
+    @property
+    def run_wait(self) -> str:
+        return limit_wait_reason(self.key)
+
+
+def limit_wait_reason(key: str) -> str:
+    """What a run waiting for limit `key` records (fits Run.wait_reason)."""
+    return f"limit:{key}"[:40]

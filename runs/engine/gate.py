@@ -32,12 +32,18 @@ from pydantic import ValidationError
 
 from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
 from lib.conditions import evaluate
-from policies.models import AutonomyMode, KillSwitch, SwitchScope
-from policies.services import Rules, global_switch
-from runs import telemetry
-from runs.engine import limits, store
+from policies.models import AutonomyMode
+from policies.services import Rules
+from runs.engine import limits, store, switches, tracing
 from runs.engine.doorbell import ring
-from runs.engine.limits import Throttled
+from runs.engine.errors import (
+    NeedsApproval,
+    NeedsReconciliation,
+    Paused,
+    Refused,
+    Throttled,
+    limit_wait_reason,
+)
 from runs.models import ToolCallRecord, ToolCallStatus
 from runs.tools.base import Tool, ToolCall, ToolError, UnknownTool, get_tool
 
@@ -51,29 +57,6 @@ __all__ = [
     "Throttled",
     "call_tool",
 ]
-
-
-class Refused(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class NeedsApproval(Exception):
-    def __init__(self, approval_id: int, reason: str) -> None:
-        super().__init__(f"approval {approval_id} pending ({reason})")
-        self.approval_id = approval_id
-        self.reason = reason
-
-
-class NeedsReconciliation(Exception):
-    def __init__(self, record_id: int) -> None:
-        super().__init__(f"tool call {record_id} may have happened: reconcile it")
-        self.record_id = record_id
-
-
-class Paused(Exception):
-    pass
 
 
 @dataclass(frozen=True)
@@ -108,7 +91,7 @@ def args_hash(args: dict[str, Any]) -> str:
 def call_tool(name: str, raw_args: Any, caller: Caller) -> Called:
     """Call tool `name` through every check above, in a trace span (a no-op
     unless tracing is configured)."""
-    with telemetry.tool_call(name, caller) as span:
+    with tracing.tool_call(name, caller) as span:
         called = _call_tool(name, raw_args, caller)
         span.called(from_ledger=called.from_ledger)
     return called
@@ -232,13 +215,14 @@ def _open(
         if record_id is not None:
             return record_id, None
     with transaction.atomic():
-        _hold_switchboard()
+        switches.hold_switchboard()
         record_id = _insert_started(tool, args, digest, key, caller)
         if record_id is not None:
             return record_id, None
         record = ToolCallRecord.objects.select_for_update().filter(idempotency_key=key).first()
         if record is None:
-            _refuse_if_switched_off(tool, caller)  # the only other reason not to insert
+            # A switch is the only other reason not to insert.
+            switches.refuse_if_switched_off(tool=tool.name, workflow=caller.workflow)
             raise RuntimeError(f"ledger row {key} neither inserted nor found")
         if record.status == ToolCallStatus.SUCCEEDED or (
             record.status == ToolCallStatus.RECONCILED and record.result is not None
@@ -250,20 +234,13 @@ def _open(
             # outside cannot dedupe it: a person decides.
             ToolCallRecord.objects.filter(pk=record.pk).update(status=ToolCallStatus.UNKNOWN)
             return record.pk, _UNKNOWN
-        _refuse_if_switched_off(tool, caller)
+        switches.refuse_if_switched_off(tool=tool.name, workflow=caller.workflow)
         # A clean failure, or a read or idempotent write whose outcome is
         # unknown: calling again with the same key is safe.
         ToolCallRecord.objects.filter(pk=record.pk).update(
             status=ToolCallStatus.STARTED, calls=F("calls") + 1, error=""
         )
     return record.pk, None
-
-
-# Switches that stop this call: global, its workflow's, its tool's.
-_ENGAGED = (
-    "SELECT 1 FROM policies_killswitch WHERE engaged AND (scope = 'global'"
-    " OR (scope = 'workflow' AND target = %s) OR (scope = 'tool' AND target = %s))"
-)
 
 
 def _open_fast(tool: Tool, args: dict[str, Any], digest: str, key: str, caller: Caller):
@@ -286,7 +263,7 @@ def _insert_started(
         "INSERT INTO runs_toolcallrecord (run_id, seq, step_key, tool, side_effect,"
         " idempotency_key, args, args_hash, status, calls, error, started_at, reconciled_by,"
         f" reconcile_note) SELECT %s, %s, %s, %s, %s, %s, {store.json_param()}, %s, 'started', 1,"
-        f" '', {store.now_sql()}, '', '' WHERE NOT EXISTS ({_ENGAGED})"
+        f" '', {store.now_sql()}, '', '' WHERE NOT EXISTS ({switches.ENGAGED_SQL})"
         " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
     )
     params = [caller.run_id, caller.seq, caller.step_key, tool.name, tool.side_effect, key]
@@ -295,32 +272,6 @@ def _insert_started(
         cursor.execute(sql, params)
         row = cursor.fetchone()
     return row[0] if row else None
-
-
-def _hold_switchboard() -> None:
-    """Lock the global switch row FOR SHARE: a switch change (FOR UPDATE on
-    the same row) waits for this transaction, and the statements after this
-    one see any change that committed first. So no call starts after a
-    switch commits. (SQLite: the IMMEDIATE transaction serializes writers.)"""
-    if connection.vendor != "postgresql":
-        return
-    sql = "SELECT id FROM policies_killswitch WHERE scope = 'global' AND target = '' FOR SHARE"
-    with connection.cursor() as cursor:
-        cursor.execute(sql)
-        if cursor.fetchone() is None:
-            global_switch()
-            cursor.execute(sql)
-
-
-def _refuse_if_switched_off(tool: Tool, caller: Caller) -> None:
-    engaged = KillSwitch.objects.filter(engaged=True).filter(
-        Q(scope=SwitchScope.GLOBAL)
-        | Q(scope=SwitchScope.WORKFLOW, target=caller.workflow)
-        | Q(scope=SwitchScope.TOOL, target=tool.name)
-    )
-    switch = engaged.first()
-    if switch is not None:
-        raise Paused(f"kill switch on {switch.target or 'everything'}: {switch.reason}")
 
 
 def _invoke(tool: Tool, args, record_id: int, key: str, caller: Caller) -> dict[str, Any]:
@@ -358,7 +309,7 @@ def _close(record_id: int, *, status: str, result=None, error: str = "") -> None
 
 def _wake_one(key: str) -> None:
     """A seat came free: let the longest-waiting run for it try now."""
-    reason = limits.wait_reason(key)
+    reason = limit_wait_reason(key)
     lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
     now = store.now_sql()
     with transaction.atomic(), connection.cursor() as cursor:

@@ -142,8 +142,8 @@ class KnowledgeWriteKind(Kind):
         try:
             # One short transaction: a new entity is kept only with its event.
             with transaction.atomic():
-                entity = services.entity_upsert(type=config.entity_type, key=key, name=name)
-                event = services.event_record(
+                entity = services.upsert_entity(type=config.entity_type, key=key, name=name)
+                event = services.record_event(
                     entity=entity,
                     type=config.event_type,
                     payload=payload,
@@ -196,7 +196,7 @@ class DedupKind(Kind):
     def execute(self, config: Config, ctx: StepContext) -> Outcome:
         key = _text(config.key, ctx, "the dedup key")
         at = _time(config.at, ctx, "at")
-        claim = services.dedup_claim(
+        claim = services.claim_dedup(
             scope=config.scope,
             key=key,
             run_id=ctx.run_id,

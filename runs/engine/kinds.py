@@ -27,9 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from approvals.models import ApprovalRequest, ApprovalStatus
 from lib.conditions import Condition, evaluate
 from lib.context import RenderError, check_template_syntax, render_value
-from runs import telemetry
-from runs.engine import gate, limits
-from runs.engine.errors import BudgetExceeded, StepError
+from runs.engine import gate, tracing
+from runs.engine.errors import BudgetExceeded, Refused, StepError, Wait
 from runs.llm.base import LLMError, LLMRequest, cost_of, get_provider, resolve_model
 from runs.tools.base import ToolError, UnknownTool, get_tool
 
@@ -177,15 +176,9 @@ class ToolKind(Kind):
         )
         try:
             called = gate.call_tool(config.tool, raw_args, caller)
-        except gate.NeedsApproval as exc:
-            return Outcome(wait="approval", input={"approval_id": exc.approval_id})
-        except gate.NeedsReconciliation as exc:
-            return Outcome(wait="needs_reconciliation", input={"tool_call": exc.record_id})
-        except gate.Paused:
-            return Outcome(wait="paused")
-        except gate.Throttled as exc:
-            return Outcome(wait=limits.wait_reason(exc.key), wait_s=exc.wait_s)
-        except gate.Refused as exc:
+        except Wait as exc:
+            return Outcome(wait=exc.run_wait, wait_s=exc.wait_s, input=exc.detail)
+        except Refused as exc:
             raise StepError(str(exc), retryable=False, error_type=f"refused:{exc.code}") from None
         except ToolError as exc:
             raise StepError(
@@ -449,7 +442,7 @@ class LLMKind(Kind):
                     exc.outcome = outcome  # what this step spent before the stop
                     raise
             try:
-                with telemetry.model_call(ctx, provider_name, request) as call:
+                with tracing.model_call(ctx, provider_name, request) as call:
                     response = provider.complete(request)
                     call.answered(response, paid=provider_name != "replay")
             except LLMError as exc:

@@ -28,6 +28,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from policies.models import Limit, LimitSlot
+from runs.engine.errors import Throttled
 from runs.engine.store import later_sql, now_sql
 
 SLOT = "policies_limitslot"
@@ -35,19 +36,6 @@ GRANT = "policies_rategrant"
 LIMIT = "policies_limit"
 # How soon a run waiting for a seat looks again if no release wakes it.
 SEAT_POLL_S = 1.0
-
-
-class Throttled(Exception):
-    def __init__(self, key: str, wait_s: float, *, kind: str) -> None:
-        super().__init__(f"{kind} limit on {key}: wait {wait_s:.2f}s")
-        self.key = key
-        self.wait_s = wait_s
-        self.kind = kind
-
-
-def wait_reason(key: str) -> str:
-    """What a run waiting for `key` records (fits Run.wait_reason)."""
-    return f"limit:{key}"[:40]
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,7 @@ def start_run(
             return Started(existing, created=False)
     definition = version.definition
     _check_input(definition.get("input_schema"), input)
-    taint = screening_taint(input, definition.get("untrusted_fields") or [])
+    taint = taint_from_screening(input, definition.get("untrusted_fields") or [])
     role_version_id, policy_version_id = current_versions(workflow)
     run = Run(
         workflow=workflow,
@@ -157,7 +157,7 @@ def _check_input(schema: dict[str, Any] | None, value: Any) -> None:
         raise InvalidInput(fields)
 
 
-def screening_taint(value: dict[str, Any], fields: list[str]) -> str:
+def taint_from_screening(value: dict[str, Any], fields: list[str]) -> str:
     """Why the untrusted `fields` of an input taint the run ('' if clean)."""
     if not fields or not isinstance(value, dict):
         return ""
@@ -320,31 +320,6 @@ def _audit_actor(actor, label: str) -> str:
     if label in ("policy", "system") or ":" in label:
         return label
     return f"user:{label}" if label else "system"
-
-
-def resume_paused(*, workflow: str | None = None, actor: str = "system") -> list[int]:
-    """Wake the runs a kill switch paused; each resumes where it stood (and
-    parks again at once if another switch still holds it). Each woken run
-    is audited as `run.resumed` in the same transaction."""
-    runs = Run.objects.filter(status=RunStatus.WAITING, wait_reason="paused")
-    if workflow:
-        runs = runs.filter(workflow__slug=workflow)
-    woken = []
-    with transaction.atomic():
-        for run_id in runs.values_list("pk", flat=True):
-            if Run.objects.filter(pk=run_id, status=RunStatus.WAITING, wait_reason="paused").update(
-                status=RunStatus.QUEUED, wait_reason="", ring_at=_later(store.REDELIVER_AFTER_S)
-            ):
-                audit.record(
-                    action="run.resumed",
-                    actor=actor,
-                    target_type=_RUN,
-                    target_id=run_id,
-                    data={"was": "paused"},
-                )
-                ring(run_id)
-                woken.append(run_id)
-    return woken
 
 
 def reconcile_tool_call(

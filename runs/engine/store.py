@@ -74,6 +74,7 @@ class RunState:
     cost_usd: Decimal
     started_at: Any
     input: dict[str, Any]
+    trace_id: str = ""  # hex; "" while tracing has never been on for the run
 
 
 _CLAIMABLE = (
@@ -83,28 +84,31 @@ _CLAIMABLE = (
 )
 
 
-def claim(run_id: int, *, worker: str, lease_s: float) -> RunState | None:
+def claim(run_id: int, *, worker: str, lease_s: float, trace_id: str = "") -> RunState | None:
     """Take the run if nobody holds it: one conditional UPDATE.
 
     Bumping `fence` is what makes a stale worker harmless: its later writes
-    carry the old fence and match no row.
+    carry the old fence and match no row. `trace_id` is stored if the run
+    has none yet (the same statement, so tracing costs no round trip); the
+    run's trace id, old or new, comes back in the state.
     """
     now = now_sql()
     sql = (
         f"UPDATE {RUN} SET status = 'running', wait_reason = '', fence = fence + 1,"
         f" lease_owner = %s, lease_expires_at = {later_sql()}, ring_at = {later_sql()},"
-        f" not_before = NULL, started_at = COALESCE(started_at, {now})"
+        f" not_before = NULL, started_at = COALESCE(started_at, {now}),"
+        " trace_id = CASE WHEN trace_id = '' THEN %s ELSE trace_id END"
         f" WHERE id = %s AND {_CLAIMABLE.format(now=now)}"
         " RETURNING fence, workflow_id, version_id, current_step, seq, attempt, attempts_before,"
         " replay_of_id, role_version_id, policy_version_id, tainted, steps_executed, llm_calls,"
-        " tool_calls, cost_usd, started_at, input"
+        " tool_calls, cost_usd, started_at, input, trace_id"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [worker, lease_s, lease_s, run_id])
+        cursor.execute(sql, [worker, lease_s, lease_s, trace_id, run_id])
         row = cursor.fetchone()
     if row is None:
         return None
-    *head, tainted, steps, llm_calls, tool_calls, cost, started_at, raw_input = row
+    *head, tainted, steps, llm_calls, tool_calls, cost, started_at, raw_input, trace = row
     if isinstance(raw_input, str):
         raw_input = json.loads(raw_input)
     if isinstance(started_at, str):  # SQLite
@@ -121,6 +125,7 @@ def claim(run_id: int, *, worker: str, lease_s: float) -> RunState | None:
         Decimal(str(cost)),
         started_at,
         raw_input,
+        trace,
     )
 
 

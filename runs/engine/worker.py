@@ -26,8 +26,7 @@ from django.utils import timezone
 from approvals.models import ApprovalStatus
 from policies.audit import record as audit_record
 from policies.services import Rules, rules_for
-from runs import telemetry
-from runs.engine import cache, checks, store
+from runs.engine import cache, checks, store, switches, tracing
 from runs.engine.definition import Definition, StepDef, load_definition
 from runs.engine.doorbell import ring
 from runs.engine.errors import BudgetExceeded, LeaseLost, StepError
@@ -80,7 +79,13 @@ def advance_run(
     if walk is None:
         return Advance.NOT_CLAIMED
     # One trace span per slice (a no-op unless tracing is configured).
-    with telemetry.run_span(run_id=run_id, workflow=walk.definition.workflow) as span:
+    span_of_slice = tracing.run_span(
+        run_id=run_id,
+        workflow=walk.definition.workflow,
+        version=walk.definition.version,
+        trace_id=walk.state.trace_id,
+    )
+    with span_of_slice as span:
         result = _advance(walk, run_id, worker=worker, lease_s=lease_s, slice_s=slice_s)
         span.finish(result)
     return result
@@ -124,7 +129,7 @@ def _advance(walk: _Walk, run_id: int, *, worker: str, lease_s: float, slice_s: 
 
 
 def _claim(run_id: int, *, worker: str, lease_s: float) -> _Walk | None:
-    state = store.claim(run_id, worker=worker, lease_s=lease_s)
+    state = store.claim(run_id, worker=worker, lease_s=lease_s, trace_id=tracing.new_trace_id())
     if state is None:
         return None
     definition = load_definition(state.version_id)
@@ -219,7 +224,7 @@ def _step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
     state = walk.state
     kind = walk.definition.steps[state.current_step].kind.name
     walk.record = None
-    with telemetry.step_span(
+    with tracing.step_span(
         run_id=state.run_id, key=state.current_step, kind=kind, seq=state.seq, attempt=state.attempt
     ) as span:
         result = _run_step(walk, worker=worker, lease_s=lease_s)
@@ -238,7 +243,7 @@ def _run_step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
     breach = checks.over_budget(state, walk.rules.budget, step.kind.name)
     if breach is not None:
         return _stop(walk, step, breach, _record(walk, step, started, t0, worker), None)
-    if checks.switched_off(walk.definition.workflow):
+    if switches.switched_off(walk.definition.workflow):
         return _park(walk, "paused")
     ctx = _context(walk, step)
     outcome: Outcome | None = None

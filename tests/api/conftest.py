@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from integrations.apikeys import apikey_create
+from integrations.apikeys import create_apikey
 from integrations.models import WebhookSource
 from lib.webhooks import sign
 from policies.models import ApiScope
@@ -28,7 +28,7 @@ def make_key(db):
     """`make_key(scopes=..., workflows=..., expires_at=...)` -> plaintext."""
 
     def make(scopes=ALL_SCOPES, *, workflows=(), name: str = "test key", **fields: Any) -> str:
-        _key, plaintext = apikey_create(name=name, scopes=scopes, workflows=workflows, **fields)
+        _key, plaintext = create_apikey(name=name, scopes=scopes, workflows=workflows, **fields)
         return plaintext
 
     return make

@@ -9,8 +9,8 @@ from django.test import Client
 from django.utils import timezone
 
 from approvals.models import ApprovalRequest
-from integrations.apikeys import apikey_create
-from integrations.idempotency import idempotency_purge
+from integrations.apikeys import create_apikey
+from integrations.idempotency import purge_idempotency_keys
 from integrations.models import IdempotencyRecord
 from knowledge.models import Event, EventType
 from runs.models import Run, RunStatus
@@ -144,7 +144,7 @@ def test_expired_records_are_purged(api, simple_workflow):
     IdempotencyRecord.objects.filter(key="old").update(
         created_at=timezone.now() - timedelta(hours=25)
     )
-    assert idempotency_purge() == 1
+    assert purge_idempotency_keys() == 1
     assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["new"]
 
 
@@ -168,7 +168,7 @@ def test_twenty_concurrent_first_requests_start_one_run(make_workflow):
     workflow = make_workflow(
         [{"key": "done", "kind": "end", "config": {}}], input_schema={"type": "object"}
     ).workflow
-    _key, secret = apikey_create(name="race", scopes=["runs:write"])
+    _key, secret = create_apikey(name="race", scopes=["runs:write"])
 
     def request(_: int):
         response = post(

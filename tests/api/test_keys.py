@@ -18,9 +18,9 @@ from django.utils import timezone
 
 from approvals.models import ApprovalRequest, ApprovalStatus
 from config.api import api as ninja_api
-from integrations.apikeys import apikey_authenticate, apikey_create, apikey_revoke
+from integrations.apikeys import authenticate_apikey, create_apikey, revoke_apikey
 from knowledge.models import EventType
-from knowledge.services import entity_upsert, event_record
+from knowledge.services import record_event, upsert_entity
 from policies.models import ApiKey, ApiScope, AuditEntry
 from runs.models import Run
 from tests.api.conftest import client_for, post
@@ -73,8 +73,8 @@ def test_the_matrix_lists_every_operation():
 def targets(make_workflow):
     run_id = waiting_for_review(make_workflow)
     EventType.objects.create(name="outreach.paused")
-    event = event_record(
-        entity=entity_upsert(type="account", key="acme"),
+    event = record_event(
+        entity=upsert_entity(type="account", key="acme"),
         type="outreach.paused",
         payload={},
         reason="asked",
@@ -138,10 +138,10 @@ def test_a_key_bound_to_a_workflow_cannot_see_or_touch_another(
 
 
 def test_revoked_and_expired_keys_are_refused(make_key, simple_workflow):
-    key, secret = apikey_create(name="k", scopes=["runs:read"])
+    key, secret = create_apikey(name="k", scopes=["runs:read"])
     assert client_for(secret).get("/api/v1/runs").status_code == 200
-    assert apikey_revoke(key=key) is True
-    assert apikey_revoke(key=key) is False  # once
+    assert revoke_apikey(key=key) is True
+    assert revoke_apikey(key=key) is False  # once
     assert client_for(secret).get("/api/v1/runs").status_code == 401
 
     expired = make_key(["runs:read"], expires_at=timezone.now() - timedelta(seconds=1))
@@ -152,15 +152,15 @@ def test_revoked_and_expired_keys_are_refused(make_key, simple_workflow):
 
 
 def test_a_key_is_shown_once_and_stored_as_a_hash(db):
-    key, secret = apikey_create(name="crm", scopes=["runs:read", "runs:write"])
+    key, secret = create_apikey(name="crm", scopes=["runs:read", "runs:write"])
     prefix, rest = secret[:11], secret[12:]
     assert re.fullmatch(r"bk_[a-z0-9]{8}", prefix) and secret[11] == "_" and len(rest) >= 32
     assert key.prefix == prefix
     assert key.key_hash == hashlib.sha256(secret.encode()).hexdigest()
-    assert apikey_authenticate(secret=secret).pk == key.pk
-    assert apikey_authenticate(secret=secret[:-1] + "x") is None
+    assert authenticate_apikey(secret=secret).pk == key.pk
+    assert authenticate_apikey(secret=secret[:-1] + "x") is None
     with pytest.raises(ValueError):
-        apikey_create(name="bad", scopes=["runs:everything"])
+        create_apikey(name="bad", scopes=["runs:everything"])
 
 
 def test_last_use_is_recorded_at_most_once_a_minute(make_key):
@@ -178,8 +178,8 @@ def test_last_use_is_recorded_at_most_once_a_minute(make_key):
 
 def test_key_events_are_audited(db):
     user = User.objects.create_user("ops")
-    key, _secret = apikey_create(name="crm", scopes=["runs:read"], by=user)
-    apikey_revoke(key=key, by=user)
+    key, _secret = create_apikey(name="crm", scopes=["runs:read"], by=user)
+    revoke_apikey(key=key, by=user)
     entries = list(AuditEntry.objects.filter(target_id=str(key.pk)).values_list("action", "actor"))
     assert entries == [("apikey.created", "user:ops"), ("apikey.revoked", "user:ops")]
 

@@ -14,8 +14,8 @@ from django.urls import reverse
 
 from policies import audit
 from policies.models import AgentRole, AuditEntry, KillSwitch, Policy
-from policies.services import switch_set
 from runs import engine
+from runs.engine.switches import set_switch
 from runs.models import Run, ToolCallRecord, Workflow
 from tests.conftest import chain, drive
 
@@ -165,11 +165,11 @@ def test_engaging_and_lifting_a_switch_in_admin_are_audited(ana):
 def test_lifting_a_switch_audits_each_run_it_resumes(make_workflow):
     version = make_workflow(chain(ECHO, END))
     slug = version.workflow.slug
-    switch_set(scope="workflow", target=slug, engaged=True, reason="pause", by="ops")
+    set_switch(scope="workflow", target=slug, engaged=True, reason="pause", by="ops")
     run = drive(engine.start_run(workflow=version.workflow, input={}).run.pk)
     assert (run.status, run.wait_reason) == ("waiting", "paused")
     mark = last_id()
-    switch_set(
+    set_switch(
         scope="workflow", target=slug, engaged=False, reason="go", by="ops", actor="user:ops"
     )
     lifted, resumed = entries_since(mark)

@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth.models import Group, User
 
 from policies.models import Rubric
-from policies.rubrics import rubric_save
+from policies.rubrics import save_rubric
 from tests.policies.test_rubrics import CRITERIA, ROUTES, record_scores
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -16,7 +16,7 @@ def test_a_manager_previews_a_threshold_change_then_publishes_it(
     live_server, page, screenshot, make_workflow
 ):
     rubric = Rubric(name="icp", description="Inbound lead fit", criteria=CRITERIA, routes=ROUTES)
-    rubric_save(rubric=rubric, by="setup")
+    save_rubric(rubric=rubric, by="setup")
     record_scores(rubric, make_workflow)  # totals 75 72 68 65 62 61 55 45 30 10
     user = User.objects.create_user(username="mona", password="correct horse 42", is_staff=True)
     user.groups.add(Group.objects.get(name="manager"))

@@ -96,7 +96,7 @@ def test_concurrent_sla_sweeps_tell_and_escalate_each_request_once(
     )
     mail.outbox.clear()
 
-    reports = race(8, lambda i: sla.sla_sweep())
+    reports = race(8, lambda i: sla.sweep_slas())
     assert sorted(a for r in reports for a in r.notified) == sorted(ids)
     assert sorted(a for r in reports for a in r.breached) == sorted(ids)
     subjects = sorted(m.subject.split(":")[0] for m in mail.outbox)

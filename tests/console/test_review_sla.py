@@ -95,7 +95,7 @@ def test_the_queue_group_is_emailed_once_with_a_link_to_the_item(
     assert DRAFT_TEXT not in message.body  # the draft stays in the console
     # A task delivered again, the sweep, a second notifier: nothing more.
     assert sla.notify_request(approval_id=approval.pk) is False
-    assert sla.sla_sweep().notified == []
+    assert sla.sweep_slas().notified == []
     assert len(mail.outbox) == 2
 
 
@@ -162,17 +162,17 @@ def test_a_notifier_that_raises_does_not_fail_the_step(
     assert approval.run.wait_reason == "approval" and approval.notified_at is None
     assert f"approval {approval.pk}: notifier failed" in caplog.text
     # The SLA sweep tells whoever the announcement missed.
-    assert sla.sla_sweep().notified == [approval.pk]
+    assert sla.sweep_slas().notified == [approval.pk]
 
 
 def test_the_sweep_tells_about_tool_calls_held_for_approval(
     notify_inline, pending_tool_call, make_user
 ):
     reviewer = make_user("reviewer")
-    assert sla.sla_sweep().notified == [pending_tool_call.pk]
+    assert sla.sweep_slas().notified == [pending_tool_call.pk]
     assert [m.to for m in mail.outbox] == [[reviewer.email]]
     assert "Call test.send" in mail.outbox[0].subject
-    assert sla.sla_sweep().notified == []
+    assert sla.sweep_slas().notified == []
 
 
 # --- service level ------------------------------------------------------------------
@@ -221,10 +221,10 @@ def test_an_overdue_request_is_breached_and_escalated_once(
     manager = make_user("manager")
     approval = pending_approval(sla_s=600, escalate_to="manager")
     ApprovalRequest.objects.filter(pk=approval.pk).update(notified_at=past(minutes=20))
-    assert sla.sla_sweep().breached == []  # not due yet
+    assert sla.sweep_slas().breached == []  # not due yet
     ApprovalRequest.objects.filter(pk=approval.pk).update(due_at=past(seconds=1))
 
-    assert sla.sla_sweep().breached == [approval.pk]
+    assert sla.sweep_slas().breached == [approval.pk]
     approval.refresh_from_db()
     breached_at = approval.breached_at
     assert breached_at is not None and approval.status == ApprovalStatus.PENDING
@@ -233,7 +233,7 @@ def test_an_overdue_request_is_breached_and_escalated_once(
     assert f"/console/review/{approval.pk}/" in mail.outbox[0].body
     assert [m["event"] for m in received] == ["approval.overdue"]
 
-    assert sla.sla_sweep().breached == []
+    assert sla.sweep_slas().breached == []
     approval.refresh_from_db()
     assert approval.breached_at == breached_at and len(mail.outbox) == 1 and len(received) == 1
 
@@ -244,16 +244,16 @@ def test_a_breach_without_an_escalation_group_is_only_marked(pending_approval, m
     ApprovalRequest.objects.filter(pk=approval.pk).update(
         notified_at=past(minutes=20), due_at=past(seconds=1)
     )
-    assert sla.sla_sweep().breached == [approval.pk]
+    assert sla.sweep_slas().breached == [approval.pk]
     assert mail.outbox == []
 
 
 def test_a_timeout_rejects_by_default_and_the_run_takes_the_rejected_edge(pending_approval):
     approval = pending_approval(timeout_s=3600)
-    assert sla.sla_sweep().timed_out == []
+    assert sla.sweep_slas().timed_out == []
     ApprovalRequest.objects.filter(pk=approval.pk).update(timeout_after=past(seconds=1))
 
-    assert sla.sla_sweep().timed_out == [approval.pk]
+    assert sla.sweep_slas().timed_out == [approval.pk]
     approval.refresh_from_db()
     assert (approval.status, approval.decided_by_label, approval.decision_reason) == (
         "rejected",
@@ -264,13 +264,13 @@ def test_a_timeout_rejects_by_default_and_the_run_takes_the_rejected_edge(pendin
     assert (entry.action, entry.actor) == ("approval.rejected", "policy")
     run = drive(approval.run_id)
     assert (run.status, run.outcome, run.success) == ("succeeded", "dropped", False)
-    assert sla.sla_sweep().timed_out == []
+    assert sla.sweep_slas().timed_out == []
 
 
 def test_a_timeout_approves_where_the_step_says_so(pending_approval):
     approval = pending_approval(timeout_s=60, on_timeout="approve")
     ApprovalRequest.objects.filter(pk=approval.pk).update(timeout_after=past(seconds=1))
-    assert sla.sla_sweep().timed_out == [approval.pk]
+    assert sla.sweep_slas().timed_out == [approval.pk]
     run = drive(approval.run_id)
     assert (run.status, run.outcome) == ("succeeded", "sent")
     assert StepRun.objects.get(run=run, step_key="sent").output == DRAFT_TEXT
@@ -281,7 +281,7 @@ def test_a_person_who_decided_first_wins_over_the_timeout(pending_approval):
     approval = pending_approval(timeout_s=60)
     engine.decide_approval(approval_id=approval.pk, approve=True, actor_label="ana")
     ApprovalRequest.objects.filter(pk=approval.pk).update(timeout_after=past(seconds=1))
-    assert sla.sla_sweep().timed_out == []
+    assert sla.sweep_slas().timed_out == []
     assert ApprovalRequest.objects.get(pk=approval.pk).decided_by_label == "ana"
 
 

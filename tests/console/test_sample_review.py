@@ -15,7 +15,7 @@ from django.urls import reverse
 from approvals import sampling
 from approvals.models import ReplaySet, SampleItem, SampleReview, SampleVerdict
 from policies.models import Rubric
-from policies.rubrics import rubric_save
+from policies.rubrics import save_rubric
 from runs.models import Run, Score, WorkflowVersion
 from tests.conftest import race
 from tests.console.conftest import ROLES
@@ -39,7 +39,7 @@ def rubric_version(db):
         criteria=[{"key": "fit", "description": "fit", "weight": 100}],
         routes=[{"min": 70, "route": "outreach"}, {"min": 0, "route": "archive"}],
     )
-    return rubric_save(rubric=rubric)
+    return save_rubric(rubric=rubric)
 
 
 @pytest.fixture

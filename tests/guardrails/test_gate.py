@@ -170,7 +170,7 @@ def test_a_tainted_run_needs_approval_for_writes_but_not_reads(make_workflow):
     run.refresh_from_db()
     with pytest.raises(gate.NeedsApproval) as pending:
         gate.call_tool("test.send", {}, _caller(run))
-    assert pending.value.reason == "tainted_run"
+    assert pending.value.reason_code == "tainted_run"
     assert gate.call_tool("echo", {"value": 1}, _caller(run, seq=9)).result == {"value": 1}
     assert not Execution.objects.exists()
 

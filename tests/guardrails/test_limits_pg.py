@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 
 from policies.models import Limit, RateGrant
-from policies.services import switch_set
 from runs import engine
+from runs.engine.switches import set_switch
 from runs.models import TERMINAL_STATUSES, Run, ToolCallRecord
 from tests.conftest import chain
 from tests.processes import child_env, spawn, stop
@@ -114,7 +114,7 @@ def test_no_tool_call_starts_after_the_kill_switch_commits_and_lifting_it_resume
         deadline = time.monotonic() + 30
         while Execution.objects.count() < 20 and time.monotonic() < deadline:
             time.sleep(0.05)
-        switch_set(scope="global", engaged=True, reason="vendor incident", by="oncall")
+        set_switch(scope="global", engaged=True, reason="vendor incident", by="oncall")
         last_before = ToolCallRecord.objects.order_by("-pk").values_list("pk", flat=True).first()
         calls_at_switch = ToolCallRecord.objects.count()
         time.sleep(2.0)
@@ -127,7 +127,7 @@ def test_no_tool_call_starts_after_the_kill_switch_commits_and_lifting_it_resume
             .exclude(status="succeeded")
             .exists()
         )
-        switch_set(scope="global", engaged=False, reason="vendor recovered", by="oncall")
+        set_switch(scope="global", engaged=False, reason="vendor recovered", by="oncall")
         _finish(ids, 90)
     finally:
         stop(cluster)

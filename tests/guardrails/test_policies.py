@@ -7,8 +7,9 @@ from django.core.exceptions import ValidationError
 
 from approvals.models import ApprovalRequest
 from policies.models import AgentRole, Policy, PolicyVersion, WordList
-from policies.services import policy_save, role_save, switch_set
+from policies.services import save_policy, save_role
 from runs import engine
+from runs.engine.switches import set_switch
 from runs.models import Run, StepRun
 from tests.conftest import chain, drive
 from tests.testapp import providers
@@ -158,7 +159,7 @@ def test_policies_and_roles_are_versioned_on_every_save_and_runs_keep_theirs(mak
     first = engine.start_run(workflow=workflow, input={"n": 1}).run
     policy = workflow.policy
     policy.max_steps = 1
-    policy_save(policy=policy, by="manager")
+    save_policy(policy=policy, by="manager")
     assert list(policy.versions.values_list("number", flat=True)) == [2, 1]
     second = engine.start_run(workflow=workflow, input={"n": 2}).run
     assert first.policy_version.number == 1 and second.policy_version.number == 2
@@ -171,9 +172,9 @@ def test_policies_and_roles_are_versioned_on_every_save_and_runs_keep_theirs(mak
 
 def test_a_role_naming_an_unknown_tool_and_a_bad_autonomy_rule_are_refused():
     with pytest.raises(ValidationError):
-        role_save(role=AgentRole(name="r", allowed_tools=["no.such.tool"]))
+        save_role(role=AgentRole(name="r", allowed_tools=["no.such.tool"]))
     with pytest.raises(ValidationError):
-        policy_save(policy=Policy(name="p", autonomy=[{"tool": "x", "mode": "sometimes"}]))
+        save_policy(policy=Policy(name="p", autonomy=[{"tool": "x", "mode": "sometimes"}]))
     assert not AgentRole.objects.exists() and not Policy.objects.exists()
 
 
@@ -196,14 +197,14 @@ def test_a_workflow_switch_pauses_its_runs_and_lifting_it_resumes_them(make_work
     run = engine.start_run(workflow=version.workflow, input={}).run
     free = engine.start_run(workflow=other.workflow, input={}).run
     with pytest.raises(ValidationError):
-        switch_set(scope="workflow", target=version.workflow.slug, engaged=True, reason="", by="x")
-    switch_set(
+        set_switch(scope="workflow", target=version.workflow.slug, engaged=True, reason="", by="x")
+    set_switch(
         scope="workflow", target=version.workflow.slug, engaged=True, reason="bad prompt", by="ops"
     )
     run = drive(run.pk)
     assert (run.status, run.wait_reason, run.seq) == ("waiting", "paused", 1)
     assert drive(free.pk).status == "succeeded"
-    switch_set(
+    set_switch(
         scope="workflow", target=version.workflow.slug, engaged=False, reason="fixed", by="ops"
     )
     run = drive(run.pk)
@@ -215,8 +216,8 @@ def test_a_tool_switch_pauses_only_calls_of_that_tool(make_workflow):
     version = make_workflow(
         chain({"key": "e", "kind": "tool", "config": {"tool": "echo"}}, COUNT, END)
     )
-    switch_set(scope="tool", target="test.count", engaged=True, reason="vendor down", by="ops")
+    set_switch(scope="tool", target="test.count", engaged=True, reason="vendor down", by="ops")
     run = drive(engine.start_run(workflow=version.workflow, input={}).run.pk)
     assert (run.status, run.wait_reason, run.current_step) == ("waiting", "paused", "count")
-    switch_set(scope="tool", target="test.count", engaged=False, reason="back", by="ops")
+    set_switch(scope="tool", target="test.count", engaged=False, reason="back", by="ops")
     assert drive(run.pk).status == "succeeded"

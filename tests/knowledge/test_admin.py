@@ -20,8 +20,8 @@ def admin_client(client, db):
 
 @pytest.fixture
 def pause(paused_type, make_runs):
-    acme = services.entity_upsert(type="account", key="acme", name="Acme")
-    event = services.event_record(
+    acme = services.upsert_entity(type="account", key="acme", name="Acme")
+    event = services.record_event(
         entity=acme,
         type="outreach.paused",
         payload={"until": "2025-07-01"},
@@ -31,12 +31,12 @@ def pause(paused_type, make_runs):
         valid_until=datetime(2025, 7, 1, tzinfo=UTC),
     )
     [run_id] = make_runs(1)
-    services.dedup_claim(scope="lead", key="acme.com", run_id=run_id, seq=1, step_key="gate")
+    services.claim_dedup(scope="lead", key="acme.com", run_id=run_id, seq=1, step_key="gate")
     return event
 
 
 def test_the_knowledge_admin_pages_render(admin_client, pause):
-    fix = services.event_supersede(
+    fix = services.supersede_event(
         event=pause, payload={"until": "2025-08-01"}, reason="typo", actor_label="ops"
     )
     pages = [

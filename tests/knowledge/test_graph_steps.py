@@ -65,8 +65,8 @@ def test_a_paused_account_is_not_contacted_until_the_date_and_others_are(
     make_workflow, paused_type
 ):
     workflow = make_workflow(OUTREACH).workflow
-    acme = services.entity_upsert(type="account", key="acme")
-    pause = services.event_record(
+    acme = services.upsert_entity(type="account", key="acme")
+    pause = services.record_event(
         entity=acme,
         type="outreach.paused",
         payload={"until": "2025-07-01"},

@@ -18,13 +18,13 @@ def at(month: int, day: int = 1) -> datetime:
 
 @pytest.fixture
 def acme(db) -> Entity:
-    return services.entity_upsert(
+    return services.upsert_entity(
         type="account", key="acme", attributes={"plan": "free", "country": "DE"}
     )
 
 
 def profile(entity, payload, **extra):
-    return services.event_record(
+    return services.record_event(
         entity=entity, type="account.profile", payload=payload, actor_label="ops", **extra
     )
 
@@ -39,7 +39,7 @@ def test_a_superseding_event_changes_current_facts_while_history_keeps_both(acme
     }
     assert facts["seats"].event_id == signed.pk and facts["country"].event_id is None
 
-    fix = services.event_supersede(
+    fix = services.supersede_event(
         event=signed,
         payload={"plan": "pro", "seats": 25},
         reason="the contract says 25 seats, not 10",
@@ -71,7 +71,7 @@ def test_the_latest_active_fact_wins_and_an_expired_one_no_longer_counts(acme, p
 
 
 def test_active_events_hold_from_valid_from_until_just_before_valid_until(acme, paused_type):
-    pause = services.event_record(
+    pause = services.record_event(
         entity=acme,
         type="outreach.paused",
         payload={"until": "2025-07-01"},
@@ -119,16 +119,16 @@ def test_procedural_memory_lists_the_prompts_policy_and_role_in_force(make_workf
 
 def test_procedural_memory_names_the_rubric_a_score_step_uses(make_workflow):
     from policies.models import Rubric
-    from policies.rubrics import rubric_save
+    from policies.rubrics import save_rubric
 
     rubric = Rubric(
         name="icp",
         criteria=[{"key": "fit", "description": "Fits our customers", "weight": 1}],
         routes=[{"min": 50, "route": "good"}, {"min": 0, "route": "poor"}],
     )
-    rubric_save(rubric=rubric, by="manager")
+    save_rubric(rubric=rubric, by="manager")
     rubric.routes = [{"min": 60, "route": "good"}, {"min": 0, "route": "poor"}]
-    rubric_save(rubric=rubric, by="manager")
+    save_rubric(rubric=rubric, by="manager")
     score = {
         "key": "score",
         "kind": "score",

@@ -60,7 +60,7 @@ def test_100_concurrent_dedup_attempts_with_one_key_let_exactly_one_through(make
 
 def test_concurrent_takeovers_of_an_expired_key_let_exactly_one_through(make_runs):
     old, *run_ids = make_runs(41)
-    record = services.dedup_claim(
+    record = services.claim_dedup(
         scope="lead", key="acme.com", run_id=old, seq=1, step_key="gate", window_s=60
     ).record
     DedupRecord.objects.filter(pk=record.pk).update(
@@ -77,7 +77,7 @@ def test_concurrent_takeovers_of_an_expired_key_let_exactly_one_through(make_run
 
 def test_concurrent_takeovers_of_a_key_held_by_a_failed_run_let_exactly_one_through(make_runs):
     dead, *run_ids = make_runs(41)
-    services.dedup_claim(scope="lead", key="acme.com", run_id=dead, seq=1, step_key="gate")
+    services.claim_dedup(scope="lead", key="acme.com", run_id=dead, seq=1, step_key="gate")
     Run.objects.filter(pk=dead).update(status="failed")
     connections.close_all()
     results = race(40, attempt_gate(run_ids))
@@ -89,8 +89,8 @@ def test_concurrent_takeovers_of_a_key_held_by_a_failed_run_let_exactly_one_thro
 
 
 def test_concurrent_corrections_of_one_event_make_exactly_one(paused_type):
-    acme = services.entity_upsert(type="account", key="acme")
-    event = services.event_record(
+    acme = services.upsert_entity(type="account", key="acme")
+    event = services.record_event(
         entity=acme,
         type="outreach.paused",
         payload={"until": "2025-07-01"},
@@ -101,7 +101,7 @@ def test_concurrent_corrections_of_one_event_make_exactly_one(paused_type):
     results = race(
         20,
         bounded(
-            lambda i: services.event_supersede(
+            lambda i: services.supersede_event(
                 event=event,
                 payload={"until": f"2025-08-{i + 1:02d}"},
                 reason=f"fix {i}",

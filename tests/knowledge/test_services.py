@@ -12,14 +12,14 @@ from knowledge.models import Entity, Event
 
 @pytest.fixture
 def acme(db) -> Entity:
-    return services.entity_upsert(type="account", key="acme", name="Acme Inc.")
+    return services.upsert_entity(type="account", key="acme", name="Acme Inc.")
 
 
 def test_a_payload_that_breaks_its_schema_is_refused_field_by_field_and_nothing_is_written(
     acme, paused_type
 ):
     with pytest.raises(services.InvalidPayload) as caught:
-        services.event_record(
+        services.record_event(
             entity=acme,
             type="outreach.paused",
             payload={"note": "asked us to wait"},
@@ -30,7 +30,7 @@ def test_a_payload_that_breaks_its_schema_is_refused_field_by_field_and_nothing_
     assert caught.value.code == "invalid_payload"
 
     with pytest.raises(services.InvalidPayload) as caught:
-        services.event_record(
+        services.record_event(
             entity=acme,
             type="outreach.paused",
             payload={"until": 20250701},
@@ -43,7 +43,7 @@ def test_a_payload_that_breaks_its_schema_is_refused_field_by_field_and_nothing_
 
 def test_an_unknown_event_type_is_refused(acme):
     with pytest.raises(services.UnknownEventType, match="outreach.pausd"):
-        services.event_record(
+        services.record_event(
             entity=acme, type="outreach.pausd", payload={}, reason="x", actor_label="ops"
         )
     assert Event.objects.count() == 0
@@ -51,7 +51,7 @@ def test_an_unknown_event_type_is_refused(acme):
 
 def test_an_event_written_by_hand_needs_a_reason(acme, paused_type):
     with pytest.raises(services.InvalidEvent) as caught:
-        services.event_record(
+        services.record_event(
             entity=acme,
             type="outreach.paused",
             payload={"until": "2025-07-01"},
@@ -64,7 +64,7 @@ def test_an_event_written_by_hand_needs_a_reason(acme, paused_type):
 
 def test_a_validity_window_must_end_after_it_starts(acme, paused_type):
     with pytest.raises(services.InvalidEvent) as caught:
-        services.event_record(
+        services.record_event(
             entity=acme,
             type="outreach.paused",
             payload={"until": "2025-07-01"},
@@ -77,7 +77,7 @@ def test_a_validity_window_must_end_after_it_starts(acme, paused_type):
 
 
 def test_an_event_cannot_be_changed_once_written(acme, paused_type):
-    event = services.event_record(
+    event = services.record_event(
         entity=acme,
         type="outreach.paused",
         payload={"until": "2025-07-01"},
@@ -91,7 +91,7 @@ def test_an_event_cannot_be_changed_once_written(acme, paused_type):
 
 
 def test_an_event_is_superseded_once_and_a_second_correction_is_refused(acme, paused_type):
-    first = services.event_record(
+    first = services.record_event(
         entity=acme,
         type="outreach.paused",
         payload={"until": "2025-07-01"},
@@ -100,21 +100,21 @@ def test_an_event_is_superseded_once_and_a_second_correction_is_refused(acme, pa
         valid_from=datetime(2025, 5, 1, tzinfo=UTC),
         valid_until=datetime(2025, 7, 1, tzinfo=UTC),
     )
-    fix = services.event_supersede(
+    fix = services.supersede_event(
         event=first, payload={"until": "2025-08-01"}, reason="typo in the date", actor_label="ops"
     )
     assert fix.supersedes == first and fix.entity == acme and fix.type == first.type
     assert fix.valid_until == first.valid_until  # the window is kept unless given
     with pytest.raises(services.AlreadySuperseded, match=f"by event {fix.pk}"):
-        services.event_supersede(
+        services.supersede_event(
             event=first, payload={"until": "2025-09-01"}, reason="other fix", actor_label="ops2"
         )
     assert Event.objects.count() == 2
 
 
 def test_entity_upsert_returns_one_entity_per_type_and_key_and_merges_attributes(db):
-    first = services.entity_upsert(type="account", key="acme", attributes={"plan": "pro"})
-    again = services.entity_upsert(type="account", key="acme", name="Acme", attributes={"seats": 5})
+    first = services.upsert_entity(type="account", key="acme", attributes={"plan": "pro"})
+    again = services.upsert_entity(type="account", key="acme", name="Acme", attributes={"seats": 5})
     assert again.pk == first.pk
     assert again.name == "Acme" and again.attributes == {"plan": "pro", "seats": 5}
-    assert services.entity_upsert(type="lead", key="acme").pk != first.pk
+    assert services.upsert_entity(type="lead", key="acme").pk != first.pk

@@ -10,7 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from policies.models import AuditEntry, Rubric, RubricVersion
-from policies.rubrics import rescore_preview, route_for, rubric_save, total_for
+from policies.rubrics import rescore_preview, route_for, save_rubric, total_for
 from runs import engine
 from runs.models import Score
 
@@ -35,7 +35,7 @@ def route_of(total: float) -> str:
 @pytest.fixture
 def rubric(db) -> Rubric:
     rubric = Rubric(name="icp", criteria=CRITERIA, routes=ROUTES)
-    rubric_save(rubric=rubric, by="ana", actor="user:ana")
+    save_rubric(rubric=rubric, by="ana", actor="user:ana")
     return rubric
 
 
@@ -65,7 +65,7 @@ def record_scores(rubric: Rubric, make_workflow, totals=TOTALS) -> list[Score]:
 def errors_of(**fields) -> dict[str, list[str]]:
     rubric = Rubric(name="r", **{"criteria": CRITERIA, "routes": ROUTES, **fields})
     with pytest.raises(ValidationError) as raised:
-        rubric_save(rubric=rubric)
+        save_rubric(rubric=rubric)
     return raised.value.message_dict
 
 
@@ -117,15 +117,15 @@ def test_bad_routes_are_named(routes, message):
 @pytest.mark.django_db
 def test_routes_are_stored_highest_first_and_nothing_is_saved_when_invalid():
     rubric = Rubric(name="r", criteria=CRITERIA, routes=list(reversed(ROUTES)))
-    rubric_save(rubric=rubric)
+    save_rubric(rubric=rubric)
     assert rubric.versions.get().snapshot["routes"] == ROUTES
     rubric.criteria = []
     with pytest.raises(ValidationError):
-        rubric_save(rubric=rubric)
+        save_rubric(rubric=rubric)
     assert rubric.versions.count() == 1
     assert Rubric.objects.get().criteria == CRITERIA
     with pytest.raises(ValidationError) as raised:
-        rubric_save(rubric=Rubric(name="not a slug", criteria=CRITERIA, routes=ROUTES))
+        save_rubric(rubric=Rubric(name="not a slug", criteria=CRITERIA, routes=ROUTES))
     assert "name" in raised.value.message_dict
 
 
@@ -134,8 +134,8 @@ def test_routes_are_stored_highest_first_and_nothing_is_saved_when_invalid():
 
 def test_every_save_is_a_new_frozen_version(rubric):
     rubric.routes = [{"min": 60, "route": "outreach"}, *ROUTES[1:]]
-    second = rubric_save(rubric=rubric, by="ana")
-    third = rubric_save(rubric=rubric, by="ben")
+    second = save_rubric(rubric=rubric, by="ana")
+    third = save_rubric(rubric=rubric, by="ben")
     assert list(rubric.versions.order_by("number").values_list("number", "created_by")) == [
         (1, "ana"),
         (2, "ana"),
@@ -157,7 +157,7 @@ def test_a_save_is_audited_with_the_version_and_what_changed(rubric):
     )
     assert first.data["version"] == 1
     rubric.routes = [{"min": 60, "route": "outreach"}, *ROUTES[1:]]
-    rubric_save(rubric=rubric, by="ben", actor="user:ben")
+    save_rubric(rubric=rubric, by="ben", actor="user:ben")
     second = AuditEntry.objects.filter(action="rubric.saved").order_by("-id").first()
     assert second.data["version"] == 2 and second.actor == "user:ben"
     old, new = second.data["changed"]["routes"]
@@ -258,7 +258,7 @@ def test_the_preview_reads_the_newest_scores_only_and_refuses_a_bad_draft(rubric
         rescore_preview(rubric=rubric, criteria=CRITERIA, routes=ROUTES[:2])
     assert "routes" in raised.value.message_dict
     other = Rubric(name="other", criteria=CRITERIA, routes=ROUTES)
-    rubric_save(rubric=other)
+    save_rubric(rubric=other)
     assert rescore_preview(rubric=other, criteria=CRITERIA, routes=draft).scanned == 0
 
 
@@ -400,7 +400,7 @@ def test_the_rubric_list_costs_the_same_queries_for_more_rubrics(client, make_us
 
     def queries_for(count: int) -> int:
         for index in range(Rubric.objects.count(), count):
-            rubric_save(rubric=Rubric(name=f"r{index}", criteria=CRITERIA, routes=ROUTES))
+            save_rubric(rubric=Rubric(name=f"r{index}", criteria=CRITERIA, routes=ROUTES))
         with CaptureQueriesContext(connection) as captured:
             page = client.get("/admin/policies/rubric/")
         assert page.status_code == 200 and page.content.count(b"outreach \xe2\x89\xa5 70") == count

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from policies.models import Rubric
-from policies.rubrics import rubric_save
+from policies.rubrics import save_rubric
 from runs import engine
 from runs.engine import store
 from runs.engine.registry import KINDS
@@ -41,7 +41,7 @@ ENDS = [
 @pytest.fixture
 def rubric(db) -> Rubric:
     rubric = Rubric(name="icp", criteria=CRITERIA, routes=ROUTES)
-    rubric_save(rubric=rubric, by="test")
+    save_rubric(rubric=rubric, by="test")
     return rubric
 
 
@@ -114,7 +114,7 @@ def test_a_new_rubric_version_routes_new_runs_and_leaves_old_records_alone(make_
     version = make_workflow([score_step(), *ENDS])
     before = run(version, demo=False)  # 60 -> nurture under v1
     rubric.routes = [{"min": 55, "route": "outreach"}, *ROUTES[1:]]
-    rubric_save(rubric=rubric, by="manager")
+    save_rubric(rubric=rubric, by="manager")
     after = run(version, demo=False)  # 60 -> outreach under v2
     assert (before.outcome, after.outcome) == ("nurture", "outreach")
     old, new = Score.objects.get(run=before), Score.objects.get(run=after)
@@ -152,7 +152,7 @@ def test_publish_names_a_missing_route_edge_and_an_unknown_rubric(make_workflow,
 def test_a_route_added_after_publish_fails_the_step_naming_it(make_workflow, rubric):
     version = make_workflow([score_step(), *ENDS])
     rubric.routes = [{"min": 75, "route": "vip"}, *ROUTES]
-    rubric_save(rubric=rubric, by="manager")
+    save_rubric(rubric=rubric, by="manager")
     assert run(version, demo=False).outcome == "nurture"  # 60: routes with edges still work
     failed = run(version)  # 75 -> vip, which the published workflow has no edge for
     assert failed.status == "failed" and failed.dead_lettered_at is not None
@@ -238,7 +238,7 @@ def test_scores_are_cached_per_rubric_version_and_every_run_is_recorded(make_wor
     assert Score.objects.filter(run__in=[first, second]).count() == 2
     assert step_of(second).output["total"] == step_of(first).output["total"] == 50.0
     rubric.criteria = [{**CRITERIA[0], "weight": 1}, CRITERIA[1]]
-    rubric_save(rubric=rubric, by="manager")
+    save_rubric(rubric=rubric, by="manager")
     third = run(version)
     assert len(providers.calls) == 2 and not step_of(third).cache_hit  # a new version misses
     assert step_of(third).output["total"] == 40.0 and third.outcome == "nurture"
@@ -249,7 +249,7 @@ def test_a_replayed_run_rescores_the_recorded_answer_with_the_newest_rubric(make
     version = make_workflow([score_step(), *ENDS])
     original = run(version, demo=False)  # 60 -> nurture
     rubric.routes = [{"min": 50, "route": "outreach"}, *ROUTES[1:]]
-    rubric_save(rubric=rubric, by="manager")
+    save_rubric(rubric=rubric, by="manager")
     replayed = drive(engine.replay_run(run_id=original.pk).run.pk)
     assert replayed.outcome == "outreach" and replayed.cost_usd == 0
     assert Score.objects.get(run=replayed).rubric_version.number == 2

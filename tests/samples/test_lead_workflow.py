@@ -45,15 +45,15 @@ def test_installing_again_keeps_an_operators_edits_to_policy_and_rubric(samples)
 
     from demo.samples import install_samples
     from policies.models import Policy, Rubric
-    from policies.rubrics import rubric_save
-    from policies.services import policy_save
+    from policies.rubrics import save_rubric
+    from policies.services import save_policy
 
     policy = Policy.objects.get(name=LEADS)
     policy.max_cost_usd = Decimal("0.50")
-    policy_save(policy=policy, by="olga")
+    save_policy(policy=policy, by="olga")
     rubric = Rubric.objects.get(name="icp")
     rubric.routes = [{"min": 80, "route": "outreach"}, *rubric.routes[1:]]
-    rubric_save(rubric=rubric, by="mia")
+    save_rubric(rubric=rubric, by="mia")
     install_samples()
     assert Policy.objects.get(name=LEADS).max_cost_usd == Decimal("0.50")
     assert Rubric.objects.get(name="icp").routes[0] == {"min": 80, "route": "outreach"}
@@ -114,8 +114,8 @@ def test_middling_and_poor_fits_end_without_outreach(samples, record, outcome):
 
 
 def test_a_paused_account_is_neither_enriched_nor_contacted(samples):
-    account = knowledge.entity_upsert(type="account", key="acme-robotics.example")
-    knowledge.event_record(
+    account = knowledge.upsert_entity(type="account", key="acme-robotics.example")
+    knowledge.record_event(
         entity=account,
         type="outreach.paused",
         payload={"until": "2027-07-01"},

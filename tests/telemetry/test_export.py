@@ -15,7 +15,8 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from runs import engine, telemetry
+from runs import engine
+from runs.engine import tracing as telemetry
 from runs.models import Run
 from tests.conftest import chain, drive
 

@@ -14,8 +14,9 @@ from opentelemetry.trace import SpanKind, StatusCode
 import runs.llm.anthropic_provider  # noqa: F401  (the SDK's import takes seconds: not in a step)
 from approvals.models import ApprovalRequest
 from policies.services import rules_for
-from runs import engine, telemetry
+from runs import engine
 from runs.engine import gate
+from runs.engine import tracing as telemetry
 from runs.models import Run, StepRun
 from tests.conftest import chain, drive
 from tests.fakes.messages_api import MessagesAPI, message, tool_use_block, usage
@@ -145,6 +146,20 @@ def test_every_slice_of_a_run_joins_the_trace_stored_at_its_first(make_workflow,
     assert [s.attributes["bosun.step.status"] for s in waited] == ["waiting", "succeeded"]
 
 
+def test_the_trace_id_is_stored_by_the_claim_itself(make_workflow, spans):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    version = make_workflow(chain({**SEND, "config": {"tool": "test.send"}}, END))
+    run_id = start(version)
+    with CaptureQueriesContext(connection) as queries:
+        run = drive(run_id)
+    assert run.status == "succeeded" and len(run.trace_id) == 32
+    writes = [q["sql"] for q in queries if "trace_id =" in q["sql"]]
+    assert writes and all("fence = fence + 1" in sql for sql in writes)  # claims only
+    assert spans().named("run ")[0].context.trace_id == int(run.trace_id, 16)
+
+
 def test_with_tracing_off_nothing_is_recorded_or_stored(make_workflow, settings):
     settings.BOSUN_TRACING = False  # no OTLP endpoint
     telemetry.reset()
@@ -152,7 +167,8 @@ def test_with_tracing_off_nothing_is_recorded_or_stored(make_workflow, settings)
     run = drive(start(version))
     assert run.status == "succeeded" and run.trace_id == ""
     assert telemetry.step_span(run_id=1, key="k", kind="tool", seq=1, attempt=1) is telemetry.OFF
-    assert telemetry.run_span(run_id=run.pk, workflow="x") is telemetry.OFF
+    off = telemetry.run_span(run_id=run.pk, workflow="x", version=1, trace_id="ab" * 16)
+    assert off is telemetry.OFF and telemetry.new_trace_id() == ""
 
 
 def test_error_texts_are_redacted_in_spans(make_workflow, spans):

@@ -46,7 +46,7 @@ class Command(BaseCommand):
                 # their sweep may send mail: run it every SLA_SWEEP_S.
                 if time.monotonic() >= sla_due:
                     sla_due = time.monotonic() + SLA_SWEEP_S
-                    sla.sla_sweep()
+                    sla.sweep_slas()
             except Exception:  # a restarting database must not kill the loop
                 log.exception("sweep failed; retrying")
                 close_old_connections()

@@ -4,8 +4,8 @@ One trace per run. Each task slice that advances the run is a span
 ("run <workflow>"); inside it, a span per step ("step <key>"), and inside a
 step a span per model call ("chat <model>", GenAI semantic conventions) and
 per tool call ("tool <name>"). The run's trace id is stored on
-`Run.trace_id` the first time it is executed, so the console links a run to
-its trace.
+`Run.trace_id` by the claim of its first traced slice (the same statement,
+no extra round trip), so the console links a run to its trace.
 
 Slices of one run share that trace: each slice's span is started as the
 child of one remote parent built from the stored trace id (its span id is
@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry import trace as trace_api
 from opentelemetry.trace import (
     NonRecordingSpan,
     Span,
@@ -49,6 +50,8 @@ from opentelemetry.trace import (
     StatusCode,
     TraceFlags,
 )
+
+from runs.engine.errors import Refused, Wait
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -240,60 +243,35 @@ class RunSpan(_Span):
         self.set(bosun__run__result=str(result))
 
 
-def run_span(*, run_id: int, workflow: str) -> RunSpan | _Off:
+def new_trace_id() -> str:
+    """A fresh trace id (32 hex digits) for a run that has none yet, or ""
+    when tracing is off (then the claim stores nothing)."""
+    if _current_tracer() is None:
+        return ""
+    return format(random.getrandbits(128) or 1, "032x")
+
+
+def run_span(*, run_id: int, workflow: str, version: int, trace_id: str) -> RunSpan | _Off:
     """The span of one task slice advancing run `run_id`, in the run's trace
-    (whose id is stored on the run at its first slice)."""
+    (`trace_id`, stored on the run by the claim that started the slice)."""
     tracer = _current_tracer()
-    if tracer is None:
+    if tracer is None or not trace_id:
         return OFF
-    trace_id, version = _trace_of(run_id)
+    trace = int(trace_id, 16)
     parent = SpanContext(
-        trace_id=trace_id,
-        span_id=(trace_id & 0xFFFFFFFFFFFFFFFF) or 1,
+        trace_id=trace,
+        span_id=(trace & 0xFFFFFFFFFFFFFFFF) or 1,
         is_remote=True,
         trace_flags=TraceFlags(TraceFlags.SAMPLED),
     )
     span = tracer.start_span(
         clean(f"run {workflow}"),
-        context=trace.set_span_in_context(NonRecordingSpan(parent)),
+        context=trace_api.set_span_in_context(NonRecordingSpan(parent)),
         attributes=_attributes(
             {"bosun.run.id": run_id, "bosun.workflow": workflow, "bosun.workflow.version": version}
         ),
     )
     return RunSpan(span)
-
-
-# PostgreSQL: one round trip stores the trace id if the run has none yet
-# and reads it back with the version number. (The outer SELECT sees the row
-# as it was before the UPDATE, hence the COALESCE.)
-_PG_TRACE = (
-    "WITH upd AS (UPDATE runs_run SET trace_id = %s WHERE id = %s AND trace_id = ''"
-    " RETURNING trace_id)"
-    " SELECT COALESCE((SELECT trace_id FROM upd), r.trace_id), v.number"
-    " FROM runs_run r JOIN runs_workflowversion v ON v.id = r.version_id WHERE r.id = %s"
-)
-
-
-def _trace_of(run_id: int) -> tuple[int, int | None]:
-    """(trace id, workflow version number) of the run; the trace id is
-    stored on first use with a conditional update, so it never changes."""
-    from django.db import connection
-
-    from runs.models import Run
-
-    fresh = format(random.getrandbits(128) or 1, "032x")
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(_PG_TRACE, [fresh, run_id, run_id])
-            stored, version = cursor.fetchone()
-        return int(stored, 16), version
-    stored, version = Run.objects.values_list("trace_id", "version__number").get(pk=run_id)
-    if not stored:
-        if Run.objects.filter(pk=run_id, trace_id="").update(trace_id=fresh):
-            stored = fresh
-        else:
-            stored = Run.objects.values_list("trace_id", flat=True).get(pk=run_id)
-    return int(stored, 16), version
 
 
 class StepSpan(_Span):
@@ -396,15 +374,6 @@ def model_call(ctx: StepContext, provider: str, request: LLMRequest) -> ModelCal
     return ModelCallSpan(span, request.model)
 
 
-# The gate's answers that are not errors: the call waits for something.
-_WAITS = {
-    "NeedsApproval": "needs_approval",
-    "NeedsReconciliation": "needs_reconciliation",
-    "Paused": "paused",
-    "Throttled": "throttled",
-}
-
-
 class ToolCallSpan(_Span):
     __slots__ = ()
 
@@ -412,11 +381,10 @@ class ToolCallSpan(_Span):
         self.set(bosun__tool__outcome="from_ledger" if from_ledger else "called")
 
     def failed(self, exc: BaseException) -> None:
-        name = type(exc).__name__
-        if name in _WAITS:
-            self.set(bosun__tool__outcome=_WAITS[name])
+        if isinstance(exc, Wait):
+            self.set(bosun__tool__outcome=exc.reason)
             return
-        if name == "Refused":
+        if isinstance(exc, Refused):
             self.set(bosun__tool__outcome="refused", bosun__tool__refusal=exc.code)
             self.error(f"refused ({exc.code}): {exc}")
             return
