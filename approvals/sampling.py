@@ -29,7 +29,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from approvals.models import ReplaySet, SampleItem, SampleReview, SampleVerdict
-from runs.engine.errors import InvalidInput, InvalidState
+from lib.errors import InvalidInput, InvalidState
 from runs.models import TERMINAL_STATUSES, Run, RunStatus, Score, Workflow
 
 DEFAULT_SIZE = 20

@@ -34,7 +34,6 @@ from django.db.models.functions import Now
 from django.urls import reverse
 
 from approvals.models import ApprovalRequest, ApprovalStatus
-from runs import engine
 
 log = logging.getLogger("bosun.review")
 
@@ -45,7 +44,6 @@ class SweepReport:
 
     notified: list[int] = field(default_factory=list)
     breached: list[int] = field(default_factory=list)
-    timed_out: list[int] = field(default_factory=list)
 
 
 def item_url(approval_id: int) -> str:
@@ -69,9 +67,10 @@ def notify_request(*, approval_id: int) -> bool:
 
 
 def sweep_slas(*, limit: int = 200) -> SweepReport:
-    """One pass over pending requests: announce the unannounced, breach the
-    overdue (once each), and decide those past their timeout by policy.
-    Safe to run anywhere, any number of times at once."""
+    """One pass over pending requests: announce the unannounced and breach
+    the overdue (once each). Deciding those past their timeout acts on runs,
+    so the engine does it (`decide_timed_out_approvals`). Safe to run
+    anywhere, any number of times at once."""
     report = SweepReport()
     pending = ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING)
     for approval_id in _ids(pending.filter(notified_at__isnull=True), limit):
@@ -80,25 +79,8 @@ def sweep_slas(*, limit: int = 200) -> SweepReport:
     for approval_id in _ids(pending.filter(due_at__lte=Now(), breached_at__isnull=True), limit):
         if _breach(approval_id):
             report.breached.append(approval_id)
-    timed_out = pending.filter(timeout_after__lte=Now()).exclude(on_timeout="")
-    for approval_id, on_timeout in timed_out.values_list("pk", "on_timeout")[:limit]:
-        try:
-            engine.decide_approval(
-                approval_id=approval_id,
-                approve=on_timeout == "approve",
-                actor_label="policy",
-                reason="sla timeout",
-            )
-        except engine.AlreadyDecided:
-            continue  # a person (or another sweep) decided it meanwhile
-        report.timed_out.append(approval_id)
-    if report.notified or report.breached or report.timed_out:
-        log.info(
-            "sla sweep: %d notified, %d breached, %d timed out",
-            len(report.notified),
-            len(report.breached),
-            len(report.timed_out),
-        )
+    if report.notified or report.breached:
+        log.info("sla sweep: %d notified, %d breached", len(report.notified), len(report.breached))
     return report
 
 

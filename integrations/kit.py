@@ -24,8 +24,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, StringCo
 
 from integrations import idempotency
 from integrations.apikeys import authenticate_apikey
+from lib.errors import NotFound
 from policies.models import ApiKey
-from runs.engine.errors import NotFound
 
 # ------------------------------------------------------------ input types
 # PostgreSQL refuses NUL in text and in jsonb, and non-finite floats in

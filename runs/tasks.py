@@ -19,7 +19,8 @@ def advance(run_id: int) -> str:
 
 def sweep() -> int:
     rung = len(engine.sweep())
-    sla.sweep_slas()  # approvals past their due time or timeout
+    engine.decide_timed_out_approvals()  # approvals past their timeout
+    sla.sweep_slas()  # approvals to announce, or past their due time
     purge_idempotency_keys()  # API idempotency keys past their 24-hour window
     return rung
 

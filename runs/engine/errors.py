@@ -15,21 +15,34 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from lib.errors import DomainError, InvalidInput, InvalidState, NotFound
 
-class EngineError(Exception):
-    """Base of every error the engine raises on purpose."""
+__all__ = [
+    "AlreadyDecided",
+    "BudgetExceeded",
+    "DomainError",
+    "EngineError",
+    "InvalidInput",
+    "InvalidState",
+    "LeaseLost",
+    "NeedsApproval",
+    "NeedsReconciliation",
+    "NotFound",
+    "Paused",
+    "PublishError",
+    "QueueFull",
+    "Refused",
+    "StepError",
+    "StepTimeout",
+    "Throttled",
+    "Wait",
+    "limit_wait_reason",
+]
 
-    code = "engine_error"
 
-
-class NotFound(EngineError):
-    code = "not_found"
-
-
-class InvalidState(EngineError):
-    """The run or request is not in a state that allows the operation."""
-
-    code = "invalid_state"
+# The engine raises the shared domain errors; EngineError is their base
+# (one hierarchy, so an interface maps all of them in one place).
+EngineError = DomainError
 
 
 class AlreadyDecided(InvalidState):
@@ -96,16 +109,6 @@ class QueueFull(EngineError):
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-
-
-class InvalidInput(EngineError):
-    """A run's input breaks the workflow's entry schema; `fields` names each."""
-
-    code = "invalid_input"
-
-    def __init__(self, fields: dict[str, str]) -> None:
-        self.fields = fields
-        super().__init__("; ".join(f"{k}: {v}" for k, v in fields.items()))
 
 
 class LeaseLost(Exception):

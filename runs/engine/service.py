@@ -322,6 +322,33 @@ def _audit_actor(actor, label: str) -> str:
     return f"user:{label}" if label else "system"
 
 
+def decide_timed_out_approvals(*, limit: int = 200) -> list[int]:
+    """Decide, as the policy, the pending approvals past their timeout (by
+    their step's `on_timeout`); the ids decided. A person who decided first
+    wins: that approval is skipped. Safe to run anywhere, any number of
+    times at once."""
+    timed_out = (
+        ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING, timeout_after__lte=Now())
+        .exclude(on_timeout="")
+        .values_list("pk", "on_timeout")
+    )
+    decided = []
+    for approval_id, on_timeout in timed_out[:limit]:
+        try:
+            decide_approval(
+                approval_id=approval_id,
+                approve=on_timeout == "approve",
+                actor_label="policy",
+                reason="sla timeout",
+            )
+        except AlreadyDecided:
+            continue  # a person (or another sweep) decided it meanwhile
+        decided.append(approval_id)
+    if decided:
+        log.info("%d approval(s) past their timeout decided by policy", len(decided))
+    return decided
+
+
 def reconcile_tool_call(
     *,
     record_id: int,

@@ -250,10 +250,10 @@ def test_a_breach_without_an_escalation_group_is_only_marked(pending_approval, m
 
 def test_a_timeout_rejects_by_default_and_the_run_takes_the_rejected_edge(pending_approval):
     approval = pending_approval(timeout_s=3600)
-    assert sla.sweep_slas().timed_out == []
+    assert engine.decide_timed_out_approvals() == []
     ApprovalRequest.objects.filter(pk=approval.pk).update(timeout_after=past(seconds=1))
 
-    assert sla.sweep_slas().timed_out == [approval.pk]
+    assert engine.decide_timed_out_approvals() == [approval.pk]
     approval.refresh_from_db()
     assert (approval.status, approval.decided_by_label, approval.decision_reason) == (
         "rejected",
@@ -264,13 +264,13 @@ def test_a_timeout_rejects_by_default_and_the_run_takes_the_rejected_edge(pendin
     assert (entry.action, entry.actor) == ("approval.rejected", "policy")
     run = drive(approval.run_id)
     assert (run.status, run.outcome, run.success) == ("succeeded", "dropped", False)
-    assert sla.sweep_slas().timed_out == []
+    assert engine.decide_timed_out_approvals() == []
 
 
 def test_a_timeout_approves_where_the_step_says_so(pending_approval):
     approval = pending_approval(timeout_s=60, on_timeout="approve")
     ApprovalRequest.objects.filter(pk=approval.pk).update(timeout_after=past(seconds=1))
-    assert sla.sweep_slas().timed_out == [approval.pk]
+    assert engine.decide_timed_out_approvals() == [approval.pk]
     run = drive(approval.run_id)
     assert (run.status, run.outcome) == ("succeeded", "sent")
     assert StepRun.objects.get(run=run, step_key="sent").output == DRAFT_TEXT
@@ -281,7 +281,7 @@ def test_a_person_who_decided_first_wins_over_the_timeout(pending_approval):
     approval = pending_approval(timeout_s=60)
     engine.decide_approval(approval_id=approval.pk, approve=True, actor_label="ana")
     ApprovalRequest.objects.filter(pk=approval.pk).update(timeout_after=past(seconds=1))
-    assert sla.sweep_slas().timed_out == []
+    assert engine.decide_timed_out_approvals() == []
     assert ApprovalRequest.objects.get(pk=approval.pk).decided_by_label == "ana"
 
 

@@ -46,6 +46,7 @@ class Command(BaseCommand):
                 # their sweep may send mail: run it every SLA_SWEEP_S.
                 if time.monotonic() >= sla_due:
                     sla_due = time.monotonic() + SLA_SWEEP_S
+                    engine.decide_timed_out_approvals()
                     sla.sweep_slas()
             except Exception:  # a restarting database must not kill the loop
                 log.exception("sweep failed; retrying")
