@@ -13,14 +13,12 @@ from collections import defaultdict
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required, permission_required
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.http import HttpResponseClientRedirect
 
 from approvals import sampling
 from approvals.forms import DecisionForm, DrawForm, ReplaySetForm, SampleVerdictForm, draft_text
@@ -32,6 +30,7 @@ from approvals.models import (
     SampleReview,
     SampleVerdict,
 )
+from lib.console import after_post, console_view, is_partial
 from lib.screening import redact_value
 from runs import engine
 from runs.models import StepRun, StepRunStatus
@@ -47,20 +46,11 @@ REASONS = {
 _APPROVAL_RELATED = ("run__workflow", "run__version", "run__policy_version__policy")
 
 
-def _can(perm: str | tuple[str, ...]):
-    """Logged in (else the login page), and holding `perm` (else 403)."""
-
-    def wrap(view):
-        return login_required(permission_required(perm, raise_exception=True)(view))
-
-    return wrap
-
-
 # --- review queue ---------------------------------------------------------------
 
 
 @require_GET
-@_can("approvals.view_approvalrequest")
+@console_view("approvals.view_approvalrequest")
 def review_queue(request: HttpRequest) -> HttpResponse:
     """Pending requests, oldest first, each with what produced it."""
     pending = ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING)
@@ -74,25 +64,26 @@ def review_queue(request: HttpRequest) -> HttpResponse:
         "total": total,
         "more": max(0, total - len(shown)),
     }
-    if request.htmx:
-        return render(request, "console/review/_queue.html", context)
+    if is_partial(request):
+        return render(request, "console/review/partials/_queue.html", context)
     return render(request, "console/review/queue.html", context)
 
 
 @require_GET
-@_can("approvals.view_approvalrequest")
+@console_view("approvals.view_approvalrequest")
 def review_detail(request: HttpRequest, approval_id: int) -> HttpResponse:
     """One request (pending or decided): where a notification links to."""
     approval = get_object_or_404(
         ApprovalRequest.objects.select_related(*_APPROVAL_RELATED), pk=approval_id
     )
     item = _items(request, [approval])[0]
-    template = "console/review/_item.html" if request.htmx else "console/review/detail.html"
+    partial = is_partial(request)
+    template = "console/review/partials/_item.html" if partial else "console/review/detail.html"
     return render(request, template, {"nav": "review", "item": item, "origin": "detail"})
 
 
 @require_POST
-@_can("approvals.decide_approval")
+@console_view("approvals.decide_approval")
 def review_decide(request: HttpRequest, approval_id: int) -> HttpResponse:
     """Approve, edit then approve, or reject; the run resumes at once.
     A request someone else decided first says so, in the page."""
@@ -123,13 +114,11 @@ def review_decide(request: HttpRequest, approval_id: int) -> HttpResponse:
     if action == "edit" and decided.edited_draft is None:
         done = "Approved (the draft was not changed)"
     text = f"{done}: {decided.title or decided.step_key} (run {decided.run_id}). The run resumes."
-    if request.htmx and origin == "queue":
+    if is_partial(request) and origin == "queue":
         item = {"approval": decided, "message": text, "state": decided.status}
-        return render(request, "console/review/_decided.html", {"item": item})
+        return render(request, "console/review/partials/_decided.html", {"item": item})
     messages.success(request, text)
-    if request.htmx:
-        return HttpResponseClientRedirect(reverse("console-review-queue"))
-    return redirect("console-review-queue")
+    return after_post(request, reverse("console-review-queue"))
 
 
 def _already_decided(request: HttpRequest, approval: ApprovalRequest, origin: str) -> HttpResponse:
@@ -139,9 +128,9 @@ def _already_decided(request: HttpRequest, approval: ApprovalRequest, origin: st
         text = f"Run {approval.run_id} was cancelled; nothing to decide any more."
     else:
         text = f"Already {approval.status} by {who}; your decision was not recorded."
-    if request.htmx:
+    if is_partial(request):
         item = {"approval": approval, "message": text, "state": "conflict"}
-        return render(request, "console/review/_decided.html", {"item": item})
+        return render(request, "console/review/partials/_decided.html", {"item": item})
     messages.warning(request, text)
     if origin == "detail":
         return redirect("console-review-detail", approval_id=approval.pk)
@@ -155,8 +144,8 @@ def _item_with_errors(
     An htmx swap needs a 2xx; a plain form post gets 400."""
     item = _items(request, [approval], form=form)[0]
     context = {"nav": "review", "item": item, "origin": origin}
-    if request.htmx:
-        return render(request, "console/review/_item.html", context)
+    if is_partial(request):
+        return render(request, "console/review/partials/_item.html", context)
     return render(request, "console/review/detail.html", context, status=400)
 
 
@@ -236,7 +225,7 @@ SAMPLES_SHOWN = 100
 
 
 @require_GET
-@_can("approvals.view_samplereview")
+@console_view("approvals.view_samplereview")
 def sample_list(request: HttpRequest) -> HttpResponse:
     """Samples by week with their progress, and the flagged rates."""
     done = ~Q(items__verdict=SampleVerdict.PENDING)
@@ -254,13 +243,13 @@ def sample_list(request: HttpRequest) -> HttpResponse:
             initial={"week": sampling.last_full_week(), "size": sampling.DEFAULT_SIZE}
         ),
     }
-    if request.htmx:
-        return render(request, "console/sample/_samples.html", context)
+    if is_partial(request):
+        return render(request, "console/sample/partials/_samples.html", context)
     return render(request, "console/sample/list.html", context)
 
 
 @require_POST
-@_can("approvals.change_sampleitem")
+@console_view("approvals.change_sampleitem")
 def sample_draw(request: HttpRequest) -> HttpResponse:
     """Draw a week's samples now (the `sample_week` command does the same).
     Those who review the sample may draw it."""
@@ -281,13 +270,11 @@ def sample_draw(request: HttpRequest) -> HttpResponse:
             )
     if form.errors:
         messages.error(request, "Not drawn: " + "; ".join(_errors(form)))
-    if request.htmx:
-        return HttpResponseClientRedirect(reverse("console-sample-list"))
-    return redirect("console-sample-list")
+    return after_post(request, reverse("console-sample-list"))
 
 
 @require_GET
-@_can("approvals.view_samplereview")
+@console_view("approvals.view_samplereview")
 def sample_detail(request: HttpRequest, review_id: int) -> HttpResponse:
     """One week's sample of one workflow: each run with its verdict."""
     review = get_object_or_404(SampleReview.objects.select_related("workflow"), pk=review_id)
@@ -304,13 +291,13 @@ def sample_detail(request: HttpRequest, review_id: int) -> HttpResponse:
             ["approvals.add_replayset", "approvals.change_replayset"]
         ),
     }
-    if request.htmx:
-        return render(request, "console/sample/_items.html", context)
+    if is_partial(request):
+        return render(request, "console/sample/partials/_items.html", context)
     return render(request, "console/sample/detail.html", context)
 
 
 @require_POST
-@_can("approvals.change_sampleitem")
+@console_view("approvals.change_sampleitem")
 def sample_item_review(request: HttpRequest, item_id: int) -> HttpResponse:
     """Mark one sampled run ok, or flagged with a category and a note."""
     item = get_object_or_404(SampleItem, pk=item_id)
@@ -319,15 +306,15 @@ def sample_item_review(request: HttpRequest, item_id: int) -> HttpResponse:
         item = sampling.review_item(item_id=item.pk, by=request.user, **form.cleaned_data)
         form = None
     row = _sample_items(request, SampleItem.objects.filter(pk=item.pk), form=form)[0]
-    if request.htmx:
-        return render(request, "console/sample/_item.html", {"row": row})
+    if is_partial(request):
+        return render(request, "console/sample/partials/_item.html", {"row": row})
     if form is not None:
         messages.error(request, "Not saved: " + "; ".join(_errors(form)))
     return redirect(reverse("console-sample-detail", args=[item.review_id]) + f"#item-{item.pk}")
 
 
 @require_POST
-@_can(("approvals.add_replayset", "approvals.change_replayset"))
+@console_view(("approvals.add_replayset", "approvals.change_replayset"))
 def sample_replay(request: HttpRequest, review_id: int) -> HttpResponse:
     """Keep the sample's flagged runs in a replay set, to replay against
     the next version of the workflow."""
@@ -347,9 +334,7 @@ def sample_replay(request: HttpRequest, review_id: int) -> HttpResponse:
     if form.errors:
         messages.error(request, "Not added: " + "; ".join(_errors(form)))
     url = reverse("console-sample-detail", args=[review.pk])
-    if request.htmx:
-        return HttpResponseClientRedirect(url)
-    return redirect(url)
+    return after_post(request, url)
 
 
 def _sample_items(request: HttpRequest, items, form: SampleVerdictForm | None = None) -> list:

@@ -1,7 +1,7 @@
 """Small server-rendered SVG charts for the console (no JavaScript library).
 
 A chart is computed here as geometry (bars, a polyline, labels) and
-rendered by `templates/console/dashboard_chart.html`; every point carries
+rendered by `templates/console/dashboard/partials/_chart.html`; every point carries
 a `<title>` so hovering shows its exact value.
 """
 

@@ -11,15 +11,12 @@ the engine's functions (`retry_run`, `cancel_run`), as admin and API do.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import date, datetime, timedelta
-from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import messages
-from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Max, Min, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
@@ -27,12 +24,12 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
+from django_htmx.http import HttpResponseStopPolling
 
 from approvals.models import ApprovalRequest
 from lib.charts import trend_charts
+from lib.console import after_post, console_view, is_partial
 from lib.screening import redact, redact_value
 from policies import audit
 from runs import engine, metrics
@@ -46,40 +43,6 @@ DEAD_RUNS_SHOWN = 100
 DEAD_GROUPS_SHOWN = 200
 PERIODS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 MAX_PERIOD_DAYS = 366
-
-
-def console_view(permission: str | None) -> Callable:
-    """Login required (an htmx request is redirected by the browser, not
-    swapped into the page), then `permission` or 403."""
-
-    def decorate(view: Callable) -> Callable:
-        @wraps(view)
-        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if not request.user.is_authenticated:
-                if request.htmx:
-                    back = request.htmx.current_url_abs_path or "/"
-                    return HttpResponseClientRedirect(redirect_to_login(back)["Location"])
-                return redirect_to_login(request.get_full_path())
-            if permission and not request.user.has_perm(permission):
-                raise PermissionDenied
-            response = view(request, *args, **kwargs)
-            # The same URL answers a page or a partial: caches must tell them apart.
-            patch_vary_headers(response, ("HX-Request",))
-            return response
-
-        return wrapped
-
-    return decorate
-
-
-def _partial(request: HttpRequest) -> bool:
-    """An htmx request that wants only the fragment (a history restore after
-    a cache miss needs the whole page)."""
-    return bool(request.htmx) and not request.htmx.history_restore_request
-
-
-def _after_post(request: HttpRequest, url: str) -> HttpResponse:
-    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
 
 def _shown(request: HttpRequest, value: Any) -> str:
@@ -164,9 +127,13 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     status = 200
     if form.is_valid():
         context.update(_dashboard_figures(form.cleaned_data))
-    elif not _partial(request):
+    elif not is_partial(request):
         status = 400  # a partial with errors is still swapped in (htmx skips 4xx)
-    template = "console/dashboard_body.html" if _partial(request) else "console/dashboard.html"
+    template = (
+        "console/dashboard/partials/_body.html"
+        if is_partial(request)
+        else "console/dashboard/index.html"
+    )
     return render(request, template, context, status=status)
 
 
@@ -283,10 +250,10 @@ def run_list(request: HttpRequest) -> HttpResponse:
     status = 200
     if form.is_valid():
         context.update(_run_page(form))
-    elif not _partial(request):
+    elif not is_partial(request):
         status = 400
     template = (
-        "console/runs/partials/_table.html" if _partial(request) else "console/runs/list.html"
+        "console/runs/partials/_table.html" if is_partial(request) else "console/runs/list.html"
     )
     return render(request, template, context, status=status)
 
@@ -344,7 +311,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         pk=run_id,
     )
     context = _timeline(request, run)
-    if _partial(request):
+    if is_partial(request):
         response = render(request, "console/runs/partials/_timeline.html", context)
         if run.is_terminal:
             stop = HttpResponseStopPolling(response.content)
@@ -423,7 +390,7 @@ def run_retry(request: HttpRequest, run_id: int) -> HttpResponse:
         messages.error(request, f"Run {run_id} was not retried: {exc}")
     else:
         messages.success(request, f"Run {run_id} is queued again at its failed step.")
-    return _after_post(request, reverse("console-run-detail", args=[run_id]))
+    return after_post(request, reverse("console-run-detail", args=[run_id]))
 
 
 @require_POST
@@ -438,7 +405,7 @@ def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
         messages.error(request, f"Run {run_id} was not cancelled: {exc}")
     else:
         messages.success(request, f"Run {run_id} is cancelled.")
-    return _after_post(request, reverse("console-run-detail", args=[run_id]))
+    return after_post(request, reverse("console-run-detail", args=[run_id]))
 
 
 # --- dead letters --------------------------------------------------------------
@@ -522,7 +489,11 @@ def deadletter_list(request: HttpRequest) -> HttpResponse:
     }
     for run in context["runs"]:
         run.shown_error = _shown_text(request, run.error)
-    template = "console/deadletters_body.html" if _partial(request) else "console/deadletters.html"
+    template = (
+        "console/deadletters/partials/_body.html"
+        if is_partial(request)
+        else "console/deadletters/list.html"
+    )
     return render(request, template, context)
 
 
@@ -554,11 +525,11 @@ def deadletter_retry(request: HttpRequest) -> HttpResponse:
     }
     if not run_ids:
         messages.error(request, "Nothing to retry: choose a group or some dead runs.")
-        return _after_post(request, reverse("console-deadletter-list"))
+        return after_post(request, reverse("console-deadletter-list"))
     template = (
-        "console/deadletters_confirm_body.html"
-        if _partial(request)
-        else "console/deadletters_confirm.html"
+        "console/deadletters/partials/_confirm.html"
+        if is_partial(request)
+        else "console/deadletters/confirm.html"
     )
     return render(request, template, context)
 
@@ -585,4 +556,4 @@ def _bulk_retry(request: HttpRequest, values: list[str]) -> HttpResponse:
         )
     if not run_ids:
         messages.error(request, "Nothing to retry.")
-    return _after_post(request, reverse("console-deadletter-list"))
+    return after_post(request, reverse("console-deadletter-list"))
