@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from runs import engine
 from runs.models import Run, ToolCallRecord
+from tests.clock import lapse_lease
 from tests.conftest import chain, drive
 from tests.testapp.models import Execution
 
@@ -19,7 +18,6 @@ def _unsafe(crash_after: bool) -> dict:
         "key": "send",
         "kind": "tool",
         "config": {"tool": "test.unsafe_send", "args": {"crash_after": crash_after}},
-        "timeout_s": 1.0,  # so the dead worker's lease ends soon
     }
 
 
@@ -103,7 +101,7 @@ def test_20_crashes_after_an_unsafe_send_never_send_twice(make_workflow):
 
     version = make_workflow(chain(_unsafe(True), END))
     ids = [engine.start_run(workflow=version.workflow, input={"n": n}).run.pk for n in range(20)]
-    env = child_env(BOSUN_LEASE_S="0.5", BOSUN_LEASE_MARGIN_S="0.1")
+    env = child_env()
     pending = list(ids)
     while pending:
         batch, pending = pending[:4], pending[4:]
@@ -112,8 +110,10 @@ def test_20_crashes_after_an_unsafe_send_never_send_twice(make_workflow):
             worker.wait(timeout=60)
             assert worker.returncode == 137, worker.stdout.read()
     assert Execution.objects.count() == 20, "each run sent once, then its worker died"
-    time.sleep(1.2)  # the dead workers' leases expire
     for run_id in ids:
+        # The dead worker's lease holds the run until it ends.
+        assert engine.advance_run(run_id) is engine.Advance.NOT_CLAIMED
+        lapse_lease(run_id)
         run = drive(run_id)
         assert (run.status, run.wait_reason) == ("waiting", "needs_reconciliation")
     assert Execution.objects.count() == 20, "no second send"

@@ -6,6 +6,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.db.models import Q
 
 from policies.models import Limit, RateGrant
 from runs import engine
@@ -117,7 +118,12 @@ def test_no_tool_call_starts_after_the_kill_switch_commits_and_lifting_it_resume
         set_switch(scope="global", engaged=True, reason="vendor incident", by="oncall")
         last_before = ToolCallRecord.objects.order_by("-pk").values_list("pk", flat=True).first()
         calls_at_switch = ToolCallRecord.objects.count()
-        time.sleep(2.0)
+        # Every run stops at the switch: parked as paused, unless it had ended.
+        stopped = Q(status__in=TERMINAL_STATUSES) | Q(status="waiting", wait_reason="paused")
+        deadline = time.monotonic() + 60
+        while Run.objects.filter(pk__in=ids).exclude(stopped).exists():
+            assert time.monotonic() < deadline, "runs did not stop at the switch"
+            time.sleep(0.05)
         assert ToolCallRecord.objects.filter(pk__gt=last_before).count() == 0
         assert Execution.objects.count() == calls_at_switch
         paused = Run.objects.filter(pk__in=ids, wait_reason="paused").count()

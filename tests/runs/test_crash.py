@@ -17,6 +17,7 @@ import pytest
 
 from runs import engine
 from runs.models import TERMINAL_STATUSES, Run, StepRun
+from tests.clock import lapse_lease
 from tests.conftest import chain, drive
 from tests.processes import alive, child_env, spawn, stop
 from tests.testapp.models import Execution
@@ -98,22 +99,22 @@ def test_a_paused_worker_cannot_commit_after_its_run_was_taken_over(make_workflo
             {
                 "key": "slow",
                 "kind": "tool",
-                "config": {"tool": "test.count", "args": {"sleep_s": 0.8}},
-                "timeout_s": 1.0,
+                "config": {"tool": "test.count", "args": {"sleep_s": 2.0}},
+                "timeout_s": 5.0,
             },
             END,
         )
     )
     run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
-    env = child_env(BOSUN_LEASE_MARGIN_S="0.2")
-    zombie = spawn("advance_run", str(run_id), "--lease", "0.5", "--worker", "zombie", env=env)
+    zombie = spawn("advance_run", str(run_id), "--worker", "zombie", env=child_env())
     try:
         deadline = time.monotonic() + 30
         while not Execution.objects.filter(run_id=run_id).exists():
             assert time.monotonic() < deadline and zombie.poll() is None, zombie.stdout.read()
             time.sleep(0.01)
         os.kill(zombie.pid, signal.SIGSTOP)  # frozen mid-step, holding a lease
-        time.sleep(1.5)  # ... past its lease (1.2 s)
+        assert engine.advance_run(run_id) is engine.Advance.NOT_CLAIMED  # the lease holds
+        lapse_lease(run_id)  # ... until it ends, the zombie still frozen
         assert drive(run_id).status == "succeeded"  # another worker took over
         os.kill(zombie.pid, signal.SIGCONT)
         zombie.wait(timeout=30)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
-from django.utils import timezone
 
 from policies.models import Rubric
 from policies.rubrics import save_rubric
@@ -13,6 +10,7 @@ from runs import engine
 from runs.engine import store
 from runs.engine.registry import KINDS
 from runs.models import Run, Score, StepCacheEntry, StepRun
+from tests.clock import lapse_lease
 from tests.conftest import drive
 from tests.testapp import providers
 
@@ -191,7 +189,7 @@ def test_a_step_executed_again_after_a_crash_reuses_its_score_row(
         engine.advance_run(run_id)
     assert Score.objects.filter(run_id=run_id).count() == 1  # written before the crash
     # The lease runs out; another worker picks the run up at the same step.
-    Run.objects.filter(pk=run_id).update(lease_expires_at=timezone.now() - timedelta(hours=1))
+    lapse_lease(run_id)
     done = drive(run_id)
     assert done.outcome == "outreach"  # (3 * 90 + 30) / 4 = 75
     assert Score.objects.filter(run_id=run_id).count() == 1

@@ -27,14 +27,18 @@ class Count(Tool):
 
     class Args(BaseModel):
         sleep_s: float = Field(default=0, ge=0)
+        # Count once the sleep is over: a body cut short leaves no row.
+        count_after: bool = False
 
     class Result(BaseModel):
         executions: int
 
     def run(self, args: Args, call: ToolCall) -> Result:
-        executions = _record(call)
+        executions = 0 if args.count_after else _record(call)
         if args.sleep_s:
             time.sleep(args.sleep_s)
+        if args.count_after:
+            executions = _record(call)
         return self.Result(executions=executions)
 
 
