@@ -35,7 +35,7 @@ import random
 import threading
 from decimal import Decimal
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from django.conf import settings
 from opentelemetry import context as otel_context
@@ -199,7 +199,7 @@ class _Span:
         self.span = span
         self._token: object | None = None
 
-    def __enter__(self) -> _Span:
+    def __enter__(self) -> Self:
         self._token = otel_context.attach(trace.set_span_in_context(self.span))
         return self
 

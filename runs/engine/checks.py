@@ -4,7 +4,7 @@ switches before, output checks and taint after."""
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db import connection
 from django.utils import timezone
@@ -15,6 +15,9 @@ from runs.conditions import AllOf, AnyOf, Compare, Condition, Not, evaluate
 from runs.engine.definition import StepDef
 from runs.engine.errors import BudgetExceeded
 from runs.engine.store import RunState
+
+if TYPE_CHECKING:
+    from runs.engine.kinds import ToolKind
 
 
 def over_budget(
@@ -100,7 +103,7 @@ def taint(step: StepDef, output: Any) -> str:
         return ""
     from runs.tools.base import get_tool
 
-    if not get_tool(step.config.tool).untrusted_output:
+    if not get_tool(cast("ToolKind.Config", step.config).tool).untrusted_output:
         return ""
     from policies.screening import scan_value
 

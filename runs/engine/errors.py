@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from runs.engine.kinds import Outcome
+
 
 class EngineError(Exception):
     """Base of every error the engine raises on purpose."""
@@ -70,7 +75,7 @@ class BudgetExceeded(Exception):
         super().__init__(f"budget {resource}: {detail}")
         self.resource = resource
         self.detail = detail
-        self.outcome = None
+        self.outcome: Outcome | None = None
 
 
 class QueueFull(EngineError):
