@@ -149,7 +149,7 @@ def _jobs(jobs: int | None) -> int:
         return max(1, jobs)
     # Forked processes need their own connections to the same data: not
     # possible inside a transaction (tests) or with an in-memory database.
-    shared = connection.vendor == "postgresql" or not connection.is_in_memory_db()
+    shared = connection.vendor == "postgresql" or not connection.is_in_memory_db()  # type: ignore[attr-defined]
     if connection.in_atomic_block or not shared:
         return 1
     return max(1, min(2, os.cpu_count() or 1))
@@ -267,7 +267,7 @@ def _play_shard(items: list[Item], end: datetime) -> tuple[int, int]:
     return started, existing
 
 
-_workflows: dict[str, tuple[Workflow, WorkflowVersion]] = {}
+_workflows: dict[str, tuple[Workflow, WorkflowVersion | None]] = {}
 
 
 def _start(item: Item) -> int | None:

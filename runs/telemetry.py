@@ -33,13 +33,15 @@ from __future__ import annotations
 
 import random
 import threading
+from contextvars import Token
 from decimal import Decimal
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from django.conf import settings
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import (
     NonRecordingSpan,
     Span,
@@ -166,7 +168,7 @@ class _Off:
     def __enter__(self) -> _Off:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         return False
 
     def set(self, **values: Any) -> None:
@@ -197,13 +199,13 @@ class _Span:
 
     def __init__(self, span: Span) -> None:
         self.span = span
-        self._token: object | None = None
+        self._token: Token[Context] | None = None
 
     def __enter__(self) -> Self:
         self._token = otel_context.attach(trace.set_span_in_context(self.span))
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         try:
             if exc is not None:
                 self.failed(exc)
@@ -303,7 +305,7 @@ class StepSpan(_Span):
         """Close with what the step's record says. A step that made no
         record, or parked the run, waited (or moved on without executing)."""
         status = (record or {}).get("status")
-        if not status:
+        if not status or record is None:  # (a status comes from a record)
             self.set(bosun__step__status="waiting" if result == "waiting" else "skipped")
             return
         self.set(
@@ -417,8 +419,9 @@ class ToolCallSpan(_Span):
             self.set(bosun__tool__outcome=_WAITS[name])
             return
         if name == "Refused":
-            self.set(bosun__tool__outcome="refused", bosun__tool__refusal=exc.code)
-            self.error(f"refused ({exc.code}): {exc}")
+            code = getattr(exc, "code", None)  # runs.engine.gate.Refused, not imported here
+            self.set(bosun__tool__outcome="refused", bosun__tool__refusal=code)
+            self.error(f"refused ({code}): {exc}")
             return
         self.set(
             bosun__tool__outcome="error", bosun__tool__retryable=getattr(exc, "retryable", None)
