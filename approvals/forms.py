@@ -40,6 +40,7 @@ class DecisionForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        assert data is not None  # Form.clean returns cleaned_data
         action = data.get("action")
         if action == "reject" and not (data.get("reason") or "").strip():
             self.add_error("reason", "Say why it is rejected: the reason is required.")
@@ -75,6 +76,7 @@ class SampleVerdictForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        assert data is not None  # Form.clean returns cleaned_data
         if data.get("verdict") == SampleVerdict.FLAGGED and not data.get("category"):
             self.add_error("category", "Pick a category for a flagged run.")
         return data

@@ -191,7 +191,7 @@ def _items(
     ]
 
 
-def _decision_errors(form: DecisionForm | None) -> dict[str, list[str]]:
+def _decision_errors(form: DecisionForm | None) -> dict[str, list[Any]]:
     if form is None:
         return {}
     errors = {field: list(errs) for field, errs in form.errors.items()}
@@ -301,6 +301,7 @@ def sample_detail(request: HttpRequest, review_id: int) -> HttpResponse:
 def sample_item_review(request: HttpRequest, item_id: int) -> HttpResponse:
     """Mark one sampled run ok, or flagged with a category and a note."""
     item = get_object_or_404(SampleItem, pk=item_id)
+    form: SampleVerdictForm | None
     form = SampleVerdictForm(request.POST)
     if form.is_valid():
         item = sampling.review_item(item_id=item.pk, by=request.user, **form.cleaned_data)

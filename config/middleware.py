@@ -56,7 +56,9 @@ def _declared_length(request: HttpRequest) -> int:
 def too_large(request: HttpRequest, limit: int) -> HttpResponse:
     message = f"the request body is larger than {limit} bytes"
     if _is_api(request):
-        response = JsonResponse({"error": message, "code": "payload_too_large"}, status=413)
+        response: HttpResponse = JsonResponse(
+            {"error": message, "code": "payload_too_large"}, status=413
+        )
     else:
         response = HttpResponse(message, status=413, content_type="text/plain; charset=utf-8")
     # The client may still be sending: do not keep the connection for more.
@@ -75,7 +77,7 @@ def lockout_response(
     minutes = max(1, math.ceil(seconds / 60)) if seconds else 0
     if _is_api(request):
         message = "too many failed logins: try again later"
-        response = JsonResponse({"error": message, "code": "locked_out"}, status=429)
+        response: HttpResponse = JsonResponse({"error": message, "code": "locked_out"}, status=429)
     else:
         username = (credentials or {}).get("username") or request.POST.get("username", "")
         form = AuthenticationForm(request, initial={"username": username})

@@ -167,7 +167,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "bosun.sqlite3",
+            "NAME": VAR_DIR / "bosun.sqlite3",  # type: ignore[typeddict-item]  # a path is fine
             "OPTIONS": {
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,

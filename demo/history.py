@@ -33,6 +33,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.db import connection, connections, transaction
@@ -149,7 +150,7 @@ def _jobs(jobs: int | None) -> int:
         return max(1, jobs)
     # Forked processes need their own connections to the same data: not
     # possible inside a transaction (tests) or with an in-memory database.
-    shared = connection.vendor == "postgresql" or not connection.is_in_memory_db()
+    shared = connection.vendor == "postgresql" or not connection.is_in_memory_db()  # type: ignore[attr-defined]
     if connection.in_atomic_block or not shared:
         return 1
     return max(1, min(2, os.cpu_count() or 1))
@@ -267,7 +268,7 @@ def _play_shard(items: list[Item], end: datetime) -> tuple[int, int]:
     return started, existing
 
 
-_workflows: dict[str, tuple[Workflow, WorkflowVersion]] = {}
+_workflows: dict[str, tuple[Workflow, WorkflowVersion | None]] = {}
 
 
 def _start(item: Item) -> int | None:
@@ -518,12 +519,12 @@ def _stopped_by_budget(end: datetime) -> int:
     run = drive(run_id)
     if (pending := _pending(run)) is not None:
         engine.decide_approval(approval_id=pending.pk, approve=True, actor_label=REVIEWER)
-    switch = {"scope": "workflow", "target": LEADS, "by": "demo"}
-    set_switch(**switch, engaged=True, reason="mailco deliverability incident: hold outreach")
+    hold = partial(set_switch, scope="workflow", target=LEADS, by="demo")
+    hold(engaged=True, reason="mailco deliverability incident: hold outreach")
     try:
         drive(run_id)  # waits as `paused` before its next step
     finally:
-        set_switch(**switch, engaged=False, reason="mailco incident resolved")
+        hold(engaged=False, reason="mailco incident resolved")
     # Its history moves 8.5 days back; the budget check before the next step
     # then finds the run older than its wall-time budget.
     backdate(run_id, at=item.at)

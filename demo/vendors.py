@@ -31,7 +31,7 @@ Tickets whose id starts with `INJ-` carry a prompt-injection attempt.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -150,7 +150,7 @@ def _write_once(
                 f"{vendor}: idempotency key {key} was already used with other arguments",
                 retryable=False,
             ) from None
-        response = first.response
+        response = cast(dict[str, Any], first.response)  # a write books its response
     _lose_answer_if_planned(vendor, subject, call, write=True)
     return response
 
@@ -430,7 +430,7 @@ class InvoiceLookup(Tool):
         return InvoiceResult(**invoice)
 
 
-def _refund_problem(args: BaseModel, invoice: dict[str, Any]) -> str:
+def _refund_problem(args: RefundCreateRequest.Args, invoice: dict[str, Any]) -> str:
     if invoice["status"] != "paid":
         return f"invoice {invoice['invoice_id']} is {invoice['status']}"
     if invoice["currency"] != args.currency:

@@ -80,6 +80,7 @@ def claim_idempotency_key(
     KeyInProgress (this request is being handled right now)."""
     request_hash = request_fingerprint(method=method, path=path, body=body)
     fields = {"method": method[:10], "path": path[:300], "request_hash": request_hash}
+    record: IdempotencyRecord | None
     for _ in range(3):  # a record purged between our statements: go again
         try:
             with (

@@ -261,7 +261,7 @@ def idempotent(
     outcome = idempotency.claim_idempotency_key(
         owner=request.auth.prefix,
         key=key,
-        method=request.method,
+        method=request.method or "",  # (always set on a request)
         path=request.get_full_path(),
         body=request.body,
     )

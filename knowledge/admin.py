@@ -7,6 +7,8 @@ new event that names the one it supersedes.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jsonschema
 from django import forms
 from django.contrib import admin, messages
@@ -89,6 +91,7 @@ class EventForm(forms.ModelForm):
 
     def clean(self) -> dict:
         data = super().clean()
+        assert data is not None  # Form.clean returns cleaned_data
         if data.get("payload") is None:
             data["payload"] = {}
         old = data.get("supersedes")
@@ -177,15 +180,15 @@ class EventAdmin(admin.ModelAdmin):
         form = super().get_form(request, obj, change, form=EventForm, **kwargs)
         label = request.user.get_username()
 
-        class Bound(form):
+        class Bound(form):  # type: ignore[misc,valid-type]
             def __init__(self, *args, **kw):
                 super().__init__(*args, actor_label=label, **kw)
 
         return Bound
 
     def get_changeform_initial_data(self, request: HttpRequest) -> dict:
-        initial = super().get_changeform_initial_data(request)
-        old = Event.objects.filter(pk=request.GET.get("supersedes") or None).first()
+        initial: dict[str, Any] = super().get_changeform_initial_data(request)
+        old = Event.objects.filter(pk=request.GET.get("supersedes") or None).first()  # type: ignore[misc]
         if old is not None:
             initial.update(
                 entity=old.entity_id,

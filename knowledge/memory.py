@@ -215,7 +215,7 @@ class Procedure:
     prompts: list[Prompt] = field(default_factory=list)
     policy: InForce | None = None
     role: InForce | None = None
-    rubrics: list[InForce] = field(default_factory=list)
+    rubrics: list[InForce | None] = field(default_factory=list)
 
 
 def procedural(*, workflow: Workflow) -> Procedure:

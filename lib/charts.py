@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 WIDTH = 640
 HEIGHT = 140
@@ -99,7 +100,7 @@ def trend_chart(
     )
 
 
-def trend_charts(trend: Sequence) -> list[Chart]:
+def trend_charts(trend: Sequence[Any]) -> list[Chart]:
     """The dashboard's three charts of a daily trend (`runs.metrics.TrendPoint`s):
     runs per day, error rate (days without runs left out) and cost per
     successful outcome (days without a success left out)."""

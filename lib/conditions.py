@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import operator
 import re
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -39,7 +40,7 @@ Op = Literal[
 ]
 
 
-def _compare(fn):
+def _compare(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], bool]:
     def apply(left: Any, right: Any) -> bool:
         try:
             return bool(fn(left, right))
@@ -63,7 +64,7 @@ def _contains_any(left: Any, words: Any) -> bool:
     )
 
 
-_OPS = {
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq,
     "!=": operator.ne,
     "<": _compare(operator.lt),

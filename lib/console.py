@@ -57,7 +57,7 @@ def is_partial(request: HttpRequest) -> bool:
     """An htmx request that wants only the fragment (a history restore after
     a cache miss needs the whole page)."""
     htmx = getattr(request, "htmx", None)
-    return bool(htmx) and not htmx.history_restore_request
+    return htmx is not None and bool(htmx) and not htmx.history_restore_request
 
 
 def after_post(request: HttpRequest, url: str) -> HttpResponse:

@@ -11,7 +11,8 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, UndefinedError
+from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError
+from jinja2.environment import TemplateExpression
 from jinja2.sandbox import SandboxedEnvironment
 
 MISSING = object()
@@ -63,12 +64,12 @@ def render_value(value: Any, context: dict[str, Any]) -> Any:
 # Templates come from published (immutable) step configs, so a compiled
 # template can be kept: compiling is most of a render's cost.
 @lru_cache(maxsize=2048)
-def _template(text: str):
+def _template(text: str) -> Template:
     return _env.from_string(text)
 
 
 @lru_cache(maxsize=2048)
-def _expression(source: str):
+def _expression(source: str) -> TemplateExpression:
     return _env.compile_expression(source, undefined_to_none=False)
 
 

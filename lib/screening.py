@@ -19,7 +19,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache, partial
-from typing import Any
+from typing import Any, cast
 
 import phonenumbers
 from stdnum import iban, luhn
@@ -97,7 +97,7 @@ _CONFUSABLES = str.maketrans("аеёіјкорсуѕԁхαεικορτυνχɡ",
 _WORD = re.compile(r"\w+")
 
 
-def _rx(*phrases: str, flags: int = 0) -> re.Pattern:
+def _rx(*phrases: str, flags: int = 0) -> re.Pattern[str]:
     """One regex from readable phrases: a space stands for any run of spaces or
     punctuation, so "ignore, *all* previous" matches like "ignore all previous"."""
     joined = "|".join(f"(?<![a-z])(?:{p})" for p in phrases)
@@ -116,7 +116,7 @@ _SENSITIVE = (
 )
 _EXT = r"(?:com|org|net|io|co|ai|dev|app|us|uk|de|fr|eu|exe|py|sh|js|ts|txt|pdf|csv|docx?|xlsx?|pptx?|html?|json|xml|zip|msi|dmg|bat|cmd|ps1|png|jpe?g|gif|log|ya?ml|cfg|ini|md|php|rb|go|jar|apk|iso|tar|gz)"
 
-_SIGNAL_PATTERNS: dict[str, re.Pattern] = {
+_SIGNAL_PATTERNS: dict[str, re.Pattern[str]] = {
     "ignore_instructions": _rx(
         r"(?:ignore|disregard|forget|override|overrule|bypass|skip|drop|discard|abandon|neglect|set aside|throw out"
         rf"|stop following|do not follow|don t follow|dont follow|no longer follow) (?:\w+ ){{0,3}}?{_QUAL} (?:\w+ ){{0,2}}?"
@@ -228,7 +228,9 @@ _Check = Callable[[int, int], bool]  # is text[start:end] a valid value?
 _Spans = Iterator[tuple[int, int]]
 
 
-def _scan(text: str, rx: re.Pattern, split: re.Pattern, ok: _Check, anchored: bool) -> _Spans:
+def _scan(
+    text: str, rx: re.Pattern[str], split: re.Pattern[str], ok: _Check, anchored: bool
+) -> _Spans:
     """Spans of `text` that `valid` accepts, taken from greedy `candidate` matches.
 
     A candidate may swallow a neighbouring number or word ("DE89 3704 … 00 EUR",
@@ -383,7 +385,7 @@ def redact_value(value: Any) -> Any:
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        out: dict = {}
+        out: dict[Any, Any] = {}
         for key, item in value.items():
             new_key = redact(key) if isinstance(key, str) else key
             n = 2
@@ -399,7 +401,9 @@ def redact_value(value: Any) -> Any:
     return value
 
 
-def redact_fields(value: dict, fields: Iterable[str], *, placeholder: str = REDACTED) -> dict:
+def redact_fields(
+    value: dict[Any, Any], fields: Iterable[str], *, placeholder: str = REDACTED
+) -> dict[Any, Any]:
     """A copy of `value` with each named field's value replaced by `placeholder`.
 
     Fields are dotted paths ("lead.contact.email"); a `*` segment matches any
@@ -408,7 +412,7 @@ def redact_fields(value: dict, fields: Iterable[str], *, placeholder: str = REDA
     `redact_value` to also scan the rest.
     """
     paths = [tuple(f.split(".")) for f in fields if f]
-    return _redact_paths(value, paths, placeholder)
+    return cast(dict[Any, Any], _redact_paths(value, paths, placeholder))
 
 
 def _redact_paths(value: Any, paths: list[tuple[str, ...]], placeholder: str) -> Any:
@@ -449,8 +453,8 @@ def normalize(text: str) -> str:
     return re.sub(r"\s*\n\s*", "\n", text).strip()
 
 
-def _unconfuse(m: re.Match) -> str:
-    word = m.group()
+def _unconfuse(m: re.Match[str]) -> str:
+    word: str = m.group()
     return word.translate(_CONFUSABLES) if re.search("[a-z]", word) else word
 
 

@@ -27,6 +27,7 @@ from policies.models import (
     WordList,
 )
 from policies.rubrics import (
+    Preview,
     criteria_problems,
     rescore_preview,
     routes_problems,
@@ -282,7 +283,7 @@ class RubricForm(forms.ModelForm):
         )
         self.routes_formset = routes(data, prefix="routes", initial=self.instance.routes or None)
         self.preview_requested = self.is_bound and "_preview" in self.data
-        self.preview = None
+        self.preview: Preview | None = None
 
     @staticmethod
     def _rows(formset, fields: tuple[str, ...]) -> list[dict]:
@@ -300,6 +301,7 @@ class RubricForm(forms.ModelForm):
 
     def clean(self) -> dict:
         cleaned = super().clean()
+        assert cleaned is not None  # Form.clean returns cleaned_data
         tables = (
             (
                 "criteria",
@@ -321,7 +323,7 @@ class RubricForm(forms.ModelForm):
         return cleaned
 
     def _post_clean(self) -> None:
-        super()._post_clean()
+        super()._post_clean()  # type: ignore[misc]
         if not self.errors:
             self.instance.criteria = self.cleaned_data["criteria"]
             self.instance.routes = self.cleaned_data["routes"]

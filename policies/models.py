@@ -290,6 +290,9 @@ class ApiKey(models.Model):
     sees and starts runs of those only; none bound means all.
     """
 
+    # Set on a key that authenticated (policies.apikeys.authenticate).
+    bound_workflow_ids: frozenset[int]
+
     name = models.CharField(max_length=200)
     prefix = models.CharField(max_length=16, unique=True, editable=False)
     key_hash = models.CharField(max_length=64, unique=True, editable=False)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
@@ -72,7 +72,7 @@ def criteria_problems(criteria: Any) -> list[str]:
         elif key in seen:
             problems.append(f"{where}: key {key!r} is used twice")
         else:
-            seen.add(key)
+            seen.add(cast(str, key))  # a slug: _slug_problem passed it
         description = item.get("description")
         if not isinstance(description, str) or not description.strip():
             problems.append(f"{where}: description is missing (the model is told it)")
@@ -106,7 +106,7 @@ def routes_problems(routes: Any) -> list[str]:
         elif name in names:
             problems.append(f"{where}: route {name!r} is named twice")
         else:
-            names.add(name)
+            names.add(cast(str, name))  # a slug: _slug_problem passed it
         low = _number(item.get("min"))
         if low is None or not 0 <= low <= 100:
             problems.append(f"{where}: min must be a number from 0 to 100")

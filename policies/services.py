@@ -151,8 +151,8 @@ def rules_for(role_version_id: int | None, policy_version_id: int | None) -> Rul
             pk=role_version_id
         )
         allowed = frozenset(snapshot["allowed_tools"])
-    data = dict(settings.BOSUN_DEFAULT_BUDGET)
-    autonomy: list = []
+    data: dict[str, Any] = dict(settings.BOSUN_DEFAULT_BUDGET)
+    autonomy: list[Any] = []
     redact = True
     if policy_version_id is not None:
         snapshot = PolicyVersion.objects.values_list("snapshot", flat=True).get(

@@ -118,7 +118,7 @@ class RedactedFields:
         return [self.private.get(name, name) for name in names]
 
     def get_readonly_fields(self, request: HttpRequest, obj=None):
-        return self.get_fields(request, obj)
+        return self.get_fields(request, obj)  # type: ignore[attr-defined]  # on the admin class
 
     @admin.display(description="Input")
     def safe_input(self, obj) -> str:
@@ -176,7 +176,7 @@ class RunAdmin(RedactedFields, admin.ModelAdmin):
     inlines = [StepRunInline]
     actions = ["retry_from_failed_step", "cancel"]
 
-    def get_fields(self, request: HttpRequest, obj=None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj=None) -> list[str]:  # type: ignore[override]
         return self.visible(request, [f.name for f in Run._meta.fields if f.name != "id"])
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -72,7 +72,7 @@ from approvals.models import ApprovalRequest
 from runs.models import Run, RunStatus, StepKind, StepRun, StepRunStatus, Workflow, WorkflowVersion
 
 CENT = Decimal("0.000001")
-MONEY = DecimalField(max_digits=16, decimal_places=6)
+MONEY: DecimalField[Decimal, Decimal] = DecimalField(max_digits=16, decimal_places=6)
 ZERO = Decimal(0)
 
 
@@ -414,9 +414,9 @@ def workflow_trend(
 def _trend(rows: list[dict[str, Any]], since: datetime, until: datetime) -> list[TrendPoint]:
     by_day: dict[date, dict[str, Any]] = {}
     for row in rows:
-        day = by_day.setdefault(row["day"], dict.fromkeys(_SUMMED, 0))
+        totals = by_day.setdefault(row["day"], dict.fromkeys(_SUMMED, 0))
         for name in _SUMMED:
-            day[name] += row[name] or 0
+            totals[name] += row[name] or 0
     empty = dict.fromkeys(_SUMMED, 0)
     points = []
     # TruncDate counts days in the current time zone: so do the bounds.

@@ -100,6 +100,7 @@ class DashboardForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        assert data is not None  # Form.clean returns cleaned_data
         period = data.get("period") or ("custom" if data.get("since") else "7d")
         data["period"] = period
         if period != "custom":
@@ -207,6 +208,7 @@ class RunFilterForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        assert data is not None  # Form.clean returns cleaned_data
         if data.get("since") and data.get("until") and data["until"] < data["since"]:
             raise forms.ValidationError("The end date is before the start date.")
         return data
@@ -441,7 +443,7 @@ def _dead_groups() -> list[dict[str, Any]]:
     formatted here: a page of many groups renders in one pass."""
     rows = list(
         _dead_runs()
-        .values("workflow_id", "workflow__slug", "current_step", "error_type")
+        .values("workflow_id", "workflow__slug", "current_step", "error_type")  # type: ignore[misc]  # annotated by _dead_runs
         .annotate(runs=Count("id"), oldest=Min("dead_lettered_at"), newest=Max("dead_lettered_at"))
         .order_by("-runs", "workflow__slug", "current_step")[:DEAD_GROUPS_SHOWN]
     )

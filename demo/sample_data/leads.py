@@ -97,7 +97,7 @@ def _contact(rng: random.Random) -> tuple[str, str, str]:
 
 def _companies(rng: random.Random, count: int) -> list[_Company]:
     seen: set[str] = set()
-    out = []
+    out: list[_Company] = []
     while len(out) < count:
         stem = "".join(rng.choice(_SYLLABLES) for _ in range(rng.choice((2, 2, 3))))
         suffix = rng.choice(_SUFFIXES)

@@ -33,7 +33,9 @@ class Hit:
     cost_usd: Decimal
 
 
-def cache_key(*, workflow_id: int, step_key: str, kind: str, config: dict, material: Any) -> str:
+def cache_key(
+    *, workflow_id: int, step_key: str, kind: str, config: dict[str, Any], material: Any
+) -> str:
     """Hash of everything that determines the step's answer."""
     blob = json.dumps(
         [workflow_id, step_key, kind, config, material], sort_keys=True, default=str

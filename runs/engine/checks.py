@@ -4,7 +4,7 @@ switches before, output checks and taint after."""
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.utils import timezone
 
@@ -14,6 +14,9 @@ from policies.services import Budget
 from runs.engine.definition import StepDef
 from runs.engine.errors import BudgetExceeded
 from runs.engine.store import RunState
+
+if TYPE_CHECKING:
+    from runs.engine.kinds import ToolKind
 
 
 def over_budget(
@@ -87,7 +90,7 @@ def taint(step: StepDef, output: Any) -> str:
         return ""
     from runs.tools.base import get_tool
 
-    if not get_tool(step.config.tool).untrusted_output:
+    if not get_tool(cast("ToolKind.Config", step.config).tool).untrusted_output:
         return ""
     from lib.screening import scan_value
 

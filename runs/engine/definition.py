@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import jsonschema
 from django.db import IntegrityError, transaction
@@ -24,11 +24,15 @@ from runs.engine.kinds import Kind, StrictConfig
 from runs.engine.registry import KINDS
 from runs.models import Workflow, WorkflowVersion
 
+if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
+    from django.contrib.auth.models import AnonymousUser, User
+
 
 @dataclass(frozen=True)
 class StepDef:
     key: str
-    kind: Kind
+    kind: Kind[Any]
     config: StrictConfig
     edges: dict[str, str]
     max_attempts: int
@@ -116,7 +120,9 @@ def parse_definition(data: dict[str, Any]) -> tuple[Definition | None, list[str]
     return (None, problems) if problems else (definition, [])
 
 
-def _parse_step(key: str, raw: dict[str, Any], all_steps: dict) -> tuple[StepDef | None, list[str]]:
+def _parse_step(
+    key: str, raw: dict[str, Any], all_steps: dict[str, Any]
+) -> tuple[StepDef | None, list[str]]:
     where = f"step {key!r}"
     kind = KINDS.get(raw.get("kind", ""))
     if kind is None:
@@ -310,7 +316,12 @@ def _live_problems(definition: Definition | None) -> list[str]:
     ]
 
 
-def publish_workflow(*, workflow: Workflow, user=None, actor: str | None = None) -> WorkflowVersion:
+def publish_workflow(
+    *,
+    workflow: Workflow,
+    user: AbstractBaseUser | AnonymousUser | None = None,
+    actor: str | None = None,
+) -> WorkflowVersion:
     """Validate the draft and freeze it as the next immutable version.
 
     The publish is audited (`workflow.published`) in the same transaction;
@@ -335,7 +346,8 @@ def publish_workflow(*, workflow: Workflow, user=None, actor: str | None = None)
                 number=number,
                 definition=data,
                 checksum=checksum,
-                published_by=user if getattr(user, "pk", None) else None,
+                # A saved user is the project's user model (AUTH_USER_MODEL).
+                published_by=cast("User | None", user if getattr(user, "pk", None) else None),
             )
             audit.record(
                 action="workflow.published",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cache
+from typing import cast
 
 from django.conf import settings
 from django.db import transaction
@@ -18,7 +19,7 @@ from django.utils.module_loading import import_string
 
 @cache
 def _bell(path: str) -> Callable[[int], None]:
-    return import_string(path)
+    return cast(Callable[[int], None], import_string(path))
 
 
 def ring(run_id: int) -> None:

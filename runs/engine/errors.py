@@ -13,7 +13,10 @@ Three families:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from runs.engine.kinds import Outcome
 
 from lib.errors import DomainError, InvalidInput, InvalidState, NotFound
 
@@ -98,7 +101,7 @@ class BudgetExceeded(Exception):
         super().__init__(f"budget {resource}: {detail}")
         self.resource = resource
         self.detail = detail
-        self.outcome = None
+        self.outcome: Outcome | None = None
 
 
 class QueueFull(EngineError):

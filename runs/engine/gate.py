@@ -28,7 +28,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Now
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
 from lib.conditions import evaluate
@@ -243,14 +243,24 @@ def _open(
     return record.pk, None
 
 
-def _open_fast(tool: Tool, args: dict[str, Any], digest: str, key: str, caller: Caller):
-    params = [caller.run_id, caller.seq, caller.step_key, tool.name, tool.side_effect, key]
+def _open_fast(
+    tool: Tool, args: dict[str, Any], digest: str, key: str, caller: Caller
+) -> int | None:
+    params: list[Any] = [
+        caller.run_id,
+        caller.seq,
+        caller.step_key,
+        tool.name,
+        tool.side_effect,
+        key,
+    ]
     params += [store.dump(args), digest, caller.workflow]
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT bosun_open_tool_call(%s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s)", params
         )
-        return cursor.fetchone()[0]
+        record_id: int | None = cursor.fetchone()[0]
+        return record_id
 
 
 def _insert_started(
@@ -266,7 +276,14 @@ def _insert_started(
         f" '', {store.now_sql()}, '', '' WHERE NOT EXISTS ({switches.ENGAGED_SQL})"
         " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
     )
-    params = [caller.run_id, caller.seq, caller.step_key, tool.name, tool.side_effect, key]
+    params: list[Any] = [
+        caller.run_id,
+        caller.seq,
+        caller.step_key,
+        tool.name,
+        tool.side_effect,
+        key,
+    ]
     params += [store.dump(args), digest, caller.workflow, tool.name]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -274,7 +291,9 @@ def _insert_started(
     return row[0] if row else None
 
 
-def _invoke(tool: Tool, args, record_id: int, key: str, caller: Caller) -> dict[str, Any]:
+def _invoke(
+    tool: Tool, args: BaseModel, record_id: int, key: str, caller: Caller
+) -> dict[str, Any]:
     call = ToolCall(
         run_id=caller.run_id,
         step_key=caller.step_key,
@@ -298,7 +317,9 @@ def _invoke(tool: Tool, args, record_id: int, key: str, caller: Caller) -> dict[
     return result
 
 
-def _close(record_id: int, *, status: str, result=None, error: str = "") -> None:
+def _close(
+    record_id: int, *, status: str, result: dict[str, Any] | None = None, error: str = ""
+) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE runs_toolcallrecord SET status = %s, result = {store.json_param()},"

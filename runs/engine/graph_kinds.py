@@ -65,7 +65,7 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-class KnowledgeCheckKind(Kind):
+class KnowledgeCheckKind(Kind["KnowledgeCheckKind.Config"]):
     """Branches on the graph: `found` when the entity has an active event of
     the type at `at` (default now), else `clear`. The output lists the events
     found, so the run records which event stopped it."""
@@ -110,7 +110,7 @@ class KnowledgeCheckKind(Kind):
         )
 
 
-class KnowledgeWriteKind(Kind):
+class KnowledgeWriteKind(Kind["KnowledgeWriteKind.Config"]):
     """Records a typed event about an entity (created if missing), with the
     run, seq and step as its provenance. The event is unique per (run, seq):
     executed again, the step returns the event it wrote the first time."""
@@ -128,7 +128,12 @@ class KnowledgeWriteKind(Kind):
         reason: str = ""
 
     def check(self, config: Config) -> list[str]:
-        templates = [config.entity_key, config.entity_name, config.payload, config.reason]
+        templates: list[Any] = [
+            config.entity_key,
+            config.entity_name,
+            config.payload,
+            config.reason,
+        ]
         templates += [config.valid_from, config.valid_until]
         return check_template_syntax(templates) + _event_type_problems(config.event_type)
 
@@ -170,7 +175,7 @@ class KnowledgeWriteKind(Kind):
         )
 
 
-class DedupKind(Kind):
+class DedupKind(Kind["DedupKind.Config"]):
     """A gate that lets a key through once per scope (and window).
 
     The first run whose INSERT of (scope, key) lands takes `next`; every

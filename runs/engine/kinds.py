@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from decimal import Decimal
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 import jsonschema
 from django.conf import settings
@@ -29,8 +29,15 @@ from lib.conditions import Condition, evaluate
 from lib.context import RenderError, check_template_syntax, render_value
 from runs.engine import gate, tracing
 from runs.engine.errors import BudgetExceeded, Refused, StepError, Wait
-from runs.llm.base import LLMError, LLMRequest, cost_of, get_provider, resolve_model
-from runs.tools.base import ToolError, UnknownTool, get_tool
+from runs.llm.base import (
+    LLMError,
+    LLMRequest,
+    LLMResponse,
+    cost_of,
+    get_provider,
+    resolve_model,
+)
+from runs.tools.base import Tool, ToolError, UnknownTool, get_tool
 
 if TYPE_CHECKING:
     from policies.services import Rules
@@ -87,7 +94,12 @@ class StrictConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Kind:
+# The config class of a kind: the worker validates a step's config with
+# `kind.Config` and hands that instance back to the kind's methods.
+C = TypeVar("C", bound=StrictConfig)
+
+
+class Kind(Generic[C]):
     name: ClassVar[str]
     Config: ClassVar[type[StrictConfig]]
     # Edge labels the step may take; a kind whose labels come from its
@@ -95,22 +107,22 @@ class Kind:
     required_edges: ClassVar[tuple[str, ...]] = ("next",)
     optional_edges: ClassVar[tuple[str, ...]] = ()
 
-    def edge_labels(self, config: StrictConfig) -> tuple[set[str], set[str]]:
+    def edge_labels(self, config: C) -> tuple[set[str], set[str]]:
         return set(self.required_edges), set(self.optional_edges)
 
-    def check(self, config: StrictConfig) -> list[str]:
+    def check(self, config: C) -> list[str]:
         """Problems that a pydantic model cannot see (registry look-ups)."""
         return []
 
-    def cacheable(self, config: StrictConfig) -> bool:
+    def cacheable(self, config: C) -> bool:
         """Whether the step cache may answer for this step."""
         return False
 
-    def cache_material(self, config: StrictConfig, ctx: StepContext) -> Any:
+    def cache_material(self, config: C, ctx: StepContext) -> Any:
         """What, besides the config, decides the answer (the rendered input)."""
         raise NotImplementedError
 
-    def execute(self, config: StrictConfig, ctx: StepContext) -> Outcome:  # pragma: no cover
+    def execute(self, config: C, ctx: StepContext) -> Outcome:  # pragma: no cover
         raise NotImplementedError
 
 
@@ -121,7 +133,7 @@ def _render(value: Any, ctx: StepContext) -> Any:
         raise StepError(str(exc), retryable=False, error_type="render") from None
 
 
-class ToolKind(Kind):
+class ToolKind(Kind["ToolKind.Config"]):
     """Calls a registered tool through the gate (`runs.engine.gate`).
 
     A refusal (not in the role, invalid arguments, blocked, approval
@@ -150,7 +162,7 @@ class ToolKind(Kind):
         return self._args(get_tool(config.tool), config, ctx).model_dump(mode="json")
 
     @staticmethod
-    def _args(tool, config: Config, ctx: StepContext):
+    def _args(tool: Tool, config: Config, ctx: StepContext) -> BaseModel:
         raw_args = _render(config.args, ctx)
         try:
             return tool.Args.model_validate(raw_args)
@@ -163,6 +175,7 @@ class ToolKind(Kind):
 
     def execute(self, config: Config, ctx: StepContext) -> Outcome:
         raw_args = _render(config.args, ctx)
+        assert ctx.rules is not None, "the worker binds every run to its rules"
         caller = gate.Caller(
             run_id=ctx.run_id,
             seq=ctx.seq,
@@ -196,7 +209,7 @@ class BranchRule(StrictConfig):
     edge: str = Field(min_length=1)
 
 
-class BranchKind(Kind):
+class BranchKind(Kind["BranchKind.Config"]):
     name = "branch"
 
     class Config(StrictConfig):
@@ -213,7 +226,7 @@ class BranchKind(Kind):
         return Outcome(output={"edge": config.default, "rule": None}, edge=config.default)
 
 
-class ApprovalKind(Kind):
+class ApprovalKind(Kind["ApprovalKind.Config"]):
     """Puts a draft in the review queue; the run waits for the decision.
 
     The step runs twice: first it creates the request (once per run and seq,
@@ -336,7 +349,7 @@ def _flag_reason(ctx: StepContext) -> str:
     return "review_required"
 
 
-class EndKind(Kind):
+class EndKind(Kind["EndKind.Config"]):
     name = "end"
     required_edges = ()
 
@@ -350,7 +363,7 @@ class EndKind(Kind):
         return Outcome(output=output, edge="", end=(config.outcome, config.success))
 
 
-class LLMKind(Kind):
+class LLMKind(Kind["LLMKind.Config"]):
     """Renders prompts, asks a provider, validates the reply against a contract.
 
     A reply that misses the output schema is sent back with the validation
@@ -473,7 +486,7 @@ class LLMKind(Kind):
 _TRUNCATED = {"max_tokens": "truncated", "model_context_window_exceeded": "truncated"}
 
 
-def _unusable(response) -> str:
+def _unusable(response: LLMResponse) -> str:
     """Why a reply cannot be used as output at all ('' when it can)."""
     if response.stop_reason in _TRUNCATED:
         return f"reply {_TRUNCATED[response.stop_reason]} ({response.stop_reason})"
@@ -484,7 +497,7 @@ def _unusable(response) -> str:
     return ""
 
 
-def _charge(outcome: Outcome, response, model: str, *, counted: bool) -> None:
+def _charge(outcome: Outcome, response: LLMResponse, model: str, *, counted: bool) -> None:
     # A replayed answer is a look-up, not a model call.
     outcome.llm_calls += int(counted)
     outcome.model_answered = response.model
@@ -496,7 +509,7 @@ def _charge(outcome: Outcome, response, model: str, *, counted: bool) -> None:
     outcome.cost_usd += cost_of(response.model or model, usage, requested=model)
 
 
-def _parse(response, schema: dict[str, Any] | None) -> tuple[Any, str | None]:
+def _parse(response: LLMResponse, schema: dict[str, Any] | None) -> tuple[Any, str | None]:
     value = response.data
     if value is None:
         if schema is None:

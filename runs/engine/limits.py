@@ -94,7 +94,8 @@ def in_flight(key: str) -> int:
             f" AND expires_at > {now_sql()}",
             [key],
         )
-        return cursor.fetchone()[0]
+        count: int = cursor.fetchone()[0]
+        return count
 
 
 def _take_seat(key: str, cap: int, holder: str, hold_s: float) -> Seat:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from runs.engine.graph_kinds import DedupKind, KnowledgeCheckKind, KnowledgeWriteKind
 from runs.engine.kinds import ApprovalKind, BranchKind, EndKind, Kind, LLMKind, ToolKind
 from runs.engine.score_kind import ScoreKind
 
-KINDS: dict[str, Kind] = {
+KINDS: dict[str, Kind[Any]] = {
     kind.name: kind()
     for kind in (
         ToolKind,

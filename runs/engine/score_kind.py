@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from pydantic import Field
@@ -38,10 +38,17 @@ from runs.engine.kinds import LLMKind, Outcome, StepContext, _render
 from runs.llm.base import LLMRequest
 from runs.models import Run, Score
 
+if TYPE_CHECKING:
+    from runs.engine.definition import StepDef
+
 CACHE_KIND = "score:criteria"
 
 
 class ScoreKind(LLMKind):
+    # The worker hands each kind an instance of its own `Config`, so the
+    # overrides below take `ScoreKind.Config` where LLMKind's take
+    # `LLMKind.Config` (whose other subclass, `Bound`, ScoreKind itself
+    # passes to LLMKind.execute): hence the ignore[override] on each.
     name = "score"
     required_edges = ()
     optional_edges = ("escape",)
@@ -60,7 +67,7 @@ class ScoreKind(LLMKind):
 
     # Publish ---------------------------------------------------------------
 
-    def check(self, config: Config) -> list[str]:
+    def check(self, config: Config) -> list[str]:  # type: ignore[override]
         problems = super().check(config)
         problems += check_template_syntax(config.subject)
         if config.output_schema is not None:
@@ -71,7 +78,7 @@ class ScoreKind(LLMKind):
             problems.append(f"rubric {config.rubric!r} has never been saved")
         return problems
 
-    def edge_labels(self, config: Config) -> tuple[set[str], set[str]]:
+    def edge_labels(self, config: Config) -> tuple[set[str], set[str]]:  # type: ignore[override]
         """Any route the rubric has ever had may name an edge. None is
         required here: a definition is parsed again whenever a worker loads
         it, and a route a manager adds later must not make an older,
@@ -98,7 +105,7 @@ class ScoreKind(LLMKind):
 
     # Execute ---------------------------------------------------------------
 
-    def cacheable(self, config: Config) -> bool:
+    def cacheable(self, config: Config) -> bool:  # type: ignore[override]
         # Lets a score step have a TTL. The worker's own cache entry for the
         # step is claimed and released around each execution but never
         # filled (it fills only `next` edges): that claim makes concurrent
@@ -106,7 +113,7 @@ class ScoreKind(LLMKind):
         # caches the criterion scores that the next run reuses.
         return True
 
-    def cache_material(self, config: Config, ctx: StepContext) -> Any:
+    def cache_material(self, config: Config, ctx: StepContext) -> Any:  # type: ignore[override]
         version = _version(config)
         request = self._request(self.bind(config, version, _subject(config, ctx)), ctx)
         return {
@@ -135,7 +142,7 @@ class ScoreKind(LLMKind):
         # neither is ever read as a template.
         return request.model_copy(update={"prompt": f"{request.prompt}\n\n{block}"})
 
-    def execute(self, config: Config, ctx: StepContext) -> Outcome:
+    def execute(self, config: Config, ctx: StepContext) -> Outcome:  # type: ignore[override]
         version = _version(config)
         snapshot = version.snapshot
         subject = _subject(config, ctx)
@@ -179,12 +186,15 @@ class ScoreKind(LLMKind):
         _record(ctx, version, subject, scores, total, route, recorded)
         return outcome
 
-    def _ask(self, bound: Bound, ctx: StepContext, step, workflow_id: int | None) -> Outcome:
+    def _ask(
+        self, bound: Bound, ctx: StepContext, step: StepDef | None, workflow_id: int | None
+    ) -> Outcome:
         """The llm step's execution, answered from the criteria cache when
         the step has a TTL and a live entry exists."""
         ttl = step.cache_ttl_s if step is not None else 0
         if not ttl or ctx.replay_of is not None:
             return LLMKind.execute(self, bound, ctx)
+        assert step is not None and workflow_id is not None  # a TTL comes from the run's step
         request = self._request(bound, ctx)
         key = cache.cache_key(
             workflow_id=workflow_id,
@@ -195,7 +205,11 @@ class ScoreKind(LLMKind):
         )
         hit = cache.lookup(key)
         token = f"{ctx.run_id}:{ctx.seq}:{ctx.attempt}"
-        hold = {"workflow_id": workflow_id, "step_key": ctx.step_key, "token": token}
+        hold: dict[str, Any] = {
+            "workflow_id": workflow_id,
+            "step_key": ctx.step_key,
+            "token": token,
+        }
         claimed = hit is None and cache.claim(
             key, **hold, hold_s=step.timeout_s + settings.BOSUN_LEASE_MARGIN_S
         )
@@ -302,7 +316,7 @@ def _subject(config: ScoreKind.Config, ctx: StepContext) -> str:
     return str(_render(config.subject, ctx))[:300]
 
 
-def _placement(ctx: StepContext) -> tuple[Any, int | None]:
+def _placement(ctx: StepContext) -> tuple[StepDef | None, int | None]:
     """The step's definition in the run's workflow version (its edges and
     cache TTL), and the workflow id; (None, None) outside a run."""
     from runs.engine.definition import load_definition  # it imports the registry

@@ -10,14 +10,15 @@ import difflib
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
+from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Greatest, Now
-from django.utils import timezone
 
 from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
 from lib.context import MISSING, resolve
@@ -41,6 +42,10 @@ from runs.models import (
     Workflow,
     WorkflowVersion,
 )
+
+if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
+    from django.contrib.auth.models import AnonymousUser
 
 ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING)
 # The audit log's target type for runs (what `record(target=run)` would say).
@@ -126,6 +131,7 @@ def _admit(workflow: Workflow) -> None:
     """Refuse a new run when the workflow's queue is full. The workflow row
     is locked (PostgreSQL; SQLite serializes writers) so concurrent starts
     count one after the other and never overshoot."""
+    assert workflow.max_active_runs is not None  # the caller admits only limited workflows
     Workflow.objects.select_for_update().filter(pk=workflow.pk).values_list("pk").first()
     active = (
         Run.objects.filter(workflow=workflow, status__in=ACTIVE_STATUSES)
@@ -243,7 +249,7 @@ def decide_approval(
     *,
     approval_id: int,
     approve: bool,
-    actor=None,
+    actor: AbstractBaseUser | AnonymousUser | None = None,
     actor_label: str = "",
     edited_draft: Any = None,
     reason: str = "",
@@ -303,7 +309,7 @@ def decide_approval(
 def draft_diff(before: Any, after: Any) -> str:
     """A unified diff of two drafts' text (JSON drafts pretty-printed)."""
     lines = [_draft_text(value).splitlines(keepends=True) for value in (before, after)]
-    return "".join(difflib.unified_diff(*lines, fromfile="draft", tofile="edited"))
+    return "".join(difflib.unified_diff(lines[0], lines[1], fromfile="draft", tofile="edited"))
 
 
 def _draft_text(value: Any) -> str:
@@ -314,7 +320,7 @@ def _draft_text(value: Any) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
-def _audit_actor(actor, label: str) -> str:
+def _audit_actor(actor: AbstractBaseUser | AnonymousUser | None, label: str) -> str:
     if getattr(actor, "is_authenticated", False):
         return audit.actor_of(actor)
     if label in ("policy", "system") or ":" in label:
@@ -353,7 +359,7 @@ def reconcile_tool_call(
     *,
     record_id: int,
     happened: bool,
-    result: dict | None = None,
+    result: dict[str, Any] | None = None,
     note: str,
     by: str,
     actor: str = "system",
@@ -421,8 +427,8 @@ def sweep(*, limit: int = 500) -> list[int]:
     return due
 
 
-def _later(seconds: float):
-    return Now() + timezone.timedelta(seconds=seconds)
+def _later(seconds: float) -> CombinedExpression:
+    return Now() + timedelta(seconds=seconds)
 
 
 def _not_in_state(run_id: int, message: str) -> Exception:

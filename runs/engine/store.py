@@ -115,7 +115,7 @@ def claim(run_id: int, *, worker: str, lease_s: float, trace_id: str = "") -> Ru
         started_at = datetime.fromisoformat(started_at)
     if started_at is not None and started_at.tzinfo is None:
         started_at = started_at.replace(tzinfo=UTC)
-    return RunState(
+    return RunState(  # type: ignore[call-arg]  # mypy cannot count a starred row
         run_id,
         *head,
         bool(tainted),

@@ -10,9 +10,13 @@ lock), so no call starts after a switch change has committed.
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Q
+from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -33,10 +37,11 @@ def set_switch(
     engaged: bool,
     reason: str,
     by: str,
-    user=None,
+    user: Any = None,
     actor: str | None = None,
 ) -> KillSwitch:
-    """Engage or lift a kill switch, recording who and why.
+    """Engage or lift a kill switch, recording who and why (`user`: the
+    Django user who did it, when one did).
 
     The change is audited (`killswitch.engaged` / `killswitch.lifted`) in
     its transaction; `actor` defaults to the user's label ("system"
@@ -168,5 +173,5 @@ def refuse_if_switched_off(*, tool: str, workflow: str) -> None:
         raise Paused(f"kill switch on {switch.target or 'everything'}: {switch.reason}")
 
 
-def _later(seconds: float):
-    return Now() + timezone.timedelta(seconds=seconds)
+def _later(seconds: float) -> CombinedExpression:
+    return Now() + timedelta(seconds=seconds)

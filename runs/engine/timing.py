@@ -7,6 +7,8 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
+from typing import NoReturn
 
 from runs.engine.errors import StepTimeout
 
@@ -27,7 +29,7 @@ def backoff_delay(
     provider's Retry-After is a floor: the next attempt is never earlier.
     """
     ceiling = min(cap_s, base_s * (2 ** (attempt - 1)))
-    delay = ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+    delay: float = ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
     if retry_after is not None:
         delay = max(delay, retry_after)
     return delay
@@ -46,7 +48,7 @@ def time_limit(seconds: float) -> Iterator[None]:
         yield
         return
 
-    def expire(signum, frame):  # noqa: ARG001
+    def expire(signum: int, frame: FrameType | None) -> NoReturn:  # noqa: ARG001
         raise StepTimeout(seconds)
 
     previous = signal.signal(signal.SIGALRM, expire)

@@ -33,14 +33,16 @@ from __future__ import annotations
 
 import random
 import threading
+from contextvars import Token
 from decimal import Decimal
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from django.conf import settings
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry import trace as trace_api
+from opentelemetry.context import Context
 from opentelemetry.trace import (
     NonRecordingSpan,
     Span,
@@ -148,9 +150,9 @@ def _clean_short(text: str) -> str:
 
 
 def _clean_text(text: str) -> str:
-    from lib.screening import redact_value
+    from lib.screening import redact
 
-    return redact_value(text)[:MAX_TEXT]
+    return redact(text)[:MAX_TEXT]
 
 
 def _attributes(values: dict[str, Any]) -> dict[str, Any]:
@@ -169,7 +171,7 @@ class _Off:
     def __enter__(self) -> _Off:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         return False
 
     def set(self, **values: Any) -> None:
@@ -200,13 +202,13 @@ class _Span:
 
     def __init__(self, span: Span) -> None:
         self.span = span
-        self._token: object | None = None
+        self._token: Token[Context] | None = None
 
-    def __enter__(self) -> _Span:
+    def __enter__(self) -> Self:
         self._token = otel_context.attach(trace.set_span_in_context(self.span))
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         try:
             if exc is not None:
                 self.failed(exc)
@@ -281,7 +283,7 @@ class StepSpan(_Span):
         """Close with what the step's record says. A step that made no
         record, or parked the run, waited (or moved on without executing)."""
         status = (record or {}).get("status")
-        if not status:
+        if not status or record is None:  # (a status comes from a record)
             self.set(bosun__step__status="waiting" if result == "waiting" else "skipped")
             return
         self.set(

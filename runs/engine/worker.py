@@ -14,6 +14,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -106,9 +107,10 @@ def _advance(walk: _Walk, run_id: int, *, worker: str, lease_s: float, slice_s: 
             ):
                 # A short backoff is slept here rather than paying a trip
                 # through the sweeper; the lease is free meanwhile.
-                walk = _claim_after(run_id, delay, worker=worker, lease_s=lease_s)
-                if walk is None:
+                reclaimed = _claim_after(run_id, delay, worker=worker, lease_s=lease_s)
+                if reclaimed is None:
                     return Advance.NOT_CLAIMED
+                walk = reclaimed
                 continue
             if result is not None:
                 return result
@@ -168,7 +170,7 @@ def _execute(walk: _Walk, step: StepDef, ctx: StepContext) -> Outcome:
     hit = cache.lookup(key)
     claimed = False
     if hit is None:
-        claim = {
+        claim: dict[str, Any] = {
             "workflow_id": walk.state.workflow_id,
             "step_key": step.key,
             "token": token,
@@ -247,6 +249,7 @@ def _run_step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
         return _park(walk, "paused")
     ctx = _context(walk, step)
     outcome: Outcome | None = None
+    error: StepError | None
     try:
         with time_limit(step.timeout_s):
             outcome = _execute(walk, step, ctx)
@@ -269,6 +272,7 @@ def _run_step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
         outcome.edge, error = "refused", None
     if (
         error is None
+        and outcome is not None  # always, without an error: for the type checker
         and outcome.end is None
         and not outcome.wait
         and outcome.edge not in step.edges
@@ -277,6 +281,7 @@ def _run_step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
     record = _record(walk, step, started, t0, worker)
     if error is not None:
         return _fail(walk, step, error, record, outcome, refusal)
+    assert outcome is not None  # the step returned one, or its refusal made one
     if outcome.wait:
         return _park(walk, outcome.wait, outcome.wait_s)
     flags = checks.flags(step, outcome.output, walk.variables)
@@ -367,7 +372,7 @@ def _wake_if_decided(run_id: int) -> None:
             .update(
                 status=RunStatus.QUEUED,
                 wait_reason="",
-                ring_at=Now() + timezone.timedelta(seconds=store.REDELIVER_AFTER_S),
+                ring_at=Now() + timedelta(seconds=store.REDELIVER_AFTER_S),
             )
         )
         if woken:
@@ -375,7 +380,11 @@ def _wake_if_decided(run_id: int) -> None:
 
 
 def _stop(
-    walk: _Walk, step: StepDef, breach: BudgetExceeded, record: dict, outcome: Outcome | None
+    walk: _Walk,
+    step: StepDef,
+    breach: BudgetExceeded,
+    record: dict[str, Any],
+    outcome: Outcome | None,
 ) -> Advance:
     """A budget is spent: stop the run gracefully, charging what was spent."""
     state = walk.state
@@ -410,10 +419,10 @@ def _fail(
     walk: _Walk,
     step: StepDef,
     error: StepError,
-    record: dict,
+    record: dict[str, Any],
     outcome: Outcome | None,
-    audit: dict | None = None,
-):
+    audit: dict[str, Any] | None = None,
+) -> Advance:
     state = walk.state
     record.update(status="failed", error=str(error)[:4000], error_type=error.error_type)
     update = store.Update()
@@ -444,7 +453,7 @@ def _fail(
     return Advance.FAILED
 
 
-def _leave_exhausted(walk: _Walk, step: StepDef, *, worker: str, lease_s: float):
+def _leave_exhausted(walk: _Walk, step: StepDef, *, worker: str, lease_s: float) -> Advance | None:
     """The step hit its visit bound: take its `exhausted` edge or fail."""
     state = walk.state
     target = step.edges.get("exhausted")
@@ -470,7 +479,9 @@ def _leave_exhausted(walk: _Walk, step: StepDef, *, worker: str, lease_s: float)
     return None
 
 
-def _refusal(state: store.RunState, step: StepDef, error: StepError | None) -> dict | None:
+def _refusal(
+    state: store.RunState, step: StepDef, error: StepError | None
+) -> dict[str, Any] | None:
     """The audit entry for a call the gate refused (a policy decision), or
     None: the common path pays one comparison."""
     if error is None or not error.error_type.startswith("refused:"):
@@ -492,7 +503,12 @@ def _refusal(state: store.RunState, step: StepDef, error: StepError | None) -> d
     }
 
 
-def _commit(state: store.RunState, update: store.Update, record, audit: dict | None) -> None:
+def _commit(
+    state: store.RunState,
+    update: store.Update,
+    record: dict[str, Any] | None,
+    audit: dict[str, Any] | None,
+) -> None:
     """Checkpoint; with `audit`, its entry commits in the same transaction
     (only policy decisions carry one, so a normal step stays one statement)."""
     if audit is None:
@@ -513,7 +529,9 @@ def _missing_edge(outcome: Outcome) -> str:
     return f"{message} ({reason})" if reason else message
 
 
-def _record(walk: _Walk, step: StepDef, started, t0: float, worker: str) -> dict:
+def _record(
+    walk: _Walk, step: StepDef, started: datetime, t0: float, worker: str
+) -> dict[str, Any]:
     state = walk.state
     walk.record = store.step_record(
         seq=state.seq,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from django.apps import apps
 from django.conf import settings
@@ -83,11 +83,13 @@ class Tool:
     def writes(self) -> bool:
         return self.side_effect != "read"
 
-    def keys_for(self, args: BaseModel) -> tuple[str, ...]:
+    # `args` is an instance of the tool's own `Args` (the gate validates it),
+    # which subclasses name in their signatures.
+    def keys_for(self, args: Any) -> tuple[str, ...]:
         """Limit keys for this call; a tool may derive them from its args."""
         return self.limit_keys
 
-    def run(self, args: BaseModel, call: ToolCall) -> BaseModel:  # pragma: no cover - protocol
+    def run(self, args: Any, call: ToolCall) -> BaseModel:  # pragma: no cover - protocol
         raise NotImplementedError
 
 

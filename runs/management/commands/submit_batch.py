@@ -159,7 +159,9 @@ class Command(BaseCommand):
 
     def _submit(self, workflow: Workflow, row: Row, counts: dict[str, int]) -> int | None:
         if row.problem:
-            return self._invalid(row, row.problem, counts)
+            self._invalid(row, row.problem, counts)
+            return None
+        assert row.input is not None  # only a row with a problem has no input
         while True:
             try:
                 started = engine.start_run(
@@ -167,7 +169,8 @@ class Command(BaseCommand):
                 )
             except engine.InvalidInput as exc:
                 detail = "; ".join(f"{name}: {message}" for name, message in exc.fields.items())
-                return self._invalid(row, detail, counts)
+                self._invalid(row, detail, counts)
+                return None
             except engine.QueueFull as exc:
                 # Backpressure: the workflow has as many active runs as it
                 # allows; this row goes in when a place frees up.
