@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 from django.conf import settings
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
 from opentelemetry.trace import (
     NonRecordingSpan,
@@ -259,16 +258,16 @@ def run_span(*, run_id: int, workflow: str, version: int, trace_id: str) -> RunS
     tracer = _current_tracer()
     if tracer is None or not trace_id:
         return OFF
-    trace = int(trace_id, 16)
+    trace_number = int(trace_id, 16)
     parent = SpanContext(
-        trace_id=trace,
-        span_id=(trace & 0xFFFFFFFFFFFFFFFF) or 1,
+        trace_id=trace_number,
+        span_id=(trace_number & 0xFFFFFFFFFFFFFFFF) or 1,
         is_remote=True,
         trace_flags=TraceFlags(TraceFlags.SAMPLED),
     )
     span = tracer.start_span(
         clean(f"run {workflow}"),
-        context=trace_api.set_span_in_context(NonRecordingSpan(parent)),
+        context=trace.set_span_in_context(NonRecordingSpan(parent)),
         attributes=_attributes(
             {"bosun.run.id": run_id, "bosun.workflow": workflow, "bosun.workflow.version": version}
         ),
