@@ -39,8 +39,8 @@ QUEUE_PAGE = 50  # the oldest this many; the count says how many more wait
 SHOWN_CHARS = 6000  # a context value longer than this is cut on the page
 REASONS = {
     "policy_requires_approval": "The policy's autonomy rule for this tool asks for approval.",
-    "tainted_run": "The run read text that looked like a prompt injection: "
-    "writes and egress need approval.",
+    "tainted_run": "The run has read content from an untrusted source: its writes and "
+    "egress need a person's approval, whatever that content says.",
     "review_required": "The workflow puts this draft in front of a reviewer.",
 }
 _APPROVAL_RELATED = ("run__workflow", "run__version", "run__policy_version__policy")
@@ -205,7 +205,9 @@ def _why(approval: ApprovalRequest) -> str:
         return f"The output check {code[6:]} held on the output of an earlier step."
     text = REASONS.get(code, "")
     if code == "tainted_run" and approval.run.taint_reason:
-        text += f" Signals: {approval.run.taint_reason}."
+        text += f" Source: {approval.run.taint_reason}."
+    if approval.run.taint_signals:
+        text += f" Looks like an injection: {approval.run.taint_signals}."
     return text
 
 

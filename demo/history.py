@@ -295,7 +295,7 @@ def _settle(run_id: int, item: Item, end: datetime) -> timedelta | None:
     """Play the run; a reviewer decides its requests unless they are recent.
     Returns how long the reviewer took (None: nobody decided)."""
     delay = None
-    for _ in range(3):  # a tainted run may ask twice: the draft, then the send
+    for _ in range(3):  # a run may ask twice: the draft, then a tool call
         run = drive(run_id)
         pending = _pending(run)
         if pending is None or item.at > end - PENDING_WINDOW:
@@ -314,7 +314,7 @@ def _pending(run: Run) -> ApprovalRequest | None:
 def decide(request: ApprovalRequest, *, key: str) -> None:
     """The demo reviewer's decision, deterministic per record."""
     roll = _hash(f"{key}:{request.seq}") % 100
-    if request.run.tainted:
+    if request.run.taint_signals:
         reason = "The text tries to instruct the agent; handled by hand instead."
         engine.decide_approval(
             approval_id=request.pk, approve=False, actor_label=REVIEWER, reason=reason

@@ -39,6 +39,7 @@ from django.db.models import Count, Q, Sum
 from pydantic import BaseModel, Field, field_validator
 
 from demo.models import VendorCall
+from lib import destinations
 from runs.tools.base import Tool, ToolCall, ToolError
 
 
@@ -284,6 +285,9 @@ class OutreachSend(Tool):
         message_id: str
         status: str
         to: str
+
+    def destinations(self, args: Args) -> tuple[str, ...]:
+        return (destinations.email(args.to),)
 
     def run(self, args: Args, call: ToolCall) -> Result:
         response = _write_once(

@@ -34,7 +34,13 @@ from policies.rubrics import (
     save_rubric,
     sort_routes,
 )
-from policies.services import autonomy_problems, save_policy, save_role
+from policies.services import (
+    autonomy_problems,
+    destination_problems,
+    guard_problems,
+    save_policy,
+    save_role,
+)
 from runs.engine.switches import set_switch
 from runs.tools.base import tool_names
 
@@ -106,20 +112,34 @@ class PolicyForm(forms.ModelForm):
             "max_cost_usd",
             "max_wall_s",
             "autonomy",
+            "destinations",
+            "guards",
             "redact_prompts",
         )
         help_texts = {
             "autonomy": 'First match wins, e.g. [{"tool": "refund.create_request", '
             '"mode": "approve", "when": {"path": "args.amount", "op": ">", "value": 100}}]. '
-            "Modes: auto, approve, block.",
+            "Modes: auto, approve, block. A run that has read untrusted content needs "
+            "approval for every write or egress call, unless an auto rule trusts the call's "
+            'destinations: {"tool": "email.send", "mode": "auto", '
+            '"trusted_destinations": ["@acme.com"]}.',
         }
 
     def clean_autonomy(self):
-        rules = self.cleaned_data["autonomy"]
-        problems = autonomy_problems(rules)
-        if problems:
-            raise ValidationError(problems)
-        return rules
+        return _clean(self.cleaned_data["autonomy"], autonomy_problems)
+
+    def clean_destinations(self):
+        return _clean(self.cleaned_data["destinations"], destination_problems)
+
+    def clean_guards(self):
+        return _clean(self.cleaned_data["guards"], guard_problems)
+
+
+def _clean(value, problems_of):
+    problems = problems_of(value)
+    if problems:
+        raise ValidationError(problems)
+    return value
 
 
 @admin.register(Policy)

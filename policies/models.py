@@ -71,12 +71,16 @@ class AutonomyMode(models.TextChoices):
 
 
 class Policy(models.Model):
-    """Budgets per run and autonomy rules per tool.
+    """Budgets per run, autonomy rules per tool, destination allowlists and
+    knowledge guards.
 
     Autonomy rules are a list, first match wins, e.g.
     `[{"tool": "refund.create_request", "mode": "approve",
        "when": {"path": "args.amount", "op": ">", "value": 100}}]`;
-    a tool no rule names runs on `auto`.
+    a tool no rule names runs on `auto`, except in a run that has read
+    untrusted content: there every write or egress call needs approval unless
+    an `auto` rule lists the call's destinations in `trusted_destinations`.
+    `destinations` and `guards`: see `policies.services`.
     """
 
     name = models.SlugField(max_length=100, unique=True)
@@ -89,6 +93,21 @@ class Policy(models.Model):
         default=86400, help_text="Seconds from the run's start, waits for people included."
     )
     autonomy = models.JSONField(default=list, blank=True)
+    destinations = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Per tool, where its arguments may send data: "
+        '{"email.send": ["@acme.com", "ops@partner.io"], "http.post_json": ["api.acme.com"]}. '
+        "A tool that sends to an address or URL its arguments name may send only to "
+        'destinations listed here; "*" allows any.',
+    )
+    guards = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Knowledge events that block calls, checked at the moment of each call: "
+        '[{"event_type": "outreach.paused", "entity_type": "account", '
+        '"tools": ["outreach.send", "email.send"]}].',
+    )
     redact_prompts = models.BooleanField(
         default=True, help_text="Redact the workflow's sensitive fields in prompts."
     )
@@ -111,6 +130,8 @@ class Policy(models.Model):
             "max_cost_usd": str(self.max_cost_usd),
             "max_wall_s": self.max_wall_s,
             "autonomy": self.autonomy,
+            "destinations": self.destinations,
+            "guards": self.guards,
             "redact_prompts": self.redact_prompts,
         }
 

@@ -5,7 +5,7 @@ Admin, console and API call these; nothing here is called from `save()`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
@@ -14,9 +14,10 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticError
 
+from lib import destinations as dest
 from lib.conditions import Condition
 from policies import audit
 from policies.models import (
@@ -39,6 +40,36 @@ class AutonomyRule(BaseModel):
     # Shown to the reviewer and counted on the dashboard, e.g.
     # "refund_over_limit"; without one, "policy_requires_approval".
     reason_code: str = Field(default="", max_length=80, pattern=r"^[a-z0-9_.:-]*$")
+    # In a run that has read untrusted content, an `auto` rule lets a write
+    # or egress call through without approval only when every destination
+    # of the call matches one of these (lib.destinations patterns; "*" for
+    # a tool whose destination is fixed, such as a vendor's API). Empty: a
+    # tainted run's calls of this tool need approval.
+    trusted_destinations: list[str] = Field(default_factory=list, max_length=200)
+
+    @field_validator("trusted_destinations")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        return _valid_patterns(value)
+
+
+class Guard(BaseModel):
+    """A knowledge event that blocks calls: while an event of `event_type`
+    is active on the `entity_type` entity a call's destination names (the
+    recipient `bob@acme.com` names the account `acme.com`), the gate
+    refuses the call of any of `tools`, at the moment of the call."""
+
+    model_config = ConfigDict(extra="forbid")
+    event_type: str = Field(pattern=r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
+    entity_type: str = Field(pattern=r"^[-a-zA-Z0-9_]+$", max_length=60)
+    tools: list[str] = Field(min_length=1)
+
+
+def _valid_patterns(value: list[str]) -> list[str]:
+    problems = [problem for problem in map(dest.pattern_problem, value) if problem]
+    if problems:
+        raise ValueError("; ".join(problems))
+    return [pattern.strip().lower() for pattern in value]
 
 
 @dataclass(frozen=True)
@@ -58,6 +89,12 @@ class Rules:
     budget: Budget
     autonomy: tuple[AutonomyRule, ...]
     redact_prompts: bool
+    # Tool name -> the destinations its arguments may name (no entry: none).
+    destinations: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    guards: tuple[Guard, ...] = ()
+
+    def guards_for(self, tool: str) -> tuple[Guard, ...]:
+        return tuple(guard for guard in self.guards if tool in guard.tools)
 
 
 def autonomy_problems(rules: Any) -> list[str]:
@@ -71,6 +108,46 @@ def autonomy_problems(rules: Any) -> list[str]:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "(rule)"
             problems.append(f"rule {index + 1}: {where}: {first['msg']}")
+    return problems
+
+
+def destination_problems(value: Any) -> list[str]:
+    """What is wrong with a policy's `destinations` ([] when nothing)."""
+    from runs.tools.base import tool_names
+
+    if not isinstance(value, dict):
+        return ['destinations must be an object: {"tool": ["pattern", ...]}']
+    known = set(tool_names())
+    problems = []
+    for tool, patterns in value.items():
+        if tool not in known:
+            problems.append(f"{tool}: no such tool")
+        elif not isinstance(patterns, list):
+            problems.append(f"{tool}: a list of destinations, e.g. [\"@acme.com\"]")
+        else:
+            problems += [f"{tool}: {p}" for p in map(dest.pattern_problem, patterns) if p]
+    return problems
+
+
+def guard_problems(value: Any) -> list[str]:
+    """What is wrong with a policy's `guards` ([] when nothing)."""
+    from runs.tools.base import tool_names
+
+    if not isinstance(value, list):
+        return ["guards must be a list"]
+    known = set(tool_names())
+    problems = []
+    for index, raw in enumerate(value):
+        try:
+            guard = Guard.model_validate(raw)
+        except PydanticError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(guard)"
+            problems.append(f"guard {index + 1}: {where}: {first['msg']}")
+            continue
+        unknown = sorted(set(guard.tools) - known)
+        if unknown:
+            problems.append(f"guard {index + 1}: no such tool: {', '.join(unknown)}")
     return problems
 
 
@@ -92,9 +169,13 @@ def save_role(*, role: AgentRole, by: str = "", actor: str = "system") -> AgentR
 def save_policy(*, policy: Policy, by: str = "", actor: str = "system") -> PolicyVersion:
     """Save the policy and freeze the result as its next version; audited
     as `policy.saved` (with what changed) in the same transaction."""
-    problems = autonomy_problems(policy.autonomy)
-    if problems:
-        raise ValidationError({"autonomy": problems})
+    problems = {
+        "autonomy": autonomy_problems(policy.autonomy),
+        "destinations": destination_problems(policy.destinations),
+        "guards": guard_problems(policy.guards),
+    }
+    if any(problems.values()):
+        raise ValidationError({field: found for field, found in problems.items() if found})
     return _save_versioned(policy, PolicyVersion, "policy", by, actor)
 
 
@@ -153,6 +234,8 @@ def rules_for(role_version_id: int | None, policy_version_id: int | None) -> Rul
         allowed = frozenset(snapshot["allowed_tools"])
     data: dict[str, Any] = dict(settings.BOSUN_DEFAULT_BUDGET)
     autonomy: list[Any] = []
+    allowlists: dict[str, list[str]] = {}
+    guards: list[Any] = []
     redact = True
     if policy_version_id is not None:
         snapshot = PolicyVersion.objects.values_list("snapshot", flat=True).get(
@@ -160,6 +243,10 @@ def rules_for(role_version_id: int | None, policy_version_id: int | None) -> Rul
         )
         data = {k: snapshot[k] for k in data}
         autonomy = snapshot["autonomy"]
+        # Versions saved before allowlists and guards existed have neither:
+        # they allow no argument-named destination.
+        allowlists = snapshot.get("destinations") or {}
+        guards = snapshot.get("guards") or []
         redact = snapshot["redact_prompts"]
     budget = Budget(
         max_steps=int(data["max_steps"]),
@@ -169,4 +256,11 @@ def rules_for(role_version_id: int | None, policy_version_id: int | None) -> Rul
         max_wall_s=float(data["max_wall_s"]),
     )
     rules = tuple(AutonomyRule.model_validate(rule) for rule in autonomy)
-    return Rules(allowed, budget, rules, redact)
+    return Rules(
+        allowed,
+        budget,
+        rules,
+        redact,
+        destinations={tool: tuple(p.lower() for p in found) for tool, found in allowlists.items()},
+        guards=tuple(Guard.model_validate(guard) for guard in guards),
+    )

@@ -211,9 +211,18 @@ class Run(models.Model):
         max_length=40, blank=True, help_text="Why a stopped run stopped (budget)."
     )
     tainted = models.BooleanField(
-        default=False, help_text="Untrusted text looked like an injection: writes need approval."
+        default=False,
+        help_text="The run has read content from an untrusted source: its writes and egress "
+        "need approval unless the policy trusts the destination.",
     )
-    taint_reason = models.CharField(max_length=300, blank=True)
+    taint_reason = models.CharField(
+        max_length=300, blank=True, help_text="Where the untrusted content came from first."
+    )
+    taint_signals = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Phrases in the untrusted content that look like an injection (for reviewers).",
+    )
     role_version = models.ForeignKey(
         "policies.AgentRoleVersion", null=True, blank=True, on_delete=models.PROTECT
     )

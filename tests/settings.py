@@ -33,6 +33,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 BOSUN_LLM_PROVIDERS = {
     **BOSUN_LLM_PROVIDERS,
     "sequence": "tests.testapp.providers.SequenceProvider",
+    "obedient": "tests.testapp.providers.ObedientProvider",
 }  # noqa: F405
 # The test client's `login()` authenticates without a request, which the
 # login lockout (django-axes) refuses; tests that exercise the lockout turn

@@ -214,7 +214,20 @@ LEAD_QUALIFICATION: dict[str, Any] = {
         "max_tool_calls": 8,
         "max_cost_usd": "0.25",
         "max_wall_s": 7 * DAY_S,
+        # Every lead run has read untrusted content (the form's message, the
+        # enrichment vendor's answer), so its send needs a person: the review
+        # step is that person (the send names it in `approved_by`).
         "autonomy": [],
+        # Outreach goes to whoever filled in the form: any recipient.
+        "destinations": {"outreach.send": ["*"], "email.send": ["*"]},
+        # A paused account is not written to, checked at the send itself.
+        "guards": [
+            {
+                "event_type": "outreach.paused",
+                "entity_type": "account",
+                "tools": ["outreach.send", "email.send"],
+            }
+        ],
     },
     "entry_step": "normalize",
     "steps": [
@@ -335,7 +348,13 @@ LEAD_QUALIFICATION: dict[str, Any] = {
             "config": {
                 "title": "Outreach to {{ steps.normalize.company }} "
                 "(ICP {{ steps.score.total | round | int }})",
-                "draft": {"$ref": "steps.draft"},
+                # The reviewer approves the message as it is sent: recipient
+                # included.
+                "draft": {
+                    "to": {"$ref": "steps.normalize.email"},
+                    "subject": {"$ref": "steps.draft.subject"},
+                    "body": {"$ref": "steps.draft.body"},
+                },
                 "reason_code": "outbound_email",
                 "queue": "reviewer",
                 "sla_s": DAY_S,
@@ -348,11 +367,12 @@ LEAD_QUALIFICATION: dict[str, Any] = {
         {
             "key": "send",
             "kind": "tool",
-            "edges": {"next": "record"},
+            "edges": {"next": "record", "refused": "held_at_send"},
             "config": {
                 "tool": "outreach.send",
+                "approved_by": "review",
                 "args": {
-                    "to": {"$ref": "steps.normalize.email"},
+                    "to": {"$ref": "steps.review.draft.to"},
                     "subject": {"$ref": "steps.review.draft.subject"},
                     "body": {"$ref": "steps.review.draft.body"},
                 },
@@ -405,6 +425,17 @@ LEAD_QUALIFICATION: dict[str, Any] = {
                 "output": {"events": {"$ref": "steps.paused.events"}},
             },
         },
+        {
+            # The gate refused the send: the account was paused while the
+            # draft waited in review, or the recipient is not allowed.
+            "key": "held_at_send",
+            "kind": "end",
+            "config": {
+                "outcome": "held_at_send",
+                "success": False,
+                "output": {"refusal": {"$ref": "steps.send"}},
+            },
+        },
     ],
 }
 
@@ -452,7 +483,11 @@ SUPPORT_REFUND: dict[str, Any] = {
                 "mode": "approve",
                 "when": {"path": "args.amount", "op": ">", "value": REFUND_LIMIT},
                 "reason_code": "refund_over_limit",
-            }
+            },
+            # Every run has read a customer's ticket (untrusted): refunds up
+            # to the limit still go through on their own, a risk the manager
+            # takes on purpose (the billing vendor is the only destination).
+            {"tool": "refund.create_request", "mode": "auto", "trusted_destinations": ["*"]},
         ],
     },
     "entry_step": "ticket",

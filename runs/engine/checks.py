@@ -1,8 +1,14 @@
 """The checks the worker makes around each step: budgets before, kill
-switches before, output checks and taint after."""
+switches before, output checks and taint after.
+
+Taint is provenance: content from an untrusted source (an input field the
+workflow marks untrusted, the answer of a tool marked `untrusted_output`)
+taints the run whatever it says. The phrase screening (lib.screening) only
+adds signals for the reviewer."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
 
@@ -11,7 +17,8 @@ from django.utils import timezone
 from lib.conditions import AllOf, AnyOf, Compare, Condition, Not, evaluate
 from policies.models import WordList
 from policies.services import Budget
-from runs.engine.definition import StepDef
+from lib.context import MISSING, resolve
+from runs.engine.definition import Definition, StepDef
 from runs.engine.errors import BudgetExceeded
 from runs.engine.store import RunState
 
@@ -82,19 +89,77 @@ def _with_word_lists(condition: Condition) -> Condition:
     return condition
 
 
-def taint(step: StepDef, output: Any) -> str:
-    """Why this step's output taints the run ('' when it does not): text
-    from outside (a tool marked `untrusted_output`) that looks like an
-    injection."""
-    if step.kind.name != "tool":
-        return ""
-    from runs.tools.base import get_tool
+@dataclass(frozen=True)
+class Taint:
+    """Untrusted content entered the run. `source` says where from (this
+    alone taints the run, whatever the content says); `signals` names the
+    phrases that look like an injection, for the reviewer ('' for none)."""
 
-    if not get_tool(cast("ToolKind.Config", step.config).tool).untrusted_output:
-        return ""
+    source: str
+    signals: str = ""
+
+
+def taint_of_input(value: Any, fields: list[str]) -> Taint | None:
+    """The taint of a run's input: any non-empty field the workflow marks
+    untrusted (text a stranger wrote: a form, an email)."""
+    if not fields or not isinstance(value, dict):
+        return None
     from lib.screening import scan_value
 
-    signals = scan_value(output)
-    if not signals:
-        return ""
-    return f"{step.key}: {', '.join(sorted(set(signals)))}"
+    present = [name for name in fields if _filled(resolve(value, name))]
+    if not present:
+        return None
+    signals = []
+    for name in present:
+        found = scan_value(resolve(value, name))
+        if found:
+            signals.append(f"input.{name}: {', '.join(sorted(set(found)))}")
+    source = ", ".join(f"input.{name}" for name in present)
+    return Taint(f"untrusted input ({source})", "; ".join(signals))
+
+
+def taint(step: StepDef, output: Any, definition: Definition) -> Taint | None:
+    """The taint this step's output brings: the answer of a tool marked
+    `untrusted_output` (a vendor's text, a fetched page, a ticket), also
+    when it comes from the step cache, and outputs of such steps that a
+    dedup step carries over from an earlier run."""
+    untrusted = [key for key in _carried(step, output) if _untrusted_tool(definition, key)]
+    if step.kind.name == "tool" and _untrusted_tool(definition, step.key):
+        tool = cast("ToolKind.Config", step.config).tool
+        source = f"steps.{step.key} ({tool} output)"
+    elif untrusted:
+        source = f"steps.{step.key} (carries {', '.join(untrusted)} of an earlier run)"
+    else:
+        return None
+    from lib.screening import scan_value
+
+    signals = sorted(set(scan_value(output)))
+    return Taint(source, f"steps.{step.key}: {', '.join(signals)}" if signals else "")
+
+
+def _untrusted_tool(definition: Definition, key: str) -> bool:
+    step = definition.steps.get(key)
+    if step is None or step.kind.name != "tool":
+        return False
+    from runs.tools.base import UnknownTool, get_tool
+
+    try:
+        return get_tool(cast("ToolKind.Config", step.config).tool).untrusted_output
+    except UnknownTool:
+        return True  # a tool that is gone: nothing vouches for what it returned
+
+
+def _carried(step: StepDef, output: Any) -> list[str]:
+    """Step keys whose outputs a dedup step brought over from the first run."""
+    if step.kind.name != "dedup" or not isinstance(output, dict):
+        return []
+    carried = output.get("steps")
+    return list(carried) if isinstance(carried, dict) else []
+
+
+def _filled(value: Any) -> bool:
+    if value is MISSING or value is None:
+        return False
+    if isinstance(value, str):
+        return bool(value.strip())
+    return value not in ({}, [])

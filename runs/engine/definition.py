@@ -242,6 +242,15 @@ def _graph_problems(definition: Definition) -> list[str]:
         if key in reachable and key not in can_finish:
             problems.append(f"step {key!r} can never reach an end step")
 
+    for key, step in steps.items():
+        named = getattr(step.config, "approved_by", "")
+        if not named:
+            continue
+        if named not in steps or steps[named].kind.name != "approval":
+            problems.append(f"step {key!r}: approved_by {named!r} is not an approval step")
+        elif key not in _closure({named}, successors):
+            problems.append(f"step {key!r}: approved_by {named!r} does not come before it")
+
     for component in _cycles(successors):
         if all(steps[key].max_visits <= 1 for key in component):
             path = " -> ".join(sorted(component))

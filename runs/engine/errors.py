@@ -76,11 +76,14 @@ class StepError(Exception):
         retryable: bool,
         retry_after: float | None = None,
         error_type: str = "",
+        detail: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
         self.error_type = error_type or type(self).__name__
+        # Recorded with the step (a refusal's `refused` edge output carries it).
+        self.detail = detail
 
 
 class StepTimeout(StepError):
@@ -121,13 +124,15 @@ class LeaseLost(Exception):
 
 
 class Refused(Exception):
-    """The tool gate refused a call for good (`code` says which rule)."""
+    """The tool gate refused a call for good (`code` says which rule;
+    `detail` what it saw, e.g. the knowledge events that block the call)."""
 
     reason: ClassVar[str] = "refused"
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, detail: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.detail = detail
 
 
 class Wait(Exception):

@@ -1,15 +1,24 @@
 """The one way a tool is called.
 
 `call_tool` applies, in order: the role (least privilege), the arguments'
-schema, the autonomy rules and the run's taint (an approval binds the exact
-arguments and is consumed once), the budget, the concurrency caps and rate
-limits, the kill switches, and the ledger. Every path that calls a tool (a
-tool step, a model asking for a tool, a test calling it directly) comes
-through here, so none of these can be skipped.
+schema, the policy's destination allowlist (every address or URL the
+arguments name, whoever wrote them), the autonomy rules and the run's taint
+(an approval binds the exact arguments and is consumed once), the budget,
+the concurrency caps and rate limits, the kill switches, the ledger, and
+last, right before the call, the policy's knowledge guards. Every path that
+calls a tool (a tool step, a model asking for a tool, a test calling it
+directly) comes through here, so none of these can be skipped.
+
+Taint is provenance, not phrasing: a run that has read content from an
+untrusted source (see `runs.engine.checks.taint`) needs a person's approval
+for every write or egress call, unless an `auto` autonomy rule trusts the
+tool for every destination of the call. What the text says only changes
+what the reviewer is told.
 
 What it raises instead of calling:
 - `Refused`: the call may not happen (not in the role, invalid arguments,
-  blocked, approval rejected). Recorded on the step; never retried.
+  a destination not allowed, blocked, approval rejected, a knowledge guard
+  active). Recorded on the step; never retried.
 - `NeedsApproval`: a reviewer must approve these exact arguments first.
 - `NeedsReconciliation`: an unsafe write may or may not have happened (the
   worker died mid-call); a person must say which.
@@ -31,6 +40,7 @@ from django.db.models.functions import Now
 from pydantic import BaseModel, ValidationError
 
 from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
+from lib import destinations as dest
 from lib.conditions import evaluate
 from policies.models import AutonomyMode
 from policies.services import Rules
@@ -48,6 +58,7 @@ from runs.models import ToolCallRecord, ToolCallStatus
 from runs.tools.base import Tool, ToolCall, ToolError, UnknownTool, get_tool
 
 __all__ = [
+    "PriorApproval",
     "Caller",
     "Called",
     "NeedsApproval",
@@ -73,6 +84,16 @@ class Caller:
     tainted: bool = False
     # Called before the tool runs: raises if the run's budget is spent.
     before_call: Callable[[], None] | None = None
+    # A person's decision at an earlier approval step of this run that the
+    # step names (`approved_by`): it approves this call when the call's
+    # arguments are exactly fields of the draft that person approved.
+    prior_approval: PriorApproval | None = None
+
+
+@dataclass(frozen=True)
+class PriorApproval:
+    approval_id: int
+    draft: Any
 
 
 @dataclass(frozen=True)
@@ -107,8 +128,10 @@ def _call_tool(name: str, raw_args: Any, caller: Caller) -> Called:
     args_json = args.model_dump(mode="json")
     digest = args_hash(args_json)
     key = f"bosun-run-{caller.run_id}-seq-{caller.seq}"
-    needs = _approval_reason(tool, args_json, caller)
-    if needs:
+    destinations = tool.destinations(args)
+    _check_destinations(tool, destinations, caller)
+    needs = _approval_reason(tool, args_json, destinations, caller)
+    if needs and not _approved_before(tool, args_json, key, caller):
         _consume_approval(tool, args_json, digest, needs, key, caller)
     if caller.before_call is not None:
         caller.before_call()
@@ -122,6 +145,7 @@ def _call_tool(name: str, raw_args: Any, caller: Caller) -> Called:
             raise NeedsReconciliation(record_id)
         if recorded is not None:
             return Called(args_json, recorded, record_id, from_ledger=True)
+        _check_guards(tool, destinations, record_id, caller)
         result = _invoke(tool, args, record_id, key, caller)
         return Called(args_json, result, record_id, from_ledger=False)
     finally:
@@ -139,8 +163,28 @@ def _tool(name: str, caller: Caller) -> Tool:
     return tool
 
 
-def _approval_reason(tool: Tool, args: dict[str, Any], caller: Caller) -> str:
+def _check_destinations(tool: Tool, destinations: tuple[str, ...], caller: Caller) -> None:
+    """Refuse a call naming a destination the policy does not list for the
+    tool. Arguments are checked as they are, whoever wrote them: a model's
+    output that became a recipient is held to the same list."""
+    if not destinations:
+        return
+    allowed = caller.rules.destinations.get(tool.name, ())
+    refused = [d for d in destinations if not dest.allowed(d, allowed)]
+    if refused:
+        where = "lists none" if not allowed else f"allows {', '.join(allowed)}"
+        raise Refused(
+            "destination_not_allowed",
+            f"{tool.name} may not send to {', '.join(refused)}: the policy {where}",
+            {"destinations": refused},
+        )
+
+
+def _approval_reason(
+    tool: Tool, args: dict[str, Any], destinations: tuple[str, ...], caller: Caller
+) -> str:
     """Why this call needs a person's approval ('' when it does not)."""
+    trusted: list[str] = []
     for rule in caller.rules.autonomy:
         if rule.tool != tool.name:
             continue
@@ -150,10 +194,86 @@ def _approval_reason(tool: Tool, args: dict[str, Any], caller: Caller) -> str:
             raise Refused("blocked", f"the policy blocks {tool.name}")
         if rule.mode == AutonomyMode.APPROVE:
             return rule.reason_code or "policy_requires_approval"
+        trusted = rule.trusted_destinations
         break  # auto
-    if caller.tainted and (tool.writes or tool.egress):
+    if caller.tainted and (tool.writes or tool.egress) and not _trusted(destinations, trusted):
         return "tainted_run"
     return ""
+
+
+def _trusted(destinations: tuple[str, ...], patterns: list[str]) -> bool:
+    """Does a rule trusting `patterns` cover every destination of the call?
+    A tool with a fixed destination names none: any pattern trusts it."""
+    if not patterns:
+        return False
+    return all(dest.allowed(d, patterns) for d in destinations)
+
+
+def _approved_before(tool: Tool, args: dict[str, Any], key: str, caller: Caller) -> bool:
+    """Did a person approve exactly these arguments at the approval step
+    the tool step names? Each argument must equal the field of the same
+    name in the draft as the person approved it (edits included): the
+    reviewer saw the recipient, the subject and the body that are sent. A
+    decision the policy took on a timeout approves nothing here. Consumed by
+    this call (its ledger key) and no other."""
+    prior = caller.prior_approval
+    if prior is None or not isinstance(prior.draft, dict):
+        return False
+    if not set(args) <= set(prior.draft):
+        return False
+    try:
+        shown = tool.Args.model_validate({name: prior.draft[name] for name in args})
+    except ValidationError:
+        return False
+    if shown.model_dump(mode="json") != args:
+        return False
+    consumed = (
+        ApprovalRequest.objects.filter(
+            pk=prior.approval_id, run_id=caller.run_id, status=ApprovalStatus.APPROVED
+        )
+        .exclude(decided_by_label="policy")
+        .filter(Q(consumed_by="") | Q(consumed_by=key))
+        .update(consumed_by=key, consumed_at=Now())
+    )
+    return bool(consumed)
+
+
+def _check_guards(
+    tool: Tool, destinations: tuple[str, ...], record_id: int, caller: Caller
+) -> None:
+    """Refuse the call while a knowledge event the policy names as a guard
+    is active on an entity the call's destinations name. Checked here, at
+    the moment of the call and after any approval: an account paused while
+    its draft waited in review is not written to."""
+    guards = caller.rules.guards_for(tool.name)
+    if not guards or not destinations:
+        return
+    from knowledge.memory import guarding_events
+
+    values = [d.partition(":")[2] for d in destinations]
+    for guard in guards:
+        events = guarding_events(
+            entity_type=guard.entity_type, keys=values, event_types=[guard.event_type]
+        )
+        if not events:
+            continue
+        found = [_guard_summary(event) for event in events]
+        first = found[0]
+        why = f" ({first['reason']})" if first["reason"] else ""
+        message = f"{tool.name} is held: {first['event_type']} on {first['entity']}{why}"
+        _close(record_id, status=ToolCallStatus.FAILED, error=message)
+        raise Refused("guarded", message, {"events": found})
+
+
+def _guard_summary(event: Any) -> dict[str, Any]:
+    return {
+        "event_id": event.pk,
+        "event_type": event.type.name,
+        "entity": f"{event.entity.type}:{event.entity.key}",
+        "reason": event.reason,
+        "payload": event.payload,
+        "valid_until": event.valid_until.isoformat() if event.valid_until else None,
+    }
 
 
 def _consume_approval(

@@ -146,6 +146,10 @@ class ToolKind(Kind["ToolKind.Config"]):
     class Config(StrictConfig):
         tool: str = Field(min_length=1)
         args: dict[str, Any] = Field(default_factory=dict)
+        # An approval step before this one whose approved draft holds the
+        # call's arguments (e.g. to, subject, body): a person's approval
+        # there is the approval this call needs (see gate._approved_before).
+        approved_by: str = ""
 
     def check(self, config: Config) -> list[str]:
         try:
@@ -186,13 +190,16 @@ class ToolKind(Kind["ToolKind.Config"]):
             rules=ctx.rules,
             tainted=ctx.tainted,
             before_call=lambda: ctx.check_budget("tool"),
+            prior_approval=_prior_approval(config.approved_by, ctx),
         )
         try:
             called = gate.call_tool(config.tool, raw_args, caller)
         except Wait as exc:
             return Outcome(wait=exc.run_wait, wait_s=exc.wait_s, input=exc.detail)
         except Refused as exc:
-            raise StepError(str(exc), retryable=False, error_type=f"refused:{exc.code}") from None
+            raise StepError(
+                str(exc), retryable=False, error_type=f"refused:{exc.code}", detail=exc.detail
+            ) from None
         except ToolError as exc:
             raise StepError(
                 str(exc), retryable=exc.retryable, retry_after=exc.retry_after, error_type="tool"
@@ -202,6 +209,13 @@ class ToolKind(Kind["ToolKind.Config"]):
             input=called.args,
             tool_calls=0 if called.from_ledger else 1,
         )
+
+
+def _prior_approval(step_key: str, ctx: StepContext) -> gate.PriorApproval | None:
+    decided = (ctx.variables.get("steps") or {}).get(step_key) if step_key else None
+    if not isinstance(decided, dict) or decided.get("decision") != ApprovalStatus.APPROVED:
+        return None
+    return gate.PriorApproval(approval_id=decided["approval_id"], draft=decided.get("draft"))
 
 
 class BranchRule(StrictConfig):

@@ -21,10 +21,9 @@ from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Greatest, Now
 
 from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
-from lib.context import MISSING, resolve
 from policies import audit
 from policies.services import current_versions
-from runs.engine import store
+from runs.engine import checks, store
 from runs.engine.doorbell import ring
 from runs.engine.errors import (
     AlreadyDecided,
@@ -71,8 +70,8 @@ def start_run(
     """Create a queued run of the workflow's latest version and ring for it.
 
     The input is screened first: it must match the workflow's entry schema
-    (InvalidInput names each field), and untrusted fields that look like a
-    prompt injection taint the run. The run binds the current versions of
+    (InvalidInput names each field), and any filled field the workflow
+    marks untrusted taints the run (see runs.engine.checks). The run binds the current versions of
     the workflow's role and policy. A workflow at its `max_active_runs`
     refuses with QueueFull (backpressure).
 
@@ -94,7 +93,7 @@ def start_run(
             return Started(existing, created=False)
     definition = version.definition
     _check_input(definition.get("input_schema"), input)
-    taint = taint_from_screening(input, definition.get("untrusted_fields") or [])
+    taint = checks.taint_of_input(input, definition.get("untrusted_fields") or [])
     role_version_id, policy_version_id = current_versions(workflow)
     run = Run(
         workflow=workflow,
@@ -106,8 +105,9 @@ def start_run(
         replay_of_id=replay_of,
         role_version_id=role_version_id,
         policy_version_id=policy_version_id,
-        tainted=bool(taint),
-        taint_reason=taint[:300],
+        tainted=taint is not None,
+        taint_reason=taint.source[:300] if taint else "",
+        taint_signals=taint.signals[:500] if taint else "",
     )
     try:
         with transaction.atomic():
@@ -161,20 +161,6 @@ def _check_input(schema: dict[str, Any] | None, value: Any) -> None:
                 path = missing or path
             fields.setdefault(path or "(input)", error.message)
         raise InvalidInput(fields)
-
-
-def taint_from_screening(value: dict[str, Any], fields: list[str]) -> str:
-    """Why the untrusted `fields` of an input taint the run ('' if clean)."""
-    if not fields or not isinstance(value, dict):
-        return ""
-    from lib.screening import scan_value
-
-    found = []
-    for name in fields:
-        signals = scan_value(resolve(value, name)) if resolve(value, name) is not MISSING else []
-        if signals:
-            found.append(f"input.{name}: {', '.join(sorted(set(signals)))}")
-    return "; ".join(found)
 
 
 def replay_run(*, run_id: int, version: WorkflowVersion | None = None) -> Started:

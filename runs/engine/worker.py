@@ -268,7 +268,8 @@ def _run_step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
     if error is not None and error.error_type.startswith("refused") and "refused" in step.edges:
         # The workflow routes refusals itself: record it and take that edge.
         code = error.error_type.partition(":")[2]
-        outcome = Outcome(output={"refused": True, "code": code, "reason": str(error)})
+        refused = {"refused": True, "code": code, "reason": str(error), **(error.detail or {})}
+        outcome = Outcome(output=refused)
         outcome.edge, error = "refused", None
     if (
         error is None
@@ -296,10 +297,9 @@ def _run_step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
         flags=flags,
     )
     update = _charged(store.Update(), outcome).add("steps_executed", 1).set("seq", "seq + 1")
-    taint = "" if state.tainted else checks.taint(step, outcome.output)
-    if taint:
-        update.value("tainted", True).value("taint_reason", taint[:300])
-        state.tainted = True
+    taint = checks.taint(step, outcome.output, walk.definition)
+    if taint is not None:
+        _mark_tainted(update, state, taint)
     if outcome.end is not None:
         label, success = outcome.end
         update.value("status", "succeeded").value("outcome", label).value("success", success)
@@ -571,3 +571,19 @@ def _charged(update: store.Update, outcome: Outcome) -> store.Update:
         .add("tokens_out", outcome.tokens_out)
         .add("cost_usd", str(outcome.cost_usd) if outcome.cost_usd else 0)
     )
+
+
+def _mark_tainted(update: store.Update, state: store.RunState, taint: checks.Taint) -> None:
+    """Record untrusted content in the step's checkpoint: the first source
+    taints the run; signals found later are added for the reviewer."""
+    if not state.tainted:
+        update.value("tainted", True).value("taint_reason", taint.source[:300])
+        state.tainted = True
+    if taint.signals:
+        update.set(
+            "taint_signals",
+            "CASE WHEN taint_signals = '' THEN substr(%s, 1, 500)"
+            " ELSE substr(taint_signals || '; ' || %s, 1, 500) END",
+            taint.signals,
+            taint.signals,
+        )

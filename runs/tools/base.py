@@ -89,6 +89,13 @@ class Tool:
         """Limit keys for this call; a tool may derive them from its args."""
         return self.limit_keys
 
+    def destinations(self, args: Any) -> tuple[str, ...]:
+        """Where this call sends data, as far as its arguments decide it:
+        `email:<address>` and `host:<name>` strings (see lib.destinations).
+        The gate holds them to the policy's allowlist and its knowledge
+        guards. A tool that always talks to the same system names none."""
+        return ()
+
     def run(self, args: Any, call: ToolCall) -> BaseModel:  # pragma: no cover - protocol
         raise NotImplementedError
 

@@ -236,6 +236,9 @@ class GetJson(Tool):
     def keys_for(self, args: _JsonArgs) -> tuple[str, ...]:
         return host_key(args.url)
 
+    def destinations(self, args: _JsonArgs) -> tuple[str, ...]:
+        return host_key(args.url)
+
     def run(self, args: _JsonArgs, call: ToolCall) -> JsonResult:
         response = send("GET", args.url, headers=args.headers, timeout_s=call.timeout_s)
         data, text = response.json_or_text()
@@ -259,6 +262,9 @@ class PostJson(Tool):
     Result = JsonResult
 
     def keys_for(self, args: Args) -> tuple[str, ...]:
+        return host_key(args.url)
+
+    def destinations(self, args: Args) -> tuple[str, ...]:
         return host_key(args.url)
 
     def run(self, args: Args, call: ToolCall) -> JsonResult:
@@ -295,6 +301,9 @@ class WebhookPost(Tool):
         signed: bool
 
     def keys_for(self, args: Args) -> tuple[str, ...]:
+        return host_key(args.url)
+
+    def destinations(self, args: Args) -> tuple[str, ...]:
         return host_key(args.url)
 
     def run(self, args: Args, call: ToolCall) -> Result:

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
 from pydantic import BaseModel, Field, field_validator
 
+from lib import destinations
 from runs.tools.base import Tool, ToolCall, ToolError
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,9 @@ class SendEmail(Tool):
     class Result(BaseModel):
         message_id: str
         to: list[str]
+
+    def destinations(self, args: Args) -> tuple[str, ...]:
+        return tuple(destinations.email(address) for address in args.to)
 
     def run(self, args: Args, call: ToolCall) -> Result:
         message_id = message_id_for(call.idempotency_key)

