@@ -27,6 +27,7 @@ from runs.models import Run, RunStatus
 # run produced no result worth reusing.
 DEAD_STATUSES = (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.STOPPED)
 KEEP: Any = object()  # supersede_event: keep the old event's value
+KEY_MAX_LENGTH = Entity._meta.get_field("key").max_length or 300
 
 
 class KnowledgeError(Exception):
@@ -89,6 +90,8 @@ def entity_key(*, type: str, key: str) -> str:
     normalised = keys.normalise(type, key)
     if normalised is None:
         raise InvalidKey({"entity_key": f"{key!r} is not a usable {type} key"})
+    if len(normalised.value) > KEY_MAX_LENGTH:  # lower-casing and IDNA can lengthen a key
+        raise InvalidKey({"entity_key": f"longer than {KEY_MAX_LENGTH} characters once normalised"})
     return normalised.value
 
 
@@ -133,6 +136,8 @@ def alias_key(*, entity: Entity, key: str) -> str:
     if normalised is None:
         raise InvalidAlias(f"{key!r} is not a usable {entity.type} key")
     value = normalised.value
+    if len(value) > KEY_MAX_LENGTH:
+        raise InvalidAlias(f"longer than {KEY_MAX_LENGTH} characters once normalised")
     if value == entity.key:
         raise InvalidAlias(f"{value!r} is the entity's own key")
     own = EntityAlias.objects.select_related("entity").filter(type=entity.type, key=entity.key)
