@@ -159,4 +159,6 @@ def check_registry() -> None:
                 f"BOSUN_ENTITY_KEYS[{entity_type!r}]: cannot import {path!r}: {exc}"
             ) from None
         if not callable(found):
-            raise ImproperlyConfigured(f"BOSUN_ENTITY_KEYS[{entity_type!r}]: {path!r} is not callable")
+            raise ImproperlyConfigured(
+                f"BOSUN_ENTITY_KEYS[{entity_type!r}]: {path!r} is not callable"
+            )

@@ -191,9 +191,9 @@ def referenced_entity_types() -> set[str]:
     """The entity types the knowledge steps of each workflow's current
     (latest published) version use. One query over those definitions."""
     latest = WorkflowVersion.objects.filter(workflow=OuterRef("workflow")).order_by("-number")
-    definitions = WorkflowVersion.objects.filter(
-        pk=Subquery(latest.values("pk")[:1])
-    ).values_list("definition", flat=True)
+    definitions = WorkflowVersion.objects.filter(pk=Subquery(latest.values("pk")[:1])).values_list(
+        "definition", flat=True
+    )
     types: set[str] = set()
     for definition in definitions:
         steps = (definition or {}).get("steps") or {}
