@@ -389,6 +389,15 @@ BOSUN_RATE_GRANT_RETENTION_S = env_float("BOSUN_RATE_GRANT_RETENTION_S", 0.0)
 # What a refused start (a full queue) tells the caller to wait, in seconds.
 BOSUN_QUEUE_FULL_RETRY_AFTER_S = env_float("BOSUN_QUEUE_FULL_RETRY_AFTER_S", 5.0)
 
+# --- Knowledge graph ----------------------------------------------------------
+# How each entity type spells its keys (knowledge.keys): entity type -> dotted
+# path of a normaliser. A type not listed is trimmed and lower-cased. An
+# installation adds its own types here; a bad path fails at start-up.
+BOSUN_ENTITY_KEYS: dict[str, str] = {
+    "account": "knowledge.keys.domain_key",
+    "person": "knowledge.keys.email_key",
+}
+
 # --- Tracing ------------------------------------------------------------------
 # OpenTelemetry traces of runs (runs.engine.tracing) are exported over OTLP/HTTP
 # when an endpoint is set; the exporter reads the other standard variables

@@ -1,8 +1,11 @@
-"""Admin for the knowledge graph: event types, entities with their timeline,
-events added by hand (through `knowledge.services`), relations, dedup records.
+"""Admin for the knowledge graph: event types, entities with their timeline
+and aliases, events added by hand (through `knowledge.services`), relations,
+dedup records.
 
 Events are immutable: an existing event is view-only, and a correction is a
-new event that names the one it supersedes.
+new event that names the one it supersedes. Entity keys are normalised by
+their type; an entity or event no workflow would meet is saved with a
+warning that says why (`memory.entity_warnings`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from django.utils.html import format_html
 
 from config.admin_base import ReadOnlyAdmin, json_block
 from knowledge import memory, services
-from knowledge.models import DedupRecord, Entity, Event, EventType, Relation
+from knowledge.models import DedupRecord, Entity, EntityAlias, Event, EventType, Relation
 
 
 class EventTypeForm(forms.ModelForm):
@@ -51,11 +54,76 @@ class EventTypeAdmin(admin.ModelAdmin):
         return False
 
 
+def warn(modeladmin: admin.ModelAdmin, request: HttpRequest, entity: Entity) -> None:
+    for warning in memory.entity_warnings(entity=entity):
+        modeladmin.message_user(request, warning, messages.WARNING)
+
+
+class EntityForm(forms.ModelForm):
+    """The key is stored as its type spells it (`Acme.com/` -> `acme.com`);
+    a key that is an alias of another entity names that one, so it cannot
+    be a new entity."""
+
+    class Meta:
+        model = Entity
+        fields = ("type", "key", "name", "attributes")
+
+    def clean(self) -> dict:
+        data = super().clean()
+        assert data is not None  # Form.clean returns cleaned_data
+        type, key = data.get("type"), data.get("key")
+        if not type or not key:
+            return data
+        try:
+            data["key"] = services.entity_key(type=type, key=key)
+        except services.InvalidKey as exc:
+            self.add_error("key", exc.errors["entity_key"])
+            return data
+        alias = EntityAlias.objects.select_related("entity").filter(type=type, key=data["key"])
+        if (found := alias.exclude(entity=self.instance.pk).first()) is not None:
+            self.add_error("key", f"{data['key']!r} is an alias of {found.entity}; edit that one.")
+        return data
+
+
+class AliasForm(forms.ModelForm):
+    class Meta:
+        model = EntityAlias
+        fields = ("key",)
+
+    def clean(self) -> dict:
+        data = super().clean()
+        assert data is not None  # Form.clean returns cleaned_data
+        # `entity` is the inline's parent (also a new, unsaved one on the add page).
+        entity, key = data.get("entity"), data.get("key")
+        if entity is not None and key and not self.instance.pk:
+            try:
+                data["key"] = services.alias_key(entity=entity, key=key)
+            except services.InvalidAlias as exc:
+                self.add_error("key", str(exc))
+        return data
+
+
+class AliasInline(admin.TabularInline):
+    """Other keys of the entity (a name, a second domain). Added and
+    removed through `knowledge.services`; an alias is not edited in place."""
+
+    model = EntityAlias
+    form = AliasForm
+    fields = ("key", "actor_label", "created_at")
+    readonly_fields = ("actor_label", "created_at")
+    extra = 1
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
 @admin.register(Entity)
 class EntityAdmin(admin.ModelAdmin):
+    form = EntityForm
+    inlines = (AliasInline,)
     list_display = ("type", "key", "name", "updated_at")
     list_filter = ("type",)
-    search_fields = ("key", "name")
+    search_fields = ("key", "name", "aliases__key")
     readonly_fields = ("created_at", "updated_at")
     change_form_template = "admin/knowledge/entity/change_form.html"
 
@@ -71,6 +139,36 @@ class EntityAdmin(admin.ModelAdmin):
                 "add_event_url": reverse("admin:knowledge_event_add") + f"?entity={entity.pk}",
             }
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
+        if formset.model is not EntityAlias:
+            return super().save_formset(request, form, formset, change)
+        entity, actor = form.instance, request.user.get_username()
+        formset.changed_objects = []
+        formset.deleted_objects = [
+            alias.instance for alias in formset.deleted_forms if alias.instance.pk is not None
+        ]
+        for alias in formset.deleted_objects:
+            services.remove_alias(entity=entity, key=alias.key)
+        formset.new_objects = []
+        for alias_form in formset.extra_forms:
+            if alias_form.has_changed() and alias_form not in formset.deleted_forms:
+                try:
+                    formset.new_objects.append(
+                        services.add_alias(
+                            entity=entity, key=alias_form.cleaned_data["key"], actor_label=actor
+                        )
+                    )
+                except services.InvalidAlias as exc:  # lost a race after the form validated
+                    self.message_user(request, str(exc), messages.ERROR)
+
+    def response_add(self, request: HttpRequest, obj: Entity, post_url_continue=None):
+        warn(self, request, obj)
+        return super().response_add(request, obj, post_url_continue)
+
+    def response_change(self, request: HttpRequest, obj: Entity):
+        warn(self, request, obj)
+        return super().response_change(request, obj)
 
 
 class EventForm(forms.ModelForm):
@@ -220,6 +318,8 @@ class EventAdmin(admin.ModelAdmin):
         # The admin logs and redirects to the object it saved: the service's.
         obj.pk = event.pk
         obj._state.adding = False
+        # Written all the same (the operator decides), but said out loud.
+        warn(self, request, event.entity)
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         try:

@@ -4,6 +4,11 @@ with the API key as the actor (`key:<prefix>`).
 
 Knowledge is not per workflow: a key bound to workflows still reads and
 writes the whole graph, as long as it holds `knowledge:write`.
+
+Entity keys are normalised by their type (`knowledge.keys`) and resolved
+through aliases. A write the workflows cannot meet (a key not in canonical
+form and not an alias, a type no workflow reads) still succeeds, and the
+answer's `warnings` say why and how to fix it.
 """
 
 from __future__ import annotations
@@ -32,8 +37,18 @@ from integrations.kit import (
     idempotent,
     text,
 )
-from knowledge.models import Entity, Event
-from knowledge.services import KEEP, record_event, supersede_event, upsert_entity
+from knowledge import memory
+from knowledge.models import Entity, EntityAlias, Event
+from knowledge.services import (
+    KEEP,
+    InvalidKey,
+    add_alias,
+    record_event,
+    remove_alias,
+    supersede_event,
+    upsert_entity,
+)
+from lib.errors import NotFound
 from policies import audit
 from policies.models import ApiScope
 
@@ -64,8 +79,52 @@ class EntityOut(Schema):
     key: str
     name: str
     attributes: dict[str, Any]
+    aliases: list[str]
     created_at: datetime
     updated_at: datetime
+
+    @staticmethod
+    def resolve_aliases(entity: Entity) -> list[str]:
+        return sorted(alias.key for alias in entity.aliases.all())
+
+
+class EntityWrittenOut(EntityOut):
+    warnings: list[str] = Field(
+        description="Why workflows would not meet this entity, and the fix."
+    )
+
+    @staticmethod
+    def resolve_warnings(entity: Entity) -> list[str]:
+        return memory.entity_warnings(entity=entity)
+
+
+class AliasIn(In):
+    key: EntityKey = Field(description="Another key of the entity, e.g. a name or a second domain.")
+
+
+class AliasFilters(Schema):
+    key: EntityKey
+
+
+class AliasOut(Schema):
+    key: str
+    entity_id: int
+    entity_type: str
+    entity_key: str
+    actor: str
+    created_at: datetime
+
+    @staticmethod
+    def resolve_entity_type(alias: EntityAlias) -> str:
+        return alias.type
+
+    @staticmethod
+    def resolve_entity_key(alias: EntityAlias) -> str:
+        return alias.entity.key
+
+    @staticmethod
+    def resolve_actor(alias: EntityAlias) -> str:
+        return alias.actor_label
 
 
 class EventIn(In):
@@ -128,6 +187,14 @@ class EventOut(Schema):
             return None
 
 
+class EventWrittenOut(EventOut):
+    warnings: list[str] = Field(description="Why workflows would not meet this event, and the fix.")
+
+    @staticmethod
+    def resolve_warnings(event: Event) -> list[str]:
+        return memory.entity_warnings(entity=event.entity)
+
+
 class EntityFilters(Schema):
     type: EntityType | None = None
     key: EntityKey | None = None
@@ -172,31 +239,67 @@ def _page(queryset, filters) -> dict[str, Any]:
     }
 
 
-@router.post("/entities", response={200: EntityOut, **errors()}, auth=WRITE)
+def _named(queryset, type: str | None, key: str | None, field: str = "pk"):
+    """`queryset` narrowed to what (type, key) names: through the type's
+    normaliser and aliases when the type is given, else the key as stored
+    or as an alias."""
+    if key and type:
+        value = memory.normalise_key(type, key)
+        named = memory.entities_named(type=type, keys=[value] if value else [])
+        return queryset.filter(**{f"{field}__in": named})
+    prefix = "" if field == "pk" else "entity__"
+    if type:
+        queryset = queryset.filter(**{f"{prefix}type": type})
+    if key:
+        queryset = queryset.filter(Q(**{f"{prefix}key": key}) | Q(**{f"{prefix}aliases__key": key}))
+    return queryset
+
+
+@router.post("/entities", response={200: EntityWrittenOut, **errors()}, auth=WRITE)
 def entity_write(request: HttpRequest, payload: EntityIn):
-    """Create the entity (type, key), or update its name and merge its attributes."""
-    return upsert_entity(
-        type=payload.type, key=payload.key, name=payload.name, attributes=payload.attributes
-    )
+    """Create the entity the (type, key) names, or update its name and merge
+    its attributes. The key is normalised and resolved through aliases."""
+    try:
+        return upsert_entity(
+            type=payload.type, key=payload.key, name=payload.name, attributes=payload.attributes
+        )
+    except InvalidKey as exc:
+        raise InvalidKey({"key": exc.errors["entity_key"]}) from None
 
 
 @router.get("/entities", response={200: EntityPageOut, **errors()}, auth=WRITE)
 def entity_list(request: HttpRequest, filters: Query[EntityFilters]):
-    """Entities by type and key."""
-    entities = Entity.objects.order_by("type", "key")
-    if filters.type:
-        entities = entities.filter(type=filters.type)
-    if filters.key:
-        entities = entities.filter(key=filters.key)
-    return _page(entities, filters)
+    """Entities by type and key (normalised and through aliases when the type is given)."""
+    entities = Entity.objects.prefetch_related("aliases").order_by("type", "key")
+    return _page(_named(entities, filters.type, filters.key), filters)
 
 
-@router.post("/events", response={201: EventOut, **errors(409)}, auth=WRITE)
+@router.post("/entities/{entity_id}/aliases", response={201: AliasOut, **errors(404)}, auth=WRITE)
+def alias_add(request: HttpRequest, entity_id: Id, payload: AliasIn):
+    """Make a key another name of the entity: reads and writes by that key
+    then mean this entity (e.g. the name `bareco` for `account:bareco.com`)."""
+    entity = get_or_404(Entity.objects.all(), f"no entity {entity_id}", pk=entity_id)
+    alias = add_alias(entity=entity, key=payload.key, actor_label=audit.actor_of(key=request.auth))
+    return Status(201, AliasOut.from_orm(alias))
+
+
+@router.delete("/entities/{entity_id}/aliases", response={204: None, **errors(404)}, auth=WRITE)
+def alias_remove(request: HttpRequest, entity_id: Id, alias: Query[AliasFilters]):
+    """Stop a key naming the entity (`?key=`)."""
+    entity = get_or_404(Entity.objects.all(), f"no entity {entity_id}", pk=entity_id)
+    if not remove_alias(entity=entity, key=alias.key):
+        raise NotFound(f"{alias.key!r} is not an alias of {entity}")
+    return Status(204, None)
+
+
+@router.post("/events", response={201: EventWrittenOut, **errors(409)}, auth=WRITE)
 def event_write(
     request: HttpRequest, payload: EventIn, idempotency_key: IdempotencyKey | None = IDEMPOTENCY_KEY
 ):
     """Record an event about an entity (created if missing), e.g. a pause
-    of outreach until a date. The payload is checked against its type."""
+    of outreach until a date. The payload is checked against its type; the
+    entity key is normalised and resolved through aliases. `warnings` say
+    when no workflow would meet the entity (the event is written anyway)."""
 
     def write(_: str | None) -> Status:
         with transaction.atomic():  # an invalid event leaves no new entity behind
@@ -213,7 +316,7 @@ def event_write(
                 valid_from=payload.valid_from,
                 valid_until=payload.valid_until,
             )
-        return Status(201, EventOut.from_orm(_events().get(pk=event.pk)))
+        return Status(201, EventWrittenOut.from_orm(_events().get(pk=event.pk)))
 
     return idempotent(request, idempotency_key, write)
 
@@ -248,11 +351,12 @@ def event_correct(
 @router.get("/events", response={200: EventPageOut, **errors()}, auth=WRITE)
 def event_list(request: HttpRequest, filters: Query[EventFilters]):
     """Events, newest first; `active=true` keeps those valid now."""
-    events = _events().order_by("-occurred_at", "-id")
-    if filters.entity_type:
-        events = events.filter(entity__type=filters.entity_type)
-    if filters.entity_key:
-        events = events.filter(entity__key=filters.entity_key)
+    events = _named(
+        _events().order_by("-occurred_at", "-id"),
+        filters.entity_type,
+        filters.entity_key,
+        field="entity",
+    )
     if filters.type:
         events = events.filter(type__name=filters.type)
     if filters.active:

@@ -1,6 +1,11 @@
 """Reading the knowledge graph: the one query module for steps, console and API.
 
 - `active_events`: the events of a type that hold for an entity at a time.
+- `guarding_events`: the active events of some types on the entities some
+  raw keys name (what the tool gate asks at the moment of a call).
+- `find_entity`, `normalise_key`: an entity by key, through the type's
+  normaliser (`knowledge.keys`) and its aliases.
+- `entity_warnings`: why no workflow would meet an entity.
 - `entity_history` (episodic): what happened to an entity, corrections
   included, and the runs that touched it.
 - `current_facts` (semantic): what is true of an entity now, each fact with
@@ -9,19 +14,69 @@
 
 A superseded event is replaced for every point in time: a correction
 rewrites the record of what was true, it is not a change that starts later.
+
+An entity's events include those of an entity still filed under one of its
+aliases (written before the alias existed): `account:bareco` made an alias
+of `account:bareco.com` brings its pause along.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db.models import F, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
-from knowledge.models import Entity, Event
-from runs.models import Run, Workflow
+from knowledge import keys as entity_keys
+from knowledge.models import Entity, EntityAlias, Event
+from knowledge.services import database_now
+from runs.models import Run, Workflow, WorkflowVersion
+
+# The step kinds that look entities up by type and key.
+KNOWLEDGE_KINDS = ("knowledge_check", "knowledge_write")
+
+
+# ------------------------------------------------------------------ keys
+
+
+def normalise_key(entity_type: str, raw: str) -> str | None:
+    """`raw` as the type's normaliser spells it (`https://www.Acme.com/` ->
+    `acme.com` for an account), or None when nothing usable is left. Not
+    being in canonical form (`bareco` for an account) still gives a key."""
+    key = entity_keys.normalise(entity_type, raw)
+    return key.value if key is not None else None
+
+
+def find_entity(*, type: str, key: str) -> Entity | None:
+    """The entity `key` names in `type`: normalised, then the entity it is
+    an alias of, else the entity filed under it; None when there is none
+    (or the key does not normalise). One query."""
+    value = normalise_key(type, key)
+    if value is None:
+        return None
+    aliased = EntityAlias.objects.filter(type=type, key=value)
+    named = Q(pk__in=aliased.values("entity_id")) | (Q(key=value) & ~Q(Exists(aliased)))
+    return Entity.objects.filter(named, type=type).first()
+
+
+def entities_named(*, type: str, keys: Collection[str]) -> QuerySet[Entity]:
+    """The entities already normalised `keys` name in `type`, as a queryset
+    to use as a subquery: those filed under a key, those a key is an alias
+    of, and those still filed under an alias of either."""
+    aliased = EntityAlias.objects.filter(type=type, key__in=keys)
+    named = Q(key__in=keys) | Q(pk__in=aliased.values("entity_id"))
+    targets = Entity.objects.filter(named, type=type)
+    filed_under_alias = EntityAlias.objects.filter(type=type, entity__in=targets).values("key")
+    return Entity.objects.filter(named | Q(key__in=filed_under_alias), type=type)
+
+
+def _about(entity: Entity) -> Q:
+    """Events about `entity`, and about an entity still filed under one of its aliases."""
+    filed_under_alias = EntityAlias.objects.filter(entity=entity).values("key")
+    return Q(entity=entity) | Q(entity__type=entity.type, entity__key__in=filed_under_alias)
 
 
 def _valid_at(events: QuerySet[Event], at: datetime | None) -> QuerySet[Event]:
@@ -37,8 +92,41 @@ def active_events(*, entity: Entity, type: str, at: datetime | None = None) -> l
     """Events of `type` about `entity` valid at `at` (default now) and not
     superseded, newest first: `valid_from <= at < valid_until` (open when
     `valid_until` is empty)."""
-    events = Event.objects.filter(entity=entity, type__name=type).select_related("type")
+    events = Event.objects.filter(_about(entity), type__name=type).select_related("type")
     return list(_valid_at(events, at).order_by("-occurred_at", "-id"))
+
+
+def guarding_events(
+    *,
+    entity_type: str,
+    keys: Iterable[str],
+    event_types: Iterable[str],
+    at: datetime | None = None,
+) -> list[Event]:
+    """The events of `event_types` that hold at `at` on the entities `keys`
+    name, newest first (type and entity loaded).
+
+    Each raw key goes through the type's normaliser (`bob@acme.com` and
+    `https://acme.com/x` both name the account `acme.com`); a value that
+    does not normalise is skipped. Keys resolve through aliases both ways:
+    `bareco`, an alias of `bareco.com`, names that account, and an event
+    still filed under `account:bareco` guards `bareco.com`. An event holds
+    when `valid_from <= at < valid_until` (open when empty) and it is not
+    superseded; `at` defaults to the database clock. Two queries: the
+    clock, and the events (entities and aliases are subqueries).
+    """
+    names = {name for name in event_types if name}
+    normalised = {
+        value
+        for raw in keys
+        if raw is not None and (value := normalise_key(entity_type, raw)) is not None
+    }
+    if not names or not normalised:
+        return []
+    events = Event.objects.filter(
+        entity__in=entities_named(type=entity_type, keys=normalised), type__name__in=names
+    ).select_related("type", "entity")
+    return list(_valid_at(events, at or database_now()).order_by("-occurred_at", "-id"))
 
 
 def event_summary(event: Event) -> dict[str, Any]:
@@ -54,6 +142,67 @@ def event_summary(event: Event) -> dict[str, Any]:
         "source_step": event.source_step_key or None,
         "actor": event.actor_label or None,
     }
+
+
+# ---------------------------------------------------------------- warnings
+
+
+def entity_warnings(*, entity: Entity) -> list[str]:
+    """Why a workflow would not meet `entity`, each with its fix; empty when
+    it would. Two reasons: its key is not in its type's canonical form
+    (`account:bareco`, not a domain) and no alias links it to a key that is;
+    or no published workflow's knowledge steps use its type. Writing is
+    still allowed (the operator decides); admin and the API say so."""
+    warnings: list[str] = []
+    key = entity_keys.normalise(entity.type, entity.key)
+    if key is None or not key.canonical:
+        form = key.form if key is not None and key.form else f"a canonical {entity.type} key"
+        if not _linked_to_canonical(entity):
+            warnings.append(
+                f"{entity} is not {form} and is not an alias of one, so workflows that key "
+                f"{entity.type} entities that way will not match it. Add {entity.key!r} as an "
+                f"alias of the {entity.type} it means (admin: that entity's aliases; API: POST "
+                f"/api/v1/knowledge/entities/<id>/aliases), or write to that {entity.type}'s "
+                "own key."
+            )
+    used = referenced_entity_types()
+    if entity.type not in used:
+        known = ", ".join(sorted(used)) or "none"
+        warnings.append(
+            f"No published workflow's knowledge steps use the entity type {entity.type!r} "
+            f"(they use: {known}), so no workflow will read this. Use one of those types, "
+            f"or publish a workflow whose knowledge steps read {entity.type!r}."
+        )
+    return warnings
+
+
+def _linked_to_canonical(entity: Entity) -> bool:
+    """`entity` is filed under an alias key, or one of its aliases is canonical."""
+    if EntityAlias.objects.filter(type=entity.type, key=entity.key).exists():
+        return True
+    aliases = EntityAlias.objects.filter(entity=entity).values_list("key", flat=True)
+    return any(
+        (alias := entity_keys.normalise(entity.type, raw)) is not None and alias.canonical
+        for raw in aliases
+    )
+
+
+def referenced_entity_types() -> set[str]:
+    """The entity types the knowledge steps of each workflow's current
+    (latest published) version use. One query over those definitions."""
+    latest = WorkflowVersion.objects.filter(workflow=OuterRef("workflow")).order_by("-number")
+    definitions = WorkflowVersion.objects.filter(pk=Subquery(latest.values("pk")[:1])).values_list(
+        "definition", flat=True
+    )
+    types: set[str] = set()
+    for definition in definitions:
+        steps = (definition or {}).get("steps") or {}
+        for step in steps.values():
+            if isinstance(step, dict) and step.get("kind") in KNOWLEDGE_KINDS:
+                entity_type = (step.get("config") or {}).get("entity_type")
+                if isinstance(entity_type, str):
+                    types.add(entity_type)
+    return types
 
 
 # ---------------------------------------------------------------- episodic
@@ -101,7 +250,7 @@ def entity_history(*, entity: Entity, limit: int = 100) -> History:
     """Everything recorded about `entity`, newest first: its events
     (superseded ones included and marked) and the runs that wrote them."""
     rows = (
-        Event.objects.filter(entity=entity)
+        Event.objects.filter(_about(entity))
         .select_related("type")
         .annotate(replaced_by=F("superseded_by__id"))
         .order_by("-occurred_at", "-id")[:limit]
@@ -171,7 +320,7 @@ def current_facts(*, entity: Entity, at: datetime | None = None) -> dict[str, Fa
         for name, value in entity.attributes.items()
     }
     events = _valid_at(
-        Event.objects.filter(entity=entity, type__sets_facts=True).select_related("type"), at
+        Event.objects.filter(_about(entity), type__sets_facts=True).select_related("type"), at
     ).order_by("occurred_at", "id")
     for event in events:
         for name, value in event.payload.items():

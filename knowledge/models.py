@@ -77,6 +77,35 @@ class Entity(models.Model):
         }
 
 
+class EntityAlias(models.Model):
+    """Another key an entity is known by: `bareco` (a name) or a second
+    domain for the account `bareco.com`. Lookups by key resolve aliases
+    first, so reading or writing `account:bareco` means `account:bareco.com`.
+
+    `type` repeats the entity's type so that an alias key is unique per
+    type in the database. An entity still filed under an alias key (written
+    before the alias existed) is read as part of the entity it names.
+    """
+
+    type = models.SlugField(max_length=60)
+    key = models.CharField(max_length=300, help_text="Normalised like the type's keys.")
+    entity = models.ForeignKey(Entity, on_delete=models.CASCADE, related_name="aliases")
+    actor_label = models.CharField(max_length=150, blank=True, help_text="Who added it.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["type", "key"]
+        verbose_name_plural = "entity aliases"
+        constraints = [
+            # One meaning per alias: two writers naming `bareco` for two
+            # accounts race on this index and one of them is refused.
+            models.UniqueConstraint(fields=["type", "key"], name="alias_key_unique_per_type")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type}:{self.key}"
+
+
 class Provenance(models.Model):
     """Who wrote a record: a run's step, or a person / API key with a reason."""
 

@@ -1,4 +1,5 @@
-"""Writing the knowledge graph: entities, events, corrections, relations, dedup.
+"""Writing the knowledge graph: entities and their aliases, events,
+corrections, relations, dedup.
 
 Every writer (the `knowledge_write` and `dedup` steps, admin, the API) calls
 these functions. Uniqueness is decided by the database: each function tries
@@ -18,13 +19,15 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from knowledge.models import DedupRecord, Entity, Event, EventType, Relation
+from knowledge import keys
+from knowledge.models import DedupRecord, Entity, EntityAlias, Event, EventType, Relation
 from runs.models import Run, RunStatus
 
 # A dedup record held by a run that ended like this is up for grabs: that
 # run produced no result worth reusing.
 DEAD_STATUSES = (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.STOPPED)
 KEEP: Any = object()  # supersede_event: keep the old event's value
+KEY_MAX_LENGTH = Entity._meta.get_field("key").max_length or 300
 
 
 class KnowledgeError(Exception):
@@ -58,6 +61,16 @@ class AlreadySuperseded(KnowledgeError):
     code = "already_superseded"
 
 
+class InvalidKey(InvalidEvent):
+    """An entity key with nothing usable left once normalised (`mailto:`)."""
+
+    code = "invalid_key"
+
+
+class InvalidAlias(KnowledgeError):
+    code = "invalid_alias"
+
+
 def database_now() -> datetime:
     """The database clock (timers and windows never trust the worker's)."""
     with connection.cursor() as cursor:
@@ -71,14 +84,33 @@ def database_now() -> datetime:
 # ---------------------------------------------------------------- entities
 
 
+def entity_key(*, type: str, key: str) -> str:
+    """`key` as `type`'s normaliser spells it; `InvalidKey` when nothing
+    usable is left. Not being canonical (`bareco` for an account) is allowed."""
+    normalised = keys.normalise(type, key)
+    if normalised is None:
+        raise InvalidKey({"entity_key": f"{key!r} is not a usable {type} key"})
+    if len(normalised.value) > KEY_MAX_LENGTH:  # lower-casing and IDNA can lengthen a key
+        raise InvalidKey({"entity_key": f"longer than {KEY_MAX_LENGTH} characters once normalised"})
+    return normalised.value
+
+
 def upsert_entity(
     *, type: str, key: str, name: str = "", attributes: dict[str, Any] | None = None
 ) -> Entity:
-    """The entity (type, key), created if missing. A given name replaces the
-    stored one; given attributes are merged into the stored ones."""
-    entity, created = Entity.objects.get_or_create(
-        type=type, key=key, defaults={"name": name, "attributes": attributes or {}}
-    )
+    """The entity `key` names in `type`, created if missing. The key is
+    normalised (`entity_key`) and resolved through aliases first: writing
+    `account:bareco` when `bareco` is an alias of `account:bareco.com`
+    writes `bareco.com`. A given name replaces the stored one; given
+    attributes are merged into the stored ones."""
+    key = entity_key(type=type, key=key)
+    alias = EntityAlias.objects.select_related("entity").filter(type=type, key=key).first()
+    if alias is not None:
+        entity, created = alias.entity, False
+    else:
+        entity, created = Entity.objects.get_or_create(
+            type=type, key=key, defaults={"name": name, "attributes": attributes or {}}
+        )
     renames = bool(name) and name != entity.name
     if created or not (renames or attributes):
         return entity
@@ -89,6 +121,63 @@ def upsert_entity(
         entity.attributes = {**entity.attributes, **(attributes or {})}
         entity.save(update_fields=["name", "attributes", "updated_at"])
     return entity
+
+
+# ----------------------------------------------------------------- aliases
+
+
+def alias_key(*, entity: Entity, key: str) -> str:
+    """`key` normalised as an alias of `entity`, or `InvalidAlias` saying why
+    not. Aliases stay one step deep: the entity must not itself be filed
+    under an alias, and the alias key must not be an entity others alias to.
+    (These are checks, not the uniqueness of the alias: the unique index
+    decides that in `add_alias`.)"""
+    normalised = keys.normalise(entity.type, key)
+    if normalised is None:
+        raise InvalidAlias(f"{key!r} is not a usable {entity.type} key")
+    value = normalised.value
+    if len(value) > KEY_MAX_LENGTH:
+        raise InvalidAlias(f"longer than {KEY_MAX_LENGTH} characters once normalised")
+    if value == entity.key:
+        raise InvalidAlias(f"{value!r} is the entity's own key")
+    own = EntityAlias.objects.select_related("entity").filter(type=entity.type, key=entity.key)
+    if (holder := own.first()) is not None:
+        raise InvalidAlias(f"{entity} is itself an alias of {holder.entity}: add the alias there")
+    if EntityAlias.objects.filter(entity__type=entity.type, entity__key=value).exists():
+        raise InvalidAlias(
+            f"{entity.type}:{value} has aliases of its own: remove them first, "
+            f"or add {entity.key!r} as an alias of it instead"
+        )
+    return value
+
+
+def add_alias(*, entity: Entity, key: str, actor_label: str = "") -> EntityAlias:
+    """Make `key` another name of `entity`. Adding the same alias again
+    returns it; an alias key already naming another entity is refused (the
+    unique (type, key) index decides between concurrent writers)."""
+    value = alias_key(entity=entity, key=key)
+    try:
+        with transaction.atomic():  # a savepoint when a caller's transaction is open
+            return EntityAlias.objects.create(
+                type=entity.type, key=value, entity=entity, actor_label=actor_label[:150]
+            )
+    except IntegrityError:
+        holder = EntityAlias.objects.select_related("entity").filter(type=entity.type, key=value)
+        found = holder.first()
+        if found is not None and found.entity_id == entity.pk:
+            return found
+        raise InvalidAlias(
+            f"{entity.type}:{value} is already an alias of {found.entity if found else 'another'}"
+        ) from None
+
+
+def remove_alias(*, entity: Entity, key: str) -> bool:
+    """Stop `key` naming `entity`; False when it did not."""
+    value = keys.normalise(entity.type, key)
+    deleted, _ = EntityAlias.objects.filter(
+        entity=entity, key=value.value if value is not None else key
+    ).delete()
+    return bool(deleted)
 
 
 # ------------------------------------------------------------------ events

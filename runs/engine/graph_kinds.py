@@ -17,7 +17,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 from pydantic import Field
 
 from knowledge import memory, services
-from knowledge.models import Entity, EventType
+from knowledge.models import EventType
 from lib.context import check_template_syntax
 from runs.engine.errors import StepError
 from runs.engine.kinds import Kind, Outcome, StepContext, StrictConfig, _render
@@ -39,6 +39,19 @@ def _text(value: Any, ctx: StepContext, what: str) -> str:
     if not text:
         raise StepError(f"{what} rendered empty", retryable=False, error_type="empty_key")
     return text
+
+
+def _entity_key(entity_type: str, template: str, ctx: StepContext) -> str:
+    """The rendered key, which must normalise for its type (the services
+    and `find_entity` normalise and resolve aliases themselves)."""
+    key = _text(template, ctx, "entity_key")
+    if memory.normalise_key(entity_type, key) is None:
+        raise StepError(
+            f"entity_key {key!r} is not a usable {entity_type} key",
+            retryable=False,
+            error_type="invalid_key",
+        )
+    return key
 
 
 def _time(value: str | None, ctx: StepContext, what: str) -> datetime | None:
@@ -85,9 +98,11 @@ class KnowledgeCheckKind(Kind["KnowledgeCheckKind.Config"]):
         )
 
     def execute(self, config: Config, ctx: StepContext) -> Outcome:
-        key = _text(config.entity_key, ctx, "entity_key")
+        key = _entity_key(config.entity_type, config.entity_key, ctx)
         at = _time(config.at, ctx, "at")
-        entity = Entity.objects.filter(type=config.entity_type, key=key).first()
+        # The key as its type spells it, through aliases: `Bareco.com/` and
+        # an alias `bareco` both find `account:bareco.com`.
+        entity = memory.find_entity(type=config.entity_type, key=key)
         events = (
             []
             if entity is None
@@ -138,7 +153,7 @@ class KnowledgeWriteKind(Kind["KnowledgeWriteKind.Config"]):
         return check_template_syntax(templates) + _event_type_problems(config.event_type)
 
     def execute(self, config: Config, ctx: StepContext) -> Outcome:
-        key = _text(config.entity_key, ctx, "entity_key")
+        key = _entity_key(config.entity_type, config.entity_key, ctx)
         payload = _render(config.payload, ctx)
         valid_from = _time(config.valid_from, ctx, "valid_from")
         valid_until = _time(config.valid_until, ctx, "valid_until")

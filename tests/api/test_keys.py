@@ -39,6 +39,8 @@ ENDPOINTS = [
     ("post", "/api/v1/approvals/{approval}/decision", ApiScope.APPROVALS_WRITE),
     ("post", "/api/v1/knowledge/entities", ApiScope.KNOWLEDGE_WRITE),
     ("get", "/api/v1/knowledge/entities", ApiScope.KNOWLEDGE_WRITE),
+    ("post", "/api/v1/knowledge/entities/{entity}/aliases", ApiScope.KNOWLEDGE_WRITE),
+    ("delete", "/api/v1/knowledge/entities/{entity}/aliases", ApiScope.KNOWLEDGE_WRITE),
     ("post", "/api/v1/knowledge/events", ApiScope.KNOWLEDGE_WRITE),
     ("get", "/api/v1/knowledge/events", ApiScope.KNOWLEDGE_WRITE),
     ("post", "/api/v1/knowledge/events/{event}/supersede", ApiScope.KNOWLEDGE_WRITE),
@@ -47,6 +49,7 @@ BODIES = {
     "/api/v1/runs": {"workflow": "nope"},
     "/api/v1/approvals/{approval}/decision": {"decision": "approve"},
     "/api/v1/knowledge/entities": {"type": "account", "key": "acme"},
+    "/api/v1/knowledge/entities/{entity}/aliases": {"key": "acme.example"},
     "/api/v1/knowledge/events": {
         "entity_type": "account",
         "entity_key": "acme",
@@ -84,6 +87,7 @@ def targets(make_workflow):
         "run": run_id,
         "approval": ApprovalRequest.objects.get(run_id=run_id).pk,
         "event": event.pk,
+        "entity": event.entity_id,
     }
 
 
@@ -92,7 +96,12 @@ def test_each_endpoint_needs_its_scope(scope, make_key, targets):
     client = client_for(make_key([scope]))
     for method, path, needed in ENDPOINTS:
         url = path.format(**targets)
-        response = client.get(url) if method == "get" else post(client, url, BODIES.get(path))
+        if method == "get":
+            response = client.get(url)
+        elif method == "delete":
+            response = client.delete(url + "?key=acme.example")
+        else:
+            response = post(client, url, BODIES.get(path))
         if scope == needed:
             assert response.status_code not in (401, 403), (scope, method, url, response.content)
         else:
