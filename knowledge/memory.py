@@ -33,6 +33,7 @@ from django.utils import timezone
 from knowledge import keys as entity_keys
 from knowledge.models import Entity, EntityAlias, Event
 from knowledge.services import database_now
+from policies.models import Policy
 from runs.models import Run, Workflow, WorkflowVersion
 
 # The step kinds that look entities up by type and key.
@@ -189,7 +190,8 @@ def _linked_to_canonical(entity: Entity) -> bool:
 
 def referenced_entity_types() -> set[str]:
     """The entity types the knowledge steps of each workflow's current
-    (latest published) version use. One query over those definitions."""
+    (latest published) version use, and those the policies' knowledge
+    guards name. One query over those definitions, one over the policies."""
     latest = WorkflowVersion.objects.filter(workflow=OuterRef("workflow")).order_by("-number")
     definitions = WorkflowVersion.objects.filter(pk=Subquery(latest.values("pk")[:1])).values_list(
         "definition", flat=True
@@ -202,6 +204,10 @@ def referenced_entity_types() -> set[str]:
                 entity_type = (step.get("config") or {}).get("entity_type")
                 if isinstance(entity_type, str):
                     types.add(entity_type)
+    for guards in Policy.objects.values_list("guards", flat=True):
+        for guard in guards or []:
+            if isinstance(guard, dict) and isinstance(guard.get("entity_type"), str):
+                types.add(guard["entity_type"])
     return types
 
 

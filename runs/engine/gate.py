@@ -40,6 +40,7 @@ from django.db.models.functions import Now
 from pydantic import BaseModel, ValidationError
 
 from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
+from knowledge.memory import guarding_events
 from lib import destinations as dest
 from lib.conditions import evaluate
 from policies.models import AutonomyMode
@@ -248,8 +249,6 @@ def _check_guards(
     guards = caller.rules.guards_for(tool.name)
     if not guards or not destinations:
         return
-    from knowledge.memory import guarding_events
-
     values = [d.partition(":")[2] for d in destinations]
     for guard in guards:
         events = guarding_events(
