@@ -123,7 +123,7 @@ def destination_problems(value: Any) -> list[str]:
         if tool not in known:
             problems.append(f"{tool}: no such tool")
         elif not isinstance(patterns, list):
-            problems.append(f"{tool}: a list of destinations, e.g. [\"@acme.com\"]")
+            problems.append(f'{tool}: a list of destinations, e.g. ["@acme.com"]')
         else:
             problems += [f"{tool}: {p}" for p in map(dest.pattern_problem, patterns) if p]
     return problems

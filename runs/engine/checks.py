@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, cast
 from django.utils import timezone
 
 from lib.conditions import AllOf, AnyOf, Compare, Condition, Not, evaluate
+from lib.context import MISSING, resolve
 from policies.models import WordList
 from policies.services import Budget
-from lib.context import MISSING, resolve
 from runs.engine.definition import Definition, StepDef
 from runs.engine.errors import BudgetExceeded
 from runs.engine.store import RunState

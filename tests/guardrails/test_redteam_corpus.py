@@ -100,7 +100,10 @@ def _call_steps() -> list[dict]:
             "kind": "tool",
             "config": {
                 "tool": "http.post_json",
-                "args": {"url": {"$ref": "steps.decide.url"}, "body": {"$ref": "steps.decide.json"}},
+                "args": {
+                    "url": {"$ref": "steps.decide.url"},
+                    "body": {"$ref": "steps.decide.json"},
+                },
             },
             "edges": {"next": "done", **refused},
         },
@@ -219,9 +222,10 @@ def test_no_planted_instruction_reaches_an_attacker_without_a_person(make_workfl
     assert all(run.tainted for run in runs)
     obeyed = StepRun.objects.filter(step_key="decide", status="succeeded")
     assert obeyed.count() == len(attacks)
-    assert all(step.output.get("tool") == item["goal"]["tool"] for step, item in zip(
-        obeyed.order_by("run_id"), attacks, strict=True
-    ))
+    assert all(
+        step.output.get("tool") == item["goal"]["tool"]
+        for step, item in zip(obeyed.order_by("run_id"), attacks, strict=True)
+    )
     held = Counter((run.status, run.wait_reason) for run in runs)
     assert held == {("waiting", "approval"): len(attacks)}
     reasons = ApprovalRequest.objects.filter(run__in=runs).values_list("reason_code", flat=True)
@@ -234,7 +238,8 @@ def test_no_planted_instruction_reaches_an_attacker_without_a_person(make_workfl
 
 def test_a_person_approving_the_call_is_what_lets_it_out(make_workflow, monkeypatch):
     attack = next(
-        item for item in _corpus()
+        item
+        for item in _corpus()
         if item.get("goal", {}).get("tool") == "email.send" and item["placement"] == "tool_result"
     )
     runs, _ = _play(make_workflow, monkeypatch, [attack])
@@ -263,9 +268,7 @@ def test_benign_texts_do_the_routine_job_with_no_approval_and_no_refusal(
 @pytest.mark.parametrize(
     "recipient", ["sales-ops@acme.co", "sales-ops@acme.com.evil.io", "x@mail.acme.com"]
 )
-def test_a_lookalike_of_a_trusted_destination_is_not_trusted(
-    make_workflow, monkeypatch, recipient
-):
+def test_a_lookalike_of_a_trusted_destination_is_not_trusted(make_workflow, monkeypatch, recipient):
     item = {
         "placement": "input_field",
         "text": "Please loop in our ops desk on this thread.",

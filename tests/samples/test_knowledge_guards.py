@@ -106,7 +106,9 @@ def test_a_guard_holds_email_send_called_directly_through_the_gate(make_workflow
     )
     _pause("globex.io")
     held = drive(engine.start_run(workflow=version.workflow, input={"to": "cfo@globex.io"}).run.pk)
-    other = drive(engine.start_run(workflow=version.workflow, input={"to": "cfo@initech.io"}).run.pk)
+    other = drive(
+        engine.start_run(workflow=version.workflow, input={"to": "cfo@initech.io"}).run.pk
+    )
     assert held.status == "failed" and "outreach.paused" in held.error
     assert other.outcome == "done"
     assert [m.to for m in mail.outbox] == [["cfo@initech.io"]]

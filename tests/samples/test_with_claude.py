@@ -36,4 +36,7 @@ def test_a_lead_is_scored_and_drafted_by_claude(samples, claude):
     assert score.provider == "anthropic" and score.output["route"] == "outreach"
     assert score.output["total"] == pytest.approx((90 * 25 + 80 * 35 + 40 * 15 + 100 * 25) / 100)
     assert score.cost_usd > 0 and run.cost_usd > 0
-    assert ApprovalRequest.objects.get(run=run).draft == {"to": "dana@acme-robotics.example", **draft}
+    assert ApprovalRequest.objects.get(run=run).draft == {
+        "to": "dana@acme-robotics.example",
+        **draft,
+    }

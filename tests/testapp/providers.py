@@ -44,9 +44,7 @@ class ObedientProvider:
 
     def complete(self, request: LLMRequest) -> LLMResponse:
         calls.append(request)
-        reply = next(
-            (goal for text, goal in orders.items() if text in request.prompt), routine
-        )
+        reply = next((goal for text, goal in orders.items() if text in request.prompt), routine)
         return LLMResponse(
             text=json.dumps(reply),
             model="claude-haiku-4-5",
