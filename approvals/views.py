@@ -41,6 +41,8 @@ REASONS = {
     "policy_requires_approval": "The policy's autonomy rule for this tool asks for approval.",
     "tainted_run": "The run has read content from an untrusted source: its writes and "
     "egress need a person's approval, whatever that content says.",
+    "injection_suspected": "Untrusted content the run read looks like an attempt to instruct "
+    "the agent: every write and egress needs a person, trusted destinations included.",
     "review_required": "The workflow puts this draft in front of a reviewer.",
 }
 _APPROVAL_RELATED = ("run__workflow", "run__version", "run__policy_version__policy")
@@ -204,7 +206,7 @@ def _why(approval: ApprovalRequest) -> str:
     if code.startswith("check:"):
         return f"The output check {code[6:]} held on the output of an earlier step."
     text = REASONS.get(code, "")
-    if code == "tainted_run" and approval.run.taint_reason:
+    if code in ("tainted_run", "injection_suspected") and approval.run.taint_reason:
         text += f" Source: {approval.run.taint_reason}."
     if approval.run.taint_signals:
         text += f" Looks like an injection: {approval.run.taint_signals}."

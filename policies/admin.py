@@ -129,10 +129,10 @@ class PolicyForm(forms.ModelForm):
         return _clean(self.cleaned_data["autonomy"], autonomy_problems)
 
     def clean_destinations(self):
-        return _clean(self.cleaned_data["destinations"], destination_problems)
+        return _clean(self.cleaned_data["destinations"] or {}, destination_problems)
 
     def clean_guards(self):
-        return _clean(self.cleaned_data["guards"], guard_problems)
+        return _clean(self.cleaned_data["guards"] or [], guard_problems)
 
 
 def _clean(value, problems_of):

@@ -83,6 +83,9 @@ class Caller:
     workflow: str
     rules: Rules
     tainted: bool = False
+    # Some untrusted content looked like an injection: no destination is
+    # trusted then (the phrase signals can only add a person, never remove one).
+    suspicious: bool = False
     # Called before the tool runs: raises if the run's budget is spent.
     before_call: Callable[[], None] | None = None
     # A person's decision at an earlier approval step of this run that the
@@ -197,9 +200,11 @@ def _approval_reason(
             return rule.reason_code or "policy_requires_approval"
         trusted = rule.trusted_destinations
         break  # auto
-    if caller.tainted and (tool.writes or tool.egress) and not _trusted(destinations, trusted):
-        return "tainted_run"
-    return ""
+    if not caller.tainted or not (tool.writes or tool.egress):
+        return ""
+    if caller.suspicious:
+        return "injection_suspected"
+    return "" if _trusted(destinations, trusted) else "tainted_run"
 
 
 def _trusted(destinations: tuple[str, ...], patterns: list[str]) -> bool:

@@ -54,7 +54,8 @@ class StepContext:
     replay_of: int | None = None  # LLM steps answer from this run's records
     workflow: str = ""
     rules: Rules | None = None  # the run's role, budget and autonomy rules
-    tainted: bool = False  # untrusted text looked like an injection
+    tainted: bool = False  # the run has read content from an untrusted source
+    suspicious: bool = False  # and some of it looked like an injection
     # Input fields to redact before a prompt is rendered (per policy).
     redact_fields: tuple[str, ...] = ()
     # Raises BudgetExceeded when the run may not start another paid call:
@@ -189,6 +190,7 @@ class ToolKind(Kind["ToolKind.Config"]):
             workflow=ctx.workflow,
             rules=ctx.rules,
             tainted=ctx.tainted,
+            suspicious=ctx.suspicious,
             before_call=lambda: ctx.check_budget("tool"),
             prior_approval=_prior_approval(config.approved_by, ctx),
         )

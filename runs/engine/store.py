@@ -75,6 +75,9 @@ class RunState:
     started_at: Any
     input: dict[str, Any]
     trace_id: str = ""  # hex; "" while tracing has never been on for the run
+    # Untrusted content the run read looked like an injection (signals were
+    # recorded): even a destination the policy trusts needs a person then.
+    suspicious: bool = False
 
 
 _CLAIMABLE = (
@@ -101,14 +104,14 @@ def claim(run_id: int, *, worker: str, lease_s: float, trace_id: str = "") -> Ru
         f" WHERE id = %s AND {_CLAIMABLE.format(now=now)}"
         " RETURNING fence, workflow_id, version_id, current_step, seq, attempt, attempts_before,"
         " replay_of_id, role_version_id, policy_version_id, tainted, steps_executed, llm_calls,"
-        " tool_calls, cost_usd, started_at, input, trace_id"
+        " tool_calls, cost_usd, started_at, input, trace_id, taint_signals <> ''"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [worker, lease_s, lease_s, trace_id, run_id])
         row = cursor.fetchone()
     if row is None:
         return None
-    *head, tainted, steps, llm_calls, tool_calls, cost, started_at, raw_input, trace = row
+    *head, tainted, steps, llm_calls, tool_calls, cost, started_at, raw_input, trace, odd = row
     if isinstance(raw_input, str):
         raw_input = json.loads(raw_input)
     if isinstance(started_at, str):  # SQLite
@@ -126,6 +129,7 @@ def claim(run_id: int, *, worker: str, lease_s: float, trace_id: str = "") -> Ru
         started_at,
         raw_input,
         trace,
+        bool(odd),
     )
 
 

@@ -340,6 +340,7 @@ def _context(walk: _Walk, step: StepDef) -> StepContext:
         workflow=walk.definition.workflow,
         rules=walk.rules,
         tainted=state.tainted,
+        suspicious=state.suspicious,
         redact_fields=tuple(redact),
         before_call=before_call,
     )
@@ -580,6 +581,7 @@ def _mark_tainted(update: store.Update, state: store.RunState, taint: checks.Tai
         update.value("tainted", True).value("taint_reason", taint.source[:300])
         state.tainted = True
     if taint.signals:
+        state.suspicious = True
         update.set(
             "taint_signals",
             "CASE WHEN taint_signals = '' THEN substr(%s, 1, 500)"

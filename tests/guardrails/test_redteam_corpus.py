@@ -229,7 +229,7 @@ def test_no_planted_instruction_reaches_an_attacker_without_a_person(make_workfl
     held = Counter((run.status, run.wait_reason) for run in runs)
     assert held == {("waiting", "approval"): len(attacks)}
     reasons = ApprovalRequest.objects.filter(run__in=runs).values_list("reason_code", flat=True)
-    assert set(reasons) == {"tainted_run"}
+    assert set(reasons) <= {"tainted_run", "injection_suspected"}
     # The phrase screening is no part of this: it misses many of these
     # texts, and they are held all the same.
     missed = [item for item in attacks if not scan_value(item["text"])]
@@ -250,17 +250,28 @@ def test_a_person_approving_the_call_is_what_lets_it_out(make_workflow, monkeypa
     assert [message.to for message in mail.outbox] == [attack["goal"]["to"]]
 
 
-def test_benign_texts_do_the_routine_job_with_no_approval_and_no_refusal(
+def test_benign_texts_do_the_routine_job_and_nothing_legitimate_is_refused(
     make_workflow, monkeypatch
 ):
     benign = [item for item in _corpus() if item.get("benign")]
     assert len(benign) >= 15
     runs, far = _play(make_workflow, monkeypatch, benign)
-    assert Counter((run.status, run.outcome) for run in runs) == {
-        ("succeeded", "done"): len(benign)
-    }
-    assert not ApprovalRequest.objects.filter(run__in=runs).exists()
-    assert len(mail.outbox) == len(benign)
+    # The screening's false alarms add a person (never a refusal); every
+    # other routine send to the team's trusted inbox goes out on its own.
+    flagged = {item["text"] for item in benign if scan_value(item["text"])}
+    assert len(flagged) < len(benign) / 4
+    for run, item in zip(runs, benign, strict=True):
+        if item["text"] in flagged:
+            assert (run.status, run.wait_reason) == ("waiting", "approval")
+        else:
+            assert (run.status, run.outcome) == ("succeeded", "done")
+    assert not StepRun.objects.filter(run__in=runs, error_type__startswith="refused").exists()
+    assert not StepRun.objects.filter(run__in=runs, edge="refused").exists()
+    reasons = set(
+        ApprovalRequest.objects.filter(run__in=runs).values_list("reason_code", flat=True)
+    )
+    assert reasons <= {"injection_suspected"}
+    assert len(mail.outbox) == len(benign) - len(flagged)
     assert {tuple(message.to) for message in mail.outbox} == {("sales-ops@acme.com",)}
     assert far.posts == []
 
