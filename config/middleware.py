@@ -61,8 +61,10 @@ def too_large(request: HttpRequest, limit: int) -> HttpResponse:
         )
     else:
         response = HttpResponse(message, status=413, content_type="text/plain; charset=utf-8")
-    # The client may still be sending: do not keep the connection for more.
-    response["Connection"] = "close"
+    # No `Connection: close`, though the client may still be sending: it is
+    # a hop-by-hop header, which a WSGI application must not set (PEP 3333;
+    # wsgiref, under runserver, turns it into a 500). The connection is the
+    # server's: runserver and gunicorn read past the unread body, or close.
     return response
 
 
