@@ -1,6 +1,9 @@
-"""Request plumbing the settings switch on: a body-size limit, and what a
-locked-out login sees.
+"""Request plumbing the settings switch on: a body-size limit, no caching of
+API answers, and what a locked-out login sees.
 
+- `ApiNoStore` marks every answer under /api/ (errors, 413s and replays
+  included) `Cache-Control: no-store`: they carry runs, drafts and
+  personal data for one API key, and no cache on the way may keep them.
 - `RequestSizeLimit` refuses a body over `DATA_UPLOAD_MAX_MEMORY_SIZE`
   (`BOSUN_MAX_REQUEST_BYTES`) with 413 before anything reads it: the API
   in its own error shape (`{"error", "code"}`), other pages in plain text.
@@ -26,6 +29,19 @@ API_PREFIX = "/api/"
 
 def _is_api(request: HttpRequest) -> bool:
     return request.path_info.startswith(API_PREFIX)
+
+
+class ApiNoStore:
+    """`Cache-Control: no-store` on every API answer, whatever made it."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if _is_api(request):
+            response["Cache-Control"] = "no-store"
+        return response
 
 
 class RequestSizeLimit:

@@ -117,6 +117,9 @@ if BOSUN_DEMO:
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Outside every other layer, so that what they answer (a 413 included)
+    # is marked too: API answers are never cached.
+    "config.middleware.ApiNoStore",
     # Before anything reads a body: an oversized one is refused with 413.
     "config.middleware.RequestSizeLimit",
     "django.contrib.sessions.middleware.SessionMiddleware",
