@@ -1,9 +1,14 @@
-"""Request plumbing the settings switch on: a body-size limit, no caching of
-API answers, and what a locked-out login sees.
+"""Request plumbing the settings switch on: a body-size limit, API answers
+never cached and always in the API's error shape, and what a locked-out
+login sees.
 
 - `ApiNoStore` marks every answer under /api/ (errors, 413s and replays
   included) `Cache-Control: no-store`: they carry runs, drafts and
   personal data for one API key, and no cache on the way may keep them.
+- `ApiErrorShape` gives the two errors the API's own handlers never see,
+  a path that matches no endpoint (404, from Django's resolver) and a
+  method an endpoint does not take (405, from ninja), the API's error
+  shape instead of an HTML page or plain text.
 - `RequestSizeLimit` refuses a body over `DATA_UPLOAD_MAX_MEMORY_SIZE`
   (`BOSUN_MAX_REQUEST_BYTES`) with 413 before anything reads it: the API
   in its own error shape (`{"error", "code"}`), other pages in plain text.
@@ -42,6 +47,32 @@ class ApiNoStore:
         if _is_api(request):
             response["Cache-Control"] = "no-store"
         return response
+
+
+class ApiErrorShape:
+    """`{"error", "code"}` for the 404 and 405 answered outside the API's
+    handlers (its own errors are JSON already)."""
+
+    _CODES = {404: ("not_found", "no such endpoint"), 405: ("method_not_allowed", "")}
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        shape = self._CODES.get(response.status_code)
+        if shape is None or not _is_api(request) or _is_json(response):
+            return response
+        code, message = shape
+        message = message or f"{request.method} is not allowed here"
+        shaped = JsonResponse({"error": message, "code": code}, status=response.status_code)
+        if response.has_header("Allow"):
+            shaped["Allow"] = response["Allow"]
+        return shaped
+
+
+def _is_json(response: HttpResponse) -> bool:
+    return response.get("Content-Type", "").startswith("application/json")
 
 
 class RequestSizeLimit:

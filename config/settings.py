@@ -123,6 +123,8 @@ MIDDLEWARE = [
     # Content-Security-Policy below.
     "config.middleware.ApiNoStore",
     "csp.middleware.CSPMiddleware",
+    # An API path that matches nothing, or a wrong method: the API's error shape.
+    "config.middleware.ApiErrorShape",
     # Before anything reads a body: an oversized one is refused with 413.
     "config.middleware.RequestSizeLimit",
     "django.contrib.sessions.middleware.SessionMiddleware",
