@@ -14,6 +14,7 @@ once from the domain's exceptions:
 | knowledge errors | 409 / 422 | their `code`, with fields where they have them |
 | no / bad / revoked / expired key | 401 | `unauthorized` |
 | key without the operation's scope | 403 | `missing_scope` |
+| a path that matches no endpoint, a method it does not take | 404 / 405 | `not_found`, `method_not_allowed` (config.middleware) |
 
 Authentication is an API key (`Authorization: Bearer bk_…`) on every
 operation except inbound webhooks, which are verified by signature. The

@@ -1,6 +1,14 @@
-"""Request plumbing the settings switch on: a body-size limit, and what a
-locked-out login sees.
+"""Request plumbing the settings switch on: a body-size limit, API answers
+never cached and always in the API's error shape, and what a locked-out
+login sees.
 
+- `ApiNoStore` marks every answer under /api/ (errors, 413s and replays
+  included) `Cache-Control: no-store`: they carry runs, drafts and
+  personal data for one API key, and no cache on the way may keep them.
+- `ApiErrorShape` gives the two errors the API's own handlers never see,
+  a path that matches no endpoint (404, from Django's resolver) and a
+  method an endpoint does not take (405, from ninja), the API's error
+  shape instead of an HTML page or plain text.
 - `RequestSizeLimit` refuses a body over `DATA_UPLOAD_MAX_MEMORY_SIZE`
   (`BOSUN_MAX_REQUEST_BYTES`) with 413 before anything reads it: the API
   in its own error shape (`{"error", "code"}`), other pages in plain text.
@@ -26,6 +34,45 @@ API_PREFIX = "/api/"
 
 def _is_api(request: HttpRequest) -> bool:
     return request.path_info.startswith(API_PREFIX)
+
+
+class ApiNoStore:
+    """`Cache-Control: no-store` on every API answer, whatever made it."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if _is_api(request):
+            response["Cache-Control"] = "no-store"
+        return response
+
+
+class ApiErrorShape:
+    """`{"error", "code"}` for the 404 and 405 answered outside the API's
+    handlers (its own errors are JSON already)."""
+
+    _CODES = {404: ("not_found", "no such endpoint"), 405: ("method_not_allowed", "")}
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        shape = self._CODES.get(response.status_code)
+        if shape is None or not _is_api(request) or _is_json(response):
+            return response
+        code, message = shape
+        message = message or f"{request.method} is not allowed here"
+        shaped = JsonResponse({"error": message, "code": code}, status=response.status_code)
+        if response.has_header("Allow"):
+            shaped["Allow"] = response["Allow"]
+        return shaped
+
+
+def _is_json(response: HttpResponse) -> bool:
+    return response.get("Content-Type", "").startswith("application/json")
 
 
 class RequestSizeLimit:
@@ -61,8 +108,10 @@ def too_large(request: HttpRequest, limit: int) -> HttpResponse:
         )
     else:
         response = HttpResponse(message, status=413, content_type="text/plain; charset=utf-8")
-    # The client may still be sending: do not keep the connection for more.
-    response["Connection"] = "close"
+    # No `Connection: close`, though the client may still be sending: it is
+    # a hop-by-hop header, which a WSGI application must not set (PEP 3333;
+    # wsgiref, under runserver, turns it into a 500). The connection is the
+    # server's: runserver and gunicorn read past the unread body, or close.
     return response
 
 

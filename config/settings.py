@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -117,6 +118,13 @@ if BOSUN_DEMO:
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Outside every other layer, so that what they answer (a 413 included)
+    # is marked too: API answers are never cached; every page gets the
+    # Content-Security-Policy below.
+    "config.middleware.ApiNoStore",
+    "csp.middleware.CSPMiddleware",
+    # An API path that matches nothing, or a wrong method: the API's error shape.
+    "config.middleware.ApiErrorShape",
     # Before anything reads a body: an oversized one is refused with 413.
     "config.middleware.RequestSizeLimit",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -201,6 +209,25 @@ CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# Content-Security-Policy (django-csp) on every answer: scripts, styles,
+# images and fetches from this site only (htmx, the admin's and Swagger
+# UI's scripts are all served from here), no inline script or style (the
+# templates keep theirs in config/static), no plug-ins, no <base>, no
+# framing, forms posted here only. Images may also be data: URIs (Swagger
+# UI's stylesheet has some); the charts are inline SVG, which is markup.
+# The API docs page runs under this policy as it is.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "frame-ancestors": [NONE],
+        "form-action": [SELF],
+    }
+}
 # Behind a proxy that terminates TLS, name the header it sets, e.g.
 # SECURE_PROXY_SSL_HEADER="HTTP_X_FORWARDED_PROTO,https" (trust it only
 # when the proxy always sets it), and the origins forms are posted from.

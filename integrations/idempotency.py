@@ -7,10 +7,16 @@ ahead, never a check-then-insert. The winner's answer is stored; the
 others get it back byte for byte, or 409 while the winner is still busy,
 or 422 when they are a different request under the same key.
 
+"The same request" means the same method, path and parameters: the JSON
+body is compared parsed (`canonical_body`), so a retry that spaces or
+orders its keys otherwise is still the same request; the query string is
+compared sorted.
+
 A record may be claimed again, by one conditional UPDATE, when
 - it is older than `REPLAY_WINDOW` (24 h): the key may be reused;
-- its answer was not stored (a 5xx, 409 or 429 released it): the client
-  retries with the same key;
+- its answer was not stored (a 5xx, 409 or 429; or a 400, 404 or 422 for
+  a request that failed validation or named something missing released
+  it): the client retries, or corrects the request, with the same key;
 - its handler died (`locked_until` has passed while it was in progress).
 
 Expired records are dead weight; `purge_idempotency_keys` deletes them (for a
@@ -20,8 +26,10 @@ periodic sweep).
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import parse_qsl, urlencode
 
 from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Q, When
@@ -66,9 +74,32 @@ class Stored:
     body: bytes
 
 
+def canonical_body(body: bytes) -> bytes:
+    """The parameters a body carries, in one spelling: JSON parsed and
+    written back with sorted keys, no spaces and ASCII escapes, so that
+    `{"a": 1, "b": 2}` and `{"b":2,"a":1}` compare equal (a repeated key
+    counts once, with its last value, as the handler reads it). A body that
+    is empty or not JSON is compared as sent."""
+    if not body.strip():
+        return b""
+    try:
+        parsed = json.loads(body)
+        return json.dumps(parsed, sort_keys=True, separators=(",", ":")).encode("ascii")
+    except (ValueError, RecursionError):  # not JSON (or nested past recursion): as sent
+        return body
+
+
+def canonical_path(path: str) -> str:
+    """The path with its query parameters sorted."""
+    route, _, query = path.partition("?")
+    if not query:
+        return route
+    return f"{route}?{urlencode(sorted(parse_qsl(query, keep_blank_values=True)))}"
+
+
 def request_fingerprint(*, method: str, path: str, body: bytes) -> str:
-    digest = hashlib.sha256(f"{method.upper()}\n{path}\n".encode())
-    digest.update(body)
+    digest = hashlib.sha256(f"{method.upper()}\n{canonical_path(path)}\n".encode())
+    digest.update(canonical_body(body))
     return digest.hexdigest()
 
 

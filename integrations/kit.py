@@ -236,6 +236,13 @@ def _root() -> NinjaAPI:
     return _api
 
 
+# Answers not kept for replays (nor are 5xx): "try again" (409 a conflict
+# of the moment, 429 a full queue), and a request that was refused before
+# it did anything (400 and 422 it failed validation, 404 it named something
+# missing). Stripe's rule: a result is kept only once the request ran.
+RELEASED = frozenset({400, 404, 409, 422, 429})
+
+
 def idempotent(
     request: HttpRequest,
     key: str | None,
@@ -245,12 +252,13 @@ def idempotent(
 
     Without a key, `handle(None)` runs as usual. With one (in the key
     space of the request's API key), the first request claims it and its
-    answer is stored; a repeat of the same request (method, path, body)
-    gets that answer back byte for byte, with `Idempotent-Replayed: true`;
-    the same key with another request is refused (422
-    `idempotency_key_reused`), and a repeat while the first is still being
-    handled gets 409 with Retry-After. Answers that say "try again" (5xx,
-    409, 429) are not stored: the key is released for the retry.
+    answer is stored; a repeat of the same request (method, path and the
+    parsed body: spacing and key order do not count) gets that answer back
+    byte for byte, with `Idempotent-Replayed: true`; the same key with
+    another request is refused (422 `idempotency_key_reused`), and a repeat
+    while the first is still being handled gets 409 with Retry-After.
+    Answers in `RELEASED` are not stored: the key is released, so that the
+    client may retry, or send the corrected request, with it.
 
     `handle` gets a stable key to pass on (e.g. as the run's idempotency
     key), so a retry after a lost answer cannot do the work twice. Answers
@@ -283,7 +291,7 @@ def idempotent(
     except BaseException:
         idempotency.release_idempotency_key(claim=outcome)
         raise
-    if response.status_code >= 500 or response.status_code in (409, 429):
+    if response.status_code >= 500 or response.status_code in RELEASED:
         idempotency.release_idempotency_key(claim=outcome)
     else:
         idempotency.store_idempotent_answer(

@@ -264,7 +264,7 @@ class CriterionForm(forms.Form):
     weight = forms.FloatField(
         min_value=0.000001,
         help_text="Relative importance (above 0).",
-        widget=forms.NumberInput(attrs={"step": "any", "style": "width: 6em"}),
+        widget=forms.NumberInput(attrs={"step": "any", "class": "rubric-number"}),
     )
 
 
@@ -273,7 +273,7 @@ class RouteForm(forms.Form):
         min_value=0,
         max_value=100,
         help_text="Lowest total (0–100) that takes this route.",
-        widget=forms.NumberInput(attrs={"step": "any", "style": "width: 6em"}),
+        widget=forms.NumberInput(attrs={"step": "any", "class": "rubric-number"}),
     )
     route = forms.SlugField(
         max_length=60,

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import secrets
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from wsgiref.util import is_hop_by_hop
 
 import pytest
 from django.urls import reverse
@@ -119,6 +124,50 @@ def test_an_oversized_api_body_gets_413_in_the_api_error_shape(client, small_lim
         "error": f"the request body is larger than {small_limit} bytes",
         "code": "payload_too_large",
     }
+
+
+@pytest.mark.django_db
+def test_a_413_carries_no_hop_by_hop_header(client, small_limit):
+    for url in ("/api/v1/runs", LOGIN):
+        response = client.post(url, "a" * (small_limit + 1), content_type="application/json")
+        assert response.status_code == 413
+        assert [name for name in response.headers if is_hop_by_hop(name)] == []
+
+
+@pytest.fixture
+def wsgi_server() -> Iterator[str]:
+    """The project behind the server `runserver` runs (Django's, on wsgiref,
+    which refuses a hop-by-hop header from the application with a 500), in
+    a thread, on a free port; its address."""
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
+
+    server = ThreadedWSGIServer(("127.0.0.1", 0), WSGIRequestHandler, allow_reuse_address=False)
+    server.set_app(WSGIHandler())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("url", "answered_as"), [("/api/v1/runs", "application/json"), (LOGIN, "text/plain")]
+)
+def test_a_real_wsgi_server_answers_an_oversized_body_with_413(
+    wsgi_server, small_limit, url, answered_as
+):
+    connection = http.client.HTTPConnection(wsgi_server, timeout=10)
+    body = b'{"blob": "' + b"a" * small_limit + b'"}'
+    connection.request("POST", url, body, {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    content = response.read()
+    connection.close()
+    assert response.status == 413, content[:500]
+    assert response.getheader("Content-Type", "").startswith(answered_as)
+    if answered_as == "application/json":
+        assert json.loads(content)["code"] == "payload_too_large"
 
 
 @pytest.mark.django_db

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from approvals.models import ApprovalRequest
 from integrations.apikeys import create_apikey
-from integrations.idempotency import purge_idempotency_keys
+from integrations.idempotency import purge_idempotency_keys, request_fingerprint
 from integrations.models import IdempotencyRecord
 from knowledge.models import Event, EventType
 from runs.models import Run, RunStatus
@@ -123,11 +123,91 @@ def test_a_full_queue_is_not_stored_so_the_retry_starts_the_run(api, make_workfl
     assert accepted.status_code == 201
 
 
-def test_a_4xx_answer_is_stored_and_replayed(api):
-    first = post(api, URL, {"workflow": "missing"}, **{"Idempotency-Key": "k"})
-    again = post(api, URL, {"workflow": "missing"}, **{"Idempotency-Key": "k"})
-    assert first.status_code == again.status_code == 404
-    assert first.content == again.content and again["Idempotent-Replayed"] == "true"
+def raw_post(client: Client, url: str, data: str, key: str):
+    return client.post(
+        url, data=data, content_type="application/json", headers={"Idempotency-Key": key}
+    )
+
+
+def test_the_same_json_spaced_and_ordered_otherwise_is_a_replay(api, simple_workflow):
+    slug = simple_workflow.slug
+    first = raw_post(api, URL, f'{{"workflow": "{slug}", "input": {{"email": "a@b.co"}}}}', "k")
+    assert first.status_code == 201
+    for spelling in (
+        f'{{"input":{{"email":"a@b.co"}},"workflow":"{slug}"}}',
+        f'\n{{ "input" : {{ "email" : "a@b\\u002eco" }} ,\n  "workflow" : "{slug}" }}\n',
+    ):
+        replay = raw_post(api, URL, spelling, "k")
+        assert replay.status_code == 201 and replay["Idempotent-Replayed"] == "true"
+        assert replay.content == first.content
+    other = raw_post(api, URL, f'{{"input":{{"email":"z@b.co"}},"workflow":"{slug}"}}', "k")
+    assert other.status_code == 422 and other.json()["code"] == "idempotency_key_reused"
+    assert Run.objects.count() == 1
+
+
+def test_the_fingerprint_is_of_parsed_parameters():
+    def fingerprint(method: str, path: str, body: bytes) -> str:
+        return request_fingerprint(method=method, path=path, body=body)
+
+    body = b'{"a": [1, {"c": 2, "d": 3}], "b": "\xc3\xa9"}'
+    same = fingerprint("POST", "/x?a=1&b=2", body)
+    assert fingerprint("post", "/x?b=2&a=1", b'{"b":"\\u00e9","a":[1,{"d":3,"c":2}]}') == same
+    list_reordered = b'{"a": [{"c": 2, "d": 3}, 1], "b": "\xc3\xa9"}'
+    assert fingerprint("POST", "/x?a=1&b=2", list_reordered) != same  # a list's order counts
+    assert fingerprint("POST", "/x?a=1&b=3", body) != same
+    assert fingerprint("PUT", "/x?a=1&b=2", body) != same
+    # not JSON: compared as sent
+    assert fingerprint("POST", "/x", b"a=1&b=2") != fingerprint("POST", "/x", b"b=2&a=1")
+    assert fingerprint("POST", "/x", b"") == fingerprint("POST", "/x", b"  ")
+
+
+def test_the_same_body_on_another_path_is_another_request(api, simple_workflow):
+    runs = [start(api, simple_workflow, f"start-{n}").json()["id"] for n in range(2)]
+    first = post(api, f"{URL}/{runs[0]}/cancel", {"reason": "x"}, **{"Idempotency-Key": "c"})
+    assert first.status_code == 200
+    other = post(api, f"{URL}/{runs[1]}/cancel", {"reason": "x"}, **{"Idempotency-Key": "c"})
+    assert other.status_code == 422 and other.json()["code"] == "idempotency_key_reused"
+    assert Run.objects.get(pk=runs[1]).status != RunStatus.CANCELLED
+
+
+def test_a_request_naming_something_missing_releases_the_key(api, simple_workflow):
+    missing = post(api, URL, {"workflow": "missing"}, **{"Idempotency-Key": "k"})
+    assert missing.status_code == 404
+    assert IdempotencyRecord.objects.get().status_code is None  # nothing stored
+    corrected = start(api, simple_workflow, "k")
+    assert corrected.status_code == 201 and "Idempotent-Replayed" not in corrected
+    assert start(api, simple_workflow, "k").content == corrected.content  # now kept
+    assert Run.objects.count() == 1
+
+
+def test_an_input_that_fails_validation_releases_the_key(api, simple_workflow):
+    invalid = post(
+        api, URL, {"workflow": simple_workflow.slug, "input": {}}, **{"Idempotency-Key": "k"}
+    )
+    assert invalid.status_code == 422 and invalid.json()["code"] == "invalid_input"
+    assert not Run.objects.exists()
+    corrected = start(api, simple_workflow, "k")
+    assert corrected.status_code == 201 and "Idempotent-Replayed" not in corrected
+    assert Run.objects.count() == 1
+
+
+def test_a_body_the_schema_refuses_does_not_take_the_key(api, simple_workflow):
+    refused = post(api, URL, {"workflow": 7}, **{"Idempotency-Key": "k"})
+    assert refused.status_code == 422 and refused.json()["code"] == "invalid_request"
+    assert start(api, simple_workflow, "k").status_code == 201
+
+
+def test_an_event_that_fails_validation_releases_the_key(api):
+    EventType.objects.create(name="outreach.paused")
+    event = {"entity_type": "account", "entity_key": "acme", "type": "no.such.type"}
+    url = "/api/v1/knowledge/events"
+    unknown = post(api, url, event, **{"Idempotency-Key": "e"})
+    assert unknown.json()["code"] == "unknown_event_type"
+    event["type"] = "outreach.paused"
+    unexplained = post(api, url, event, **{"Idempotency-Key": "e"})
+    assert unexplained.json()["code"] == "invalid_event"  # a reason is required
+    corrected = post(api, url, {**event, "reason": "asked"}, **{"Idempotency-Key": "e"})
+    assert corrected.status_code == 201 and Event.objects.count() == 1
 
 
 def test_a_key_older_than_a_day_may_be_reused(api, simple_workflow):

@@ -91,6 +91,15 @@ def test_an_unknown_run_or_workflow_is_a_404_in_the_error_shape(api):
     assert response.status_code == 404 and response.json()["code"] == "not_found"
 
 
+def test_an_unknown_path_and_a_wrong_method_answer_in_the_error_shape(api, client):
+    for response in (api.get("/api/v1/no-such-thing"), client.post("/api/v1/nothing/here")):
+        assert response.status_code == 404
+        assert response.json() == {"error": "no such endpoint", "code": "not_found"}
+    wrong = api.get("/api/v1/runs/1/cancel")
+    assert wrong.status_code == 405 and wrong["Allow"] == "POST"
+    assert wrong.json() == {"error": "GET is not allowed here", "code": "method_not_allowed"}
+
+
 def test_a_full_queue_is_a_429_with_retry_after(api, make_workflow, settings):
     settings.BOSUN_QUEUE_FULL_RETRY_AFTER_S = 7.5
     workflow = make_workflow(

@@ -51,7 +51,9 @@ def test_an_operator_reads_the_runs_a_live_timeline_and_the_dashboard(
 
     # the filter swaps the table in place (htmx) and keeps the address
     page.select_option("select[name=status]", "waiting")
-    page.wait_for_function("document.querySelectorAll('#run-table tbody tr').length === 1")
+    # A function, not an expression: Playwright would eval an expression on
+    # every poll, which the page's Content-Security-Policy refuses.
+    page.wait_for_function("() => document.querySelectorAll('#run-table tbody tr').length === 1")
     assert "status=waiting" in page.url
     page.click(f"#run-table a[href='/console/runs/{run_id}/']")
 
@@ -70,7 +72,7 @@ def test_an_operator_reads_the_runs_a_live_timeline_and_the_dashboard(
     body = page.inner_text("#dashboard-body")
     assert "browser-figures" in body and "Cost / success" in body
     page.select_option("select[name=period]", "30d")
-    page.wait_for_function("location.search.includes('period=30d')")
+    page.wait_for_function("() => location.search.includes('period=30d')")
     page.wait_for_selector("#dashboard-body figure.chart")
     assert page.locator("#dashboard-body figure.chart svg").count() == 3
     assert screenshot("console-dashboard").stat().st_size > 10_000
