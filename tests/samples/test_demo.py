@@ -66,6 +66,20 @@ def test_the_paused_account_is_never_contacted(db):
     assert not VendorCall.objects.filter(vendor="enrichco", subject=domain).exists()
 
 
+def test_no_legitimate_call_of_the_sample_workflows_is_refused(db):
+    load_demo(**SMALL)
+    sends = StepRun.objects.filter(step_key__in=["send", "refund"])
+    assert sends.filter(status="succeeded").exclude(edge="refused").count() > 0
+    assert not StepRun.objects.filter(error_type__startswith="refused").exists()
+    # A refusal is a person's rejection (of a ticket that tried to instruct
+    # the agent), never the gate turning down a legitimate call.
+    codes = {step.output["code"] for step in StepRun.objects.filter(edge="refused")}
+    assert codes <= {"approval_rejected"}
+    # Every lead and ticket run read untrusted content, yet each send went
+    # through its review and each refund up to the limit on its own.
+    assert not Run.objects.filter(tainted=False, workflow__slug="support-refund").exists()
+
+
 def test_loading_twice_duplicates_nothing(db):
     load_demo(**SMALL)
     counts = (
