@@ -77,7 +77,8 @@ def test_no_legitimate_call_of_the_sample_workflows_is_refused(db):
     assert codes <= {"approval_rejected"}
     # Every lead and ticket run read untrusted content, yet each send went
     # through its review and each refund up to the limit on its own.
-    assert not Run.objects.filter(tainted=False, workflow__slug="support-refund").exists()
+    read = StepRun.objects.filter(step_key="ticket", status="succeeded").values("run_id")
+    assert read.exists() and not Run.objects.filter(pk__in=read, tainted=False).exists()
 
 
 def test_loading_twice_duplicates_nothing(db):
