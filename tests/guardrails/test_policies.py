@@ -76,7 +76,7 @@ def test_injected_text_in_a_tool_result_taints_the_run_and_gates_the_next_write(
     assert run.tainted and run.taint_reason == "steps.fetch (test.page output)"
     assert run.taint_signals.startswith("steps.fetch: ")
     assert (run.status, run.wait_reason) == ("waiting", "approval")
-    assert ApprovalRequest.objects.get(run=run).reason_code == "tainted_run"
+    assert ApprovalRequest.objects.get(run=run).reason_code == "injection_suspected"
     assert not Execution.objects.filter(step_key="send").exists()
 
 

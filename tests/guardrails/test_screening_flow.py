@@ -96,7 +96,7 @@ def test_no_planted_injection_leads_to_an_unapproved_write_or_egress(make_workfl
     reasons = set(
         ApprovalRequest.objects.filter(run__in=runs).values_list("reason_code", flat=True)
     )
-    assert reasons == {"tainted_run"}
+    assert reasons == {"injection_suspected"}  # every text in this corpus trips a signal
 
 
 def test_a_clean_page_still_taints_the_run_and_its_write_waits_for_a_person(make_workflow):
