@@ -118,7 +118,7 @@ def _read(
     return response
 
 
-def _write_once(
+def _once(
     vendor: str,
     operation: str,
     subject: str,
@@ -128,7 +128,9 @@ def _write_once(
     request: dict,
     response: dict,
 ) -> dict:
-    """Books the write under its key, or answers the first booking's response."""
+    """Books the call under its request key, or answers the first booking's
+    response without charging again (a write applied once; a paid read, as
+    enrichment APIs with request keys offer, charged once)."""
     _refuse_if_planned(vendor, operation, subject, call)
     key = call.idempotency_key
     try:
@@ -152,6 +154,7 @@ def _write_once(
                 retryable=False,
             ) from None
         response = cast(dict[str, Any], first.response)  # a write books its response
+    # The vendor acted (and charged): a lost answer leaves the outcome unknown.
     _lose_answer_if_planned(vendor, subject, call, write=True)
     return response
 
@@ -225,6 +228,12 @@ class EnrichCompany(Tool):
     side_effect = "read"
     untrusted_output = True
     limit_keys = ("vendor:enrichco",)
+    # enrichco charges per call and honours request keys: asked again under
+    # the same key, it answers without charging.
+    paid = True
+    vendor_dedups = True
+    # A company's profile is bought once a quarter, whoever asks.
+    answer_ttl_s = 90 * 86_400
 
     class Args(BaseModel):
         domain: str = Field(min_length=3, max_length=253)
@@ -250,8 +259,11 @@ class EnrichCompany(Tool):
         tech_stack: list[str]
         description: str
 
+    def answer_key(self, args: Args) -> str:
+        return f"company:{args.domain}"
+
     def run(self, args: Args, call: ToolCall) -> Result:
-        profile = _read(
+        profile = _once(
             "enrichco",
             "company",
             args.domain,
@@ -290,7 +302,7 @@ class OutreachSend(Tool):
         return (destinations.email(args.to),)
 
     def run(self, args: Args, call: ToolCall) -> Result:
-        response = _write_once(
+        response = _once(
             "mailco",
             "send",
             args.to,
@@ -489,7 +501,7 @@ class RefundCreateRequest(Tool):
                 response={"error": problem},
             )
             raise ToolError(f"billing refused the refund: {problem}", retryable=False)
-        response = _write_once(
+        response = _once(
             "billing",
             "refund",
             args.invoice_id,

@@ -16,6 +16,7 @@ from config.admin_base import json_block
 from policies.audit import actor_of
 from policies.models import (
     AgentRole,
+    AnswerReuse,
     AgentRoleVersion,
     KillSwitch,
     KillSwitchChange,
@@ -151,6 +152,14 @@ class PolicyAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change) -> None:
         save_policy(policy=obj, by=request.user.get_username(), actor=actor_of(request.user))
+
+
+@admin.register(AnswerReuse)
+class AnswerReuseAdmin(admin.ModelAdmin):
+    """How long a bought answer (a company's enrichment) is reused by every
+    workflow before it is bought again."""
+
+    list_display = ("tool", "ttl_s", "updated_at")
 
 
 @admin.register(WordList)

@@ -357,3 +357,24 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.action} by {self.actor}"
+
+
+class AnswerReuse(models.Model):
+    """How long an answer a paid read bought is reused, by every workflow
+    (e.g. a company's enrichment for a quarter). Without a row, the tool's
+    own default applies; 0 buys every time."""
+
+    tool = models.CharField(max_length=100, unique=True)
+    ttl_s = models.PositiveIntegerField(
+        help_text="Seconds an answer is reused after it was bought (7776000 = 90 days)."
+    )
+    note = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["tool"]
+        verbose_name = "answer reuse"
+        verbose_name_plural = "answer reuse"
+
+    def __str__(self) -> str:
+        return f"{self.tool}: {self.ttl_s}s"

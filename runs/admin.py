@@ -25,6 +25,7 @@ from runs.models import (
     Step,
     StepCacheEntry,
     StepRun,
+    ToolAnswer,
     ToolCallRecord,
     Workflow,
     WorkflowVersion,
@@ -254,6 +255,32 @@ class StepCacheEntryAdmin(admin.ModelAdmin):
         "expires_at",
     )
     exclude = ("filler", "filler_until", "hits")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(ToolAnswer)
+class ToolAnswerAdmin(admin.ModelAdmin):
+    """Answers paid reads bought, shared by every run until they expire.
+    Delete one to have the next run buy it again; the reuse time is set
+    under Policies → Answer reuse."""
+
+    list_display = ("tool", "key", "generation", "filled", "bought_at", "expires_at", "hits")
+    list_filter = ("tool", "filled")
+    search_fields = ("key",)
+    readonly_fields = (
+        "tool",
+        "key",
+        "generation",
+        "filled",
+        "result",
+        "bought_at",
+        "expires_at",
+        "source_run",
+        "hits",
+    )
+    exclude = ("filler", "filler_until")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

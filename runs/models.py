@@ -474,3 +474,37 @@ class Score(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subject or self.run_id}: {self.total:.0f} → {self.route}"
+
+
+class ToolAnswer(models.Model):
+    """An answer a paid read bought (a company's enrichment), reused by
+    every run of every workflow until it expires, keyed by what it
+    describes (`company:acme.com`), not by who asked.
+
+    The unique (tool, key) row is also the purchase lock: the call that
+    claims it buys the answer; others wait for the fill. `generation`
+    names one purchase: the vendor sees a request key made of it, so a
+    buyer that died mid-call and whoever takes over its claim ask under the
+    same key and the vendor charges once. A new generation starts only when
+    a filled answer has expired.
+    """
+
+    tool = models.CharField(max_length=100)
+    key = models.CharField(max_length=300)
+    generation = models.PositiveIntegerField(default=1)
+    filled = models.BooleanField(default=False)
+    filler = models.CharField(max_length=200, blank=True)
+    filler_until = models.DateTimeField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    bought_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    source_run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL)
+    hits = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tool", "key"], name="tool_answer_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tool} {self.key} (g{self.generation})"

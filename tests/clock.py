@@ -12,6 +12,8 @@ not depend on how busy the machine is:
     let_wait_pass(run_id)           # the backoff (or the wait for a limit) is over
     expire_hold("vendor:x", "dead") # the seat's hold has run out
     let_rate_period_pass("api")     # the grants so far have left the window
+    lapse_answer_claim(tool, key)   # a shared answer's buyer ran out of time
+    expire_answer(tool, key)        # a shared answer's reuse time is over
 
 A run's timers move back together, by the same amount, as if its clock had
 moved on: their order is kept (a `ring_at` that followed the lease falls due
@@ -89,3 +91,18 @@ def _aware(value: datetime | str) -> datetime:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def lapse_answer_claim(tool: str, key: str) -> None:
+    """The buyer holding the shared answer `(tool, key)` runs out of time
+    (it died mid-call): the next caller may take the purchase over."""
+    where, params = "tool = %s AND key = %s", [tool, key]
+    seconds = _seconds_until("runs_toolanswer", "filler_until", where, params)
+    _rewind("runs_toolanswer", ("filler_until",), where, params, seconds + PAST_BY_S)
+
+
+def expire_answer(tool: str, key: str) -> None:
+    """The shared answer `(tool, key)` reaches the end of its reuse time."""
+    where, params = "tool = %s AND key = %s", [tool, key]
+    seconds = _seconds_until("runs_toolanswer", "expires_at", where, params)
+    _rewind("runs_toolanswer", ("expires_at", "bought_at"), where, params, seconds + PAST_BY_S)

@@ -210,6 +210,23 @@ class Throttled(Wait):
         return limit_wait_reason(self.key)
 
 
+class AnswerPending(Wait):
+    """Another run is buying the answer this read would buy: wait for it
+    instead of buying it twice."""
+
+    reason: ClassVar[str] = "answer_pending"
+
+    def __init__(self, tool: str, key: str, wait_s: float) -> None:
+        super().__init__(f"{tool} answer for {key} is being bought by another run")
+        self.tool = tool
+        self.key = key
+        self.wait_s = wait_s
+
+    @property
+    def run_wait(self) -> str:
+        return f"answer:{self.tool}"[:40]
+
+
 def limit_wait_reason(key: str) -> str:
     """What a run waiting for limit `key` records (fits Run.wait_reason)."""
     return f"limit:{key}"[:40]

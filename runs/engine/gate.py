@@ -23,6 +23,11 @@ What it raises instead of calling:
 - `NeedsReconciliation`: an unsafe write may or may not have happened (the
   worker died mid-call); a person must say which.
 - `Paused`: a kill switch is engaged. `Throttled`: a limit is full.
+- `AnswerPending`: another run is buying the shared answer this read needs.
+
+A read whose answer is shared (`Tool.answer_key`, runs.engine.answers) is
+answered from a live answer without any call; a miss claims the purchase
+and asks the vendor under the answer's request key.
 """
 
 from __future__ import annotations
@@ -45,9 +50,10 @@ from lib import destinations as dest
 from lib.conditions import evaluate
 from policies.models import AutonomyMode
 from policies.services import Rules
-from runs.engine import limits, store, switches, tracing
+from runs.engine import answers, limits, store, switches, tracing
 from runs.engine.doorbell import ring
 from runs.engine.errors import (
+    AnswerPending,
     NeedsApproval,
     NeedsReconciliation,
     Paused,
@@ -104,8 +110,9 @@ class PriorApproval:
 class Called:
     args: dict[str, Any]
     result: dict[str, Any]
-    record_id: int
+    record_id: int  # 0 for a shared answer: no call, no ledger row
     from_ledger: bool  # the recorded result of an earlier attempt; no new call
+    shared: bool = False  # an answer another call bought (runs.engine.answers)
 
 
 def args_hash(args: dict[str, Any]) -> str:
@@ -137,9 +144,12 @@ def _call_tool(name: str, raw_args: Any, caller: Caller) -> Called:
     needs = _approval_reason(tool, args_json, destinations, caller)
     if needs and not _approved_before(tool, args_json, key, caller):
         _consume_approval(tool, args_json, digest, needs, key, caller)
+    hold_s = caller.timeout_s + settings.BOSUN_LEASE_MARGIN_S
+    shared = _shared_answer(tool, args, key, hold_s)
+    if isinstance(shared, dict):
+        return Called(args_json, shared, 0, from_ledger=True, shared=True)
     if caller.before_call is not None:
         caller.before_call()
-    hold_s = caller.timeout_s + settings.BOSUN_LEASE_MARGIN_S
     seats = limits.acquire(
         keys=tool.keys_for(args), holder=f"{key}:{caller.attempt}", hold_s=hold_s
     )
@@ -148,13 +158,67 @@ def _call_tool(name: str, raw_args: Any, caller: Caller) -> Called:
         if recorded is _UNKNOWN:
             raise NeedsReconciliation(record_id)
         if recorded is not None:
+            _keep_answer(tool, shared, key, recorded, caller)
             return Called(args_json, recorded, record_id, from_ledger=True)
         _check_guards(tool, destinations, record_id, caller)
-        result = _invoke(tool, args, record_id, key, caller)
+        request_key = shared.claim.request_key if shared is not None else key
+        try:
+            result = _invoke(tool, args, record_id, key, caller, request_key=request_key)
+        except ToolError as exc:
+            if shared is not None and not exc.outcome_unknown:
+                answers.release(tool.name, shared.key, buyer=key)
+            raise
+        _keep_answer(tool, shared, key, result, caller)
         return Called(args_json, result, record_id, from_ledger=False)
     finally:
         for freed in limits.release(seats):
             _wake_one(freed)
+
+
+@dataclass(frozen=True)
+class _Purchase:
+    """This call buys a shared answer under `claim`."""
+
+    key: str
+    ttl_s: int
+    claim: answers.Claim
+
+
+def _shared_answer(
+    tool: Tool, args: BaseModel, buyer: str, hold_s: float
+) -> dict[str, Any] | _Purchase | None:
+    """For a read whose answer is shared (runs.engine.answers): the answer
+    when one is live, else the claim to buy it (AnswerPending while another
+    run holds it). None for every other call."""
+    if tool.writes:
+        return None
+    key = tool.answer_key(args)
+    if key is None:
+        return None
+    ttl_s = answers.reuse_s(tool.name, tool.answer_ttl_s)
+    if ttl_s <= 0:
+        return None
+    found = answers.lookup(tool.name, key)
+    if found is not None:
+        return found
+    claim = answers.claim(tool.name, key, buyer=buyer, hold_s=hold_s)
+    if claim is None:
+        raise AnswerPending(tool.name, key, wait_s=min(hold_s, 2.0))
+    return _Purchase(key, ttl_s, claim)
+
+
+def _keep_answer(
+    tool: Tool, purchase: _Purchase | None, buyer: str, result: dict[str, Any], caller: Caller
+) -> None:
+    if purchase is not None:
+        answers.fill(
+            tool.name,
+            purchase.key,
+            buyer=buyer,
+            result=result,
+            ttl_s=purchase.ttl_s,
+            run_id=caller.run_id,
+        )
 
 
 def _tool(name: str, caller: Caller) -> Tool:
@@ -353,9 +417,10 @@ def _open(
         ):
             return record.pk, record.result
         unknown = record.status in (ToolCallStatus.STARTED, ToolCallStatus.UNKNOWN)
-        if unknown and tool.side_effect == "write_unsafe":
-            # We cannot know whether the first call took effect, and the
-            # outside cannot dedupe it: a person decides.
+        blind = tool.side_effect == "write_unsafe" or (tool.paid and not tool.vendor_dedups)
+        if unknown and blind:
+            # We cannot know whether the first call took effect (or was
+            # charged), and the outside cannot dedupe it: a person decides.
             ToolCallRecord.objects.filter(pk=record.pk).update(status=ToolCallStatus.UNKNOWN)
             return record.pk, _UNKNOWN
         switches.refuse_if_switched_off(tool=tool.name, workflow=caller.workflow)
@@ -416,14 +481,14 @@ def _insert_started(
 
 
 def _invoke(
-    tool: Tool, args: BaseModel, record_id: int, key: str, caller: Caller
+    tool: Tool, args: BaseModel, record_id: int, key: str, caller: Caller, *, request_key: str
 ) -> dict[str, Any]:
     call = ToolCall(
         run_id=caller.run_id,
         step_key=caller.step_key,
         seq=caller.seq,
         attempt=caller.attempt,
-        idempotency_key=key,
+        idempotency_key=request_key,
         timeout_s=caller.timeout_s,
     )
     try:
@@ -433,8 +498,9 @@ def _invoke(
         _close(record_id, status=status, error=str(exc))
         raise
     except BaseException as exc:
-        # A crash inside the tool: a read failed; a write may have happened.
-        status = ToolCallStatus.UNKNOWN if tool.writes else ToolCallStatus.FAILED
+        # A crash inside the tool: a free read failed; a write may have
+        # happened, and a paid read may have been charged.
+        status = ToolCallStatus.UNKNOWN if tool.writes or tool.paid else ToolCallStatus.FAILED
         _close(record_id, status=status, error=f"{type(exc).__name__}: {exc}")
         raise
     _close(record_id, status=ToolCallStatus.SUCCEEDED, result=result)

@@ -13,6 +13,9 @@ Side-effect classes:
 - `write_unsafe`: no idempotency outside (an SMTP send); after a crash with
   the outcome unknown the run waits for a human to reconcile.
 
+A `paid` read is treated like a write after a crash: asked again only under
+the same request key of a vendor that honours it, else reconciled.
+
 Tools never call each other or the network directly: the gate
 (`runs.engine.gate`) is the one way in, and it applies the role, the
 autonomy rules, the kill switches, the limits and the ledger.
@@ -76,6 +79,16 @@ class Tool:
     # Keys of the concurrency caps and rate limits it counts against,
     # e.g. ("vendor:enrichco",); limits themselves are configured in admin.
     limit_keys: ClassVar[tuple[str, ...]] = ()
+    # Each call is charged by the vendor (credits or money). A paid call is
+    # never bought twice blindly: after a crash with the outcome unknown it
+    # is asked again only under the same request key of a vendor that
+    # honours one (`vendor_dedups`); otherwise a person reconciles it.
+    paid: ClassVar[bool] = False
+    vendor_dedups: ClassVar[bool] = False
+    # How long (seconds) an answer of this read is reused across runs and
+    # workflows by default (0: never); a manager overrides it in admin
+    # (policies.AnswerReuse). Only for tools that define `answer_key`.
+    answer_ttl_s: ClassVar[int] = 0
     Args: ClassVar[type[BaseModel]]
     Result: ClassVar[type[BaseModel]]
 
@@ -95,6 +108,11 @@ class Tool:
         The gate holds them to the policy's allowlist and its knowledge
         guards. A tool that always talks to the same system names none."""
         return ()
+
+    def answer_key(self, args: Any) -> str | None:
+        """What a read's answer describes (`company:acme.com`), when any
+        caller asking about the same thing may share it; None otherwise."""
+        return None
 
     def run(self, args: Any, call: ToolCall) -> BaseModel:  # pragma: no cover - protocol
         raise NotImplementedError

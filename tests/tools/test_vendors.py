@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from django.conf import settings as django_settings
 
@@ -19,9 +21,13 @@ def call(name: str, key: str = "bosun-run-1-seq-1", *, attempt: int = 1, **args)
     return tool.run(tool.Args(**args), tool_call(key, attempt=attempt))
 
 
+_keys = itertools.count(1)
+
+
 def outcome(name: str, *, attempt: int = 1, **args) -> str:
+    """Calls the tool once as a new request (its own request key)."""
     try:
-        call(name, attempt=attempt, **args)
+        call(name, f"bosun-run-9-seq-{next(_keys)}", attempt=attempt, **args)
     except ToolError as exc:
         return f"error retry_after={exc.retry_after}"
     return "ok"
@@ -55,19 +61,26 @@ def test_every_tool_is_registered_with_its_side_effect_and_limit_keys():
 
 
 def test_enrich_answers_the_same_profile_for_a_domain_every_time():
-    first = call("enrich.company", domain="Acme-Robotics.io")
-    again = call("enrich.company", domain="www.acme-robotics.io")
+    first = call("enrich.company", "k1", domain="Acme-Robotics.io")
+    again = call("enrich.company", "k2", domain="www.acme-robotics.io")
     assert first == again and first.domain == "acme-robotics.io" and first.name == "Acme Robotics"
     assert first.employees > 0 and first.tech_stack and first.description
-    assert call("enrich.company", domain="globex.com") != first
+    assert call("enrich.company", "k3", domain="globex.com") != first
 
 
 def test_enrich_charges_credits_on_every_call(settings):
     settings.BOSUN_ENRICH_CREDITS = 7
-    call("enrich.company", domain="acme.io")
-    call("enrich.company", domain="acme.io")
+    call("enrich.company", "k1", domain="acme.io")
+    call("enrich.company", "k2", domain="acme.io")
     assert vendors.vendor_usage("enrichco") == {"calls": 2, "credits": 14, "faults": 0}
     assert vendors.vendor_usage("mailco") == {"calls": 0, "credits": 0, "faults": 0}
+
+
+def test_enrich_asked_again_under_the_same_request_key_charges_once(settings):
+    settings.BOSUN_ENRICH_CREDITS = 7
+    first = call("enrich.company", "k1", domain="acme.io")
+    assert call("enrich.company", "k1", domain="acme.io") == first
+    assert vendors.vendor_usage("enrichco") == {"calls": 1, "credits": 7, "faults": 0}
 
 
 def test_planned_429s_are_free_and_the_same_on_every_run(settings):
