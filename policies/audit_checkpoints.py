@@ -210,7 +210,7 @@ def verify_checkpoints(claims: Iterable[Claim], *, chunk: int = 2000) -> list[Fi
             by_id.setdefault(claim.last_id, []).append(claim)
 
     running, position, last_id, intact = GENESIS, 0, 0, True
-    matched: list[int] = []  # ids where every checkpoint agrees
+    matched: list[int] = []  # ids where a checkpoint agrees with the log
     differ: list[tuple[Claim, str, int]] = []  # (claim, recomputed hash, position)
     for entry in entries(chunk):
         position, last_id = position + 1, entry.pk
