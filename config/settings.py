@@ -425,6 +425,19 @@ BOSUN_ENTITY_KEYS: dict[str, str] = {
     "person": "knowledge.keys.email_key",
 }
 
+# --- Audit log ----------------------------------------------------------------
+# Checkpoints of the audit chain's head are signed (HMAC-SHA256) with
+# BOSUN_AUDIT_KEY, 32+ characters kept where the database's owner cannot
+# read them. Unset: a key derived from SECRET_KEY, so that changing
+# SECRET_KEY makes every earlier checkpoint fail verification.
+BOSUN_AUDIT_KEY = env_str("BOSUN_AUDIT_KEY", "")
+if BOSUN_AUDIT_KEY and len(BOSUN_AUDIT_KEY) < 32:
+    raise ImproperlyConfigured("BOSUN_AUDIT_KEY must be at least 32 characters")
+# A file each periodic checkpoint is appended to as one JSON line, best on
+# storage the database's owner cannot rewrite (a log shipper, an append-only
+# mount). Empty: checkpoints are kept in their table only.
+BOSUN_AUDIT_CHECKPOINT_FILE = env_str("BOSUN_AUDIT_CHECKPOINT_FILE", "")
+
 # --- Tracing ------------------------------------------------------------------
 # OpenTelemetry traces of runs (runs.engine.tracing) are exported over OTLP/HTTP
 # when an endpoint is set; the exporter reads the other standard variables

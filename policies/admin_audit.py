@@ -1,4 +1,5 @@
-"""Admin for the audit log: a read-only list, for everyone who may view it.
+"""Admin for the audit log and its checkpoints: read-only lists, for everyone
+who may view them.
 
 Nobody adds, changes or deletes an entry here (not even a superuser): rows
 are appended by `policies.audit.record` in the transaction of the change
@@ -16,7 +17,7 @@ from django.http import HttpRequest
 
 from config.admin_base import ReadOnlyAdmin, json_block, sees_personal_data
 from lib.screening import redact_value
-from policies.models import AuditEntry
+from policies.models import AuditCheckpoint, AuditEntry
 
 
 def _brief(data) -> str:
@@ -64,3 +65,19 @@ class AuditEntryAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     @admin.display(description="Data")
     def safe_data(self, obj: AuditEntry) -> str:
         return json_block(obj.data, redacted=True)
+
+
+@admin.register(AuditCheckpoint)
+class AuditCheckpointAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    """Signed heads of the chain (`manage.py audit_verify` checks them)."""
+
+    list_display = ("id", "at", "last_id", "count", "short_hash", "key_id")
+    fields = ("at", "last_id", "last_hash", "count", "key_id", "mac")
+    readonly_fields = fields
+    date_hierarchy = "at"
+    ordering = ("-id",)
+    list_per_page = 100
+
+    @admin.display(description="Last hash")
+    def short_hash(self, obj: AuditCheckpoint) -> str:
+        return obj.last_hash[:16] + "…"

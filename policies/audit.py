@@ -6,7 +6,9 @@ entry commits with the change or not at all. Appends are serialized (an
 advisory lock on PostgreSQL; SQLite's immediate transactions serialize
 writers already) so that each row's `prev_hash` is the hash of the row
 before it. `verify` recomputes the chain and names the first row that does
-not match: a changed byte, a removed row or a row slipped in.
+not match: a changed byte, a removed row or a row slipped in. What the
+chain alone cannot show (a deleted tail, a chain re-hashed from an edit on)
+the signed checkpoints of `policies.audit_checkpoints` do.
 """
 
 from __future__ import annotations
@@ -46,9 +48,7 @@ def record(
     # dates become strings once, here, not differently on each database).
     clean = json.loads(json.dumps(data or {}, default=str, sort_keys=True))
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
+        lock_appends()
         last = AuditEntry.objects.order_by("-id").values_list("hash", flat=True).first()
         entry = AuditEntry(
             at=timezone.now(),
@@ -64,6 +64,14 @@ def record(
     return entry
 
 
+def lock_appends() -> None:
+    """Hold every other append off until the current transaction ends (call
+    inside `transaction.atomic()`): the head read next stays the head."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
+
+
 def actor_of(user=None, *, key=None) -> str:
     """The actor label for a user or an API key (never the key itself)."""
     if key is not None:
@@ -73,10 +81,12 @@ def actor_of(user=None, *, key=None) -> str:
     return "system"
 
 
-def entry_hash(entry: AuditEntry) -> str:
+def entry_hash(entry: AuditEntry, *, prev_hash: str | None = None) -> str:
+    """The entry's hash over its contents and `prev_hash` (the stored one
+    unless another is given: recomputing a chain from the start)."""
     payload = [
-        entry.prev_hash,
-        _iso(entry.at),
+        entry.prev_hash if prev_hash is None else prev_hash,
+        iso(entry.at),
         entry.actor,
         entry.action,
         entry.target_type,
@@ -87,7 +97,7 @@ def entry_hash(entry: AuditEntry) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _iso(at: datetime) -> str:
+def iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="microseconds")
 
 
@@ -104,7 +114,7 @@ def verify(*, chunk: int = 2000) -> tuple[int, Break | None]:
     """Walk the chain in order: (rows checked, the first break or None)."""
     previous = GENESIS
     checked = 0
-    for position, entry in enumerate(_entries(chunk), start=1):
+    for position, entry in enumerate(entries(chunk), start=1):
         checked = position
         if entry.prev_hash != previous:
             return checked, Break(entry.pk, position, "prev_hash does not match the row before")
@@ -114,7 +124,7 @@ def verify(*, chunk: int = 2000) -> tuple[int, Break | None]:
     return checked, None
 
 
-def _entries(chunk: int) -> Iterator[AuditEntry]:
+def entries(chunk: int = 2000) -> Iterator[AuditEntry]:
     last_id = 0
     while True:
         batch = list(AuditEntry.objects.filter(id__gt=last_id).order_by("id")[:chunk])

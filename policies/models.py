@@ -359,6 +359,27 @@ class AuditEntry(models.Model):
         return f"#{self.pk} {self.action} by {self.actor}"
 
 
+class AuditCheckpoint(models.Model):
+    """A signed statement of the audit chain's head at one moment: its last
+    entry's id and hash and the number of entries up to it, under an HMAC
+    with a key the database does not hold. Kept here and appended to a file
+    outside the database (`policies.audit.checkpoint_take`), so a deleted
+    tail or a re-hashed chain no longer matches what was vouched for."""
+
+    at = models.DateTimeField()
+    last_id = models.BigIntegerField(help_text="id of the newest audit entry (0: none yet)")
+    last_hash = models.CharField(max_length=64)
+    count = models.BigIntegerField(help_text="audit entries up to and including last_id")
+    key_id = models.CharField(max_length=16, help_text="fingerprint of the signing key")
+    mac = models.CharField(max_length=64, help_text="HMAC-SHA256 of the fields above")
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"checkpoint #{self.pk} at entry {self.last_id}"
+
+
 class AnswerReuse(models.Model):
     """How long an answer a paid read bought is reused, by every workflow
     (e.g. a company's enrichment for a quarter). Without a row, the tool's

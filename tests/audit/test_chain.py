@@ -39,19 +39,19 @@ def verify_command() -> str:
 
 
 @contextmanager
-def behind_the_triggers():
+def behind_the_triggers(table: str = TABLE):
     """What someone who owns the table (or is superuser) can do: switch the
     append-only trigger off for a moment. Only the hash chain is left."""
     if connection.vendor != "postgresql":
         yield  # SQLite has no triggers to switch off
         return
     with connection.cursor() as cursor:
-        cursor.execute(f"ALTER TABLE {TABLE} DISABLE TRIGGER policies_auditentry_no_update")
+        cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER {table}_no_update")
     try:
         yield
     finally:
         with connection.cursor() as cursor:
-            cursor.execute(f"ALTER TABLE {TABLE} ENABLE TRIGGER policies_auditentry_no_update")
+            cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER {table}_no_update")
 
 
 def tamper(sql: str, params: list) -> None:

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('policies', '0009_destinations_and_guards'),
+        ('policies', '0011_audit_checkpoint_schedule'),
     ]
 
     operations = [

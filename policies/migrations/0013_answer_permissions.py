@@ -23,7 +23,7 @@ def grant(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("policies", "0010_answer_reuse"),
+        ("policies", "0012_answer_reuse"),
         ("runs", "0013_tool_answers"),
     ]
     operations = [migrations.RunPython(grant, migrations.RunPython.noop)]
