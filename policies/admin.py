@@ -16,8 +16,8 @@ from config.admin_base import json_block
 from policies.audit import actor_of
 from policies.models import (
     AgentRole,
-    AnswerReuse,
     AgentRoleVersion,
+    AnswerReuse,
     KillSwitch,
     KillSwitchChange,
     Limit,
