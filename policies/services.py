@@ -105,10 +105,14 @@ def autonomy_problems(rules: Any) -> list[str]:
         try:
             AutonomyRule.model_validate(rule)
         except PydanticError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "(rule)"
-            problems.append(f"rule {index + 1}: {where}: {first['msg']}")
+            problems.append(_first_problem(f"rule {index + 1}", exc))
     return problems
+
+
+def _first_problem(label: str, exc: PydanticError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(whole)"
+    return f"{label}: {where}: {first['msg']}"
 
 
 def destination_problems(value: Any) -> list[str]:
@@ -141,9 +145,7 @@ def guard_problems(value: Any) -> list[str]:
         try:
             guard = Guard.model_validate(raw)
         except PydanticError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "(guard)"
-            problems.append(f"guard {index + 1}: {where}: {first['msg']}")
+            problems.append(_first_problem(f"guard {index + 1}", exc))
             continue
         unknown = sorted(set(guard.tools) - known)
         if unknown:
