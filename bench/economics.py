@@ -15,7 +15,8 @@ model has answered its scoring call (the call is paid, its answer lost).
   every record is enriched again; no cache; a crash restarts the record.
 - Bosun: the sample workflow `lead-qualification` run by the engine
   (`runs.engine.advance_run`, in this process): idempotent starts, a dedup
-  gate on the company's domain, a cached enrichment step, the score step,
+  gate on the contact's address, an enrichment step cached by the company's
+  domain, the score step,
   and for outreach a draft, a review (approved by the bench) and a send. A
   crash is recovered the way the sweeper does it: the lease runs out and the
   run resumes at the step that had not been checkpointed.

@@ -12,7 +12,8 @@ dashboards have a trend. Nothing waits on the task queue.
 
 What a new user finds:
 - succeeded runs with several outcomes (outreach sent, nurture, archive,
-  duplicate, paused account, refunded, escalated, no refund due, ...);
+  duplicate, paused account, needs company (a free-mail lead), refunded,
+  escalated, no refund due, ...);
 - drafts and refunds waiting for review (the most recent ones);
 - failed, dead-lettered runs: a lead whose website is not a domain (the
   enrichment tool refuses it) and two leads whose enrichment vendor kept
@@ -161,7 +162,7 @@ def _jobs(jobs: int | None) -> int:
 
 def _paused_company(records: list[LeadRecord]) -> tuple[str, str]:
     """The account that asked not to be contacted: the company with the most
-    records (the first such), so its duplicates show too."""
+    records (the first such), so the pause holds several leads."""
     counts = Counter(r.company for r in records)
     top = max(counts.values())
     domain = next(r.company for r in records if counts[r.company] == top)
@@ -444,7 +445,8 @@ def _scenarios(*, start: datetime, end: datetime) -> int:
         _cancel,
     )
     # Cancelled for the wrong contact after it was enriched; the corrected
-    # lead takes over the company and its enrichment comes from the cache.
+    # lead is a contact of its own, and its company's enrichment comes from
+    # the cache.
     wrong = _lead("Tailspin Toys", "tailspin-toys.com", "Ana", "VP Sales")
     at = _between(start, end, 0.45)
     created += _scenario(Item(LEADS, "demo:wrong-contact", wrong, at, shard=""), _drive_then_cancel)
@@ -452,6 +454,10 @@ def _scenarios(*, start: datetime, end: datetime) -> int:
     fixed = Item(LEADS, "demo:corrected-contact", right, at + timedelta(hours=3), shard="")
     created += _scenario(fixed, lambda run_id: _settle(run_id, fixed, end))
     created += _stopped_by_budget(end)
+    # A free-mail address and no website: nothing says which company it is.
+    personal = {"company": "Contoso Pharma", "email": "lena.k@gmail.com", "title": "Head of IT"}
+    at = _between(start, end, 0.52)
+    created += _scenario(Item(LEADS, "demo:free-mail", personal, at, shard=""), drive)
     # A great fit that arrived an hour ago: its draft waits for review.
     fit = _lead("Relecloud", "relecloud.io", "Mira", "VP Revenue")
     fresh = Item(LEADS, "demo:fresh-fit", fit, end - timedelta(hours=1), shard="")

@@ -5,12 +5,17 @@ rubrics and event types, and published through the same validation as any
 operator's: no special case in the engine knows them.
 
 - `lead-qualification`: an inbound lead is checked against the entry
-  schema and normalised, deduplicated on its company's domain, held when
-  the account asked not to be contacted (`outreach.paused`), enriched once
-  (the enrichment step is cached), scored against the `icp` rubric and
-  routed: 70+ gets an outreach email drafted, reviewed by a person and sent
-  (then `outreach.sent` is recorded), 40–70 goes to nurture, below 40 is
-  archived.
+  schema and normalised (a free-mail or disposable address without a
+  website names no company: it ends `needs_company` before anything is
+  paid), held when the account asked not to be contacted
+  (`outreach.paused`, checked before the dedup key is taken), deduplicated
+  on the contact's address, its company enriched once (the enrichment step
+  is cached by domain, so a second contact reuses it), scored against the
+  `icp` rubric and routed: 70+ gets an outreach email drafted, reviewed by
+  a person and sent (then `outreach.sent` is recorded), 40–70 goes to
+  nurture, below 40 is archived. Each end says how long the contact's key
+  is kept (a rejection or an archive 30 days, a send or nurture 90, a pause
+  releases it).
 - `support-refund`: a ticket and its invoice are read, the request is
   classified, and a refund is requested; the policy lets refunds up to 100
   through and puts larger ones in front of a reviewer.

@@ -203,8 +203,9 @@ class DedupRecord(models.Model):
     The unique (scope, key) is the whole gate: the run whose INSERT lands
     proceeds, every other gets the `duplicate` edge. A record whose window
     has expired (`expires_at`), or whose run failed, is taken over by one
-    conditional UPDATE. A deleted run takes its records with it: there is
-    no result left to reuse.
+    conditional UPDATE. The `end` step the run reaches may release its
+    records or set a window of their own (`services.settle_dedup`). A
+    deleted run takes its records with it: there is no result left to reuse.
     """
 
     scope = models.CharField(max_length=100)

@@ -16,7 +16,7 @@ from typing import Any
 
 import jsonschema
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from knowledge import keys
@@ -467,3 +467,19 @@ def _take_over(holder: DedupRecord, *, at: datetime, expires, claim: dict[str, A
         .filter(Q(expires_at__lte=at) | Q(Exists(dead)))
         .update(first_seen_at=at, expires_at=expires, **claim)
     )
+
+
+def settle_dedup(*, run_id: int, keep_s: float | None) -> None:
+    """What an `end` step decides for the dedup keys its run holds:
+    `keep_s` None frees them (the records go, so the next run with the key
+    proceeds); otherwise each is held `keep_s` seconds from when the run
+    first saw it, in place of the dedup step's window.
+
+    Keyed by the run: applying it again changes nothing, and a key another
+    run has taken over since (its record names that run) is left alone.
+    """
+    held = DedupRecord.objects.filter(run_id=run_id)
+    if keep_s is None:
+        held.delete()
+    else:
+        held.update(expires_at=F("first_seen_at") + timedelta(seconds=keep_s))

@@ -14,6 +14,7 @@ not depend on how busy the machine is:
     let_rate_period_pass("api")     # the grants so far have left the window
     lapse_answer_claim(tool, key)   # a shared answer's buyer ran out of time
     expire_answer(tool, key)        # a shared answer's reuse time is over
+    age_dedup_key("lead", "ana@acme.com", days=29)  # the key was seen 29 days earlier
 
 A run's timers move back together, by the same amount, as if its clock had
 moved on: their order is kept (a `ring_at` that followed the lease falls due
@@ -59,6 +60,13 @@ def let_rate_period_pass(key: str) -> None:
     leaves the sliding window."""
     period_s = Limit.objects.get(key=key).period_s
     _rewind("policies_rategrant", ("granted_at",), "key = %s", [key], period_s + PAST_BY_S)
+
+
+def age_dedup_key(scope: str, key: str, *, days: float) -> None:
+    """The dedup record of `key` in `scope` was made `days` earlier: its
+    first sighting and its window's end move back together."""
+    where, params = "scope = %s AND key = %s", [scope, key]
+    _rewind("knowledge_deduprecord", ("first_seen_at", "expires_at"), where, params, days * 86400)
 
 
 def _seconds_until(table: str, column: str, where: str, params: list) -> float:

@@ -199,10 +199,12 @@ LEAD_INPUT_SCHEMA: dict[str, Any] = {
 LEAD_QUALIFICATION: dict[str, Any] = {
     "name": "Inbound lead qualification",
     "slug": "lead-qualification",
-    "description": "Validate and normalise an inbound lead, process each company once "
-    "(dedup on its domain), respect paused accounts, enrich it (cached), score it "
-    "against the ICP rubric and route it: 70+ gets an outreach email drafted, reviewed "
-    "and sent; 40-70 goes to nurture; below 40 is archived.",
+    "description": "Validate and normalise an inbound lead, respect paused accounts, "
+    "decide each contact once (dedup on the email address), enrich the company once "
+    "(cached by its domain), score the contact against the ICP rubric and route it: "
+    "70+ gets an outreach email drafted, reviewed and sent; 40-70 goes to nurture; "
+    "below 40 is archived. A free-mail address without a website names no company "
+    "and ends as needs_company before anything is paid.",
     "input_schema": LEAD_INPUT_SCHEMA,
     "sensitive_fields": ["email", "last_name"],
     "untrusted_fields": ["message"],
@@ -234,7 +236,7 @@ LEAD_QUALIFICATION: dict[str, Any] = {
         {
             "key": "normalize",
             "kind": "tool",
-            "edges": {"next": "dedup"},
+            "edges": {"next": "company"},
             "config": {
                 "tool": "lead.normalize",
                 "args": {
@@ -246,26 +248,47 @@ LEAD_QUALIFICATION: dict[str, Any] = {
             },
         },
         {
-            # One company, one pass: a domain seen in the last 90 days takes
-            # `duplicate` and reuses the first run's enrichment and score.
-            "key": "dedup",
-            "kind": "dedup",
-            "edges": {"next": "paused", "duplicate": "duplicate"},
+            # A free-mail or disposable address without a website names no
+            # company (lead.normalize gives no domain): nothing to enrich or
+            # score it by, so it ends before anything is paid, for a person
+            # to look up (filter the runs by outcome `needs_company`).
+            "key": "company",
+            "kind": "branch",
+            "edges": {"unknown": "needs_company", "known": "paused"},
             "config": {
-                "key": "{{ steps.normalize.domain }}",
-                "scope": "lead-company",
-                "window_s": 90 * DAY_S,
-                "carry": ["enrich", "score"],
+                "rules": [
+                    {"when": {"path": "steps.normalize.domain", "op": "empty"}, "edge": "unknown"}
+                ],
+                "default": "known",
             },
         },
         {
+            # Guards before the key: a paused account never takes one, so a
+            # lead that arrives after the pause ended goes through.
             "key": "paused",
             "kind": "knowledge_check",
-            "edges": {"found": "held", "clear": "enrich"},
+            "edges": {"found": "held", "clear": "dedup"},
             "config": {
                 "entity_type": "account",
                 "entity_key": "{{ steps.normalize.domain }}",
                 "event_type": "outreach.paused",
+            },
+        },
+        {
+            # One contact, one decision: an address seen in the last 90 days
+            # takes `duplicate` and reuses the first run's score. Another
+            # contact at the same company is scored on its own (its title);
+            # the company's enrichment comes from the step cache, keyed by
+            # the domain, so it is bought once. How long a key is held
+            # depends on how its run ended (each end's `dedup`).
+            "key": "dedup",
+            "kind": "dedup",
+            "edges": {"next": "enrich", "duplicate": "duplicate"},
+            "config": {
+                "key": "{{ steps.normalize.email }}",
+                "scope": "lead-contact",
+                "window_s": 90 * DAY_S,
+                "carry": ["enrich", "score"],
             },
         },
         {
@@ -394,18 +417,38 @@ LEAD_QUALIFICATION: dict[str, Any] = {
                 },
             },
         },
-        {"key": "sent", "kind": "end", "config": {"outcome": "outreach_sent"}},
+        # What each end does with the contact's dedup key: a decision worth
+        # keeping holds it (a sent email or nurture for 90 days, a rejection
+        # or an archived lead for 30, then the contact may be looked at
+        # again); a run held by a guard or left unscored releases it.
+        {
+            "key": "sent",
+            "kind": "end",
+            "config": {"outcome": "outreach_sent", "dedup": {"keep_s": 90 * DAY_S}},
+        },
         {
             "key": "rejected",
             "kind": "end",
-            "config": {"outcome": "outreach_rejected", "success": False},
+            "config": {
+                "outcome": "outreach_rejected",
+                "success": False,
+                "dedup": {"keep_s": 30 * DAY_S},
+            },
         },
-        {"key": "nurture", "kind": "end", "config": {"outcome": "nurture"}},
-        {"key": "archive", "kind": "end", "config": {"outcome": "archive"}},
+        {
+            "key": "nurture",
+            "kind": "end",
+            "config": {"outcome": "nurture", "dedup": {"keep_s": 90 * DAY_S}},
+        },
+        {
+            "key": "archive",
+            "kind": "end",
+            "config": {"outcome": "archive", "dedup": {"keep_s": 30 * DAY_S}},
+        },
         {
             "key": "archive_unscored",
             "kind": "end",
-            "config": {"outcome": "unscored", "success": False},
+            "config": {"outcome": "unscored", "success": False, "dedup": "release"},
         },
         {
             "key": "duplicate",
@@ -417,12 +460,15 @@ LEAD_QUALIFICATION: dict[str, Any] = {
             },
         },
         {
+            # The check comes before the dedup step, so no key is held here;
+            # released all the same, should the order ever change.
             "key": "held",
             "kind": "end",
             "config": {
                 "outcome": "paused_account",
                 "success": False,
                 "output": {"events": {"$ref": "steps.paused.events"}},
+                "dedup": "release",
             },
         },
         {
@@ -434,6 +480,20 @@ LEAD_QUALIFICATION: dict[str, Any] = {
                 "outcome": "held_at_send",
                 "success": False,
                 "output": {"refusal": {"$ref": "steps.send"}},
+                "dedup": "release",
+            },
+        },
+        {
+            "key": "needs_company",
+            "kind": "end",
+            "config": {
+                "outcome": "needs_company",
+                "success": False,
+                "output": {
+                    "email": {"$ref": "steps.normalize.email"},
+                    "mailbox": {"$ref": "steps.normalize.mailbox"},
+                    "reason": "a free-mail or disposable address and no company website",
+                },
             },
         },
     ],

@@ -198,6 +198,8 @@ class DedupKind(Kind["DedupKind.Config"]):
     steps, or those named in `carry`), so nothing is paid for twice. A
     record whose window ended before `at`, or whose run failed, was
     cancelled or stopped, is taken over and the run proceeds on `next`.
+    The `end` step a run reaches says whether it keeps its keys (see
+    `runs.engine.end_kind`).
     """
 
     name = "dedup"

@@ -89,6 +89,10 @@ class Outcome:
     tool_calls: int = 0
     cache_hit: bool = False
     cost_saved_usd: Decimal = field(default_factory=Decimal)
+    # Writes that commit in the same transaction as this step's checkpoint,
+    # run inside it after the run's row is updated (an end step's dedup
+    # disposition): a crash leaves both undone, never one of them.
+    commit_with: Callable[[], None] | None = None
 
 
 class StrictConfig(BaseModel):
@@ -363,20 +367,6 @@ def _flag_reason(ctx: StepContext) -> str:
         if flags[step_key]:
             return f"check:{flags[step_key][0]}"[:80]
     return "review_required"
-
-
-class EndKind(Kind["EndKind.Config"]):
-    name = "end"
-    required_edges = ()
-
-    class Config(StrictConfig):
-        outcome: str = Field(default="done", min_length=1, max_length=80)
-        success: bool = True
-        output: Any = None
-
-    def execute(self, config: Config, ctx: StepContext) -> Outcome:
-        output = _render(config.output, ctx)
-        return Outcome(output=output, edge="", end=(config.outcome, config.success))
 
 
 class LLMKind(Kind["LLMKind.Config"]):

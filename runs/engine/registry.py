@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from runs.engine.end_kind import EndKind
 from runs.engine.graph_kinds import DedupKind, KnowledgeCheckKind, KnowledgeWriteKind
-from runs.engine.kinds import ApprovalKind, BranchKind, EndKind, Kind, LLMKind, ToolKind
+from runs.engine.kinds import ApprovalKind, BranchKind, Kind, LLMKind, ToolKind
 from runs.engine.score_kind import ScoreKind
 
 KINDS: dict[str, Kind[Any]] = {

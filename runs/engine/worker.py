@@ -13,6 +13,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -304,7 +305,7 @@ def _run_step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
         label, success = outcome.end
         update.value("status", "succeeded").value("outcome", label).value("success", success)
         update.at_now("finished_at").release().set("ring_at", "NULL")
-        store.checkpoint(state, update, record)
+        _finish(state, update, record, outcome.commit_with)
         return Advance.FINISHED
     next_key = step.edges[outcome.edge]
     next_lease = _lease_for(walk.definition.steps[next_key], lease_s)
@@ -518,6 +519,24 @@ def _commit(
     with transaction.atomic():
         store.checkpoint(state, update, record)
         audit_record(**audit)
+
+
+def _finish(
+    state: store.RunState,
+    update: store.Update,
+    record: dict[str, Any],
+    commit_with: Callable[[], None] | None,
+) -> None:
+    """The end's checkpoint, and with `commit_with` (an end's dedup
+    disposition) its writes in the same transaction, after the fenced run
+    update: a worker that lost the run writes neither, a crash leaves both
+    undone and the end is executed again."""
+    if commit_with is None:
+        store.checkpoint(state, update, record)
+        return
+    with transaction.atomic():
+        store.checkpoint(state, update, record)
+        commit_with()
 
 
 def _lease_for(step: StepDef, lease_s: float) -> float:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from lib.maildomains import mailbox_provider
 from runs.tools.base import Tool, ToolCall
 
 
@@ -43,11 +44,21 @@ class Wait(Tool):
         return self.Result(waited_s=args.seconds)
 
 
+DomainSource = Literal["website", "email", "none"]
+Mailbox = Literal["company", "free_mail", "disposable", "none"]
 _DOMAIN = re.compile(r"^(?:https?://)?(?:www\.)?([^/:?#\s]+)", re.IGNORECASE)
 
 
 class NormalizeLead(Tool):
-    """Cleans an inbound lead: trimmed name, lower-case email, bare domain."""
+    """Cleans an inbound lead: trimmed name, lower-case email, bare domain.
+
+    `domain` is the company's domain: the website's, else the email's. A
+    free-mail or disposable domain (`lib.maildomains`) never stands for a
+    company, from either: `jane@gmail.com` without a website gives no
+    domain. `domain_source` says where the domain came from (`website`,
+    `email`, or `none`) and `mailbox` what the email's domain is
+    (`company`, `free_mail`, `disposable`, or `none` without an address).
+    """
 
     name = "lead.normalize"
 
@@ -63,22 +74,34 @@ class NormalizeLead(Tool):
         company: str
         email: str
         domain: str
+        domain_source: DomainSource
+        mailbox: Mailbox
         employees: int
         country: str
         title: str
 
     def run(self, args: Args, call: ToolCall) -> Result:
+        source: DomainSource
         email = args.email.strip().lower()
-        domain = ""
+        email_domain = email.rsplit("@", 1)[1] if "@" in email else ""
+        mailbox: Mailbox = "none"
+        if email_domain:
+            mailbox = mailbox_provider(email_domain) or "company"
+        website = ""
         if args.website:
             match = _DOMAIN.match(args.website.strip())
-            domain = match.group(1).lower() if match else ""
-        if not domain and "@" in email:
-            domain = email.rsplit("@", 1)[1]
+            website = match.group(1).lower() if match else ""
+        domain, source = "", "none"
+        if website and mailbox_provider(website) is None:
+            domain, source = website, "website"
+        elif mailbox == "company":  # no usable website: the address's domain
+            domain, source = email_domain, "email"
         return self.Result(
             company=" ".join(args.company.split()),
             email=email,
             domain=domain,
+            domain_source=source,
+            mailbox=mailbox,
             employees=args.employees,
             country=args.country.strip().upper(),
             title=args.title.strip(),

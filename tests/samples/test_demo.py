@@ -26,15 +26,22 @@ def test_the_demo_leaves_runs_in_every_state(db):
     statuses = set(runs.values_list("status", flat=True))
     assert statuses == {"succeeded", "waiting", "failed", "cancelled", "stopped", "queued"}
     outcomes = set(runs.filter(status="succeeded").values_list("outcome", flat=True))
-    assert {"nurture", "duplicate", "paused_account", "outreach_sent"} <= outcomes
+    assert {"nurture", "duplicate", "paused_account", "outreach_sent", "needs_company"} <= outcomes
     assert ApprovalRequest.objects.filter(status="pending").exists()
     assert runs.filter(status="waiting", wait_reason="approval").exists()
     failed = runs.filter(status="failed")
     assert failed.count() == 3 and not failed.filter(dead_lettered_at=None).exists()
     assert failed.filter(error__contains="enrichco answered 429").count() == 2
     assert runs.filter(status="cancelled").count() == 2
-    # The corrected lead of a cancelled one: enriched from the step cache.
-    assert StepRun.objects.filter(step_key="enrich", cache_hit=True).count() == 1
+    # Each company is bought once: another contact there (or the same person
+    # under another address, a contact of its own), and the corrected lead
+    # of a cancelled one, are enriched from the step cache.
+    enriched = StepRun.objects.filter(step_key="enrich", status="succeeded")
+    bought = VendorCall.objects.filter(vendor="enrichco", credits__gt=0)
+    assert bought.count() == len(set(bought.values_list("subject", flat=True)))
+    assert enriched.filter(cache_hit=True).count() == enriched.count() - bought.count() > 0
+    corrected = Run.objects.get(idempotency_key="demo:corrected-contact")
+    assert enriched.get(run=corrected).cache_hit
     stopped = runs.get(status="stopped")
     assert stopped.stop_reason == "budget" and "wall_s" in stopped.error
     # It stopped before sending: nothing went to that company.

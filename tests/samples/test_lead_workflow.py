@@ -1,5 +1,7 @@
 """The lead qualification sample: every route, the dedup gate, paused
-accounts, the enrichment cache, entry validation."""
+accounts, the enrichment cache, entry validation. (What each end does with
+the contact's dedup key, free-mail leads and second contacts:
+test_lead_dedup.py.)"""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import pytest
 from approvals.models import ApprovalRequest
 from demo.models import VendorCall
 from knowledge import services as knowledge
-from knowledge.models import Event
+from knowledge.models import DedupRecord, Event
 from runs import engine
 from runs.models import Run, StepCacheEntry, StepRun
 from tests.conftest import drive
@@ -62,7 +64,15 @@ def test_installing_again_keeps_an_operators_edits_to_policy_and_rubric(samples)
 def test_a_good_fit_is_drafted_reviewed_sent_and_recorded(samples):
     run = run_of(LEADS, OUTREACH)
     assert (run.status, run.wait_reason) == ("waiting", "approval")
-    assert steps_of(run) == ["normalize", "dedup", "paused", "enrich", "score", "draft"]
+    assert steps_of(run) == [
+        "normalize",
+        "company",
+        "paused",
+        "dedup",
+        "enrich",
+        "score",
+        "draft",
+    ]
     score = StepRun.objects.get(run=run, step_key="score").output
     assert score["route"] == "outreach" and score["total"] >= 70
     review = ApprovalRequest.objects.get(run=run)
@@ -132,9 +142,10 @@ def test_a_paused_account_is_neither_enriched_nor_contacted(samples):
     assert enrichments() == 0
     assert not VendorCall.objects.filter(vendor="mailco").exists()
     assert not ApprovalRequest.objects.exists()
+    assert "dedup" not in steps_of(run) and not DedupRecord.objects.exists()  # no key taken
 
 
-def test_the_same_company_from_another_source_takes_the_duplicate_edge(samples):
+def test_the_same_contact_from_another_source_takes_the_duplicate_edge(samples):
     first = run_of(LEADS, NURTURE)
     again = {
         **NURTURE,
