@@ -21,6 +21,7 @@ autonomy rules, the kill switches, the limits and the ledger.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cache
 from typing import Any, ClassVar, Literal
 
@@ -43,6 +44,44 @@ class ToolCall:
     attempt: int
     idempotency_key: str
     timeout_s: float
+
+
+@dataclass(frozen=True)
+class ToolCost:
+    """What one call costs at a vendor: its credits and the vendor dollars
+    (the per-call USD plus the credits at the vendor's credit price)."""
+
+    vendor: str = ""
+    credits: int = 0
+    usd: Decimal = Decimal(0)
+
+    def __bool__(self) -> bool:
+        return bool(self.credits or self.usd)
+
+
+FREE = ToolCost()
+
+
+def priced(vendor: str, credits: int = 0, usd: Decimal | str = "0") -> ToolCost:
+    """A cost of `credits` of `vendor` plus `usd`, the credits priced by
+    `settings.BOSUN_CREDIT_PRICES` (a vendor it does not list: an error,
+    never a free call)."""
+    total = Decimal(usd)
+    if credits:
+        try:
+            total += credits * settings.BOSUN_CREDIT_PRICES[vendor]
+        except KeyError:
+            raise LookupError(f"BOSUN_CREDIT_PRICES has no price for {vendor} credits") from None
+    return ToolCost(vendor, credits, total)
+
+
+def price_of(name: str) -> ToolCost:
+    """A call's price from the table `settings.BOSUN_TOOL_PRICES` (FREE when
+    the tool is not listed)."""
+    entry = settings.BOSUN_TOOL_PRICES.get(name)
+    if entry is None:
+        return FREE
+    return priced(entry["vendor"], entry["credits"], entry["usd"])
 
 
 class ToolError(Exception):
@@ -95,6 +134,17 @@ class Tool:
         The gate holds them to the policy's allowlist and its knowledge
         guards. A tool that always talks to the same system names none."""
         return ()
+
+    def price(self, args: Any) -> ToolCost:
+        """What the call is known to cost before it is made: the budget is
+        checked with it. By default the tool's entry in the price table."""
+        return price_of(self.name)
+
+    def cost(self, args: Any, result: dict[str, Any]) -> ToolCost:
+        """What the call cost, once answered (`result` as the ledger records
+        it): a tool whose vendor reports the credits it charged in its answer
+        reads them here (see `priced`). By default the call's price."""
+        return self.price(args)
 
     def run(self, args: Any, call: ToolCall) -> BaseModel:  # pragma: no cover - protocol
         raise NotImplementedError

@@ -63,7 +63,11 @@ def test_enrich_answers_the_same_profile_for_a_domain_every_time():
 
 
 def test_enrich_charges_credits_on_every_call(settings):
-    settings.BOSUN_ENRICH_CREDITS = 7
+    # The vendor books the credits of the price table, the engine's one source.
+    settings.BOSUN_TOOL_PRICES = {
+        **settings.BOSUN_TOOL_PRICES,
+        "enrich.company": {"vendor": "enrichco", "credits": 7, "usd": 0},
+    }
     call("enrich.company", domain="acme.io")
     call("enrich.company", domain="acme.io")
     assert vendors.vendor_usage("enrichco") == {"calls": 2, "credits": 14, "faults": 0}
