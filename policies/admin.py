@@ -36,6 +36,7 @@ from policies.rubrics import (
 )
 from policies.services import (
     autonomy_problems,
+    credit_problems,
     destination_problems,
     guard_problems,
     save_policy,
@@ -111,6 +112,7 @@ class PolicyForm(forms.ModelForm):
             "max_tool_calls",
             "max_cost_usd",
             "max_wall_s",
+            "max_credits",
             "autonomy",
             "destinations",
             "guards",
@@ -133,6 +135,9 @@ class PolicyForm(forms.ModelForm):
 
     def clean_guards(self):
         return _clean(self.cleaned_data["guards"] or [], guard_problems)
+
+    def clean_max_credits(self):
+        return _clean(self.cleaned_data["max_credits"] or {}, credit_problems)
 
 
 def _clean(value, problems_of):
