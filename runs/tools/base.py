@@ -13,6 +13,11 @@ Side-effect classes:
 - `write_unsafe`: no idempotency outside (an SMTP send); after a crash with
   the outcome unknown the run waits for a human to reconcile.
 
+What a call costs comes from the tool price table beside the model prices
+(`settings.BOSUN_TOOL_PRICES`, credits priced by `BOSUN_CREDIT_PRICES`):
+`Tool.price(args)` before the call, `Tool.cost(args, result)` after it, for
+a vendor that reports its charge in its answer.
+
 Tools never call each other or the network directly: the gate
 (`runs.engine.gate`) is the one way in, and it applies the role, the
 autonomy rules, the kill switches, the limits and the ledger.
