@@ -7,8 +7,11 @@ raises ImproperlyConfigured at start-up instead of misbehaving later.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import dj_database_url
@@ -91,7 +94,9 @@ INSTALLED_APPS = [
 BOSUN_DEMO = env_bool("BOSUN_DEMO", False)
 if BOSUN_DEMO:
     INSTALLED_APPS.append("demo")
-    # Credits the sample enrichment vendor charges per call (benchmarks count them).
+    # Credits the sample enrichment vendor charges per call (benchmarks count
+    # them); it goes into the tool price table below, which the sample
+    # vendors read too, so the table stays the one source.
     BOSUN_ENRICH_CREDITS = env_int("BOSUN_ENRICH_CREDITS", 5)
 
     # Faults the sample vendors inject, `vendor.fault=rate` (faults 429, 500,
@@ -402,6 +407,93 @@ BOSUN_PRICES = {
 # is priced as the model the step requested, so the demo's budgets and cost
 # figures read as they would with that model (the console says "scripted").
 
+
+# A vendor's name, as price tables, policies' credit caps and run totals spell it.
+_VENDOR = re.compile(r"^[a-z0-9][a-z0-9_-]{0,59}$")
+
+
+def _credit_prices(name: str, default: dict[str, str]) -> dict[str, Decimal]:
+    """`vendor=usd` pairs: what one credit of each vendor costs in USD."""
+    prices = {vendor: Decimal(usd) for vendor, usd in default.items()}
+    for item in env_list(name, []):
+        vendor, _, raw = (part.strip() for part in item.partition("="))
+        try:
+            usd = Decimal(raw)
+        except InvalidOperation:
+            usd = Decimal(-1)
+        if not _VENDOR.match(vendor) or not usd.is_finite() or usd < 0:
+            raise ImproperlyConfigured(f"{name} entries look like enrichco=0.02, got {item!r}")
+        prices[vendor] = usd
+    return prices
+
+
+def _credit_caps(name: str) -> dict[str, int]:
+    """`vendor=credits` pairs: the credits a run may spend per vendor."""
+    caps = {}
+    for item in env_list(name, []):
+        vendor, _, raw = (part.strip() for part in item.partition("="))
+        if not _VENDOR.match(vendor) or not raw.isdigit():
+            raise ImproperlyConfigured(f"{name} entries look like enrichco=500, got {item!r}")
+        caps[vendor] = int(raw)
+    return caps
+
+
+def _tool_prices(name: str, default: dict[str, dict]) -> dict[str, dict]:
+    """The tool price table: tool name -> {"vendor", "credits", "usd"}, from
+    `default` updated by the JSON object in the environment variable."""
+    raw = os.environ.get(name)
+    try:
+        table = {**default, **(json.loads(raw) if raw else {})}
+    except json.JSONDecodeError as exc:
+        raise ImproperlyConfigured(f"{name} must be a JSON object: {exc}") from None
+    prices = {}
+    for tool, entry in table.items():
+        where = f"{name}[{tool!r}]"
+        if not isinstance(entry, dict) or set(entry) - {"vendor", "credits", "usd"}:
+            raise ImproperlyConfigured(f'{where} looks like {{"vendor": "enrichco", "credits": 5}}')
+        vendor, credits = entry.get("vendor", ""), entry.get("credits", 0)
+        try:
+            usd = Decimal(str(entry.get("usd", "0")))
+        except InvalidOperation:
+            usd = Decimal(-1)
+        if not isinstance(vendor, str) or (vendor and not _VENDOR.match(vendor)):
+            raise ImproperlyConfigured(f"{where}: vendor must be a name like enrichco")
+        if not isinstance(credits, int) or isinstance(credits, bool) or credits < 0:
+            raise ImproperlyConfigured(f"{where}: credits must be a whole number >= 0")
+        if credits and not vendor:
+            raise ImproperlyConfigured(f"{where}: credits need the vendor that charges them")
+        if not usd.is_finite() or usd < 0:
+            raise ImproperlyConfigured(f"{where}: usd must be an amount >= 0")
+        prices[tool] = {"vendor": vendor, "credits": credits, "usd": usd}
+    return prices
+
+
+# What tools cost, beside the model prices: per tool, the vendor it pays,
+# the credits a call costs and/or a USD amount per call (env
+# BOSUN_TOOL_PRICES, a JSON object of the same shape, adds or replaces
+# entries). A tool that reports its credits in its answer declares
+# `cost(args, result)` (runs.tools.base.Tool) and may list here only what is
+# known before the call. A tool not listed is free.
+BOSUN_TOOL_PRICES: dict[str, dict] = {}
+# USD per credit, per vendor (env BOSUN_CREDIT_PRICES="enrichco=0.02,...").
+BOSUN_CREDIT_PRICES: dict[str, Decimal] = _credit_prices("BOSUN_CREDIT_PRICES", {})
+if BOSUN_DEMO:
+    # The sample vendors (demo/vendors.py) charge what this table says.
+    BOSUN_TOOL_PRICES = {
+        "enrich.company": {"vendor": "enrichco", "credits": BOSUN_ENRICH_CREDITS},
+        "outreach.send": {"vendor": "mailco", "credits": 1},
+    }
+    BOSUN_CREDIT_PRICES = _credit_prices(
+        "BOSUN_CREDIT_PRICES", {"enrichco": "0.02", "mailco": "0.02"}
+    )
+BOSUN_TOOL_PRICES = _tool_prices("BOSUN_TOOL_PRICES", BOSUN_TOOL_PRICES)
+for _tool, _price in BOSUN_TOOL_PRICES.items():
+    if _price["credits"] and _price["vendor"] not in BOSUN_CREDIT_PRICES:
+        raise ImproperlyConfigured(
+            f"BOSUN_TOOL_PRICES[{_tool!r}] charges {_price['vendor']} credits, which"
+            " BOSUN_CREDIT_PRICES does not price"
+        )
+
 # Guardrails. A workflow without a policy runs under these budgets.
 BOSUN_DEFAULT_BUDGET = {
     "max_steps": env_int("BOSUN_MAX_STEPS", 100),
@@ -409,6 +501,9 @@ BOSUN_DEFAULT_BUDGET = {
     "max_tool_calls": env_int("BOSUN_MAX_TOOL_CALLS", 100),
     "max_cost_usd": env_str("BOSUN_MAX_COST_USD", "2.00"),
     "max_wall_s": env_int("BOSUN_MAX_WALL_S", 7 * 86400),
+    # Credits per vendor, "enrichco=500,mailco=100"; a vendor not listed is
+    # capped by max_cost_usd alone (model plus vendor spend).
+    "max_credits": _credit_caps("BOSUN_MAX_CREDITS"),
 }
 # Rate-limit grants are kept one period (all a limit needs) or this long,
 # for whoever wants to audit the calls let through.

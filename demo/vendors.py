@@ -7,10 +7,14 @@ subject), so runs are reproducible.
 
 | vendor | tools | credits |
 |---|---|---|
-| enrichco | `enrich.company` (read) | `BOSUN_ENRICH_CREDITS` per call |
-| mailco | `outreach.send` (write_idempotent) | 1 per message |
+| enrichco | `enrich.company` (read) | its price, 5 per call by default |
+| mailco | `outreach.send` (write_idempotent) | its price, 1 per message |
 | helpdesk | `ticket.get` (read) | 0 |
 | billing | `invoice.lookup` (read), `refund.create_request` (write_idempotent) | 0 |
+
+The credits a paid vendor books are its tool's entry in the price table
+(`settings.BOSUN_TOOL_PRICES`, which `BOSUN_ENRICH_CREDITS` sets for
+enrichment): what the engine charges a run is what the vendor books.
 
 Writes are idempotent the way a real API is: the first call with a key is
 booked under the unique constraint (vendor, idempotency_key); a repeated key
@@ -40,7 +44,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from demo.models import VendorCall
 from lib import destinations
-from runs.tools.base import Tool, ToolCall, ToolError
+from runs.tools.base import Tool, ToolCall, ToolError, price_of
 
 
 def _digest(*parts: str) -> bytes:
@@ -228,9 +232,8 @@ class EnrichCompany(Tool):
     side_effect = "read"
     untrusted_output = True
     limit_keys = ("vendor:enrichco",)
-    # enrichco charges per call and honours request keys: asked again under
-    # the same key, it answers without charging.
-    paid = True
+    # enrichco honours request keys: asked again under the same key, it
+    # answers without charging (its price is in BOSUN_TOOL_PRICES).
     vendor_dedups = True
     # A company's profile is bought once a quarter, whoever asks.
     answer_ttl_s = 90 * 86_400
@@ -268,7 +271,7 @@ class EnrichCompany(Tool):
             "company",
             args.domain,
             call,
-            credits=settings.BOSUN_ENRICH_CREDITS,
+            credits=price_of(self.name).credits,
             request={"domain": args.domain},
             response=company_profile(args.domain),
         )
@@ -307,7 +310,7 @@ class OutreachSend(Tool):
             "send",
             args.to,
             call,
-            credits=1,
+            credits=price_of(self.name).credits,
             request=args.model_dump(mode="json"),
             response={
                 "message_id": "msg_" + _digest("mailco", call.idempotency_key).hex()[:20],

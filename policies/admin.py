@@ -37,6 +37,7 @@ from policies.rubrics import (
 )
 from policies.services import (
     autonomy_problems,
+    credit_problems,
     destination_problems,
     guard_problems,
     save_policy,
@@ -112,6 +113,7 @@ class PolicyForm(forms.ModelForm):
             "max_tool_calls",
             "max_cost_usd",
             "max_wall_s",
+            "max_credits",
             "autonomy",
             "destinations",
             "guards",
@@ -134,6 +136,9 @@ class PolicyForm(forms.ModelForm):
 
     def clean_guards(self):
         return _clean(self.cleaned_data["guards"] or [], guard_problems)
+
+    def clean_max_credits(self):
+        return _clean(self.cleaned_data["max_credits"] or {}, credit_problems)
 
 
 def _clean(value, problems_of):

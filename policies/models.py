@@ -74,6 +74,9 @@ class Policy(models.Model):
     """Budgets per run, autonomy rules per tool, destination allowlists and
     knowledge guards.
 
+    `max_cost_usd` caps model plus vendor spend; `max_credits` caps each
+    vendor's credits.
+
     Autonomy rules are a list, first match wins, e.g.
     `[{"tool": "refund.create_request", "mode": "approve",
        "when": {"path": "args.amount", "op": ">", "value": 100}}]`;
@@ -88,9 +91,20 @@ class Policy(models.Model):
     max_steps = models.PositiveIntegerField(default=50)
     max_llm_calls = models.PositiveIntegerField(default=20)
     max_tool_calls = models.PositiveIntegerField(default=50)
-    max_cost_usd = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal("1.00"))
+    max_cost_usd = models.DecimalField(
+        max_digits=10,
+        decimal_places=4,
+        default=Decimal("1.00"),
+        help_text="Model plus vendor spend a run may reach, in USD.",
+    )
     max_wall_s = models.PositiveIntegerField(
         default=86400, help_text="Seconds from the run's start, waits for people included."
+    )
+    max_credits = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Vendor credits a run may spend, per vendor: {"enrichco": 50}. '
+        "A vendor not listed is capped only by max_cost_usd.",
     )
     autonomy = models.JSONField(default=list, blank=True)
     destinations = models.JSONField(
@@ -129,6 +143,7 @@ class Policy(models.Model):
             "max_tool_calls": self.max_tool_calls,
             "max_cost_usd": str(self.max_cost_usd),
             "max_wall_s": self.max_wall_s,
+            "max_credits": self.max_credits,
             "autonomy": self.autonomy,
             "destinations": self.destinations,
             "guards": self.guards,

@@ -77,8 +77,11 @@ class Budget:
     max_steps: int
     max_llm_calls: int
     max_tool_calls: int
-    max_cost_usd: Decimal
+    max_cost_usd: Decimal  # model plus vendor spend
     max_wall_s: float
+    # Vendor -> the credits a run may spend at it; a vendor not listed is
+    # capped by max_cost_usd alone.
+    max_credits: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,24 @@ def guard_problems(value: Any) -> list[str]:
     return problems
 
 
+def credit_problems(value: Any) -> list[str]:
+    """What is wrong with a policy's `max_credits` ([] when nothing): an
+    object of vendor -> whole credits, each vendor one whose credits the
+    price table prices (settings.BOSUN_CREDIT_PRICES), so a misspelt vendor
+    cannot leave the real one uncapped."""
+    if not isinstance(value, dict):
+        return ['max_credits must be an object: {"vendor": credits, ...}']
+    known = set(settings.BOSUN_CREDIT_PRICES)
+    problems = []
+    for vendor, cap in value.items():
+        if vendor not in known:
+            listed = ", ".join(sorted(known)) or "none"
+            problems.append(f"{vendor}: no vendor of that name has a credit price ({listed})")
+        elif not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
+            problems.append(f"{vendor}: a whole number of credits, 0 or more")
+    return problems
+
+
 def _next_number(versions) -> int:
     return (versions.aggregate(top=Max("number"))["top"] or 0) + 1
 
@@ -175,6 +196,7 @@ def save_policy(*, policy: Policy, by: str = "", actor: str = "system") -> Polic
         "autonomy": autonomy_problems(policy.autonomy),
         "destinations": destination_problems(policy.destinations),
         "guards": guard_problems(policy.guards),
+        "max_credits": credit_problems(policy.max_credits),
     }
     if any(problems.values()):
         raise ValidationError({field: found for field, found in problems.items() if found})
@@ -235,6 +257,7 @@ def rules_for(role_version_id: int | None, policy_version_id: int | None) -> Rul
         )
         allowed = frozenset(snapshot["allowed_tools"])
     data: dict[str, Any] = dict(settings.BOSUN_DEFAULT_BUDGET)
+    credits: dict[str, int] = data.pop("max_credits", None) or {}
     autonomy: list[Any] = []
     allowlists: dict[str, list[str]] = {}
     guards: list[Any] = []
@@ -249,6 +272,8 @@ def rules_for(role_version_id: int | None, policy_version_id: int | None) -> Rul
         # they allow no argument-named destination.
         allowlists = snapshot.get("destinations") or {}
         guards = snapshot.get("guards") or []
+        # Versions saved before credit caps cap no vendor's credits.
+        credits = snapshot.get("max_credits") or {}
         redact = snapshot["redact_prompts"]
     budget = Budget(
         max_steps=int(data["max_steps"]),
@@ -256,6 +281,7 @@ def rules_for(role_version_id: int | None, policy_version_id: int | None) -> Rul
         max_tool_calls=int(data["max_tool_calls"]),
         max_cost_usd=Decimal(str(data["max_cost_usd"])),
         max_wall_s=float(data["max_wall_s"]),
+        max_credits={vendor: int(cap) for vendor, cap in credits.items()},
     )
     rules = tuple(AutonomyRule.model_validate(rule) for rule in autonomy)
     return Rules(

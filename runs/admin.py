@@ -149,7 +149,8 @@ class StepRunInline(RedactedFields, admin.TabularInline):
         return self.visible(
             request,
             ("seq", "attempt", "step_key", "kind", "status", "edge", "input", "output", "error")
-            + ("flags", "duration_ms", "model_answered", "tokens_in", "tokens_out", "cost_usd"),
+            + ("flags", "duration_ms", "model_answered", "tokens_in", "tokens_out", "cost_usd")
+            + ("vendor", "credits", "vendor_usd", "cost_saved_usd", "credits_saved"),
         )
 
     def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
@@ -168,6 +169,7 @@ class RunAdmin(RedactedFields, admin.ModelAdmin):
         "outcome",
         "steps_executed",
         "cost_usd",
+        "vendor_usd",
         "created_at",
     )
     list_filter = ("status", "wait_reason", "workflow", "outcome", "tainted")

@@ -72,7 +72,10 @@ class RunOut(Schema):
     stop_reason: str
     tainted: bool
     dead_lettered: bool
-    cost_usd: Decimal
+    cost_usd: Decimal = Field(description="Model plus vendor spend.")
+    model_usd: Decimal
+    vendor_usd: Decimal
+    credits: dict[str, int] = Field(description='Vendor credits spent, e.g. {"enrichco": 15}.')
     tokens_in: int
     tokens_out: int
     llm_calls: int
@@ -116,9 +119,17 @@ class StepRunOut(Schema):
     model_answered: str
     tokens_in: int
     tokens_out: int
-    cost_usd: Decimal
+    cost_usd: Decimal = Field(description="Model plus vendor spend.")
+    model_usd: Decimal
+    vendor: str
+    credits: int
+    vendor_usd: Decimal
     cache_hit: bool
-    cost_saved_usd: Decimal
+    cost_saved_usd: Decimal = Field(
+        description="What an answer from the step cache or the ledger did not pay again."
+    )
+    vendor_saved_usd: Decimal
+    credits_saved: int
     started_at: datetime
     finished_at: datetime
 
@@ -192,11 +203,20 @@ class VersionMetricsOut(Schema):
     cost_usd: Decimal
     cost_per_run: Decimal
     cost_per_success: Decimal | None
+    model_usd: Decimal
+    model_per_run: Decimal
+    model_per_success: Decimal | None
+    vendor_usd: Decimal
+    vendor_per_run: Decimal
+    vendor_per_success: Decimal | None
+    credits: dict[str, int]
     cache_hits: int
     cache_hit_rate: float
     cache_saved_usd: Decimal
+    cache_saved_credits: dict[str, int]
     dedup_hits: int
     dedup_saved_usd: Decimal
+    dedup_saved_credits: dict[str, int]
 
 
 class MetricsOut(Schema):

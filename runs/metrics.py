@@ -5,13 +5,14 @@ of queries whatever the number of runs: one pass over the runs of the
 period grouped by (version, day) gives the counts, costs and escalations
 (per version by summing the days, and the daily trend); one query gives
 the latency percentiles (PostgreSQL's `percentile_cont`; on SQLite one
-window query returns the rows next to each percentile's rank); one each
-the cache and the dedup savings; one the versions' names. Five in all, on
-both databases. A run belongs to a period by its `created_at`. On
+window query returns the rows next to each percentile's rank); one the
+credits spent and the cache's savings, one the dedup's savings; one the
+versions' names. Five in all, on both databases. A run belongs to a period by its `created_at`. On
 PostgreSQL the pass over the runs can be an index-only scan of the
-covering index of migration 0009 (the planner picks it when random page
-reads are priced for SSDs, see bench/console.py), and the savings read only
-the step runs that saved something (partial indexes).
+covering index of migration 0014 (the planner picks it when random page
+reads are priced for SSDs, see bench/console.py), and the credits and the
+savings read only the step runs that spent or saved something (partial
+indexes).
 
 Definitions (all per workflow version, over the runs created in
 [since, until)):
@@ -24,22 +25,28 @@ Definitions (all per workflow version, over the runs created in
 * `latency_p50_ms` / `latency_p95_ms`: `finished_at - created_at` of the
   finished runs, continuous percentiles (linear interpolation between the
   two nearest ranks). None when no run finished.
-* `cost_usd`: what the runs paid; `cost_per_run` = cost / runs;
-  `cost_per_success` = the cost of ALL runs / successes, i.e. what one
-  successful outcome costs including the runs that did not get there
-  (None without a success).
+* `cost_usd`: what the runs paid, model plus vendor spend (`model_usd`,
+  `vendor_usd` apart); `cost_per_run` = cost / runs; `cost_per_success` =
+  the cost of ALL runs / successes, i.e. what one successful outcome costs
+  including the runs that did not get there (None without a success). The
+  same per run and per success for the model's and the vendors' shares.
+* `credits`: vendor credits spent, per vendor ({"enrichco": 150}).
 * `cache_hits`, `cache_saved_usd`: step runs answered from the step cache
-  and the cost recorded as saved by them; `cache_hit_rate` = hits / (hits +
-  model calls + tool calls): the share of paid-or-cached answers that the
-  cache served (a hit makes no call, so it is not among the calls).
+  and the cost recorded as saved by them (model and vendor dollars);
+  `cache_saved_credits` the vendor credits they did not spend, per vendor;
+  `cache_hit_rate` = hits / (hits + model calls + tool calls): the share of
+  paid-or-cached answers that the cache served (a hit makes no call, so it
+  is not among the calls).
 * `dedup_hits`: dedup gates that took the `duplicate` edge; each reused a
   first run's results instead of paying again. `dedup_saved_usd` sums, per
   hit, the saving the step recorded if it recorded one, else what the first
-  run (`output.first_run`) paid: the work the duplicate did not repeat.
+  run (`output.first_run`) paid: the work the duplicate did not repeat;
+  `dedup_saved_credits` the same in credits, per vendor.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -56,6 +63,7 @@ from django.db.models import (
     F,
     FloatField,
     Func,
+    JSONField,
     OuterRef,
     Q,
     QuerySet,
@@ -94,11 +102,20 @@ class VersionMetrics:
     cost_usd: Decimal
     cost_per_run: Decimal
     cost_per_success: Decimal | None
+    model_usd: Decimal
+    model_per_run: Decimal
+    model_per_success: Decimal | None
+    vendor_usd: Decimal
+    vendor_per_run: Decimal
+    vendor_per_success: Decimal | None
+    credits: dict[str, int]
     cache_hits: int
     cache_hit_rate: float
     cache_saved_usd: Decimal
+    cache_saved_credits: dict[str, int]
     dedup_hits: int
     dedup_saved_usd: Decimal
+    dedup_saved_credits: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -184,6 +201,15 @@ def _money(value: Decimal | None) -> Decimal:
     return (value or ZERO).quantize(CENT)
 
 
+def _per(value: Decimal, count: int) -> Decimal | None:
+    return (value / count).quantize(CENT) if count else None
+
+
+def _add_credits(into: dict[str, int], vendor: str, credits: int) -> None:
+    if vendor and credits:
+        into[vendor] = into.get(vendor, 0) + int(credits)
+
+
 @dataclass(frozen=True)
 class PeriodReport:
     """The figures per version and the daily trend of one period."""
@@ -240,7 +266,7 @@ def period_report(
     return PeriodReport(versions, trend)
 
 
-_SUMMED = ("runs", "succeeded", "failed", "successes", "cost", "calls", "escalated")
+_SUMMED = ("runs", "succeeded", "failed", "successes", "cost", "vendor", "calls", "escalated")
 
 
 def _day_rows(runs: QuerySet[Run], since: datetime) -> list[dict[str, Any]]:
@@ -258,6 +284,7 @@ def _day_rows(runs: QuerySet[Run], since: datetime) -> list[dict[str, Any]]:
             failed=Count("id", filter=Q(status=RunStatus.FAILED)),
             successes=Count("id", filter=Q(success=True)),
             cost=Sum("cost_usd"),
+            vendor=Sum("vendor_usd"),
             calls=Sum(F("llm_calls") + F("tool_calls")),
             escalated=Count("id", filter=Q(id__in=asked.values("run_id"))),
         )
@@ -272,8 +299,9 @@ def _version_metrics(
     latency: dict[int, tuple[float | None, float | None]],
     savings: dict[str, dict[int, dict[str, Any]]],
 ) -> VersionMetrics:
-    runs = total["runs"]
-    cost = _money(total["cost"])
+    runs, successes = total["runs"], total["successes"]
+    cost, vendor = _money(total["cost"]), _money(total["vendor"])
+    model = cost - vendor
     cached = savings["cache"].get(key, {})
     deduped = savings["dedup"].get(key, {})
     cache_hits = cached.get("hits", 0)
@@ -292,12 +320,21 @@ def _version_metrics(
         latency_p95_ms=p95,
         cost_usd=cost,
         cost_per_run=(cost / runs).quantize(CENT),
-        cost_per_success=(cost / total["successes"]).quantize(CENT) if total["successes"] else None,
+        cost_per_success=_per(cost, successes),
+        model_usd=model,
+        model_per_run=(model / runs).quantize(CENT),
+        model_per_success=_per(model, successes),
+        vendor_usd=vendor,
+        vendor_per_run=(vendor / runs).quantize(CENT),
+        vendor_per_success=_per(vendor, successes),
+        credits=savings["credits"].get(key, {}),
         cache_hits=cache_hits,
         cache_hit_rate=_ratio(cache_hits, cache_hits + total["calls"]),
         cache_saved_usd=_money(cached.get("saved")),
+        cache_saved_credits=cached.get("credits", {}),
         dedup_hits=deduped.get("hits", 0),
         dedup_saved_usd=_money(deduped.get("saved")),
+        dedup_saved_credits=deduped.get("credits", {}),
     )
 
 
@@ -365,37 +402,73 @@ def _interpolate(values: dict[int, float], size: int, fraction: float) -> float:
 def _savings(
     since: datetime, until: datetime, workflow: Workflow | None, version: WorkflowVersion | None
 ) -> dict[str, dict[int, dict[str, Any]]]:
-    """Cache hits and dedup duplicates and what they saved, per version: two
-    queries over only the step runs that saved something (each has a
-    partial index holding exactly those rows, see migration 0009)."""
+    """Credits spent, and cache hits and dedup duplicates and what they
+    saved, per version: two queries over only the step runs that spent
+    credits or saved something (partial indexes hold exactly those rows,
+    see migrations 0009 and 0014). Credits are per vendor: the first query's
+    rows come per (version, vendor), the dedup's per (version, the first
+    run's credits), a handful of shapes."""
     period = StepRun.objects.filter(_prefixed(since, until, workflow, version))
-    cache = (
-        period.filter(cache_hit=True)
-        .values("run__version_id")
-        .annotate(hits=Count("*"), saved=Sum("cost_saved_usd"))
+    cache_rows = (
+        period.filter(Q(cache_hit=True) | Q(credits__gt=0))
+        .values("run__version_id", "vendor", "cache_hit")
+        .annotate(
+            hits=Count("*"),
+            saved=Sum("cost_saved_usd"),
+            saved_credits=Sum("credits_saved"),
+            credits=Sum("credits"),
+        )
         .order_by()
     )
-    first_run_cost = Subquery(
-        Run.objects.filter(pk=OuterRef("first_run_id")).values("cost_usd")[:1],
-        output_field=MONEY,
-    )
-    dedup = (
+    first_run = Run.objects.filter(pk=OuterRef("first_run_id"))
+    dedup_rows = (
         period.filter(kind=StepKind.DEDUP, edge="duplicate", status=StepRunStatus.SUCCEEDED)
         .annotate(first_run_id=Cast(KT("output__first_run"), BigIntegerField()))
-        .values("run__version_id")
+        .values(
+            "run__version_id",
+            "vendor",
+            "credits_saved",
+            first_credits=Subquery(first_run.values("credits")[:1], output_field=JSONField()),
+        )
         .annotate(
             hits=Count("*"),
             saved=Sum(
-                Coalesce(NullIf("cost_saved_usd", Value(ZERO)), first_run_cost, Value(ZERO)),
+                Coalesce(
+                    NullIf("cost_saved_usd", Value(ZERO)),
+                    Subquery(first_run.values("cost_usd")[:1], output_field=MONEY),
+                    Value(ZERO),
+                ),
                 output_field=MONEY,
             ),
         )
         .order_by()
     )
-    return {
-        "cache": {row["run__version_id"]: row for row in cache},
-        "dedup": {row["run__version_id"]: row for row in dedup},
-    }
+    spent: dict[int, dict[str, int]] = defaultdict(dict)
+    cache: dict[int, dict[str, Any]] = {}
+    for row in cache_rows:
+        version_id = row["run__version_id"]
+        _add_credits(spent[version_id], row["vendor"], row["credits"])
+        if not row["cache_hit"]:
+            continue
+        found = cache.setdefault(version_id, {"hits": 0, "saved": ZERO, "credits": {}})
+        found["hits"] += row["hits"]
+        found["saved"] += row["saved"] or ZERO
+        _add_credits(found["credits"], row["vendor"], row["saved_credits"])
+    dedup: dict[int, dict[str, Any]] = {}
+    for row in dedup_rows:
+        found = dedup.setdefault(row["run__version_id"], {"hits": 0, "saved": ZERO, "credits": {}})
+        found["hits"] += row["hits"]
+        found["saved"] += row["saved"] or ZERO
+        # The credits the step recorded as saved, else what the first run spent.
+        if row["credits_saved"]:
+            _add_credits(found["credits"], row["vendor"], row["credits_saved"] * row["hits"])
+            continue
+        first = row["first_credits"]
+        if isinstance(first, str):
+            first = json.loads(first)
+        for vendor, credits in (first or {}).items():
+            _add_credits(found["credits"], vendor, int(credits) * row["hits"])
+    return {"cache": cache, "dedup": dedup, "credits": dict(spent)}
 
 
 def workflow_trend(

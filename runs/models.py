@@ -236,7 +236,17 @@ class Run(models.Model):
     tool_calls = models.PositiveIntegerField(default=0)
     tokens_in = models.PositiveBigIntegerField(default=0)
     tokens_out = models.PositiveBigIntegerField(default=0)
-    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    # Money is model spend plus vendor spend: `cost_usd` is their sum, what
+    # budgets cap and dashboards count; `credits` holds the vendor credits
+    # spent, per vendor ({"enrichco": 15}), which credit caps count.
+    cost_usd = models.DecimalField(
+        max_digits=12, decimal_places=6, default=0, help_text="Model plus vendor spend."
+    )
+    model_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    vendor_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    credits = models.JSONField(
+        default=dict, blank=True, help_text='Vendor credits spent, e.g. {"enrichco": 15}.'
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -320,9 +330,21 @@ class StepRun(models.Model):
     tokens_out = models.PositiveIntegerField(default=0)
     cache_read_tokens = models.PositiveIntegerField(default=0)
     cache_write_tokens = models.PositiveIntegerField(default=0)
-    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    # What the step paid: model_usd + vendor_usd (the tool price table,
+    # settings.BOSUN_TOOL_PRICES); `credits` of `vendor`.
+    cost_usd = models.DecimalField(
+        max_digits=12, decimal_places=6, default=0, help_text="Model plus vendor spend."
+    )
+    model_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    vendor = models.CharField(max_length=60, blank=True)
+    credits = models.PositiveIntegerField(default=0)
+    vendor_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
     cache_hit = models.BooleanField(default=False)
+    # What an answer from the step cache or the ledger did not pay again:
+    # all of it in USD (model and vendor), the vendor's part and its credits.
     cost_saved_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    vendor_saved_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    credits_saved = models.PositiveIntegerField(default=0)
     worker = models.CharField(max_length=120, blank=True)
     flags = models.JSONField(
         default=list, blank=True, help_text="Names of the output checks that held."

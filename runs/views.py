@@ -172,9 +172,25 @@ def _figures(row: metrics.VersionMetrics) -> dict[str, Any]:
         "cost": usd(row.cost_usd),
         "cost_per_run": usd(row.cost_per_run),
         "cost_per_success": usd(row.cost_per_success),
+        # Model and vendor spend apart, under each total.
+        "cost_split": _split(usd(row.model_usd), usd(row.vendor_usd)),
+        "per_run_split": _split(usd(row.model_per_run), usd(row.vendor_per_run)),
+        "per_success_split": _split(usd(row.model_per_success), usd(row.vendor_per_success)),
+        "credits": _credits(row.credits),
         "cache_saved": usd(row.cache_saved_usd),
+        "cache_saved_credits": _credits(row.cache_saved_credits),
         "dedup_saved": usd(row.dedup_saved_usd),
+        "dedup_saved_credits": _credits(row.dedup_saved_credits),
     }
+
+
+def _split(model: str, vendor: str) -> str:
+    return f"model {model} · vendors {vendor}"
+
+
+def _credits(by_vendor: dict[str, int]) -> str:
+    """Credits per vendor, e.g. "enrichco 150 cr"; '' for none."""
+    return ", ".join(f"{vendor} {credits:,} cr" for vendor, credits in sorted(by_vendor.items()))
 
 
 # --- runs list ---------------------------------------------------------------
@@ -357,11 +373,21 @@ def _timeline(request: HttpRequest, run: Run) -> dict[str, Any]:
         "run_input": _shown(request, run.input),
         "run_error": _shown_text(request, run.error),
         "saved_usd": sum((s.cost_saved_usd for s in steps), start=0),
+        "run_credits": _credits(run.credits or {}),
+        "saved_credits": _credits(_saved_credits(steps)),
         "duration_ms": _duration_ms(run),
         "can_retry": run.status == RunStatus.FAILED and user.has_perm("runs.retry_run"),
         "can_cancel": not run.is_terminal and user.has_perm("runs.cancel_run"),
         "redacted": not user.has_perm("runs.view_personal_data"),
     }
+
+
+def _saved_credits(steps: list[StepRun]) -> dict[str, int]:
+    saved: dict[str, int] = {}
+    for step in steps:
+        if step.credits_saved:
+            saved[step.vendor] = saved.get(step.vendor, 0) + step.credits_saved
+    return saved
 
 
 def _human_ms(ms: float | None) -> str:

@@ -2,6 +2,7 @@
 # ruff: noqa: F405
 
 import os
+from decimal import Decimal
 
 os.environ.setdefault("DEBUG", "1")
 # The sample vendors, workflows and demo history are part of what is tested.
@@ -20,7 +21,10 @@ BOSUN_TOOLS = {
     "test.inflight": "tests.testapp.tools.InFlight",
     "test.page": "tests.testapp.tools.Page",
     "test.unsafe_send": "tests.testapp.tools.UnsafeSend",
+    "test.metered": "tests.testapp.tools.Metered",
 }
+# The vendor of `test.metered`, which reports its credits in its answers.
+BOSUN_CREDIT_PRICES = {**BOSUN_CREDIT_PRICES, "meterco": Decimal("0.01")}  # noqa: F405
 # A model priced so that one SequenceProvider reply (1000 input tokens)
 # costs exactly $0.07: budgets are tested in round figures.
 BOSUN_PRICES = {

@@ -45,3 +45,29 @@ def test_a_malformed_value_fails_at_start_up():
 def test_production_refuses_to_start_without_a_secret_key():
     result = load_settings(DEBUG="0")
     assert result.returncode != 0 and "SECRET_KEY must be set" in result.stderr
+
+
+def test_a_malformed_price_table_fails_at_start_up():
+    cases = {
+        "BOSUN_TOOL_PRICES=not json": ("BOSUN_TOOL_PRICES must be a JSON object",),
+        'BOSUN_TOOL_PRICES={"x.y": {"credits": 2}}': ("credits need the vendor",),
+        'BOSUN_TOOL_PRICES={"x.y": {"vendor": "acme", "credits": 2}}': (
+            "BOSUN_CREDIT_PRICES does not price",
+        ),
+        'BOSUN_TOOL_PRICES={"x.y": {"usd": "-1"}}': ("usd must be an amount",),
+        "BOSUN_CREDIT_PRICES=acme=cheap": ("entries look like enrichco=0.02",),
+        "BOSUN_MAX_CREDITS=acme=1.5": ("entries look like enrichco=500",),
+    }
+    for setting, (message,) in cases.items():
+        name, _, value = setting.partition("=")
+        result = load_settings(DEBUG="1", **{name: value})
+        assert result.returncode != 0 and message in result.stderr, setting
+
+
+def test_a_price_table_in_the_environment_prices_its_credits():
+    result = load_settings(
+        DEBUG="1",
+        BOSUN_TOOL_PRICES='{"x.y": {"vendor": "acme", "credits": 2, "usd": "0.5"}}',
+        BOSUN_CREDIT_PRICES="acme=0.25",
+    )
+    assert result.returncode == 0, result.stderr

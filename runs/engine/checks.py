@@ -21,6 +21,7 @@ from policies.services import Budget
 from runs.engine.definition import Definition, StepDef
 from runs.engine.errors import BudgetExceeded
 from runs.engine.store import RunState
+from runs.tools.base import FREE, ToolCost
 
 if TYPE_CHECKING:
     from runs.engine.kinds import ToolKind
@@ -33,19 +34,36 @@ def over_budget(
     *,
     spent: Decimal = Decimal(0),
     calls: int = 0,
+    price: ToolCost = FREE,
 ) -> BudgetExceeded | None:
     """The breach that forbids the next step (kind = the step's kind) or the
     next paid call (kind = "llm" or "tool", with what the current step has
     spent so far), or None.
 
-    Checked before, charged after: a call that starts under the cap may end
-    over it, so spend stays within the cap plus one call.
+    Money is model plus vendor spend. A model call's price is known only
+    once it answers: checked before, charged after, so model spend stays
+    within the cap plus one call. A tool call's price is known before it
+    is made (`price`): a call that would take the run over the USD cap or
+    over its vendor's credit cap is refused before the vendor is called.
     """
     if state.steps_executed >= budget.max_steps:
         return BudgetExceeded("steps", f"{state.steps_executed} of {budget.max_steps} steps")
     cost = state.cost_usd + spent
     if cost >= budget.max_cost_usd:
         return BudgetExceeded("cost_usd", f"${cost:.4f} spent of ${budget.max_cost_usd}")
+    if price.usd and cost + price.usd > budget.max_cost_usd:
+        return BudgetExceeded(
+            "cost_usd",
+            f"${cost:.4f} spent of ${budget.max_cost_usd}; the call costs ${price.usd:.4f}",
+        )
+    cap = budget.max_credits.get(price.vendor) if price.credits else None
+    if cap is not None:
+        used = state.credits.get(price.vendor, 0)
+        if used + price.credits > cap:
+            return BudgetExceeded(
+                "credits",
+                f"{used} of {cap} {price.vendor} credits spent; the call costs {price.credits}",
+            )
     if kind == "llm" and state.llm_calls + calls >= budget.max_llm_calls:
         return BudgetExceeded("llm_calls", f"{state.llm_calls + calls} of {budget.max_llm_calls}")
     if kind == "tool" and state.tool_calls + calls >= budget.max_tool_calls:

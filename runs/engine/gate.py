@@ -3,8 +3,9 @@
 `call_tool` applies, in order: the role (least privilege), the arguments'
 schema, the policy's destination allowlist (every address or URL the
 arguments name, whoever wrote them), the autonomy rules and the run's taint
-(an approval binds the exact arguments and is consumed once), the budget,
-the concurrency caps and rate limits, the kill switches, the ledger, and
+(an approval binds the exact arguments and is consumed once), the budget
+(with the call's price, known before it is made: credit caps and the USD cap
+refuse a call that would go over them), the concurrency caps and rate limits, the kill switches, the ledger, and
 last, right before the call, the policy's knowledge guards. Every path that
 calls a tool (a tool step, a model asking for a tool, a test calling it
 directly) comes through here, so none of these can be skipped.
@@ -62,7 +63,7 @@ from runs.engine.errors import (
     limit_wait_reason,
 )
 from runs.models import ToolCallRecord, ToolCallStatus
-from runs.tools.base import Tool, ToolCall, ToolError, UnknownTool, get_tool
+from runs.tools.base import FREE, Tool, ToolCall, ToolCost, ToolError, UnknownTool, get_tool
 
 __all__ = [
     "PriorApproval",
@@ -92,8 +93,10 @@ class Caller:
     # Some untrusted content looked like an injection: no destination is
     # trusted then (the phrase signals can only add a person, never remove one).
     suspicious: bool = False
-    # Called before the tool runs: raises if the run's budget is spent.
-    before_call: Callable[[], None] | None = None
+    # Called before the tool runs, with the call's known price (the price
+    # table, or the tool's own `price`): raises if the run's budget is spent
+    # or the call would take it over a cap.
+    before_call: Callable[[ToolCost], None] | None = None
     # A person's decision at an earlier approval step of this run that the
     # step names (`approved_by`): it approves this call when the call's
     # arguments are exactly fields of the draft that person approved.
@@ -112,6 +115,10 @@ class Called:
     result: dict[str, Any]
     record_id: int  # 0 for a shared answer: no call, no ledger row
     from_ledger: bool  # the recorded result of an earlier attempt; no new call
+    # What the answer cost at the vendor (`Tool.cost`); with `from_ledger`,
+    # what the recorded answer cost when it was bought; with `shared`, what
+    # it would have cost (a saving: another call paid for it).
+    cost: ToolCost = FREE
     shared: bool = False  # an answer another call bought (runs.engine.answers)
 
 
@@ -147,9 +154,10 @@ def _call_tool(name: str, raw_args: Any, caller: Caller) -> Called:
     hold_s = caller.timeout_s + settings.BOSUN_LEASE_MARGIN_S
     shared = _shared_answer(tool, args, key, hold_s)
     if isinstance(shared, dict):
-        return Called(args_json, shared, 0, from_ledger=True, shared=True)
+        cost = tool.cost(args, shared)
+        return Called(args_json, shared, 0, from_ledger=True, cost=cost, shared=True)
     if caller.before_call is not None:
-        caller.before_call()
+        caller.before_call(tool.price(args))
     seats = limits.acquire(
         keys=tool.keys_for(args), holder=f"{key}:{caller.attempt}", hold_s=hold_s
     )
@@ -159,7 +167,7 @@ def _call_tool(name: str, raw_args: Any, caller: Caller) -> Called:
             raise NeedsReconciliation(record_id)
         if recorded is not None:
             _keep_answer(tool, shared, key, recorded, caller)
-            return Called(args_json, recorded, record_id, from_ledger=True)
+            return Called(args_json, recorded, record_id, True, tool.cost(args, recorded))
         _check_guards(tool, destinations, record_id, caller)
         request_key = shared.claim.request_key if shared is not None else key
         try:
@@ -169,7 +177,7 @@ def _call_tool(name: str, raw_args: Any, caller: Caller) -> Called:
                 answers.release(tool.name, shared.key, buyer=key)
             raise
         _keep_answer(tool, shared, key, result, caller)
-        return Called(args_json, result, record_id, from_ledger=False)
+        return Called(args_json, result, record_id, False, tool.cost(args, result))
     finally:
         for freed in limits.release(seats):
             _wake_one(freed)

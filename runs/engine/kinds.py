@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 import jsonschema
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils.module_loading import import_string
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -37,7 +38,8 @@ from runs.llm.base import (
     get_provider,
     resolve_model,
 )
-from runs.tools.base import Tool, ToolError, UnknownTool, get_tool
+from runs.models import StepRun
+from runs.tools.base import FREE, Tool, ToolCost, ToolError, UnknownTool, get_tool
 
 if TYPE_CHECKING:
     from policies.services import Rules
@@ -59,12 +61,14 @@ class StepContext:
     # Input fields to redact before a prompt is rendered (per policy).
     redact_fields: tuple[str, ...] = ()
     # Raises BudgetExceeded when the run may not start another paid call:
-    # before_call(kind, spent_in_step, calls_in_step).
-    before_call: Callable[[str, Decimal, int], None] | None = None
+    # before_call(kind, spent_in_step, calls_in_step, the call's known price).
+    before_call: Callable[[str, Decimal, int, ToolCost], None] | None = None
 
-    def check_budget(self, kind: str, spent: Decimal = Decimal(0), calls: int = 0) -> None:
+    def check_budget(
+        self, kind: str, spent: Decimal = Decimal(0), calls: int = 0, price: ToolCost = FREE
+    ) -> None:
         if self.before_call is not None:
-            self.before_call(kind, spent, calls)
+            self.before_call(kind, spent, calls, price)
 
 
 @dataclass
@@ -84,15 +88,46 @@ class Outcome:
     tokens_out: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
-    cost_usd: Decimal = field(default_factory=Decimal)
+    model_usd: Decimal = field(default_factory=Decimal)
+    # A paid tool call's vendor, its credits and its vendor dollars.
+    vendor: str = ""
+    credits: int = 0
+    vendor_usd: Decimal = field(default_factory=Decimal)
     llm_calls: int = 0
     tool_calls: int = 0
     cache_hit: bool = False
+    # What an answer from the step cache or the ledger did not pay again.
     cost_saved_usd: Decimal = field(default_factory=Decimal)
+    vendor_saved_usd: Decimal = field(default_factory=Decimal)
+    credits_saved: int = 0
     # Writes that commit in the same transaction as this step's checkpoint,
     # run inside it after the run's row is updated (an end step's dedup
     # disposition): a crash leaves both undone, never one of them.
     commit_with: Callable[[], None] | None = None
+
+    @property
+    def cost_usd(self) -> Decimal:
+        """What the step paid: model plus vendor spend."""
+        return self.model_usd + self.vendor_usd
+
+    def charge(self, cost: ToolCost) -> None:
+        """Book a tool call's cost on the step."""
+        if not cost:
+            return
+        if self.vendor and cost.vendor != self.vendor:
+            raise ValueError(f"a step pays one vendor, not {self.vendor} and {cost.vendor}")
+        self.vendor = cost.vendor
+        self.credits += cost.credits
+        self.vendor_usd += cost.usd
+
+    def spared(self, cost: ToolCost) -> None:
+        """Book a tool call's cost as not paid again (a recorded answer)."""
+        if not cost:
+            return
+        self.vendor = self.vendor or cost.vendor
+        self.credits_saved += cost.credits
+        self.vendor_saved_usd += cost.usd
+        self.cost_saved_usd += cost.usd
 
 
 class StrictConfig(BaseModel):
@@ -126,6 +161,11 @@ class Kind(Generic[C]):
     def cache_material(self, config: C, ctx: StepContext) -> Any:
         """What, besides the config, decides the answer (the rendered input)."""
         raise NotImplementedError
+
+    def cost_of_answer(self, config: C, ctx: StepContext, output: Any) -> ToolCost:
+        """What a vendor would charge for this answer (a cache hit did not
+        pay it). Kinds that call no paid tool cost nothing."""
+        return FREE
 
     def execute(self, config: C, ctx: StepContext) -> Outcome:  # pragma: no cover
         raise NotImplementedError
@@ -170,6 +210,10 @@ class ToolKind(Kind["ToolKind.Config"]):
     def cache_material(self, config: Config, ctx: StepContext) -> Any:
         return self._args(get_tool(config.tool), config, ctx).model_dump(mode="json")
 
+    def cost_of_answer(self, config: Config, ctx: StepContext, output: Any) -> ToolCost:
+        tool = get_tool(config.tool)
+        return tool.cost(self._args(tool, config, ctx), output)
+
     @staticmethod
     def _args(tool: Tool, config: Config, ctx: StepContext) -> BaseModel:
         raw_args = _render(config.args, ctx)
@@ -195,7 +239,7 @@ class ToolKind(Kind["ToolKind.Config"]):
             rules=ctx.rules,
             tainted=ctx.tainted,
             suspicious=ctx.suspicious,
-            before_call=lambda: ctx.check_budget("tool"),
+            before_call=lambda price: ctx.check_budget("tool", price=price),
             prior_approval=_prior_approval(config.approved_by, ctx),
         )
         try:
@@ -210,11 +254,31 @@ class ToolKind(Kind["ToolKind.Config"]):
             raise StepError(
                 str(exc), retryable=exc.retryable, retry_after=exc.retry_after, error_type="tool"
             ) from None
-        return Outcome(
+        outcome = Outcome(
             output=called.result,
             input=called.args,
             tool_calls=0 if called.from_ledger else 1,
         )
+        if called.shared:
+            # Another call bought this answer (and booked its charge).
+            outcome.spared(called.cost)
+        elif not called.from_ledger:
+            outcome.charge(called.cost)
+        elif called.cost:
+            # The recorded answer of an earlier attempt: not bought again.
+            # If that attempt died before its checkpoint, its charge was
+            # never booked: book it here, once.
+            outcome.spared(called.cost)
+            if not _charged_before(ctx, called.cost.vendor):
+                outcome.charge(called.cost)
+        return outcome
+
+
+def _charged_before(ctx: StepContext, vendor: str) -> bool:
+    """Did an earlier attempt of this step book a vendor charge? (Only an
+    answer from the ledger asks, so the common path pays no query.)"""
+    paid = Q(credits__gt=0) | Q(vendor_usd__gt=0)
+    return StepRun.objects.filter(paid, run_id=ctx.run_id, seq=ctx.seq, vendor=vendor).exists()
 
 
 def _prior_approval(step_key: str, ctx: StepContext) -> gate.PriorApproval | None:
@@ -456,7 +520,7 @@ class LLMKind(Kind["LLMKind.Config"]):
         for turn in range(config.max_repairs + 1):
             if provider_name != "replay":
                 try:
-                    ctx.check_budget("llm", outcome.cost_usd, outcome.llm_calls)
+                    ctx.check_budget("llm", outcome.model_usd, outcome.llm_calls)
                 except BudgetExceeded as exc:
                     exc.outcome = outcome  # what this step spent before the stop
                     raise
@@ -512,7 +576,7 @@ def _charge(outcome: Outcome, response: LLMResponse, model: str, *, counted: boo
     outcome.tokens_out += usage.output_tokens
     outcome.cache_read_tokens += usage.cache_read_tokens
     outcome.cache_write_tokens += usage.cache_write_tokens
-    outcome.cost_usd += cost_of(response.model or model, usage, requested=model)
+    outcome.model_usd += cost_of(response.model or model, usage, requested=model)
 
 
 def _parse(response: LLMResponse, schema: dict[str, Any] | None) -> tuple[Any, str | None]:

@@ -236,7 +236,7 @@ class ScoreKind(LLMKind):
                 output=answer,
                 edge="scored",
                 model=outcome.model_answered,
-                cost_usd=outcome.cost_usd,
+                cost_usd=outcome.model_usd,
                 ttl_s=ttl,
                 run_id=ctx.run_id,
             )

@@ -10,7 +10,7 @@ SQLite. Times come from the database clock, never the worker's.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache
@@ -71,13 +71,15 @@ class RunState:
     steps_executed: int
     llm_calls: int
     tool_calls: int
-    cost_usd: Decimal
+    cost_usd: Decimal  # model plus vendor spend
     started_at: Any
     input: dict[str, Any]
     trace_id: str = ""  # hex; "" while tracing has never been on for the run
     # Untrusted content the run read looked like an injection (signals were
     # recorded): even a destination the policy trusts needs a person then.
     suspicious: bool = False
+    # Vendor credits spent so far, per vendor (the policy caps each).
+    credits: dict[str, int] = field(default_factory=dict)
 
 
 _CLAIMABLE = (
@@ -104,16 +106,15 @@ def claim(run_id: int, *, worker: str, lease_s: float, trace_id: str = "") -> Ru
         f" WHERE id = %s AND {_CLAIMABLE.format(now=now)}"
         " RETURNING fence, workflow_id, version_id, current_step, seq, attempt, attempts_before,"
         " replay_of_id, role_version_id, policy_version_id, tainted, steps_executed, llm_calls,"
-        " tool_calls, cost_usd, started_at, input, trace_id, taint_signals <> ''"
+        " tool_calls, cost_usd, started_at, input, trace_id, taint_signals <> '', credits"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [worker, lease_s, lease_s, trace_id, run_id])
         row = cursor.fetchone()
     if row is None:
         return None
-    *head, tainted, steps, llm_calls, tool_calls, cost, started_at, raw_input, trace, odd = row
-    if isinstance(raw_input, str):
-        raw_input = json.loads(raw_input)
+    *head, tainted, steps, llm_calls, tool_calls, cost, started_at, raw_input, trace, odd = row[:-1]
+    raw_input, credits = _loads(raw_input), _loads(row[-1]) or {}
     if isinstance(started_at, str):  # SQLite
         started_at = datetime.fromisoformat(started_at)
     if started_at is not None and started_at.tzinfo is None:
@@ -130,6 +131,7 @@ def claim(run_id: int, *, worker: str, lease_s: float, trace_id: str = "") -> Ru
         raw_input,
         trace,
         bool(odd),
+        {vendor: int(spent) for vendor, spent in credits.items()},
     )
 
 
@@ -169,6 +171,31 @@ class Update:
             self.set(column, f"{column} + %s", amount)
         return self
 
+    def add_credits(self, vendor: str, credits: int) -> Update:
+        """Add to the run's credits of `vendor` (the JSON object `credits`),
+        in the same statement as the rest of the checkpoint."""
+        if not credits:
+            return self
+        if _pg():
+            return self.set(
+                "credits",
+                "jsonb_set(credits, ARRAY[%s]::text[],"
+                " to_jsonb(COALESCE((credits ->> %s)::bigint, 0) + %s))",
+                vendor,
+                vendor,
+                credits,
+            )
+        # The vendor's name is quoted in the path; settings allow only
+        # [a-z0-9_-] in it, so it cannot close the quotes.
+        return self.set(
+            "credits",
+            "json_set(credits, '$.\"' || %s || '\"',"
+            " COALESCE(json_extract(credits, '$.\"' || %s || '\"'), 0) + %s)",
+            vendor,
+            vendor,
+            credits,
+        )
+
     def at_now(self, column: str) -> Update:
         return self.set(column, now_sql())
 
@@ -184,7 +211,8 @@ STEP_RUN_COLUMNS = (
     "run_id", "seq", "attempt", "step_key", "kind", "status", "edge", "input", "output",
     "error", "error_type", "retry_delay_s", "started_at", "finished_at", "duration_ms",
     "provider", "model_requested", "model_answered", "tokens_in", "tokens_out",
-    "cache_read_tokens", "cache_write_tokens", "cost_usd", "cache_hit", "cost_saved_usd", "worker",
+    "cache_read_tokens", "cache_write_tokens", "cost_usd", "model_usd", "vendor", "credits",
+    "vendor_usd", "cache_hit", "cost_saved_usd", "vendor_saved_usd", "credits_saved", "worker",
     "flags",
 )  # fmt: skip
 _JSON_COLUMNS = {"input", "output", "flags"}
@@ -192,7 +220,9 @@ _RECORD_DEFAULTS: dict[str, Any] = {
     "status": "", "edge": "", "input": None, "output": None, "error": "", "error_type": "",
     "retry_delay_s": None, "provider": "", "model_requested": "", "model_answered": "",
     "tokens_in": 0, "tokens_out": 0, "cache_read_tokens": 0, "cache_write_tokens": 0,
-    "cost_usd": Decimal(0), "cache_hit": False, "cost_saved_usd": Decimal(0), "flags": [],
+    "cost_usd": Decimal(0), "model_usd": Decimal(0), "vendor": "", "credits": 0,
+    "vendor_usd": Decimal(0), "cache_hit": False, "cost_saved_usd": Decimal(0),
+    "vendor_saved_usd": Decimal(0), "credits_saved": 0, "flags": [],
 }  # fmt: skip
 
 

@@ -35,6 +35,7 @@ from runs.engine.errors import BudgetExceeded, LeaseLost, StepError
 from runs.engine.kinds import Outcome, StepContext
 from runs.engine.timing import backoff_delay, time_limit
 from runs.models import Run, RunStatus
+from runs.tools.base import ToolCost
 
 log = logging.getLogger("bosun.engine")
 
@@ -182,7 +183,7 @@ def _execute(walk: _Walk, step: StepDef, ctx: StepContext) -> Outcome:
             hit = cache.wait_for(key, timeout_s=step.timeout_s)
             claimed = hit is None and cache.claim(key, **claim)
     if hit is not None:
-        return Outcome(
+        outcome = Outcome(
             output=hit.output,
             edge=hit.edge,
             input={"cache_key": key},
@@ -190,6 +191,10 @@ def _execute(walk: _Walk, step: StepDef, ctx: StepContext) -> Outcome:
             cache_hit=True,
             cost_saved_usd=hit.cost_usd,
         )
+        # The model spend the entry recorded, and the vendor's price for
+        # the answer now: what this step did not pay again.
+        outcome.spared(step.kind.cost_of_answer(step.config, ctx, hit.output))
+        return outcome
     try:
         outcome = step.kind.execute(step.config, ctx)
     except BaseException:
@@ -203,7 +208,7 @@ def _execute(walk: _Walk, step: StepDef, ctx: StepContext) -> Outcome:
             output=outcome.output,
             edge=outcome.edge,
             model=outcome.model_answered,
-            cost_usd=outcome.cost_usd,
+            cost_usd=outcome.model_usd,  # a hit prices the vendor's part itself
             ttl_s=step.cache_ttl_s,
             run_id=ctx.run_id,
         )
@@ -325,8 +330,10 @@ def _context(walk: _Walk, step: StepDef) -> StepContext:
     state = walk.state
     redact = walk.definition.sensitive_fields if walk.rules.redact_prompts else ()
 
-    def before_call(kind: str, spent: Decimal, calls: int) -> None:
-        breach = checks.over_budget(state, walk.rules.budget, kind, spent=spent, calls=calls)
+    def before_call(kind: str, spent: Decimal, calls: int, price: ToolCost) -> None:
+        breach = checks.over_budget(
+            state, walk.rules.budget, kind, spent=spent, calls=calls, price=price
+        )
         if breach is not None:
             raise breach
 
@@ -415,6 +422,8 @@ def _count(state: store.RunState, outcome: Outcome, *, steps: int = 1) -> None:
     state.llm_calls += outcome.llm_calls
     state.tool_calls += outcome.tool_calls
     state.cost_usd += outcome.cost_usd
+    if outcome.credits:
+        state.credits[outcome.vendor] = state.credits.get(outcome.vendor, 0) + outcome.credits
 
 
 def _fail(
@@ -576,8 +585,14 @@ def _usage(outcome: Outcome) -> dict[str, Any]:
         "cache_read_tokens": outcome.cache_read_tokens,
         "cache_write_tokens": outcome.cache_write_tokens,
         "cost_usd": outcome.cost_usd,
+        "model_usd": outcome.model_usd,
+        "vendor": outcome.vendor,
+        "credits": outcome.credits,
+        "vendor_usd": outcome.vendor_usd,
         "cache_hit": outcome.cache_hit,
         "cost_saved_usd": outcome.cost_saved_usd,
+        "vendor_saved_usd": outcome.vendor_saved_usd,
+        "credits_saved": outcome.credits_saved,
     }
 
 
@@ -590,6 +605,9 @@ def _charged(update: store.Update, outcome: Outcome) -> store.Update:
         )
         .add("tokens_out", outcome.tokens_out)
         .add("cost_usd", str(outcome.cost_usd) if outcome.cost_usd else 0)
+        .add("model_usd", str(outcome.model_usd) if outcome.model_usd else 0)
+        .add("vendor_usd", str(outcome.vendor_usd) if outcome.vendor_usd else 0)
+        .add_credits(outcome.vendor, outcome.credits)
     )
 
 

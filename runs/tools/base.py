@@ -13,8 +13,13 @@ Side-effect classes:
 - `write_unsafe`: no idempotency outside (an SMTP send); after a crash with
   the outcome unknown the run waits for a human to reconcile.
 
-A `paid` read is treated like a write after a crash: asked again only under
-the same request key of a vendor that honours it, else reconciled.
+What a call costs comes from the tool price table beside the model prices
+(`settings.BOSUN_TOOL_PRICES`, credits priced by `BOSUN_CREDIT_PRICES`):
+`Tool.price(args)` before the call, `Tool.cost(args, result)` after it, for
+a vendor that reports its charge in its answer. A tool with a price is
+`paid`: after a crash with the outcome unknown it is treated like a write,
+asked again only under the same request key of a vendor that honours it
+(`vendor_dedups`), else reconciled by a person.
 
 Tools never call each other or the network directly: the gate
 (`runs.engine.gate`) is the one way in, and it applies the role, the
@@ -24,6 +29,7 @@ autonomy rules, the kill switches, the limits and the ledger.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cache
 from typing import Any, ClassVar, Literal
 
@@ -46,6 +52,44 @@ class ToolCall:
     attempt: int
     idempotency_key: str
     timeout_s: float
+
+
+@dataclass(frozen=True)
+class ToolCost:
+    """What one call costs at a vendor: its credits and the vendor dollars
+    (the per-call USD plus the credits at the vendor's credit price)."""
+
+    vendor: str = ""
+    credits: int = 0
+    usd: Decimal = Decimal(0)
+
+    def __bool__(self) -> bool:
+        return bool(self.credits or self.usd)
+
+
+FREE = ToolCost()
+
+
+def priced(vendor: str, credits: int = 0, usd: Decimal | str = "0") -> ToolCost:
+    """A cost of `credits` of `vendor` plus `usd`, the credits priced by
+    `settings.BOSUN_CREDIT_PRICES` (a vendor it does not list: an error,
+    never a free call)."""
+    total = Decimal(usd)
+    if credits:
+        try:
+            total += credits * settings.BOSUN_CREDIT_PRICES[vendor]
+        except KeyError:
+            raise LookupError(f"BOSUN_CREDIT_PRICES has no price for {vendor} credits") from None
+    return ToolCost(vendor, credits, total)
+
+
+def price_of(name: str) -> ToolCost:
+    """A call's price from the table `settings.BOSUN_TOOL_PRICES` (FREE when
+    the tool is not listed)."""
+    entry = settings.BOSUN_TOOL_PRICES.get(name)
+    if entry is None:
+        return FREE
+    return priced(entry["vendor"], entry["credits"], entry["usd"])
 
 
 class ToolError(Exception):
@@ -79,11 +123,8 @@ class Tool:
     # Keys of the concurrency caps and rate limits it counts against,
     # e.g. ("vendor:enrichco",); limits themselves are configured in admin.
     limit_keys: ClassVar[tuple[str, ...]] = ()
-    # Each call is charged by the vendor (credits or money). A paid call is
-    # never bought twice blindly: after a crash with the outcome unknown it
-    # is asked again only under the same request key of a vendor that
-    # honours one (`vendor_dedups`); otherwise a person reconciles it.
-    paid: ClassVar[bool] = False
+    # The vendor answers a repeated request key without charging again (a
+    # paid call is asked again after a crash only when it does).
     vendor_dedups: ClassVar[bool] = False
     # How long (seconds) an answer of this read is reused across runs and
     # workflows by default (0: never); a manager overrides it in admin
@@ -95,6 +136,12 @@ class Tool:
     @property
     def writes(self) -> bool:
         return self.side_effect != "read"
+
+    @property
+    def paid(self) -> bool:
+        """A call is charged by a vendor: the tool has a price in the table,
+        or reads its charge from the answer (it defines its own `cost`)."""
+        return bool(price_of(self.name)) or type(self).cost is not Tool.cost
 
     # `args` is an instance of the tool's own `Args` (the gate validates it),
     # which subclasses name in their signatures.
@@ -108,6 +155,17 @@ class Tool:
         The gate holds them to the policy's allowlist and its knowledge
         guards. A tool that always talks to the same system names none."""
         return ()
+
+    def price(self, args: Any) -> ToolCost:
+        """What the call is known to cost before it is made: the budget is
+        checked with it. By default the tool's entry in the price table."""
+        return price_of(self.name)
+
+    def cost(self, args: Any, result: dict[str, Any]) -> ToolCost:
+        """What the call cost, once answered (`result` as the ledger records
+        it): a tool whose vendor reports the credits it charged in its answer
+        reads them here (see `priced`). By default the call's price."""
+        return self.price(args)
 
     def answer_key(self, args: Any) -> str | None:
         """What a read's answer describes (`company:acme.com`), when any

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from approvals.models import ApprovalRequest
 from policies.models import AuditEntry
 from runs.models import Run, RunStatus, StepRun
 from tests.api.conftest import client_for, post
-from tests.conftest import drive, waiting_for_review
+from tests.conftest import chain, drive, waiting_for_review
 
 
 def test_it_starts_a_run_and_reads_it_back(
@@ -181,3 +183,20 @@ def test_cancels_and_retries_through_the_api_are_audited_as_the_key(api, failed_
         ("run.retried", "key:bk_"),
         ("run.cancelled", "key:bk_"),
     ]
+
+
+def test_a_run_reads_back_its_model_and_vendor_spend_and_credits(api, make_workflow):
+    enrich = {"key": "enrich", "kind": "tool", "config": {"tool": "enrich.company"}}
+    enrich["config"]["args"] = {"domain": "acme.io"}
+    version = make_workflow(chain(enrich, {"key": "done", "kind": "end"}))
+    run = post(api, "/api/v1/runs", {"workflow": version.workflow.slug}).json()
+    drive(run["id"])
+    detail = api.get(f"/api/v1/runs/{run['id']}").json()
+    assert detail["credits"] == {"enrichco": 5}
+    money = [Decimal(detail[name]) for name in ("cost_usd", "model_usd", "vendor_usd")]
+    assert money == [Decimal("0.10"), 0, Decimal("0.10")]
+    [step] = [s for s in detail["steps"] if s["step_key"] == "enrich"]
+    assert (step["vendor"], step["credits"], step["credits_saved"]) == ("enrichco", 5, 0)
+    versions = api.get("/api/v1/metrics", {"workflow": version.workflow.slug}).json()["versions"]
+    assert versions[0]["credits"] == {"enrichco": 5}
+    assert Decimal(versions[0]["vendor_per_success"]) == Decimal("0.10")

@@ -105,6 +105,67 @@ def test_it_computes_the_figures_of_a_version_by_hand(small, period):
     assert row.dedup_saved_usd == Decimal("0.350000")
 
 
+def test_it_shows_model_and_vendor_spend_apart_and_the_credits_spent_and_saved(
+    two_step_version, period
+):
+    """| run | model | vendor | credits     | notes                                  |
+    | a   | 0.03  | 0.10   | enrichco 5  | enriched (success)                     |
+    | b   | 0.03  | 0      |             | enrichment from the cache (success)    |
+    | c   | 0     | 0      |             | dedup duplicate of a                   |
+    | d   | 0     | 0      |             | dedup duplicate recording 10 credits   |
+    """
+    since, until = period
+    at, version = since + timedelta(days=1), two_step_version
+    usd = Decimal
+    enriched = {
+        "vendor": "enrichco",
+        "credits": 5,
+        "vendor_usd": usd("0.10"),
+        "cost_usd": usd("0.10"),
+    }
+    a = add_run(
+        version,
+        success=True,
+        cost="0.13",
+        model_usd=usd("0.03"),
+        vendor_usd=usd("0.10"),
+        credits={"enrichco": 5},
+        created_at=at,
+        steps=[enriched, {"kind": "llm", "model_usd": usd("0.03"), "cost_usd": usd("0.03")}],
+    )
+    cached = {"cache_hit": True, "vendor": "enrichco", "credits_saved": 5}
+    cached |= {"vendor_saved_usd": usd("0.10"), "cost_saved_usd": usd("0.10")}
+    add_run(
+        version, success=True, cost="0.03", model_usd=usd("0.03"), created_at=at, steps=[cached]
+    )
+    duplicate = {"kind": "dedup", "edge": "duplicate", "output": {"first_run": a.pk}}
+    add_run(version, success=False, created_at=at, steps=[duplicate])
+    recorded = {
+        **duplicate,
+        "vendor": "enrichco",
+        "credits_saved": 10,
+        "cost_saved_usd": usd("0.2"),
+    }
+    add_run(version, success=False, created_at=at, steps=[recorded])
+    [row] = metrics.workflow_metrics(since=since, until=until)
+    assert (row.cost_usd, row.model_usd, row.vendor_usd) == (usd("0.16"), usd("0.06"), usd("0.10"))
+    assert (row.cost_per_run, row.model_per_run, row.vendor_per_run) == (
+        usd("0.04"),
+        usd("0.015"),
+        usd("0.025"),
+    )
+    # All runs' spend over the 2 successful outcomes, together and apart.
+    assert (row.cost_per_success, row.model_per_success, row.vendor_per_success) == (
+        usd("0.08"),
+        usd("0.03"),
+        usd("0.05"),
+    )
+    assert row.credits == {"enrichco": 5}
+    assert (row.cache_saved_usd, row.cache_saved_credits) == (usd("0.10"), {"enrichco": 5})
+    # c saved what a paid, model and vendor (0.13, 5 credits); d what it recorded.
+    assert (row.dedup_saved_usd, row.dedup_saved_credits) == (usd("0.33"), {"enrichco": 15})
+
+
 def test_it_filters_by_workflow_and_version(small, period, make_workflow):
     since, until = period
     other = make_workflow([{"key": "done", "kind": "end", "config": {"outcome": "x"}}])

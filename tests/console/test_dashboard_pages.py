@@ -47,6 +47,39 @@ def test_the_dashboard_shows_each_version_with_its_figures_and_charts(make_user,
     assert re.search(r"<rect [^>]*><title>\d{4}-\d\d-\d\d: 2</title>", body)
 
 
+def test_the_dashboard_shows_model_and_vendor_spend_and_credits(make_user, two_step_version):
+    now = timezone.now()
+    spent = {
+        "model_usd": Decimal("0.05"),
+        "vendor_usd": Decimal("0.25"),
+        "credits": {"enrichco": 5},
+    }
+    add_run(
+        two_step_version,
+        success=True,
+        cost="0.30",
+        created_at=now,
+        latency_ms=5,
+        **spent,
+        steps=[
+            {"vendor": "enrichco", "credits": 5, "vendor_usd": Decimal("0.25")},
+            {
+                "cache_hit": True,
+                "vendor": "enrichco",
+                "credits_saved": 10,
+                "cost_saved_usd": Decimal("0.5"),
+            },
+        ],
+    )
+    response = client_for(make_user).get(URL)
+    [row] = response.context["rows"]
+    assert row["cost_split"] == "model $0.0500 · vendors $0.2500"
+    assert row["per_success_split"] == "model $0.0500 · vendors $0.2500"
+    assert (row["credits"], row["cache_saved_credits"]) == ("enrichco 5 cr", "enrichco 10 cr")
+    body = response.content.decode()
+    assert "model $0.0500 · vendors $0.2500" in body and "enrichco 10 cr" in body
+
+
 def test_the_period_form_updates_only_the_figures_under_htmx(make_user, two_step_version):
     add_run(two_step_version, created_at=timezone.now() - timedelta(days=20), latency_ms=5)
     client = client_for(make_user)

@@ -374,3 +374,21 @@ def test_the_console_home_leads_to_the_dashboard(make_user, role, target):
         assert response.status_code == 403
     else:
         assert (response.status_code, response["Location"]) == (302, target)
+
+
+def test_the_timeline_shows_model_and_vendor_spend_credits_and_savings(make_user, two_step_version):
+    spent = {"model_usd": Decimal("0.01"), "vendor_usd": Decimal("0.1"), "credits": {"enrichco": 5}}
+    run = add_run(
+        two_step_version,
+        cost="0.11",
+        **spent,
+        steps=[
+            {"vendor": "enrichco", "credits": 5, "vendor_usd": Decimal("0.1")},
+            {"cache_hit": True, "vendor": "enrichco", "credits_saved": 5},
+        ],
+    )
+    page = client_for(make_user).get(reverse("console-run-detail", args=[run.pk]))
+    body = page.content.decode()
+    assert "(model $0.010000 · vendors $0.100000)" in body
+    assert "enrichco 5 cr" in body and "(saved enrichco 5 cr)" in body
+    assert "enrichco 5 cr $0.1000" in body

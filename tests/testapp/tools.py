@@ -7,7 +7,7 @@ import time
 
 from pydantic import BaseModel, Field
 
-from runs.tools.base import Tool, ToolCall, ToolError
+from runs.tools.base import Tool, ToolCall, ToolCost, ToolError, priced
 from tests.testapp.models import Execution, Gauge, Switch
 
 
@@ -192,3 +192,31 @@ class UnsafeSend(Tool):
         if args.crash_after:
             os._exit(137)
         return self.Result(sent=True)
+
+
+class Metered(Tool):
+    """A paid read whose vendor (meterco, a credit a row) reports in its
+    answer the credits it charged: at most `limit`, known before the call,
+    and only the rows it found, known after."""
+
+    name = "test.metered"
+    limit_keys = ("vendor:meterco",)
+
+    class Args(BaseModel):
+        limit: int = Field(ge=1, le=1000)
+        found: int = Field(default=0, ge=0)
+
+    class Result(BaseModel):
+        rows: int
+        credits_used: int
+
+    def price(self, args: Args) -> ToolCost:
+        return priced("meterco", args.limit)
+
+    def cost(self, args: Args, result: dict) -> ToolCost:
+        return priced("meterco", int(result["credits_used"]))
+
+    def run(self, args: Args, call: ToolCall) -> Result:
+        _record(call)
+        rows = min(args.limit, args.found)
+        return self.Result(rows=rows, credits_used=rows)

@@ -69,7 +69,11 @@ def test_enrich_answers_the_same_profile_for_a_domain_every_time():
 
 
 def test_enrich_charges_credits_on_every_call(settings):
-    settings.BOSUN_ENRICH_CREDITS = 7
+    # The vendor books the credits of the price table, the engine's one source.
+    settings.BOSUN_TOOL_PRICES = {
+        **settings.BOSUN_TOOL_PRICES,
+        "enrich.company": {"vendor": "enrichco", "credits": 7, "usd": 0},
+    }
     call("enrich.company", "k1", domain="acme.io")
     call("enrich.company", "k2", domain="acme.io")
     assert vendors.vendor_usage("enrichco") == {"calls": 2, "credits": 14, "faults": 0}
@@ -77,7 +81,10 @@ def test_enrich_charges_credits_on_every_call(settings):
 
 
 def test_enrich_asked_again_under_the_same_request_key_charges_once(settings):
-    settings.BOSUN_ENRICH_CREDITS = 7
+    settings.BOSUN_TOOL_PRICES = {
+        **settings.BOSUN_TOOL_PRICES,
+        "enrich.company": {"vendor": "enrichco", "credits": 7, "usd": 0},
+    }
     first = call("enrich.company", "k1", domain="acme.io")
     assert call("enrich.company", "k1", domain="acme.io") == first
     assert vendors.vendor_usage("enrichco") == {"calls": 1, "credits": 7, "faults": 0}
