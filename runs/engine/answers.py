@@ -43,21 +43,27 @@ def reuse_s(tool: str, default_s: int) -> int:
     return default_s if configured is None else int(configured)
 
 
-def lookup(tool: str, key: str) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class Answer:
+    result: dict[str, Any]
+    buyer: str  # the ledger key of the call that bought it
+
+
+def lookup(tool: str, key: str) -> Answer | None:
     """A filled, unexpired answer, counted as a hit; None otherwise."""
     now = store.now_sql()
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {TABLE} SET hits = hits + 1 WHERE tool = %s AND key = %s"
-            f" AND filled = %s AND expires_at > {now} RETURNING result",
+            f" AND filled = %s AND expires_at > {now} RETURNING result, filler",
             [tool, key, True],
         )
         row = cursor.fetchone()
     if row is None:
         return None
-    result = row[0]
+    result, buyer = row
     loaded: dict[str, Any] = json.loads(result) if isinstance(result, str) else result
-    return loaded
+    return Answer(loaded, buyer)
 
 
 def claim(tool: str, key: str, *, buyer: str, hold_s: float) -> Claim | None:

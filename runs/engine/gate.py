@@ -207,8 +207,12 @@ def _shared_answer(
     if ttl_s <= 0:
         return None
     found = answers.lookup(tool.name, key)
+    if found is not None and found.buyer != buyer:
+        return found.result
     if found is not None:
-        return found
+        # This call bought it in an earlier attempt whose checkpoint was
+        # lost: the ledger answers, and books the charge that was not.
+        return None
     claim = answers.claim(tool.name, key, buyer=buyer, hold_s=hold_s)
     if claim is None:
         raise AnswerPending(tool.name, key, wait_s=min(hold_s, 2.0))
