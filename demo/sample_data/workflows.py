@@ -285,7 +285,14 @@ LEAD_QUALIFICATION: dict[str, Any] = {
             "kind": "dedup",
             "edges": {"next": "enrich", "duplicate": "duplicate"},
             "config": {
-                "key": "{{ steps.normalize.email }}",
+                # A contact is a person at the company: by name where the
+                # lead gives one (the same person writes from other
+                # addresses: dana@, dana.smith@), else by address.
+                "key": "{% if input.first_name is defined and input.last_name is defined"
+                " and input.first_name and input.last_name %}"
+                "{{ steps.normalize.domain }}:"
+                "{{ (input.first_name ~ ' ' ~ input.last_name) | lower | trim }}"
+                "{% else %}{{ steps.normalize.email }}{% endif %}",
                 "scope": "lead-contact",
                 "window_s": 90 * DAY_S,
                 "carry": ["enrich", "score"],

@@ -160,3 +160,18 @@ def test_gmail_contacts_with_company_websites_are_enriched_by_the_website(sample
     assert not VendorCall.objects.filter(subject="gmail.com").exists()
     keys = set(DedupRecord.objects.values_list("key", flat=True))
     assert keys == {"dana@gmail.com", "li@gmail.com"}  # each contact its own key
+
+
+def test_one_person_writing_from_another_address_is_one_contact(samples):
+    first = run_of(LEADS, {**OUTREACH, "last_name": "Smith"})
+    again = run_of(
+        LEADS, {**OUTREACH, "last_name": "Smith", "email": "dana.smith@acme-robotics.example"}
+    )
+    colleague = run_of(
+        LEADS,
+        {**OUTREACH, "first_name": "Sam", "last_name": "Lee", "email": "sam@acme-robotics.example"},
+    )
+    assert first.wait_reason == "approval"
+    assert (again.status, again.outcome) == ("succeeded", "duplicate")
+    assert colleague.wait_reason == "approval"  # a colleague is decided on their own
+    assert enrichments("acme-robotics.example") == 1
