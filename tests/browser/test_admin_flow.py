@@ -43,5 +43,5 @@ def test_an_operator_logs_in_and_reads_a_run_timeline(live_server, page, screens
     page.wait_for_selector("#step_runs-group")
     body = page.inner_text("body")
     assert "normalize" in body and "draft" in body and "waiting" in body
-    assert Run.objects.get(pk=run.pk).steps_executed == 6
+    assert Run.objects.get(pk=run.pk).steps_executed == 7  # normalize … draft
     assert screenshot("admin-run-timeline").stat().st_size > 10_000
