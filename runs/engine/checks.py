@@ -139,14 +139,18 @@ def taint_of_input(value: Any, fields: list[str]) -> Taint | None:
 def taint(step: StepDef, output: Any, definition: Definition) -> Taint | None:
     """The taint this step's output brings: the answer of a tool marked
     `untrusted_output` (a vendor's text, a fetched page, a ticket), also
-    when it comes from the step cache, and outputs of such steps that a
-    dedup step carries over from an earlier run."""
+    when it comes from the step cache; outputs of such steps that a dedup
+    step carries over from an earlier run; knowledge events that a tainted
+    run wrote."""
     untrusted = [key for key in _carried(step, output) if _untrusted_tool(definition, key)]
     if step.kind.name == "tool" and _untrusted_tool(definition, step.key):
         tool = cast("ToolKind.Config", step.config).tool
         source = f"steps.{step.key} ({tool} output)"
     elif untrusted:
         source = f"steps.{step.key} (carries {', '.join(untrusted)} of an earlier run)"
+    elif tainted_writers := _tainted_writers(step, output):
+        runs = ", ".join(f"#{run_id}" for run_id in tainted_writers)
+        source = f"steps.{step.key} (events written by tainted runs {runs})"
     else:
         return None
     from lib.screening import scan_value
@@ -173,6 +177,25 @@ def _carried(step: StepDef, output: Any) -> list[str]:
         return []
     carried = output.get("steps")
     return list(carried) if isinstance(carried, dict) else []
+
+
+def _tainted_writers(step: StepDef, output: Any) -> list[int]:
+    """Runs that had read untrusted content and wrote the knowledge events
+    this step read: what they wrote may carry that content. One query, and
+    only when an event was written by a run."""
+    if step.kind.name != "knowledge_check" or not isinstance(output, dict):
+        return []
+    writers = {
+        event.get("source_run")
+        for event in output.get("events") or []
+        if isinstance(event, dict) and isinstance(event.get("source_run"), int)
+    }
+    if not writers:
+        return []
+    from runs.models import Run
+
+    tainted = Run.objects.filter(pk__in=writers, tainted=True).values_list("pk", flat=True)
+    return sorted(tainted)
 
 
 def _filled(value: Any) -> bool:
