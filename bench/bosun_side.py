@@ -13,7 +13,9 @@ ways, both by SIGKILL:
   second later, the bench kills a worker process that is busy (using CPU).
 
 django-q2's sentinel starts a new worker process in place of a dead one;
-the bench restarts the qcluster or the sweeper themselves if they exit.
+the bench restarts the qcluster or the sweeper themselves if they exit, and
+the qcluster when no run has moved for longer than a lease (a worker killed
+while holding the cluster's internal queue can wedge the others).
 The bench approves every review as it appears (the simulated reviewer),
 settles a call a run waits on (`needs_reconciliation`) by looking its key
 up at the vendor (the simulated operator),
@@ -35,6 +37,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TERMINAL = ("succeeded", "failed", "stopped", "cancelled")
+# No run moved for this long, longer than a lease (BOSUN_LEASE_S, 90 s):
+# the qcluster is wedged and is restarted.
+STALL_S = 100.0
 
 
 def _children() -> dict[int, list[int]]:
@@ -89,13 +94,17 @@ class Cluster:
         for name in ("qcluster", "sweeper"):
             self.start(name)
 
+    def restart(self, name: str) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.procs[name].pid, signal.SIGKILL)  # the whole session
+        self.procs[name].wait()
+        self.restarts[name] += 1
+        self.start(name)
+
     def check(self) -> None:
         for name, proc in list(self.procs.items()):
             if proc.poll() is not None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)  # leftovers of its session
-                self.restarts[name] += 1
-                self.start(name)
+                self.restart(name)
         alive = self.workers()
         self.seen_pids |= alive
         self.most_alive = max(self.most_alive, len(alive))
@@ -164,6 +173,8 @@ def drive(
     deadline = started + timeout_s
     next_note = started + 30
     index = 0
+    last_rows: list = []
+    last_change = started
     while index < len(records) or pending:
         now = time.monotonic()
         while index < len(records) and active < window:
@@ -178,10 +189,14 @@ def drive(
                 active += 1
                 if random_kill_every and rng.randrange(random_kill_every) == 0:
                     kills_due.append(now + rng.uniform(0.0, 1.0))
-        rows = list(Run.objects.filter(pk__in=pending).values_list("pk", "status", "wait_reason"))
+        rows = list(
+            Run.objects.filter(pk__in=pending)
+            .order_by("pk")
+            .values_list("pk", "status", "wait_reason", "seq")
+        )
         active = 0
         waiting_review, waiting_reconcile = [], []
-        for pk, status, reason in rows:
+        for pk, status, reason, _seq in rows:
             if status in TERMINAL:
                 pending.discard(pk)
             elif status in ("queued", "running"):
@@ -190,6 +205,16 @@ def drive(
                 waiting_review.append(pk)
             elif status == "waiting" and reason == "needs_reconciliation":
                 waiting_reconcile.append(pk)
+        if rows != last_rows:
+            last_rows, last_change = rows, now
+        elif pending and now - last_change > STALL_S:
+            # Nothing moved for longer than a lease: the cluster is wedged
+            # (a worker killed while it held the cluster's internal task
+            # queue leaves the others waiting on it). Restart it, as a
+            # process supervisor would.
+            progress(f"  bosun: no run moved for {STALL_S:.0f} s: restarting the qcluster")
+            cluster.restart("qcluster")
+            last_change = now
         out.approvals += _approve(waiting_review)
         out.reconciled += _reconcile(waiting_reconcile)
         if kills_due and min(kills_due) <= now and _kill_a_worker(cluster, pending, rng, out):
