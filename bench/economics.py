@@ -1,41 +1,34 @@
-"""Economics benchmark: the lead workload through a naive agent and through Bosun.
+"""Economics benchmark: the lead workload through a straightforward script,
+an agent loop and Bosun, on the same vendors, faults and price table.
 
-    .venv/bin/python -m bench.economics              # SQLite in a temporary directory
-    DATABASE_URL=postgresql://… .venv/bin/python -m bench.economics
+    DATABASE_URL="$(scripts/postgres-start)" .venv/bin/python -m bench.economics
+    .venv/bin/python -m bench.economics --weeks 1 --per-week 200   # a quicker look
 
-The workload is `demo.sample_data.leads`: 500 inbound leads a week for 4
-weeks with the overlap the articles describe (2,000 records naming 1,176
-companies: 1.70 records per company), 5 credits per enrichment. Both sides
-meet the same faults: the enrichment vendor answers 429 to 5 % of calls,
-and one run in 50 (records 25, 75, …) loses its worker right after the
-model has answered its scoring call (the call is paid, its answer lost).
+The workload is `demo.sample_data.leads.lead_stream`: 500 inbound leads a
+week for 4 weeks with the overlap real lead flow has (2,000 records naming
+1,176 companies), the same records for all three sides. See bench/README.md.
 
-- naive (bench/naive_agent.py): the model picks the next tool each turn and
-  is sent the whole conversation every turn; every record is processed, so
-  every record is enriched again; no cache; a crash restarts the record.
-- Bosun: the sample workflow `lead-qualification` run by the engine
-  (`runs.engine.advance_run`, in this process): idempotent starts, a dedup
-  gate on the contact's address, an enrichment step cached by the company's
-  domain, the score step,
-  and for outreach a draft, a review (approved by the bench) and a send. A
-  crash is recovered the way the sweeper does it: the lease runs out and the
-  run resumes at the step that had not been checkpointed.
+- script (bench/script_baseline.py), the headline baseline: per record,
+  normalise, enrich once, score once (the workflow's `fast` score call and
+  rubric), draft once if it qualifies, send after the same simulated
+  review; no dedup, no cache; a crash starts the record over.
+- agent loop (bench/naive_agent.py): a model picks the next tool each turn
+  and is sent the whole conversation every turn (`balanced` model).
+- Bosun: runs started with `engine.start_run` and executed by a real
+  `manage.py qcluster` (2 worker processes) and `manage.py sweeper`, with
+  real SIGKILLs of worker processes inside paid calls and at random points
+  (bench/bosun_side.py); the bench approves the reviews.
 
-Same tools (the sample vendors count calls and credits), same provider (the
-`scripted` rules, with usage estimated at four characters a token, billed
-at the price of the model each call asked for), same price table. The
-naive agent asks the `balanced` model every turn; Bosun's score step asks
-the `fast` model and its draft step the `balanced` one, as the sample
-workflow says; a second line prices every call of both sides at the
-`balanced` model, to show what the architecture alone saves. Dollars are
-model spend; credits are reported apart (and blended at an assumed price).
+Counts are taken at the vendors: `VendorCall` for enrichco and mailco, the
+metered model's bill (bench/metered.py) for the model, priced with
+`BOSUN_PRICES`, `BOSUN_TOOL_PRICES` and `BOSUN_CREDIT_PRICES`; Bosun's are
+checked against the runs' recorded costs.
 
 The last line is machine-readable:
-RESULT enrich_per_lead=… baseline_enrich_per_lead=… usd_per_qualified=…
-baseline_usd_per_qualified=… reduction=… respent_tokens_per_crash=…
-Exit status: 1 when a sanity check fails (the two sides qualify different
-leads, a run did not settle), 2 with --check-targets when a target is
-missed, 0 otherwise.
+RESULT enrich_per_company=… usd_total_per_qualified=… baseline_usd_total_per_qualified=…
+reduction_total=… reduction_model=… respent_per_crash_usd=… qualified=… baseline_qualified=…
+(baseline = the script). Exit status: 1 when a sanity check fails, 2 with
+--check-targets when a target is missed, 0 otherwise.
 """
 
 from __future__ import annotations
@@ -47,164 +40,150 @@ import shutil
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # also runnable as `python bench/economics.py`
     sys.path.insert(0, str(ROOT))
 
+from bench import report  # noqa: E402
+
 # Parameters, fixed before measuring (see bench/README.md).
 ENRICH_CREDITS = 5
 FAULT_429_RATE = 0.05
-CRASH_EVERY = 50  # one run in 50 loses its worker ...
-CRASH_OFFSET = 25  # ... records 25, 75, 125, …
-USD_PER_CREDIT = Decimal("0.02")  # only for the blended line
+# Kills inside paid calls: per run (Bosun) or record (script, agent loop)
+# and paid call, the share chosen; with random kills about one run in 40.
+KILL_RATES = {"enrichco": 1 / 80, "llm-score": 1 / 80, "llm-draft": 1 / 80, "mailco": 1 / 80}
+RANDOM_KILL_EVERY = 200  # one started run in 200 also loses its worker at a random point
+WINDOW = 24  # runs queued or running at most (a bounded batch submission)
+WORKERS = 2
 BENCH_DB = "bosun_bench_economics"
-TARGETS = {"enrich_per_lead": 1.0, "reduction": 0.80}
+TIMEOUT_S = 45 * 60
 
 
-def noop(*args: Any) -> None:
-    """Doorbell and reviewer notifier: the bench advances runs itself."""
+def noop(*args) -> None:
+    """Review notifier: the bench is the reviewer (no mail to send)."""
 
 
-class WorkerKilledHere(BaseException):
-    pass
+def say(text: str = "") -> None:
+    print(text, flush=True)
 
 
-@dataclass
-class Meter:
-    """Every model call, billed at the price of the model it asked for."""
-
-    side: str = ""
-    calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    tokens_in: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    tokens_out: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    usd: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
-    usd_same_model: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
-    # Bosun runs whose scoring call loses its worker (once each).
-    kill_runs: set[int] = field(default_factory=set)
-    lost_tokens: int = 0
-    score_call_tokens: list[int] = field(default_factory=list)
-
-
-METER = Meter()
-
-
-class MeteredProvider:
-    """The `scripted` provider, billed like the model requested, with the
-    benchmark's worker kill injected right after a scoring call is paid."""
-
-    name = "metered"
-
-    def complete(self, request):
-        from django.conf import settings
-
-        from runs.llm.base import cost_of
-        from runs.llm.scripted import ScriptedProvider
-
-        response = ScriptedProvider().complete(request)
-        response = response.model_copy(update={"model": request.model})
-        usage, side = response.usage, METER.side
-        tokens = usage.input_tokens + usage.output_tokens
-        METER.calls[side] += 1
-        METER.tokens_in[side] += usage.input_tokens
-        METER.tokens_out[side] += usage.output_tokens
-        METER.usd[side] += cost_of(request.model, usage)
-        METER.usd_same_model[side] += cost_of(settings.BOSUN_MODEL_TIERS["balanced"], usage)
-        run_id = (request.variables.get("run") or {}).get("id")
-        if request.step_key == "score" and side == "bosun":
-            METER.score_call_tokens.append(tokens)
-            if run_id in METER.kill_runs:
-                METER.kill_runs.discard(run_id)
-                METER.lost_tokens += tokens
-                raise WorkerKilledHere(f"worker killed in run {run_id} after its scoring call")
-        return response
-
-
-# --- database and Django -------------------------------------------------------------
-
-
-def configure(url: str, tmp: str) -> str | None:
-    """Environment for config.settings; returns the admin conninfo on PostgreSQL."""
+def configure(tmp: str, db_env: dict[str, str | None], workers: int) -> None:
+    """Environment for the bench process and the worker processes it starts."""
+    kill_dir = os.path.join(tmp, "kills")
+    os.makedirs(kill_dir)
+    rates = ",".join(f"{name}={rate}" for name, rate in KILL_RATES.items())
     os.environ.update(
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DEBUG="1",
+        DJANGO_SETTINGS_MODULE="bench.economics_settings",
+        DEBUG="0",
+        SECRET_KEY=os.environ.get("SECRET_KEY", "bench-economics-not-a-secret"),
         BOSUN_DEMO="1",
         BOSUN_ENRICH_CREDITS=str(ENRICH_CREDITS),
         BOSUN_VENDOR_FAULTS=f"enrichco.429={FAULT_429_RATE}",
         BOSUN_VENDOR_RETRY_AFTER_S="0.05",
-        BOSUN_DOORBELL="bench.economics.noop",
+        BOSUN_VENDOR_KILL=f"dir={kill_dir},{rates}",
+        BOSUN_BENCH_METER=os.path.join(tmp, "model-bill.jsonl"),
         BOSUN_REVIEW_NOTIFIER="bench.economics.noop",
-        BOSUN_INLINE_WAIT_S="0",
+        BOSUN_DOORBELL="runs.tasks.ring",
+        BOSUN_WORKERS=str(workers),
         LOG_LEVEL="WARNING",
     )
-    if not url:
-        os.environ.pop("DATABASE_URL", None)
-        os.environ["BOSUN_VAR_DIR"] = tmp
-        return None
-    from bench.engine import bench_urls, recreate_database
-
-    admin, bench_url, _ = bench_urls(url, BENCH_DB)
-    recreate_database(admin, BENCH_DB)
-    os.environ["DATABASE_URL"] = bench_url
-    return admin
+    for name, value in db_env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
-# --- the two sides ------------------------------------------------------------------
+# --- the sides ------------------------------------------------------------------
 
 
 @dataclass
 class Side:
     name: str
+    label: str
     seconds: float = 0.0
-    enrichments: int = 0
+    enrichments: int = 0  # charged enrichment calls
     faults: int = 0
     credits: int = 0
+    vendor_usd: Decimal = Decimal(0)
     sends: int = 0
     qualified: set[str] = field(default_factory=set)
     crashes: int = 0
     respent_tokens: int = 0
-    unsettled: int = 0
+    respent_usd: Decimal = Decimal(0)
+    notes: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
 
-    def usd(self) -> Decimal:
-        return METER.usd[self.name]
 
+def vendor_totals() -> dict:
+    from django.db.models import Count, Q, Sum
 
-def vendor_totals() -> dict[str, int]:
-    from demo.vendors import vendor_usage
+    from demo.models import VendorCall
+    from runs.tools.base import priced
 
-    enrich, mail = vendor_usage("enrichco"), vendor_usage("mailco")
-    return {
-        "enrichments": enrich["calls"] - enrich["faults"],
-        "faults": enrich["faults"],
-        "credits": enrich["credits"] + mail["credits"],
-        "sends": mail["calls"],
-    }
+    totals: dict = {"credits": 0, "usd": Decimal(0)}
+    for vendor in ("enrichco", "mailco"):
+        row = VendorCall.objects.filter(vendor=vendor).aggregate(
+            calls=Count("id"),
+            charged=Count("id", filter=Q(credits__gt=0)),
+            credits=Sum("credits", default=0),
+            faults=Count("id", filter=Q(response__has_key="fault")),
+        )
+        totals[vendor] = row
+        totals["credits"] += row["credits"]
+        totals["usd"] += priced(vendor, row["credits"]).usd
+    return totals
 
 
 def measure(side: Side, work) -> Side:
     before = vendor_totals()
-    METER.side = side.name
     started = time.perf_counter()
     work(side)
-    side.seconds = time.perf_counter() - started
+    side.seconds = side.seconds or time.perf_counter() - started
     after = vendor_totals()
-    side.enrichments = after["enrichments"] - before["enrichments"]
-    side.faults = after["faults"] - before["faults"]
+    side.enrichments = after["enrichco"]["charged"] - before["enrichco"]["charged"]
+    side.faults = after["enrichco"]["faults"] - before["enrichco"]["faults"]
     side.credits = after["credits"] - before["credits"]
-    side.sends = after["sends"] - before["sends"]
+    side.vendor_usd = after["usd"] - before["usd"]
+    side.sends = after["mailco"]["charged"] - before["mailco"]["charged"]
     return side
 
 
-def naive_side(records, crash_seqs: set[int]):
+def script_side(records):
+    from bench import metered
+    from bench.script_baseline import Script
+    from policies.rubrics import latest_version
+    from runs.llm.base import get_provider
+
+    script = Script(
+        provider=get_provider("metered"),
+        rubric=latest_version("icp").snapshot,
+        random_crash_every=RANDOM_KILL_EVERY,
+    )
+
+    def work(side: Side) -> None:
+        metered.SIDE = side.name
+        for record in records:
+            done = script.process(record.seq, record.input)
+            side.crashes += done.crashes
+            side.respent_tokens += done.respent.tokens
+            side.respent_usd += done.respent.usd
+            if done.route == "outreach":
+                side.qualified.add(record.company)
+
+    return work
+
+
+def agent_side(records):
     from django.conf import settings
 
+    from bench import metered
     from bench.naive_agent import NaiveAgent
+    from demo.vendors import kill_planned
     from policies.rubrics import latest_version
     from runs.llm.base import get_provider
 
@@ -212,253 +191,186 @@ def naive_side(records, crash_seqs: set[int]):
         provider=get_provider("metered"),
         model=settings.BOSUN_MODEL_TIERS["balanced"],
         rubric=latest_version("icp").snapshot,
-        crash_at_score=lambda seq: seq in crash_seqs,
+        crash_at_score=lambda seq: kill_planned("llm-score", f"record-{seq}"),
     )
 
     def work(side: Side) -> None:
+        metered.SIDE = side.name
         for record in records:
             done = agent.process(record.seq, record.input)
             side.crashes += done.crashes
             side.respent_tokens += done.respent_tokens
+            side.respent_usd += done.respent_usd
             if done.route == "outreach":
                 side.qualified.add(record.company)
 
     return work
 
 
-def bosun_side(records, crash_seqs: set[int]):
+def bosun_side(records, tmp: str, *, window: int, workers: int):
+    from bench.bosun_side import Cluster, drive
+
     def work(side: Side) -> None:
-        from django.db.models import Sum
+        from django.conf import settings
 
-        from runs import engine
-        from runs.models import Run, Score, StepRun, Workflow
+        from runs.models import Run, Score
 
-        workflow = Workflow.objects.select_related("role", "policy").get(slug="lead-qualification")
-        version = workflow.current_version
-        company_of: dict[int, str] = {}
-        waiting: dict[int, float] = {}  # run id -> when its backoff ends
-        for record in records:
-            started = engine.start_run(
-                workflow=workflow, version=version, input=record.input, idempotency_key=record.key
+        cluster = Cluster(env=dict(os.environ), log_dir=tmp, worker_count=workers)
+        cluster.up()
+        try:
+            driven = drive(
+                records,
+                cluster,
+                window=window,
+                random_kill_every=RANDOM_KILL_EVERY,
+                seed=11,
+                timeout_s=TIMEOUT_S,
+                progress=say,
             )
-            if started.created:
-                company_of[started.run.pk] = record.company
-                if record.seq in crash_seqs:
-                    METER.kill_runs.add(started.run.pk)
-                _drive(started.run.pk, side, waiting)
-            _drive_due(side, waiting, wait=False)
-        _drive_due(side, waiting, wait=True)
-        runs = Run.objects.filter(pk__in=list(company_of))
-        side.unsettled = runs.exclude(status="succeeded").count()
-        scores = Score.objects.filter(run_id__in=list(company_of), route="outreach")
-        side.qualified = {company_of[run_id] for run_id in scores.values_list("run_id", flat=True)}
-        recorded = StepRun.objects.filter(run_id__in=list(company_of)).aggregate(
-            i=Sum("tokens_in"), o=Sum("tokens_out")
-        )
-        # Billed but not on any step record: the answers the crashes lost.
-        billed = METER.tokens_in["bosun"] + METER.tokens_out["bosun"]
-        side.respent_tokens = billed - (recorded["i"] or 0) - (recorded["o"] or 0)
+        finally:
+            cluster.stop()
+        if driven.unsettled:
+            say("qcluster log (tail):\n" + cluster.log_tail("qcluster"))
+        run_ids = list(driven.company_of)
+        outreach = Score.objects.filter(run_id__in=run_ids, route="outreach")
+        side.qualified = {driven.company_of[r] for r in outreach.values_list("run_id", flat=True)}
+        kill_dir = settings.BOSUN_VENDOR_KILL["dir"]
+        hooks = sorted(os.listdir(kill_dir))
+        by_point: dict[str, int] = {}
+        for marker in hooks:
+            point = marker.split("-run-")[0]
+            by_point[point] = by_point.get(point, 0) + 1
+        side.crashes = len(hooks) + driven.random_kills
+        side.seconds = driven.seconds
+        statuses = Run.objects.filter(pk__in=run_ids).values_list("status", flat=True)
+        side.extra = {
+            "runs": len(run_ids),
+            "driven": driven,
+            "kills_by_point": by_point,
+            "random_kills": driven.random_kills,
+            "not_succeeded": sum(1 for s in statuses if s != "succeeded"),
+            "replaced": cluster.replaced,
+            "restarts": cluster.restarts,
+        }
 
     return work
 
 
-def _drive(run_id: int, side: Side, waiting: dict[int, float]) -> None:
-    """Advance the run as the workers would: recover a killed worker's run
-    once its lease is over, approve its review, leave a backoff for later."""
-    from django.utils import timezone
+def bosun_recorded(side: Side, bill) -> None:
+    """The runs' recorded costs beside the vendors' bills: what was paid and
+    not recorded is what the crashes made Bosun pay again."""
+    from django.db.models import Max, Sum
 
-    from approvals.models import ApprovalStatus
-    from runs import engine
-    from runs.models import Run
+    from runs.models import Run, StepRun
+    from runs.tools.base import priced
 
-    for _ in range(50):
-        try:
-            result = engine.advance_run(run_id)
-        except WorkerKilledHere:
-            side.crashes += 1
-            # The dead worker's lease runs out; the sweeper rings for the run.
-            expired = timezone.now() - timedelta(seconds=1)
-            Run.objects.filter(pk=run_id, status="running").update(lease_expires_at=expired)
-            continue
-        if result is not engine.Advance.NOT_CLAIMED:
-            continue
-        run = Run.objects.get(pk=run_id)
-        if run.status == "waiting" and run.wait_reason == "approval":
-            pending = run.approvals.filter(status=ApprovalStatus.PENDING).first()
-            engine.decide_approval(approval_id=pending.pk, approve=True, actor_label="bench")
-            continue
-        if run.status == "waiting" and run.not_before is not None:
-            waiting[run_id] = time.monotonic() + max(
-                0.0, (run.not_before - _db_now()).total_seconds()
-            )
-        return
-
-
-def _drive_due(side: Side, waiting: dict[int, float], *, wait: bool) -> None:
-    while waiting:
-        run_id, due = min(waiting.items(), key=lambda item: item[1])
-        delay = due - time.monotonic()
-        if delay > 0:
-            if not wait:
-                return
-            time.sleep(delay + 0.005)
-        del waiting[run_id]
-        _drive(run_id, side, waiting)
-
-
-def _db_now():
-    from knowledge.services import database_now
-
-    return database_now()
-
-
-# --- report -----------------------------------------------------------------------------
-
-
-def per(value, count: int) -> float:
-    return float(value) / count if count else float("nan")
-
-
-def report(records, naive: Side, bosun: Side) -> dict[str, float]:
-    unique = len({r.company for r in records})
-    qualified, naive_q = len(bosun.qualified), len(naive.qualified)
-    rows = [
-        ("records / unique companies", f"{len(records)} / {unique}", f"{len(records)} / {unique}"),
-        ("enrichment calls (charged)", naive.enrichments, bosun.enrichments),
-        ("enrichments per unique lead", f"{per(naive.enrichments, unique):.2f}", f"{per(bosun.enrichments, unique):.2f}"),
-        ("429 answers met", naive.faults, bosun.faults),
-        ("model calls", METER.calls["naive"], METER.calls["bosun"]),
-        ("model tokens in / out", f"{METER.tokens_in['naive']:,} / {METER.tokens_out['naive']:,}", f"{METER.tokens_in['bosun']:,} / {METER.tokens_out['bosun']:,}"),
-        ("credits (enrichment + mail)", naive.credits, bosun.credits),
-        ("model $", f"{naive.usd():.4f}", f"{bosun.usd():.4f}"),
-        ("qualified leads (outreach)", len(naive.qualified), qualified),
-        ("credits per qualified lead", f"{per(naive.credits, naive_q):.2f}", f"{per(bosun.credits, qualified):.2f}"),
-        ("$ per qualified lead", f"{per(naive.usd(), naive_q):.5f}", f"{per(bosun.usd(), qualified):.5f}"),
-        ("emails sent per qualified lead", f"{per(naive.sends, naive_q):.2f}", f"{per(bosun.sends, qualified):.2f}"),
-        ("crashes", naive.crashes, bosun.crashes),
-        ("tokens re-spent per crash", f"{per(naive.respent_tokens, naive.crashes):,.0f}", f"{per(bosun.respent_tokens, bosun.crashes):,.0f}"),
-        ("seconds", f"{naive.seconds:.1f}", f"{bosun.seconds:.1f}"),
-    ]  # fmt: skip
-    print(f"{'':34}{'naive agent':>22}{'Bosun':>22}")
-    for label, a, b in rows:
-        print(f"{label:34}{a!s:>22}{b!s:>22}")
-    score_calls = METER.score_call_tokens
-    print(
-        f"one scoring step: {per(sum(score_calls), len(score_calls)):.0f} tokens on average, "
-        f"{max(score_calls, default=0)} at most"
+    run_ids = list(side.extra["driven"].company_of)
+    runs = Run.objects.filter(pk__in=run_ids)
+    recorded = runs.aggregate(
+        model=Sum("model_usd", default=0),
+        vendor=Sum("vendor_usd", default=0),
+        tin=Sum("tokens_in", default=0),
+        tout=Sum("tokens_out", default=0),
     )
-    reduction = 1 - per(bosun.usd(), qualified) / per(naive.usd(), naive_q)
-    same = 1 - float(METER.usd_same_model["bosun"]) / float(METER.usd_same_model["naive"])
-    print(f"reduction in model $ per qualified lead: {reduction:.1%}")
-    print(f"  every call of both sides priced at the balanced model: {same:.1%}")
-    blended = [s.usd() + s.credits * USD_PER_CREDIT for s in (naive, bosun)]
-    print(
-        f"  with credits at ${USD_PER_CREDIT} each: naive ${per(blended[0], naive_q):.4f}, "
-        f"Bosun ${per(blended[1], qualified):.4f} per qualified lead "
-        f"({1 - float(blended[1]) / float(blended[0]):.1%} less)"
+    credits: dict[str, int] = {}
+    for per_vendor in runs.values_list("credits", flat=True):
+        for vendor, n in (per_vendor or {}).items():
+            credits[vendor] = credits.get(vendor, 0) + n
+    steps = StepRun.objects.filter(run_id__in=run_ids, status="succeeded")
+    largest = steps.aggregate(
+        usd=Max("model_usd"), tokens_in=Max("tokens_in"), tokens_out=Max("tokens_out")
     )
-    return {
-        "enrich_per_lead": per(bosun.enrichments, unique),
-        "baseline_enrich_per_lead": per(naive.enrichments, unique),
-        "usd_per_qualified": per(bosun.usd(), qualified),
-        "baseline_usd_per_qualified": per(naive.usd(), naive_q),
-        "reduction": reduction,
-        "respent_tokens_per_crash": per(bosun.respent_tokens, bosun.crashes),
-        "one_step_tokens": max(score_calls, default=0),
-    }
+    recorded_vendor = sum((priced(v, n).usd for v, n in credits.items()), Decimal(0))
+    respent_model = bill.usd - recorded["model"]
+    respent_vendor = side.vendor_usd - recorded_vendor
+    side.respent_usd = respent_model + respent_vendor
+    side.respent_tokens = bill.tokens - recorded["tin"] - recorded["tout"]
+    side.extra.update(
+        recorded_model_usd=recorded["model"],
+        recorded_vendor_usd=recorded["vendor"],
+        recorded_credits=sum(credits.values()),
+        respent_model_usd=respent_model,
+        respent_vendor_usd=respent_vendor,
+        one_step_usd=largest["usd"] or Decimal(0),
+        one_step_tokens=(largest["tokens_in"] or 0) + (largest["tokens_out"] or 0),
+    )
 
 
-def sanity(naive: Side, bosun: Side) -> list[str]:
-    problems = []
-    if naive.qualified != bosun.qualified:
-        problems.append(
-            f"the sides qualified different leads ({len(naive.qualified ^ bosun.qualified)} differ)"
-        )
-    if bosun.unsettled:
-        problems.append(f"{bosun.unsettled} Bosun run(s) did not succeed")
-    if not bosun.crashes or not naive.crashes:
-        problems.append("no crash was injected on one side")
-    return problems
-
-
-def measure_both(weeks: int | None) -> tuple[list, Side, Side, dict[str, float]]:
-    """Migrate the bench database, install the samples, run both sides."""
+def run_all(args, tmp: str) -> tuple[list, dict[str, Side], dict]:
     import django
 
     django.setup()
-    from django.conf import settings
     from django.core.management import call_command
-    from django.test.utils import override_settings
 
-    from demo.sample_data.leads import WEEKS, lead_stream
+    from bench.metered import read_bill
+    from demo.sample_data.leads import lead_stream
     from demo.samples import install_samples
 
     call_command("migrate", verbosity=0, interactive=False)
-    records = lead_stream(weeks=weeks or WEEKS)
-    crash_seqs = {r.seq for r in records if r.seq % CRASH_EVERY == CRASH_OFFSET}
-    providers = {**settings.BOSUN_LLM_PROVIDERS, "metered": "bench.economics.MeteredProvider"}
-    quiet = {"DEBUG": False, "BOSUN_LLM_PROVIDERS": providers, "BOSUN_DEFAULT_PROVIDER": "metered"}
-    with override_settings(**quiet):
-        install_samples()
-        bosun = measure(Side("bosun"), bosun_side(records, crash_seqs))
-        naive = measure(Side("naive"), naive_side(records, crash_seqs))
-        return records, naive, bosun, report(records, naive, bosun)
-
-
-def teardown(admin: str | None, tmp: str, *, keep: bool) -> None:
-    from django.db import connections
-
-    connections.close_all()
-    shutil.rmtree(tmp, ignore_errors=True)
-    if admin is not None and not keep:
-        from bench.engine import recreate_database
-
-        recreate_database(admin, BENCH_DB, drop_only=True)
-
-
-def missed_targets(figures: dict[str, float]) -> list[str]:
-    checks = {
-        "enrich_per_lead": abs(figures["enrich_per_lead"] - TARGETS["enrich_per_lead"]) < 1e-9,
-        "reduction": figures["reduction"] >= TARGETS["reduction"],
-        # Tokens re-spent per crash at most one step's (the largest scoring call).
-        "respent_tokens_per_crash": figures["respent_tokens_per_crash"]
-        <= figures["one_step_tokens"],
+    install_samples()
+    records = lead_stream(weeks=args.weeks, per_week=args.per_week)
+    sides = {
+        "bosun": Side("bosun", "Bosun"),
+        "script": Side("script", "script"),
+        "agent": Side("agent", "agent loop"),
     }
-    return [name for name, ok in checks.items() if not ok]
+    say(f"bosun: {len(records)} records through qcluster ({args.workers} workers) + sweeper ...")
+    measure(sides["bosun"], bosun_side(records, tmp, window=args.window, workers=args.workers))
+    say(f"script: {len(records)} records ...")
+    measure(sides["script"], script_side(records))
+    say(f"agent loop: {len(records)} records ...")
+    measure(sides["agent"], agent_side(records))
+    bills = read_bill(os.environ["BOSUN_BENCH_METER"])
+    bosun_recorded(sides["bosun"], bills["bosun"])
+    return records, sides, bills
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench._engine_db import open_database
+    from demo.sample_data.leads import PER_WEEK, WEEKS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weeks", type=int, default=None, help="fewer weeks for a quick look")
-    parser.add_argument("--keep", action="store_true", help="keep the PostgreSQL bench database")
+    parser.add_argument("--weeks", type=int, default=WEEKS, help=f"weeks of leads ({WEEKS})")
+    parser.add_argument("--per-week", type=int, default=PER_WEEK, help=f"leads a week ({PER_WEEK})")
+    parser.add_argument("--workers", type=int, default=WORKERS, help="qcluster worker processes")
+    parser.add_argument("--window", type=int, default=WINDOW, help="runs in flight at most")
+    parser.add_argument("--keep", action="store_true", help="keep the bench database")
     parser.add_argument("--check-targets", action="store_true", help="exit 2 on a missed target")
     args = parser.parse_args(argv)
+    os.chdir(ROOT)
     tmp = tempfile.mkdtemp(prefix="bosun-economics-")
-    admin = configure(os.environ.get("DATABASE_URL", ""), tmp)
-    try:
-        _records, naive, bosun, figures = measure_both(args.weeks)
-    finally:
-        teardown(admin, tmp, keep=args.keep)
-    problems = sanity(naive, bosun)
-    for problem in problems:
-        print(f"CHECK FAILED: {problem}")
-    missed = missed_targets(figures)
-    if missed:
-        print(f"targets missed: {', '.join(missed)}")
-    print(
-        f"RESULT enrich_per_lead={figures['enrich_per_lead']:.2f} "
-        f"baseline_enrich_per_lead={figures['baseline_enrich_per_lead']:.2f} "
-        f"usd_per_qualified={figures['usd_per_qualified']:.5f} "
-        f"baseline_usd_per_qualified={figures['baseline_usd_per_qualified']:.5f} "
-        f"reduction={figures['reduction']:.3f} "
-        f"respent_tokens_per_crash={figures['respent_tokens_per_crash']:.0f}"
+    db = open_database(
+        os.environ.get("DATABASE_URL", ""), os.environ.get("BOSUN_BENCH_DB", BENCH_DB)
     )
+    say(db.create())
+    configure(tmp, db.env(), args.workers)
+    started = time.perf_counter()
+    try:
+        records, sides, bills = run_all(args, tmp)
+        from django.db import connection
+
+        say(f"database: {db.describe(connection)}; {os.cpu_count()} CPU(s)")
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+        if args.keep:
+            say(f"kept: {db.location()}")
+        else:
+            db.drop()
+    figures = report.print_report(records, sides, bills, args)
+    problems = report.sanity(sides)
+    for problem in problems:
+        say(f"CHECK FAILED: {problem}")
+    missed = report.targets(figures, sides)
+    say(f"total bench time {time.perf_counter() - started:.0f} s")
+    say(report.result_line(figures))
     if problems:
         return 1
     return 2 if missed and args.check_targets else 0
 
 
 if __name__ == "__main__":
-    # Run as the importable module, so the provider the settings name
-    # (bench.economics.MeteredProvider) shares this module's meter.
+    # Run as the importable module, so `bench.economics.noop` is this module.
     sys.exit(importlib.import_module("bench.economics").main())

@@ -1,4 +1,4 @@
-"""The naive agent the articles describe: the baseline of bench/economics.py.
+"""The agent loop: the second baseline of bench/economics.py.
 
 A model in a loop, told to "process inbound leads". Each turn it is sent the
 task, the ICP rubric, the tools it may call (with their argument schemas),
@@ -24,6 +24,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
@@ -31,8 +32,8 @@ from pydantic import ValidationError
 from demo.sample_data.workflows import ICP_SCRIPTED_RULES, LEAD_QUALIFICATION
 from policies.rubrics import route_for, total_for
 from runs.engine.score_kind import criteria_prompt
-from runs.llm.base import LLMRequest, Provider
-from runs.tools.base import ToolCall, ToolError, get_tool
+from runs.llm.base import LLMRequest, Provider, cost_of
+from runs.tools.base import ToolCall, ToolError, get_tool, price_of
 
 TOOLS = ("lead.normalize", "enrich.company", "outreach.send")
 MAX_TRIES = 3
@@ -105,6 +106,7 @@ class Attempt:
     tokens_in: int = 0
     tokens_out: int = 0
     calls: int = 0
+    usd: Decimal = Decimal(0)  # model and vendor dollars this pass paid
 
 
 @dataclass
@@ -117,6 +119,7 @@ class Processed:
     tool_errors: int = 0
     crashes: int = 0
     respent_tokens: int = 0  # tokens of attempts a crash threw away
+    respent_usd: Decimal = Decimal(0)  # their model and vendor dollars
     attempts: list[Attempt] = field(default_factory=list)
 
 
@@ -143,6 +146,7 @@ class NaiveAgent:
             except WorkerKilled:
                 done.crashes += 1
                 done.respent_tokens += attempt.tokens_in + attempt.tokens_out
+                done.respent_usd += attempt.usd
 
     def _attempt(
         self, seq: int, lead: dict[str, Any], attempt: Attempt, done: Processed, *, crash: bool
@@ -168,7 +172,9 @@ class NaiveAgent:
             else:
                 key = action
                 tries[key] = tries.get(key, 0) + 1
-                result = self._call(reply["tool"], reply["args"], seq, turn, tries[key], done)
+                result = self._call(reply["tool"], reply["args"], turn, tries[key], done)
+                if "error" not in result:
+                    attempt.usd += price_of(reply["tool"]).usd
                 transcript.append(
                     f"tool {reply['tool']}: {json.dumps(result, separators=(',', ':'))}"
                 )
@@ -198,10 +204,11 @@ class NaiveAgent:
         attempt.calls += 1
         attempt.tokens_in += response.usage.input_tokens
         attempt.tokens_out += response.usage.output_tokens
+        attempt.usd += cost_of(self.model, response.usage)
         return json.loads(response.text)
 
     def _call(
-        self, name: str, raw_args: dict[str, Any], seq: int, turn: int, tries: int, done: Processed
+        self, name: str, raw_args: dict[str, Any], turn: int, tries: int, done: Processed
     ) -> dict[str, Any]:
         tool = get_tool(name)
         try:

@@ -121,6 +121,31 @@ if BOSUN_DEMO:
     # The Retry-After a sample vendor's planned 429 asks for.
     BOSUN_VENDOR_RETRY_AFTER_S = env_float("BOSUN_VENDOR_RETRY_AFTER_S", 1.0)
 
+    # Benchmarks only (bench/economics.py): a sample vendor kills its own
+    # worker process right after booking a charge, once per chosen run, so
+    # recovery is measured inside paid calls. "dir=PATH,enrichco=0.0125,…":
+    # per vendor, the share of runs chosen; PATH holds the once-per-run
+    # markers. Unset: off.
+    def _vendor_kill(name: str) -> dict:
+        plan: dict = {"dir": "", "rates": {}}
+        for item in env_list(name, []):
+            key, _, raw = (part.strip() for part in item.partition("="))
+            if key == "dir":
+                plan["dir"] = raw
+                continue
+            try:
+                rate = float(raw)
+            except ValueError:
+                rate = -1.0
+            if not key or not 0 <= rate <= 1:
+                raise ImproperlyConfigured(f"{name} entries look like enrichco=0.01, got {item!r}")
+            plan["rates"][key] = rate
+        if plan["rates"] and not os.path.isdir(plan["dir"]):
+            raise ImproperlyConfigured(f"{name} needs dir=PATH, an existing directory")
+        return plan if plan["rates"] else {}
+
+    BOSUN_VENDOR_KILL = _vendor_kill("BOSUN_VENDOR_KILL")
+
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Outside every other layer, so that what they answer (a 413 included)

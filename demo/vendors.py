@@ -30,11 +30,21 @@ benchmark sees the same failures every time. Faults:
 - `timeout`: the vendor acted (and charged) but the answer is lost: retryable,
   and for a write `outcome_unknown`.
 Tickets whose id starts with `INJ-` carry a prompt-injection attempt.
+
+Kills, for benchmarks only: `settings.BOSUN_VENDOR_KILL` (off unless set)
+makes a paid vendor kill its own worker process (SIGKILL) right after it
+booked a charge, once per chosen run: a run is chosen per vendor at that
+vendor's rate, by a hash of (vendor, run id), and a marker file in the
+setting's directory makes it once. `kill_if_planned` is the hook; a
+benchmark's metered model provider calls it too.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
+from pathlib import Path
 from typing import Any, cast
 
 from django.conf import settings
@@ -61,6 +71,33 @@ def _planned(vendor: str, fault: str, subject: str, attempt: int) -> bool:
         return False
     roll = int.from_bytes(_digest(vendor, fault, subject, str(attempt))[:8], "big") / 2**64
     return roll < rate
+
+
+def kill_planned(vendor: str, subject: str) -> bool:
+    """Whether the kill plan (`BOSUN_VENDOR_KILL`) chooses this subject (a
+    run, for a worker) at `vendor`. Pure: a benchmark asks it for its
+    baselines too, so every side meets the same rate."""
+    plan = getattr(settings, "BOSUN_VENDOR_KILL", None) or {}
+    rate = plan.get("rates", {}).get(vendor, 0.0)
+    if rate <= 0:
+        return False
+    roll = int.from_bytes(_digest(vendor, "kill", subject)[:8], "big") / 2**64
+    return roll < rate
+
+
+def kill_if_planned(vendor: str, run_id: int | None) -> None:
+    """Benchmarks only: SIGKILL this process, once per chosen run, right
+    after the vendor booked its charge (the charge is committed, the answer
+    never reaches the run). The marker file, created exclusively, makes it
+    once even across processes."""
+    if not run_id or not kill_planned(vendor, f"run-{run_id}"):
+        return
+    marker = Path(settings.BOSUN_VENDOR_KILL["dir"]) / f"{vendor}-run-{run_id}"
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _book(
@@ -158,6 +195,8 @@ def _once(
                 retryable=False,
             ) from None
         response = cast(dict[str, Any], first.response)  # a write books its response
+    else:
+        kill_if_planned(vendor, call.run_id)
     # The vendor acted (and charged): a lost answer leaves the outcome unknown.
     _lose_answer_if_planned(vendor, subject, call, write=True)
     return response
