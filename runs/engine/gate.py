@@ -429,7 +429,11 @@ def _open(
         ):
             return record.pk, record.result
         unknown = record.status in (ToolCallStatus.STARTED, ToolCallStatus.UNKNOWN)
-        blind = tool.side_effect == "write_unsafe" or (tool.paid and not tool.vendor_dedups)
+        # A write_idempotent tool passes its key to a vendor that applies
+        # it once, so it is asked again; a paid read only when its vendor
+        # honours request keys too.
+        paid_read = tool.paid and tool.side_effect == "read"
+        blind = tool.side_effect == "write_unsafe" or (paid_read and not tool.vendor_dedups)
         if unknown and blind:
             # We cannot know whether the first call took effect (or was
             # charged), and the outside cannot dedupe it: a person decides.

@@ -150,3 +150,33 @@ def test_another_run_waits_for_a_purchase_in_flight_then_takes_it_over_for_free(
     lapse_lease(buyer.pk)
     assert drive(buyer.pk).outcome == "done"  # answered from the shared answer
     assert _charged() == (1, 5)
+
+
+def test_a_paid_idempotent_write_killed_after_the_charge_resumes_without_a_person(
+    make_workflow, monkeypatch
+):
+    send = {
+        "key": "send",
+        "kind": "tool",
+        "config": {
+            "tool": "outreach.send",
+            "args": {"to": "dana@acme-robotics.io", "subject": "Hello", "body": "Hi Dana"},
+        },
+    }
+    version = make_workflow(chain(send, END), policy={"destinations": {"outreach.send": ["*"]}})
+    run = engine.start_run(workflow=version.workflow, input={}).run
+    original = vendors.OutreachSend.run
+
+    def dies(self, args, call):
+        original(self, args, call)
+        monkeypatch.setattr(vendors.OutreachSend, "run", original)
+        raise Killed
+
+    monkeypatch.setattr(vendors.OutreachSend, "run", dies)
+    with pytest.raises(Killed):
+        drive(run.pk)
+    lapse_lease(run.pk)
+    run = drive(run.pk)
+    assert run.outcome == "done"  # no reconciliation: mailco applies the key once
+    sent = VendorCall.objects.filter(vendor="mailco")
+    assert sent.count() == 1 and sent.get().credits == 1
