@@ -38,18 +38,20 @@ def _charged() -> tuple[int, int]:
     return calls.count(), calls.aggregate(total=Sum("credits"))["total"] or 0
 
 
-def _kill_after_the_vendor_charged(monkeypatch, *, close_runs: bool = True) -> None:
-    """The next enrichment reaches the vendor, is charged, and the worker
-    dies before the answer is checkpointed (with or without the ledger's
-    own close running on the way down)."""
-    original = vendors.EnrichCompany.run
+def _kill_after_the_vendor_charged(
+    monkeypatch, *, tool=vendors.EnrichCompany, close_runs: bool = True
+) -> None:
+    """The next call of `tool` reaches the vendor, is charged, and the
+    worker dies before the answer is checkpointed (with or without the
+    ledger's own close running on the way down)."""
+    original = tool.run
 
     def dies(self, args, call):
         original(self, args, call)
-        monkeypatch.setattr(vendors.EnrichCompany, "run", original)
+        monkeypatch.setattr(tool, "run", original)
         raise Killed
 
-    monkeypatch.setattr(vendors.EnrichCompany, "run", dies)
+    monkeypatch.setattr(tool, "run", dies)
     if not close_runs:
         real_close = gate._close
 
@@ -165,14 +167,7 @@ def test_a_paid_idempotent_write_killed_after_the_charge_resumes_without_a_perso
     }
     version = make_workflow(chain(send, END), policy={"destinations": {"outreach.send": ["*"]}})
     run = engine.start_run(workflow=version.workflow, input={}).run
-    original = vendors.OutreachSend.run
-
-    def dies(self, args, call):
-        original(self, args, call)
-        monkeypatch.setattr(vendors.OutreachSend, "run", original)
-        raise Killed
-
-    monkeypatch.setattr(vendors.OutreachSend, "run", dies)
+    _kill_after_the_vendor_charged(monkeypatch, tool=vendors.OutreachSend)
     with pytest.raises(Killed):
         drive(run.pk)
     lapse_lease(run.pk)
