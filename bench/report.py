@@ -109,6 +109,21 @@ def print_report(records, sides: dict, bills: dict, args) -> dict[str, float]:
         f" total $ per qualified lead {fig['reduction_total']:.1%} lower"
         f" (every call of both priced at the balanced model: model $ {same:.1%} lower)"
     )
+    # A first script may send every call to one model: the same calls and
+    # tokens (the offline provider's answers do not depend on the model),
+    # priced at the balanced tier, which the script's own bill also keeps.
+    one_model = bills["script"].usd_balanced
+    one_model_model = per(one_model, len(script.qualified))
+    one_model_total = per(one_model + script.vendor_usd, len(script.qualified))
+    fig["one_model_baseline_model_per_qualified"] = one_model_model
+    fig["one_model_baseline_usd_total_per_qualified"] = one_model_total
+    print(
+        "against the script sending every call to one model (balanced):"
+        f" model $ per qualified lead {1 - fig['model_per_qualified'] / one_model_model:.1%}"
+        f" lower, total $ per qualified lead"
+        f" {1 - fig['usd_total_per_qualified'] / one_model_total:.1%} lower"
+        f" ({one_model_model:.5f} and {one_model_total:.4f} per qualified lead)"
+    )
     print(
         "against the agent loop: model $ per qualified lead"
         f" {1 - fig['model_per_qualified'] / fig['agent_model_per_qualified']:.1%} lower,"
