@@ -39,7 +39,20 @@ from runs.tools.base import ToolCost
 
 log = logging.getLogger("bosun.engine")
 
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+_worker: tuple[int, str] | None = None
+
+
+def worker_id() -> str:
+    """This process's worker id (host, pid, a random suffix), made in the
+    process itself: the workers a `qcluster` forks each get their own, not
+    the parent's."""
+    global _worker
+    pid = os.getpid()
+    if _worker is None or _worker[0] != pid:
+        _worker = (pid, f"{socket.gethostname()}:{pid}:{uuid.uuid4().hex[:8]}")
+    return _worker[1]
+
+
 # Exceptions outside StepError that are worth another attempt.
 TRANSIENT = (TimeoutError, ConnectionError, DatabaseError)
 
@@ -75,7 +88,7 @@ def advance_run(
     slice_s: float | None = None,
 ) -> Advance:
     """Execute the run from where it stands. Safe to call any number of times."""
-    worker = worker or WORKER_ID
+    worker = worker or worker_id()
     lease_s = lease_s if lease_s is not None else settings.BOSUN_LEASE_S
     slice_s = slice_s if slice_s is not None else settings.BOSUN_TASK_SLICE_S
     walk = _claim(run_id, worker=worker, lease_s=lease_s)
