@@ -46,7 +46,7 @@ from django.db.models.functions import Now
 from pydantic import BaseModel, ValidationError
 
 from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
-from knowledge.memory import guarding_events
+from knowledge.memory import event_summary, guarding_events
 from lib import destinations as dest
 from lib.conditions import evaluate
 from policies.models import AutonomyMode
@@ -340,20 +340,14 @@ def _check_guards(
         found = [_guard_summary(event) for event in events]
         first = found[0]
         why = f" ({first['reason']})" if first["reason"] else ""
-        message = f"{tool.name} is held: {first['event_type']} on {first['entity']}{why}"
+        message = f"{tool.name} is held: {first['type']} on {first['entity']}{why}"
         _close(record_id, status=ToolCallStatus.FAILED, error=message)
         raise Refused("guarded", message, {"events": found})
 
 
 def _guard_summary(event: Any) -> dict[str, Any]:
-    return {
-        "event_id": event.pk,
-        "event_type": event.type.name,
-        "entity": f"{event.entity.type}:{event.entity.key}",
-        "reason": event.reason,
-        "payload": event.payload,
-        "valid_until": event.valid_until.isoformat() if event.valid_until else None,
-    }
+    """The event as a knowledge step records it, and the entity it is on."""
+    return {**event_summary(event), "entity": f"{event.entity.type}:{event.entity.key}"}
 
 
 def _consume_approval(

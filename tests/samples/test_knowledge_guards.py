@@ -51,7 +51,7 @@ def test_an_account_paused_while_its_draft_waits_is_not_emailed_after_approval(s
     assert (run.status, run.outcome, run.success) == ("succeeded", "held_at_send", False)
     refused = StepRun.objects.get(run=run, step_key="send").output
     assert refused["code"] == "guarded"
-    assert refused["events"][0]["event_id"] == event.pk
+    assert refused["events"][0]["id"] == event.pk
     assert refused["events"][0]["reason"] == "founder request"
     assert "outreach.paused on account:acme-robotics.example" in refused["reason"]
     ledger = ToolCallRecord.objects.get(run=run, tool="outreach.send")
