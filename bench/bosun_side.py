@@ -2,7 +2,7 @@
 
 Runs are started through the engine's API (`engine.start_run`, the
 production doorbell rings the queue) and executed by a real `manage.py
-qcluster` (its worker processes) beside a real `manage.py sweeper`, which
+worker` (its worker processes) beside a real `manage.py sweeper`, which
 rings for a run whose worker died once its lease is over. Workers die two
 ways, both by SIGKILL:
 
@@ -12,10 +12,11 @@ ways, both by SIGKILL:
 - at random points: for one started run in `random_kill_every`, up to a
   second later, the bench kills a worker process that is busy (using CPU).
 
-django-q2's sentinel starts a new worker process in place of a dead one;
-the bench restarts the qcluster or the sweeper themselves if they exit, and
-the qcluster when no run has moved for longer than a lease (a worker killed
-while holding the cluster's internal queue can wedge the others).
+The cluster's sentinel replaces a dead worker (with new queues, see
+runs/cluster.py); the bench restarts the cluster or the sweeper themselves
+if they exit, and, as a process supervisor would, the cluster when no run
+has moved for longer than a lease (the report counts these restarts: none
+is expected).
 The bench approves every review as it appears (the simulated reviewer),
 settles a call a run waits on (`needs_reconciliation`) by looking its key
 up at the vendor (the simulated operator),
@@ -38,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TERMINAL = ("succeeded", "failed", "stopped", "cancelled")
 # No run moved for this long, longer than a lease (BOSUN_LEASE_S, 90 s):
-# the qcluster is wedged and is restarted.
+# the worker cluster is wedged and is restarted.
 STALL_S = 100.0
 
 
@@ -68,13 +69,13 @@ def descendants(pid: int) -> set[int]:
 
 @dataclass
 class Cluster:
-    """One `manage.py qcluster` and one `manage.py sweeper`, restarted if they exit."""
+    """One `manage.py worker` and one `manage.py sweeper`, restarted if they exit."""
 
     env: dict[str, str]
     log_dir: str
     worker_count: int
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
-    restarts: dict[str, int] = field(default_factory=lambda: {"qcluster": 0, "sweeper": 0})
+    restarts: dict[str, int] = field(default_factory=lambda: {"worker": 0, "sweeper": 0})
     seen_pids: set[int] = field(default_factory=set)
     most_alive: int = 0  # the cluster's processes alive at once, at most
 
@@ -91,7 +92,7 @@ class Cluster:
         log.close()
 
     def up(self) -> None:
-        for name in ("qcluster", "sweeper"):
+        for name in ("worker", "sweeper"):
             self.start(name)
 
     def restart(self, name: str) -> None:
@@ -115,7 +116,7 @@ class Cluster:
         return len(self.seen_pids) - self.most_alive
 
     def workers(self) -> set[int]:
-        proc = self.procs.get("qcluster")
+        proc = self.procs.get("worker")
         return descendants(proc.pid) if proc else set()
 
     def stop(self) -> None:
@@ -212,8 +213,8 @@ def drive(
             # (a worker killed while it held the cluster's internal task
             # queue leaves the others waiting on it). Restart it, as a
             # process supervisor would.
-            progress(f"  bosun: no run moved for {STALL_S:.0f} s: restarting the qcluster")
-            cluster.restart("qcluster")
+            progress(f"  bosun: no run moved for {STALL_S:.0f} s: restarting the worker cluster")
+            cluster.restart("worker")
             last_change = now
         out.approvals += _approve(waiting_review)
         out.reconciled += _reconcile(waiting_reconcile)
@@ -294,7 +295,7 @@ def _cpu_ticks(pid: int) -> int:
 def _kill_a_worker(cluster: Cluster, pending: set[int], rng: random.Random, out: Driven) -> bool:
     """SIGKILL one busy worker process, chosen at random, wherever it is.
 
-    All worker processes of a qcluster carry one engine worker id (they are
+    All worker processes of a cluster carry one engine worker id (they are
     forked from one parent), so a run's lease owner does not name the
     process. A worker is told apart from the cluster's other processes
     (sentinel, pusher, monitor) by the CPU time it spends: the bench takes

@@ -19,7 +19,7 @@ What it does (see bench/README.md):
   request (CaptureQueriesContext). The bench database gets the planner
   setting of an SSD server, random_page_cost = 1.1 (--default-planner
   keeps PostgreSQL's 4).
-* decision -> next step: a real `manage.py qcluster` drives N runs of an
+* decision -> next step: a real `manage.py worker` drives N runs of an
   approval workflow until they wait; each approval is decided
   (`decide_approval`) and the time from its commit to the `started_at` of
   the run's next step (recorded by the worker) is measured.
@@ -512,16 +512,16 @@ def wait_for(check, timeout_s: float, what: str):
 
 def decisions(count: int) -> tuple[list[float], list[float]]:
     """Start `count` + warm-up runs of the approval workflow through a real
-    qcluster, wait until they all wait for review, then decide them one by
+    worker cluster, wait until they all wait for review, then decide them one by
     one. Returns (decision commit -> the approval step's record,
     decision commit -> the next step's started_at) in ms."""
     from demo.samples import install_workflow
     from runs.engine import decide_approval, start_run
 
     version = install_workflow(decide_spec())
-    with tempfile.TemporaryFile("w+", prefix="bosun-bench-qcluster-") as log:
+    with tempfile.TemporaryFile("w+", prefix="bosun-bench-worker-") as log:
         proc = subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"],
+            [sys.executable, "manage.py", "worker"],
             cwd=ROOT,
             env=dict(os.environ),
             stdout=log,
@@ -533,7 +533,7 @@ def decisions(count: int) -> tuple[list[float], list[float]]:
         except BaseException:
             log.flush()
             log.seek(0)
-            say("qcluster log (tail):\n" + "".join(log.readlines()[-30:]))
+            say("worker log (tail):\n" + "".join(log.readlines()[-30:]))
             raise
         finally:
             stop_cluster(proc)
@@ -566,7 +566,7 @@ def _decide_all(version, count, proc, start_run, decide_approval):
             f"the step after approval {approval.pk}",
         )
         if proc.poll() is not None:
-            raise RuntimeError("qcluster exited")
+            raise RuntimeError("the worker cluster exited")
         record = rows.filter(step_key="approve").values("started_at").first()
         if index >= DECISION_WARMUP:
             to_record.append((record["started_at"].timestamp() - committed) * 1000)
@@ -595,7 +595,7 @@ def tune(conninfo: str, bench_db: str, cost: str) -> None:
 
 def configure_env(bench_url: str) -> None:
     """Environment read by config.settings (production-like: DEBUG off);
-    the qcluster child inherits it."""
+    the worker cluster inherits it."""
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
     os.environ["DEBUG"] = "0"
     os.environ.setdefault("SECRET_KEY", "bench-console-not-a-secret")
@@ -690,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         installed = prepare(args, admin, bench_db, conninfo)
         pages = time_pages(installed)
-        say(f"\ndecision -> next step: manage.py qcluster, {args.decisions} decisions ...")
+        say(f"\ndecision -> next step: manage.py worker, {args.decisions} decisions ...")
         to_record, to_next = decisions(args.decisions)
         say(
             f"decision commit -> the approval step's record: p50 {percentile(to_record, 0.5):.1f}"

@@ -15,7 +15,7 @@ week for 4 weeks with the overlap real lead flow has (2,000 records naming
 - agent loop (bench/naive_agent.py): a model picks the next tool each turn
   and is sent the whole conversation every turn (`balanced` model).
 - Bosun: runs started with `engine.start_run` and executed by a real
-  `manage.py qcluster` (2 worker processes) and `manage.py sweeper`, with
+  `manage.py worker` (2 worker processes) and `manage.py sweeper`, with
   real SIGKILLs of worker processes inside paid calls and at random points
   (bench/bosun_side.py); the bench approves the reviews.
 
@@ -230,7 +230,7 @@ def bosun_side(records, tmp: str, *, window: int, workers: int):
         finally:
             cluster.stop()
         if driven.unsettled:
-            say("qcluster log (tail):\n" + cluster.log_tail("qcluster"))
+            say("worker log (tail):\n" + cluster.log_tail("worker"))
         run_ids = list(driven.company_of)
         outreach = Score.objects.filter(run_id__in=run_ids, route="outreach")
         side.qualified = {driven.company_of[r] for r in outreach.values_list("run_id", flat=True)}
@@ -314,7 +314,9 @@ def run_all(args, tmp: str) -> tuple[list, dict[str, Side], dict]:
         "script": Side("script", "script"),
         "agent": Side("agent", "agent loop"),
     }
-    say(f"bosun: {len(records)} records through qcluster ({args.workers} workers) + sweeper ...")
+    say(
+        f"bosun: {len(records)} records through manage.py worker ({args.workers} workers) + sweeper ..."
+    )
     measure(sides["bosun"], bosun_side(records, tmp, window=args.window, workers=args.workers))
     say(f"script: {len(records)} records ...")
     measure(sides["script"], script_side(records))
@@ -332,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weeks", type=int, default=WEEKS, help=f"weeks of leads ({WEEKS})")
     parser.add_argument("--per-week", type=int, default=PER_WEEK, help=f"leads a week ({PER_WEEK})")
-    parser.add_argument("--workers", type=int, default=WORKERS, help="qcluster worker processes")
+    parser.add_argument(
+        "--workers", type=int, default=WORKERS, help="worker processes of the cluster"
+    )
     parser.add_argument("--window", type=int, default=WINDOW, help="runs in flight at most")
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     parser.add_argument("--check-targets", action="store_true", help="exit 2 on a missed target")

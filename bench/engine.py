@@ -14,7 +14,7 @@ What it measures (see bench/README.md):
   connection, no Django (psycopg; on SQLite Python's sqlite3 with the app's
   PRAGMAs): per step one transaction of one step-row INSERT and one run-row
   UPDATE on the real tables.
-* latency: a real `manage.py qcluster` (the production doorbell and the ORM
+* latency: a real `manage.py worker` (the production doorbell and the ORM
   broker), `start_run` to terminal status, median of 20, after a warm-up.
 
 With a PostgreSQL DATABASE_URL the script creates its own database
@@ -106,7 +106,7 @@ def say(text: str = "") -> None:
 
 
 def configure_env(database: dict[str, str | None]) -> None:
-    """Environment read by config.settings; spawned workers and the qcluster
+    """Environment read by config.settings; spawned workers and the worker cluster
     inherit it. `database` sets (or, for None, removes) the variables that
     choose the database."""
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
@@ -389,7 +389,7 @@ def stop_cluster(proc: subprocess.Popen) -> None:
 
 
 def latency(version, samples: int) -> tuple[list[float], dict[str, list[float]], list[str]]:
-    """start_run -> terminal through a real qcluster.
+    """start_run -> terminal through a real worker cluster.
 
     Returns the times in ms, their split (queue: created -> claimed;
     execution: claimed -> finished, from the runs' timestamps) and problems.
@@ -407,9 +407,9 @@ def latency(version, samples: int) -> tuple[list[float], dict[str, list[float]],
     problems: list[str] = []
     poll_s = float(settings.Q_CLUSTER.get("poll", 0.2))
     jitter = random.Random(1)
-    with tempfile.TemporaryFile("w+", prefix="bosun-bench-qcluster-") as log:
+    with tempfile.TemporaryFile("w+", prefix="bosun-bench-worker-") as log:
         proc = subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"],
+            [sys.executable, "manage.py", "worker"],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -426,7 +426,7 @@ def latency(version, samples: int) -> tuple[list[float], dict[str, list[float]],
                 status = wait_terminal(run.pk, 60.0 if i == 0 else 10.0)
                 elapsed_ms = (time.perf_counter() - t0) * 1000
                 if proc.poll() is not None:
-                    raise RuntimeError("qcluster exited")
+                    raise RuntimeError("the worker cluster exited")
                 if i >= LATENCY_WARMUP:
                     times.append(elapsed_ms)
                     problems.extend(check_runs([run.pk]))
@@ -441,7 +441,7 @@ def latency(version, samples: int) -> tuple[list[float], dict[str, list[float]],
         except BaseException:
             log.flush()
             log.seek(0)
-            say("qcluster log (tail):\n" + "".join(log.readlines()[-30:]))
+            say("worker log (tail):\n" + "".join(log.readlines()[-30:]))
             raise
         finally:
             stop_cluster(proc)
@@ -569,7 +569,7 @@ def run_phases(args: argparse.Namespace, db: BenchDatabase) -> dict:
         workers = None
 
         say(
-            f"\nlatency: manage.py qcluster, start_run -> terminal, {LATENCY_WARMUP} warm-up"
+            f"\nlatency: manage.py worker, start_run -> terminal, {LATENCY_WARMUP} warm-up"
             f" runs then {LATENCY_SAMPLES} measured ..."
         )
         times, split, latency_problems = latency(version, LATENCY_SAMPLES)

@@ -66,7 +66,7 @@ def print_report(records, sides: dict, bills: dict, args) -> dict[str, float]:
     print(
         f"  worker processes started in place of killed ones (by django-q2's sentinel):"
         f" {x['replaced']};"
-        f" qcluster restarts {x['restarts']['qcluster']}, sweeper restarts"
+        f" worker restarts {x['restarts']['worker']}, sweeper restarts"
         f" {x['restarts']['sweeper']}; reviews approved: {x['driven'].approvals}; calls a"
         f" person had to settle (needs_reconciliation): {x['driven'].reconciled}"
     )

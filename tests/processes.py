@@ -1,4 +1,4 @@
-"""Worker processes for tests on PostgreSQL: qcluster, sweeper, advance_run.
+"""Worker processes for tests on PostgreSQL: worker, sweeper, advance_run.
 
 They run on the test's own database, so the test can kill or freeze them
 and count what they executed and committed.
@@ -63,3 +63,20 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (read from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # it exited meanwhile
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return sorted(found)

@@ -39,7 +39,7 @@ def _finish(ids: list[int], timeout_s: float) -> None:
 
 def _workers(**env):
     env = child_env(BOSUN_WORKERS="4", **env)
-    return spawn("qcluster", env=env), spawn("sweeper", "--interval", "0.1", env=env)
+    return spawn("worker", env=env), spawn("sweeper", "--interval", "0.1", env=env)
 
 
 def test_a_cap_of_3_holds_across_worker_processes_and_all_50_runs_finish(make_workflow, settings):
@@ -48,7 +48,7 @@ def test_a_cap_of_3_holds_across_worker_processes_and_all_50_runs_finish(make_wo
     version = make_workflow(chain(_inflight(sleep_s=0.15), END))
     cluster, sweeper = _workers()
     # A second cluster: two machines' worth of processes on one database.
-    second = spawn("qcluster", env=child_env(BOSUN_WORKERS="4"))
+    second = spawn("worker", env=child_env(BOSUN_WORKERS="4"))
     try:
         ids = [
             engine.start_run(workflow=version.workflow, input={"n": n}).run.pk for n in range(50)

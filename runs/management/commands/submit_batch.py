@@ -17,7 +17,7 @@ left out.
 With `--wait` (the default) a progress line follows the runs until none is
 queued or running (runs waiting for a person count as settled): redrawn in
 place on a terminal, a plain line every few seconds otherwise. The worker
-(`manage.py qcluster`) advances them; `--inline` advances them in this
+(`manage.py worker`) advances them; `--inline` advances them in this
 process instead. Ctrl-C loses nothing: every submitted run is already
 queued. Exit status: 0 when every row was submitted and no run failed, 1
 otherwise, 130 when interrupted.
@@ -215,7 +215,7 @@ class Command(BaseCommand):
                 self._finish_line()
                 self.stdout.write(
                     f"no run has moved for {STALL_HINT_S:.0f} s: is a worker running "
-                    "(manage.py qcluster)? --inline advances the runs here instead."
+                    "(manage.py worker)? --inline advances the runs here instead."
                 )
             if options["inline"]:
                 _advance(run_ids)

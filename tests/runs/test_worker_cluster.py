@@ -1,0 +1,67 @@
+"""`manage.py worker`: a cluster that goes on executing runs whatever of it
+is killed.
+
+A django-q2 worker waiting for a task holds the task queue's read lock; if
+it is killed there, plain `qcluster` reincarnates it and every worker then
+waits on that lock for good. These tests kill the cluster's processes and
+require the runs started afterwards to finish.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from runs import engine
+from runs.models import TERMINAL_STATUSES, Run
+from tests.conftest import chain
+from tests.processes import child_env, children, spawn, stop
+
+pytestmark = [pytest.mark.postgres_only, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+END = {"key": "done", "kind": "end", "config": {"outcome": "done"}}
+STEP = {"key": "s1", "kind": "tool", "config": {"tool": "test.count", "args": {}}}
+
+
+def _finish(ids: list[int], within_s: float) -> None:
+    deadline = time.monotonic() + within_s
+    while Run.objects.filter(pk__in=ids).exclude(status__in=TERMINAL_STATUSES).exists():
+        assert time.monotonic() < deadline, "runs did not finish"
+        time.sleep(0.1)
+
+
+def _processes_of(cluster_pid: int, count: int) -> list[int]:
+    """The sentinel's children (workers, pusher, monitor), once all are up."""
+    deadline = time.monotonic() + 30
+    while True:
+        sentinels = children(cluster_pid)
+        found = children(sentinels[0]) if len(sentinels) == 1 else []
+        if len(found) == count:
+            return found
+        assert time.monotonic() < deadline, f"cluster processes: {found}"
+        time.sleep(0.1)
+
+
+def test_runs_go_on_after_every_process_of_an_idle_cluster_is_killed(make_workflow, settings):
+    settings.BOSUN_DOORBELL = "runs.tasks.ring"
+    version = make_workflow(chain(STEP, END))
+    env = child_env(BOSUN_WORKERS="2")
+    cluster = spawn("worker", env=env)
+    sweeper = spawn("sweeper", "--interval", "0.2", env=env)
+    try:
+        first = engine.start_run(workflow=version.workflow, input={"n": 0}).run.pk
+        _finish([first], 60)
+        # Two workers waiting for a task (one of them holding the task
+        # queue's read lock), the pusher and the monitor.
+        for pid in _processes_of(cluster.pid, 4):
+            os.kill(pid, signal.SIGKILL)
+        ids = [
+            engine.start_run(workflow=version.workflow, input={"n": n}).run.pk for n in range(1, 6)
+        ]
+        _finish(ids, 60)
+    finally:
+        log = stop(cluster) + stop(sweeper)
+    assert Run.objects.filter(pk__in=[first, *ids], status="succeeded").count() == 6, log
+    assert "exited unasked" in log, log
