@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,7 @@ from runs.engine import answers, limits, store, switches, tracing
 from runs.engine.doorbell import ring
 from runs.engine.errors import (
     AnswerPending,
+    LeaseLost,
     NeedsApproval,
     NeedsReconciliation,
     Paused,
@@ -64,6 +66,10 @@ from runs.engine.errors import (
 )
 from runs.models import ToolCallRecord, ToolCallStatus
 from runs.tools.base import FREE, Tool, ToolCall, ToolCost, ToolError, UnknownTool, get_tool
+
+log = logging.getLogger("bosun.engine")
+# What bosun_open_tool_call returns when the caller's lease is gone.
+LEASE_GONE = -1
 
 __all__ = [
     "PriorApproval",
@@ -93,6 +99,12 @@ class Caller:
     # Some untrusted content looked like an injection: no destination is
     # trusted then (the phrase signals can only add a person, never remove one).
     suspicious: bool = False
+    # The worker's fencing token for the run (`RunState.fence`). With it, a
+    # call starts only while the run is still this worker's and its lease
+    # has not run out, and the call's outcome is recorded only if no other
+    # worker has taken the run over since. None: no run lease to check (a
+    # caller outside a worker).
+    fence: int | None = None
     # Called before the tool runs, with the call's known price (the price
     # table, or the tool's own `price`): raises if the run's budget is spent
     # or the call would take it over a cap.
@@ -341,7 +353,7 @@ def _check_guards(
         first = found[0]
         why = f" ({first['reason']})" if first["reason"] else ""
         message = f"{tool.name} is held: {first['type']} on {first['entity']}{why}"
-        _close(record_id, status=ToolCallStatus.FAILED, error=message)
+        _close(record_id, caller, status=ToolCallStatus.FAILED, error=message)
         raise Refused("guarded", message, {"events": found})
 
 
@@ -406,10 +418,13 @@ def _open(
     """
     if connection.vendor == "postgresql":
         record_id = _open_fast(tool, args, digest, key, caller)
+        if record_id == LEASE_GONE:
+            raise LeaseLost(caller.run_id)
         if record_id is not None:
             return record_id, None
     with transaction.atomic():
         switches.hold_switchboard()
+        _hold_lease(caller)
         record_id = _insert_started(tool, args, digest, key, caller)
         if record_id is not None:
             return record_id, None
@@ -453,13 +468,30 @@ def _open_fast(
         tool.side_effect,
         key,
     ]
-    params += [store.dump(args), digest, caller.workflow]
+    params += [store.dump(args), digest, caller.workflow, caller.fence]
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT bosun_open_tool_call(%s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s)", params
+            "SELECT bosun_open_tool_call(%s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s)", params
         )
         record_id: int | None = cursor.fetchone()[0]
         return record_id
+
+
+def _hold_lease(caller: Caller) -> None:
+    """Raise LeaseLost unless the run is still the caller's: same fence,
+    running, lease not run out. On PostgreSQL the row is held FOR SHARE, so
+    no takeover commits before this transaction does."""
+    if caller.fence is None:
+        return
+    lock = " FOR SHARE" if connection.vendor == "postgresql" else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {store.RUN} WHERE id = %s AND fence = %s AND status = 'running'"
+            f" AND lease_expires_at > {store.now_sql()}{lock}",
+            [caller.run_id, caller.fence],
+        )
+        if cursor.fetchone() is None:
+            raise LeaseLost(caller.run_id)
 
 
 def _insert_started(
@@ -505,27 +537,49 @@ def _invoke(
         result = tool.Result.model_validate(tool.run(args, call)).model_dump(mode="json")
     except ToolError as exc:
         status = ToolCallStatus.UNKNOWN if exc.outcome_unknown else ToolCallStatus.FAILED
-        _close(record_id, status=status, error=str(exc))
+        _close(record_id, caller, status=status, error=str(exc))
         raise
     except BaseException as exc:
         # A crash inside the tool: a free read failed; a write may have
         # happened, and a paid read may have been charged.
         status = ToolCallStatus.UNKNOWN if tool.writes or tool.paid else ToolCallStatus.FAILED
-        _close(record_id, status=status, error=f"{type(exc).__name__}: {exc}")
+        _close(record_id, caller, status=status, error=f"{type(exc).__name__}: {exc}")
         raise
-    _close(record_id, status=ToolCallStatus.SUCCEEDED, result=result)
+    if not _close(record_id, caller, status=ToolCallStatus.SUCCEEDED, result=result):
+        raise LeaseLost(caller.run_id)
     return result
 
 
 def _close(
-    record_id: int, *, status: str, result: dict[str, Any] | None = None, error: str = ""
-) -> None:
+    record_id: int,
+    caller: Caller,
+    *,
+    status: str,
+    result: dict[str, Any] | None = None,
+    error: str = "",
+) -> bool:
+    """Record the call's outcome, fenced: a worker whose run was taken over
+    while it was inside the call writes nothing (the new owner has the row
+    now, and may already have settled it). False when it wrote nothing."""
+    sql = (
+        f"UPDATE runs_toolcallrecord SET status = %s, result = {store.json_param()},"
+        f" error = %s, finished_at = {store.now_sql()} WHERE id = %s"
+    )
+    params: list[Any] = [status, store.dump(result), error[:4000], record_id]
+    if caller.fence is not None:
+        sql += f" AND EXISTS (SELECT 1 FROM {store.RUN} WHERE id = %s AND fence = %s)"
+        params += [caller.run_id, caller.fence]
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE runs_toolcallrecord SET status = %s, result = {store.json_param()},"
-            f" error = %s, finished_at = {store.now_sql()} WHERE id = %s",
-            [status, store.dump(result), error[:4000], record_id],
+        cursor.execute(sql, params)
+        closed = bool(cursor.rowcount == 1)
+    if not closed:
+        log.warning(
+            "run %s: ledger row %s: the call ended (%s) after the run was taken over; not recorded",
+            caller.run_id,
+            record_id,
+            status,
         )
+    return closed
 
 
 def _wake_one(key: str) -> None:

@@ -57,6 +57,9 @@ class StepContext:
     workflow: str = ""
     rules: Rules | None = None  # the run's role, budget and autonomy rules
     tainted: bool = False  # the run has read content from an untrusted source
+    # The worker's fencing token for the run: the tool gate opens and closes
+    # its ledger rows only while the run is still this worker's.
+    fence: int | None = None
     suspicious: bool = False  # and some of it looked like an injection
     # Input fields to redact before a prompt is rendered (per policy).
     redact_fields: tuple[str, ...] = ()
@@ -239,6 +242,7 @@ class ToolKind(Kind["ToolKind.Config"]):
             rules=ctx.rules,
             tainted=ctx.tainted,
             suspicious=ctx.suspicious,
+            fence=ctx.fence,
             before_call=lambda price: ctx.check_budget("tool", price=price),
             prior_approval=_prior_approval(config.approved_by, ctx),
         )

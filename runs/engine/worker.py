@@ -44,7 +44,7 @@ _worker: tuple[int, str] | None = None
 
 def worker_id() -> str:
     """This process's worker id (host, pid, a random suffix), made in the
-    process itself: the workers a `qcluster` forks each get their own, not
+    process itself: the workers a cluster forks each get their own, not
     the parent's."""
     global _worker
     pid = os.getpid()
@@ -274,6 +274,8 @@ def _run_step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
             outcome = _execute(walk, step, ctx)
     except BudgetExceeded as exc:
         return _stop(walk, step, exc, _record(walk, step, started, t0, worker), exc.outcome)
+    except LeaseLost:
+        raise  # the run is no longer this worker's: write nothing more
     except StepError as exc:
         error = exc
     except TRANSIENT as exc:
@@ -362,6 +364,7 @@ def _context(walk: _Walk, step: StepDef) -> StepContext:
         rules=walk.rules,
         tainted=state.tainted,
         suspicious=state.suspicious,
+        fence=state.fence,
         redact_fields=tuple(redact),
         before_call=before_call,
     )

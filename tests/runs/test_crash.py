@@ -1,6 +1,6 @@
 """Crash and zombie tests against real worker processes on PostgreSQL.
 
-They start `manage.py qcluster` and `manage.py sweeper` (or a single
+They start `manage.py worker` and `manage.py sweeper` (or a single
 `advance_run`) as subprocesses on the test database, then kill or freeze
 them, and count what was executed and what was committed.
 """
@@ -16,7 +16,7 @@ from collections import Counter
 import pytest
 
 from runs import engine
-from runs.models import TERMINAL_STATUSES, Run, StepRun
+from runs.models import TERMINAL_STATUSES, Run, StepRun, ToolCallRecord
 from tests.clock import lapse_lease
 from tests.conftest import chain, drive
 from tests.processes import alive, child_env, spawn, stop
@@ -44,7 +44,7 @@ def test_runs_survive_workers_killed_at_random_and_commit_each_step_once(make_wo
         )
     )
     env = child_env(BOSUN_LEASE_S="1.5", BOSUN_LEASE_MARGIN_S="0.5", BOSUN_WORKERS="3")
-    cluster = spawn("qcluster", env=env)
+    cluster = spawn("worker", env=env)
     sweeper = spawn("sweeper", "--interval", "0.2", env=env)
     killed: set[int] = set()
     try:
@@ -126,3 +126,43 @@ def test_a_paused_worker_cannot_commit_after_its_run_was_taken_over(make_workflo
     assert [(k, s) for k, s, _ in steps] == [("slow", "succeeded"), ("done", "succeeded")]
     assert all(worker != "zombie" for _, _, worker in steps)
     assert Execution.objects.filter(run_id=run_id).count() == 2  # the zombie's never committed
+
+
+def test_a_frozen_worker_woken_after_a_takeover_leaves_the_ledger_as_the_new_owner_wrote_it(
+    make_workflow,
+):
+    """Frozen inside a write past its lease, the worker wakes after another
+    finished the call and the run: its time limit fires mid-call, and the
+    outcome it would record (unknown) must not overwrite the ledger."""
+    version = make_workflow(
+        chain(
+            {
+                "key": "send",
+                "kind": "tool",
+                "config": {"tool": "test.send", "args": {"first_sleep_s": 60.0}},
+                "timeout_s": 3.0,
+            },
+            END,
+        )
+    )
+    run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
+    zombie = spawn("advance_run", str(run_id), "--worker", "zombie", env=child_env())
+    try:
+        deadline = time.monotonic() + 30
+        while not Execution.objects.filter(run_id=run_id).exists():
+            assert time.monotonic() < deadline and zombie.poll() is None, zombie.stdout.read()
+            time.sleep(0.01)
+        os.kill(zombie.pid, signal.SIGSTOP)  # frozen inside the vendor call
+        lapse_lease(run_id)
+        assert drive(run_id).status == "succeeded"  # the new owner asked again: sent
+        record = ToolCallRecord.objects.get(run_id=run_id)
+        assert (record.status, record.result, record.calls) == ("succeeded", {"sent": True}, 2)
+        os.kill(zombie.pid, signal.SIGCONT)  # its 3 s time limit fires inside the call
+        zombie.wait(timeout=30)
+    finally:
+        os.kill(zombie.pid, signal.SIGCONT) if zombie.poll() is None else None
+        output = stop(zombie)
+    assert output.strip().splitlines()[-1] == "lease_lost", output
+    assert "taken over; not recorded" in output, output
+    record.refresh_from_db()
+    assert (record.status, record.result, record.error) == ("succeeded", {"sent": True}, "")

@@ -92,12 +92,16 @@ class Send(Tool):
 
     class Args(BaseModel):
         to: str = "someone"
+        # The first execution for the run's step sleeps this long (a vendor
+        # that hangs once); later ones answer at once.
+        first_sleep_s: float = Field(default=0, ge=0)
 
     class Result(BaseModel):
         sent: bool
 
     def run(self, args: Args, call: ToolCall) -> Result:
-        _record(call)
+        if _record(call) == 1 and args.first_sleep_s:
+            time.sleep(args.first_sleep_s)
         return self.Result(sent=True)
 
 
