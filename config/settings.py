@@ -331,11 +331,14 @@ Q_CLUSTER = {
 }
 
 # --- Engine -----------------------------------------------------------------
-# A claimed run is leased for this long; every checkpoint renews the lease.
-# Longer than the default step time limit plus margin (60 + 5 s), so a claim
-# needs no extra statement to extend it.
-BOSUN_LEASE_S = env_float("BOSUN_LEASE_S", 90.0)
-# A step's lease covers at least its time limit plus this margin.
+# A claimed run is leased for this long; every checkpoint renews the lease,
+# and while a step runs longer than a heartbeat its worker renews it every
+# BOSUN_HEARTBEAT_S (at most a third of the lease). Short, so a run whose
+# worker died is taken over within seconds (runs.engine.heartbeat).
+BOSUN_LEASE_S = env_float("BOSUN_LEASE_S", 8.0)
+BOSUN_HEARTBEAT_S = env_float("BOSUN_HEARTBEAT_S", 2.0)
+# A seat under a cap, a step-cache claim and a shared answer's purchase are
+# held for the step's time limit plus this margin.
 BOSUN_LEASE_MARGIN_S = env_float("BOSUN_LEASE_MARGIN_S", 5.0)
 # One task advances a run for at most this long before handing it back to
 # the queue, so a long run cannot monopolise a worker.

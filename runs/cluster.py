@@ -20,7 +20,11 @@ running and nothing else.
 Nothing is lost with the old queues: the tasks they held were doorbells
 (`runs.tasks.advance`), and the engine rings every run that is still queued
 again (`mark_queued_runs_due`), so they run within a sweep instead of after
-the redelivery delay.
+the redelivery delay. The sentinel also knows which workers died, so it ends
+their leases at once (`expire_leases_of`): the run a killed worker was
+executing is taken over within a sweep, not when its lease would have run
+out. (Leases remain the safety net for what no sentinel sees: a frozen
+process, a lost machine.)
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from django_q.queues import Queue
 from django_q.status import Stat
 
 from runs import engine
+from runs.engine.worker import worker_prefix
 
 log = logging.getLogger("bosun.worker")
 
@@ -149,11 +154,16 @@ class Sentinel(q.Sentinel):
                 result_queue=self.result_queue,
             )
         )
+        # Before any new process exists (so none can share a dead pid yet):
+        # the runs the dead workers held are due now, not when their leases
+        # would have run out.
+        dead_workers = [worker_prefix(p.pid) for p in self.pool if not p.is_alive()]
         try:
+            expired = engine.expire_leases_of(dead_workers)
             due = engine.mark_queued_runs_due()
-            log.info("%d queued run(s) made due for the sweeper", due)
-        except Exception:  # the database may be the cause; the sweeper will get there
-            log.exception("could not make queued runs due")
+            log.info("%d run(s) of dead workers and %d queued run(s) made due", expired, due)
+        except Exception:  # the database may be the cause; leases and the sweeper cover it
+            log.exception("could not make the runs due")
         self.task_queue = Queue(maxsize=Conf.QUEUE_LIMIT) if Conf.QUEUE_LIMIT else Queue()
         self.result_queue = Queue()
         self.event_out = Event()

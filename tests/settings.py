@@ -17,6 +17,7 @@ BOSUN_TOOLS = {
     "test.fail": "tests.testapp.tools.Fail",
     "test.fail_while": "tests.testapp.tools.FailWhile",
     "test.send": "tests.testapp.tools.Send",
+    "test.hang_once_send": "tests.testapp.tools.HangOnceSend",
     "test.in_transaction": "tests.testapp.tools.InTransaction",
     "test.inflight": "tests.testapp.tools.InFlight",
     "test.page": "tests.testapp.tools.Page",

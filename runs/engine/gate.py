@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -105,6 +106,7 @@ class Caller:
     # worker has taken the run over since. None: no run lease to check (a
     # caller outside a worker).
     fence: int | None = None
+    lease_lost: threading.Event | None = None  # passed on to the tool (ToolCall)
     # Called before the tool runs, with the call's known price (the price
     # table, or the tool's own `price`): raises if the run's budget is spent
     # or the call would take it over a cap.
@@ -532,6 +534,7 @@ def _invoke(
         attempt=caller.attempt,
         idempotency_key=request_key,
         timeout_s=caller.timeout_s,
+        lease_lost=caller.lease_lost,
     )
     try:
         result = tool.Result.model_validate(tool.run(args, call)).model_dump(mode="json")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -60,6 +61,9 @@ class StepContext:
     # The worker's fencing token for the run: the tool gate opens and closes
     # its ledger rows only while the run is still this worker's.
     fence: int | None = None
+    # Set when a heartbeat finds the run no longer this worker's (see
+    # runs.engine.heartbeat): a long step may stop early.
+    lease_lost: threading.Event | None = None
     suspicious: bool = False  # and some of it looked like an injection
     # Input fields to redact before a prompt is rendered (per policy).
     redact_fields: tuple[str, ...] = ()
@@ -243,6 +247,7 @@ class ToolKind(Kind["ToolKind.Config"]):
             tainted=ctx.tainted,
             suspicious=ctx.suspicious,
             fence=ctx.fence,
+            lease_lost=ctx.lease_lost,
             before_call=lambda price: ctx.check_budget("tool", price=price),
             prior_approval=_prior_approval(config.approved_by, ctx),
         )

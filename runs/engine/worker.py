@@ -28,7 +28,7 @@ from django.utils import timezone
 from approvals.models import ApprovalStatus
 from policies.audit import record as audit_record
 from policies.services import Rules, rules_for
-from runs.engine import cache, checks, store, switches, tracing
+from runs.engine import cache, checks, heartbeat, store, switches, tracing
 from runs.engine.definition import Definition, StepDef, load_definition
 from runs.engine.doorbell import ring
 from runs.engine.errors import BudgetExceeded, LeaseLost, StepError
@@ -49,8 +49,13 @@ def worker_id() -> str:
     global _worker
     pid = os.getpid()
     if _worker is None or _worker[0] != pid:
-        _worker = (pid, f"{socket.gethostname()}:{pid}:{uuid.uuid4().hex[:8]}")
+        _worker = (pid, f"{worker_prefix(pid)}{uuid.uuid4().hex[:8]}")
     return _worker[1]
+
+
+def worker_prefix(pid: int) -> str:
+    """How the worker ids of process `pid` on this host begin."""
+    return f"{socket.gethostname()}:{pid}:"
 
 
 # Exceptions outside StepError that are worth another attempt.
@@ -150,13 +155,6 @@ def _claim(run_id: int, *, worker: str, lease_s: float) -> _Walk | None:
     if state is None:
         return None
     definition = load_definition(state.version_id)
-    needed = _lease_for(definition.steps[state.current_step], lease_s)
-    if needed > lease_s:
-        # The step may run longer than a default lease: extend it first, so
-        # the sweeper does not hand the run to a second worker mid-step.
-        store.checkpoint(
-            state, store.Update().after("lease_expires_at", needed).after("ring_at", needed), None
-        )
     steps: dict[str, Any] = {}
     flags: dict[str, list[str]] = {}
     visits: dict[str, int] = {}
@@ -270,8 +268,11 @@ def _run_step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
     outcome: Outcome | None = None
     error: StepError | None
     try:
-        with time_limit(step.timeout_s):
-            outcome = _execute(walk, step, ctx)
+        # A step longer than a beat has its lease renewed while it runs.
+        with heartbeat.beating(state.run_id, state.fence, lease_s) as lease_lost:
+            ctx.lease_lost = lease_lost
+            with time_limit(step.timeout_s):
+                outcome = _execute(walk, step, ctx)
     except BudgetExceeded as exc:
         return _stop(walk, step, exc, _record(walk, step, started, t0, worker), exc.outcome)
     except LeaseLost:
@@ -328,9 +329,8 @@ def _run_step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
         _finish(state, update, record, outcome.commit_with)
         return Advance.FINISHED
     next_key = step.edges[outcome.edge]
-    next_lease = _lease_for(walk.definition.steps[next_key], lease_s)
     update.value("current_step", next_key).value("attempt", 1).value("attempts_before", 0)
-    update.after("lease_expires_at", next_lease).after("ring_at", next_lease)
+    update.after("lease_expires_at", lease_s).after("ring_at", lease_s)
     _commit(state, update, record, refusal)
     walk.variables["steps"][step.key] = outcome.output
     walk.variables["flags"][step.key] = flags
@@ -491,15 +491,14 @@ def _leave_exhausted(walk: _Walk, step: StepDef, *, worker: str, lease_s: float)
             f"visited {step.max_visits} times, its bound", retryable=False, error_type="loop_bound"
         )
         return _fail(walk, step, error, record, None)
-    lease = _lease_for(walk.definition.steps[target], lease_s)
     store.checkpoint(
         state,
         store.Update()
         .value("current_step", target)
         .value("attempt", 1)
         .value("attempts_before", 0)
-        .after("lease_expires_at", lease)
-        .after("ring_at", lease),
+        .after("lease_expires_at", lease_s)
+        .after("ring_at", lease_s),
         None,
     )
     state.current_step, state.attempt = target, 1
@@ -562,10 +561,6 @@ def _finish(
     with transaction.atomic():
         store.checkpoint(state, update, record)
         commit_with()
-
-
-def _lease_for(step: StepDef, lease_s: float) -> float:
-    return max(lease_s, step.timeout_s + settings.BOSUN_LEASE_MARGIN_S)
 
 
 def _missing_edge(outcome: Outcome) -> str:

@@ -28,6 +28,7 @@ autonomy rules, the kill switches, the limits and the ledger.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
@@ -52,6 +53,10 @@ class ToolCall:
     attempt: int
     idempotency_key: str
     timeout_s: float
+    # Set when the worker has lost the run (a heartbeat found it taken
+    # over): a long tool may check it between pieces of work and stop. What
+    # it returns then is not recorded.
+    lease_lost: threading.Event | None = None
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ def test_20_crashes_after_an_unsafe_send_never_send_twice(make_workflow):
 
     version = make_workflow(chain(_unsafe(True), END))
     ids = [engine.start_run(workflow=version.workflow, input={"n": n}).run.pk for n in range(20)]
-    env = child_env()
+    env = child_env(BOSUN_LEASE_S="600")  # the dead workers hold their runs
     pending = list(ids)
     while pending:
         batch, pending = pending[:4], pending[4:]

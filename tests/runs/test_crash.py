@@ -106,7 +106,10 @@ def test_a_paused_worker_cannot_commit_after_its_run_was_taken_over(make_workflo
         )
     )
     run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
-    zombie = spawn("advance_run", str(run_id), "--worker", "zombie", env=child_env())
+    # A long lease: it ends when the test lapses it, not by the clock.
+    zombie = spawn(
+        "advance_run", str(run_id), "--worker", "zombie", env=child_env(BOSUN_LEASE_S="600")
+    )
     try:
         deadline = time.monotonic() + 30
         while not Execution.objects.filter(run_id=run_id).exists():
@@ -139,14 +142,17 @@ def test_a_frozen_worker_woken_after_a_takeover_leaves_the_ledger_as_the_new_own
             {
                 "key": "send",
                 "kind": "tool",
-                "config": {"tool": "test.send", "args": {"first_sleep_s": 60.0}},
+                "config": {"tool": "test.hang_once_send", "args": {"first_sleep_s": 60.0}},
                 "timeout_s": 3.0,
             },
             END,
         )
     )
     run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
-    zombie = spawn("advance_run", str(run_id), "--worker", "zombie", env=child_env())
+    # A long lease: it ends when the test lapses it, not by the clock.
+    zombie = spawn(
+        "advance_run", str(run_id), "--worker", "zombie", env=child_env(BOSUN_LEASE_S="600")
+    )
     try:
         deadline = time.monotonic() + 30
         while not Execution.objects.filter(run_id=run_id).exists():

@@ -19,6 +19,7 @@ from runs import engine
 from runs.models import TERMINAL_STATUSES, Run
 from tests.conftest import chain
 from tests.processes import child_env, children, spawn, stop
+from tests.testapp.models import Execution
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 END = {"key": "done", "kind": "end", "config": {"outcome": "done"}}
@@ -65,3 +66,37 @@ def test_runs_go_on_after_every_process_of_an_idle_cluster_is_killed(make_workfl
         log = stop(cluster) + stop(sweeper)
     assert Run.objects.filter(pk__in=[first, *ids], status="succeeded").count() == 6, log
     assert "exited unasked" in log, log
+
+
+def test_the_run_of_a_killed_worker_is_taken_over_without_waiting_out_its_lease(
+    make_workflow, settings
+):
+    """The sentinel saw the worker die: it ends that worker's leases at once.
+    With a 10-minute lease, the run can only finish within the minute that way."""
+    settings.BOSUN_DOORBELL = "runs.tasks.ring"
+    slow = {
+        "key": "s1",
+        "kind": "tool",
+        "config": {"tool": "test.count", "args": {"sleep_s": 2.0}},
+        "timeout_s": 10.0,
+    }
+    version = make_workflow(chain(slow, END))
+    env = child_env(BOSUN_WORKERS="2", BOSUN_LEASE_S="600")
+    cluster = spawn("worker", env=env)
+    sweeper = spawn("sweeper", "--interval", "0.2", env=env)
+    try:
+        run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
+        deadline = time.monotonic() + 60
+        while not Execution.objects.filter(run_id=run_id).exists():
+            assert time.monotonic() < deadline, "the step never started"
+            time.sleep(0.02)
+        victim = Execution.objects.get(run_id=run_id).pid
+        os.kill(victim, signal.SIGKILL)  # mid-step, holding the run's lease
+        _finish([run_id], 60)
+    finally:
+        log = stop(cluster) + stop(sweeper)
+    assert Run.objects.get(pk=run_id).status == "succeeded", log
+    pids = list(
+        Execution.objects.filter(run_id=run_id).order_by("id").values_list("pid", flat=True)
+    )
+    assert len(pids) == 2 and pids[0] == victim != pids[1], (pids, log)

@@ -92,15 +92,30 @@ class Send(Tool):
 
     class Args(BaseModel):
         to: str = "someone"
-        # The first execution for the run's step sleeps this long (a vendor
-        # that hangs once); later ones answer at once.
+
+    class Result(BaseModel):
+        sent: bool
+
+    def run(self, args: Args, call: ToolCall) -> Result:
+        _record(call)
+        return self.Result(sent=True)
+
+
+class HangOnceSend(Tool):
+    """A write whose vendor hangs on the first call for the run's step (for
+    `first_sleep_s`) and answers later calls at once."""
+
+    name = "test.hang_once_send"
+    side_effect = "write_idempotent"
+
+    class Args(BaseModel):
         first_sleep_s: float = Field(default=0, ge=0)
 
     class Result(BaseModel):
         sent: bool
 
     def run(self, args: Args, call: ToolCall) -> Result:
-        if _record(call) == 1 and args.first_sleep_s:
+        if _record(call) == 1:
             time.sleep(args.first_sleep_s)
         return self.Result(sent=True)
 
