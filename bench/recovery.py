@@ -140,11 +140,15 @@ def measure(
     lease_s: float,
     runs: int,
     rng: random.Random,
+    log_dir: str,
 ) -> list[float]:
     """Kill (or freeze) the worker of each of `runs` runs mid-step; the
     seconds from each kill to the run's claim by another worker."""
+    from django.conf import settings
+
     from runs.engine import start_run
 
+    settings.BOSUN_DOORBELL = "runs.tasks.ring"  # start_run rings the queue, as in production
     env = {
         **os.environ,
         "BOSUN_DOORBELL": "runs.tasks.ring",
@@ -152,7 +156,7 @@ def measure(
         "BOSUN_WORKERS": "2",
     }
     waits: list[float] = []
-    with tempfile.TemporaryFile("w+", prefix="bosun-bench-recovery-") as log:
+    with open(os.path.join(log_dir, f"{label}.log"), "w+") as log:
         cluster, sweeper = _spawn(command, env, log), _spawn("sweeper", env, log)
         try:
             for n in range(runs):
@@ -174,7 +178,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=10, help="killed runs with heartbeats")
     parser.add_argument("--baseline-runs", type=int, default=3, help="killed runs, 90 s lease")
+    parser.add_argument(
+        "--log-dir",
+        default=None,
+        help="keep the cluster and sweeper logs here (default: a temp dir)",
+    )
     args = parser.parse_args(argv)
+    # A TERM (a timeout, a supervisor) unwinds like Ctrl-C, so the clusters
+    # the bench started are stopped and its database dropped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
+    log_dir = args.log_dir or tempfile.mkdtemp(prefix="bosun-bench-recovery-")
+    os.makedirs(log_dir, exist_ok=True)
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith("postgres"):
         raise SystemExit("bench/recovery.py needs a PostgreSQL DATABASE_URL")
@@ -200,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             lease_s=8.0,
             runs=args.runs,
             rng=rng,
+            log_dir=log_dir,
         )
         frozen = measure(
             version,
@@ -209,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             lease_s=8.0,
             runs=args.runs,
             rng=rng,
+            log_dir=log_dir,
         )
         baseline = measure(
             version,
@@ -218,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             lease_s=90.0,
             runs=args.baseline_runs,
             rng=rng,
+            log_dir=log_dir,
         )
     finally:
         from django.db import connections
@@ -236,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             f"kill -> taken over, {name}: median {statistics.median(waits):.2f} s,"
             f" max {max(waits):.2f} s over {len(waits)} runs"
         )
+    say(f"logs: {log_dir}")
     ratio = statistics.median(baseline) / statistics.median(killed)
     say(f"baseline / killed: {ratio:.0f}x")
     say(
