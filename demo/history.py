@@ -350,7 +350,7 @@ def decide(request: ApprovalRequest, *, key: str) -> None:
 # The recorded times each model's rows carry (timers about the future, such
 # as leases and ring times, are not history and are left alone).
 _TIMES = {
-    Run: ("created_at", "started_at", "finished_at", "dead_lettered_at"),
+    Run: ("created_at", "started_at", "wall_from", "finished_at", "dead_lettered_at"),
     StepRun: ("started_at", "finished_at"),
     ApprovalRequest: (
         "created_at",

@@ -250,6 +250,9 @@ class Run(models.Model):
 
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # The wall-time budget counts from here: the first claim, or the first
+    # claim after a retry (time spent dead-lettered does not count).
+    wall_from = models.DateTimeField(null=True, blank=True, editable=False)
     finished_at = models.DateTimeField(null=True, blank=True)
     trace_id = models.CharField(max_length=32, blank=True)
     replay_of = models.ForeignKey(

@@ -70,8 +70,8 @@ def over_budget(
         return BudgetExceeded(
             "tool_calls", f"{state.tool_calls + calls} of {budget.max_tool_calls}"
         )
-    if state.started_at is not None:
-        elapsed = (timezone.now() - state.started_at).total_seconds()
+    if state.wall_from is not None:
+        elapsed = (timezone.now() - state.wall_from).total_seconds()
         if elapsed >= budget.max_wall_s:
             return BudgetExceeded("wall_s", f"{elapsed:.0f}s of {budget.max_wall_s:.0f}s")
     return None

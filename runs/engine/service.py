@@ -187,6 +187,7 @@ def retry_run(*, run_id: int, actor: str = "system") -> Run:
             error="",
             dead_lettered_at=None,
             finished_at=None,
+            wall_from=None,  # a fresh wall-time allowance from the next claim
             ring_at=_later(store.REDELIVER_AFTER_S),
         )
         if not updated:

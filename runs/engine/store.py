@@ -72,7 +72,7 @@ class RunState:
     llm_calls: int
     tool_calls: int
     cost_usd: Decimal  # model plus vendor spend
-    started_at: Any
+    wall_from: Any  # the wall-time budget counts from here (Run.wall_from)
     input: dict[str, Any]
     trace_id: str = ""  # hex; "" while tracing has never been on for the run
     # Untrusted content the run read looked like an injection (signals were
@@ -102,23 +102,24 @@ def claim(run_id: int, *, worker: str, lease_s: float, trace_id: str = "") -> Ru
         f"UPDATE {RUN} SET status = 'running', wait_reason = '', fence = fence + 1,"
         f" lease_owner = %s, lease_expires_at = {later_sql()}, ring_at = {later_sql()},"
         f" not_before = NULL, started_at = COALESCE(started_at, {now}),"
+        f" wall_from = COALESCE(wall_from, {now}),"
         " trace_id = CASE WHEN trace_id = '' THEN %s ELSE trace_id END"
         f" WHERE id = %s AND {_CLAIMABLE.format(now=now)}"
         " RETURNING fence, workflow_id, version_id, current_step, seq, attempt, attempts_before,"
         " replay_of_id, role_version_id, policy_version_id, tainted, steps_executed, llm_calls,"
-        " tool_calls, cost_usd, started_at, input, trace_id, taint_signals <> '', credits"
+        " tool_calls, cost_usd, wall_from, input, trace_id, taint_signals <> '', credits"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [worker, lease_s, lease_s, trace_id, run_id])
         row = cursor.fetchone()
     if row is None:
         return None
-    *head, tainted, steps, llm_calls, tool_calls, cost, started_at, raw_input, trace, odd = row[:-1]
+    *head, tainted, steps, llm_calls, tool_calls, cost, wall_from, raw_input, trace, odd = row[:-1]
     raw_input, credits = _loads(raw_input), _loads(row[-1]) or {}
-    if isinstance(started_at, str):  # SQLite
-        started_at = datetime.fromisoformat(started_at)
-    if started_at is not None and started_at.tzinfo is None:
-        started_at = started_at.replace(tzinfo=UTC)
+    if isinstance(wall_from, str):  # SQLite
+        wall_from = datetime.fromisoformat(wall_from)
+    if wall_from is not None and wall_from.tzinfo is None:
+        wall_from = wall_from.replace(tzinfo=UTC)
     return RunState(  # type: ignore[call-arg]  # mypy cannot count a starred row
         run_id,
         *head,
@@ -127,7 +128,7 @@ def claim(run_id: int, *, worker: str, lease_s: float, trace_id: str = "") -> Ru
         llm_calls,
         tool_calls,
         Decimal(str(cost)),
-        started_at,
+        wall_from,
         raw_input,
         trace,
         bool(odd),

@@ -124,3 +124,32 @@ def test_a_run_without_a_policy_gets_the_default_budget(make_workflow, settings)
     version = make_workflow(steps)
     run = drive(engine.start_run(workflow=version.workflow, input={}).run.pk)
     assert (run.status, run.stop_reason, run.steps_executed) == ("stopped", "budget", 1)
+
+
+def test_a_retried_run_gets_a_fresh_wall_time_allowance(make_workflow):
+    """Dead-lettered for weeks, then retried: the wall-time budget counts
+    from the retry, not from the run's first start."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from runs.models import Run
+    from tests.conftest import chain
+
+    steps = chain(
+        {
+            "key": "send",
+            "kind": "tool",
+            "config": {"tool": "test.fail", "args": {"failures": 1, "retryable": False}},
+        },
+        {"key": "done", "kind": "end", "config": {"outcome": "done"}},
+    )
+    run = drive(engine.start_run(workflow=make_workflow(steps).workflow, input={}).run.pk)
+    assert run.status == "failed"
+    weeks_ago = timezone.now() - timedelta(days=21)
+    Run.objects.filter(pk=run.pk).update(started_at=weeks_ago, wall_from=weeks_ago)
+    engine.retry_run(run_id=run.pk)
+    run = drive(run.pk)
+    assert run.status == "succeeded", run.error
+    assert run.started_at == weeks_ago  # the record of when it first started stays
+    assert timezone.now() - run.wall_from < timedelta(hours=1)
