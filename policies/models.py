@@ -98,7 +98,8 @@ class Policy(models.Model):
         help_text="Model plus vendor spend a run may reach, in USD.",
     )
     max_wall_s = models.PositiveIntegerField(
-        default=86400, help_text="Seconds from the run's start or its last retry, waits for people included."
+        default=86400,
+        help_text="Seconds from the run's start or its last retry, waits for people included.",
     )
     max_credits = models.JSONField(
         default=dict,
