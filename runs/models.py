@@ -253,6 +253,10 @@ class Run(models.Model):
     # The wall-time budget counts from here: the first claim, or the first
     # claim after a retry (time spent dead-lettered does not count).
     wall_from = models.DateTimeField(null=True, blank=True, editable=False)
+    # The last LEASE_HISTORY claims, oldest first: {"worker", "fence", "at"}.
+    # Written by the claim's own statement; for forensics (who held the run
+    # when, including workers that died before committing a step).
+    lease_history = models.JSONField(default=list, blank=True, editable=False)
     finished_at = models.DateTimeField(null=True, blank=True)
     trace_id = models.CharField(max_length=32, blank=True)
     replay_of = models.ForeignKey(

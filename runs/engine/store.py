@@ -89,6 +89,28 @@ _CLAIMABLE = (
 )
 
 
+# Claims kept in Run.lease_history.
+LEASE_HISTORY = 20
+
+
+def _history_sql() -> str:
+    """Run.lease_history with this claim appended (worker: one parameter),
+    the oldest entry dropped beyond LEASE_HISTORY. `fence + 1` reads the old
+    row: it is the fence this claim sets."""
+    if _pg():
+        return (
+            f"(CASE WHEN jsonb_array_length(lease_history) >= {LEASE_HISTORY}"
+            " THEN lease_history - 0 ELSE lease_history END)"
+            " || jsonb_build_array(jsonb_build_object("
+            "'worker', %s::text, 'fence', fence + 1, 'at', clock_timestamp()))"
+        )
+    return (
+        f"json_insert(CASE WHEN json_array_length(lease_history) >= {LEASE_HISTORY}"
+        " THEN json_remove(lease_history, '$[0]') ELSE lease_history END, '$[#]',"
+        f" json_object('worker', %s, 'fence', fence + 1, 'at', {now_sql()}))"
+    )
+
+
 def claim(run_id: int, *, worker: str, lease_s: float, trace_id: str = "") -> RunState | None:
     """Take the run if nobody holds it: one conditional UPDATE.
 
@@ -103,14 +125,15 @@ def claim(run_id: int, *, worker: str, lease_s: float, trace_id: str = "") -> Ru
         f" lease_owner = %s, lease_expires_at = {later_sql()}, ring_at = {later_sql()},"
         f" not_before = NULL, started_at = COALESCE(started_at, {now}),"
         f" wall_from = COALESCE(wall_from, {now}),"
-        " trace_id = CASE WHEN trace_id = '' THEN %s ELSE trace_id END"
+        " trace_id = CASE WHEN trace_id = '' THEN %s ELSE trace_id END,"
+        f" lease_history = {_history_sql()}"
         f" WHERE id = %s AND {_CLAIMABLE.format(now=now)}"
         " RETURNING fence, workflow_id, version_id, current_step, seq, attempt, attempts_before,"
         " replay_of_id, role_version_id, policy_version_id, tainted, steps_executed, llm_calls,"
         " tool_calls, cost_usd, wall_from, input, trace_id, taint_signals <> '', credits"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [worker, lease_s, lease_s, trace_id, run_id])
+        cursor.execute(sql, [worker, lease_s, lease_s, trace_id, worker, run_id])
         row = cursor.fetchone()
     if row is None:
         return None

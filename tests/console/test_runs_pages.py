@@ -162,6 +162,9 @@ def test_the_timeline_shows_steps_decisions_versions_and_totals(make_user, make_
     assert "Waiting" in body and 'hx-trigger="every 2s"' in body
     assert "Pending" in body  # the approval request, undecided
     assert "Cancel the run" in body and "Retry from the failed step" not in body
+    # Who held the run: the one claim that executed it up to the review.
+    (claim,) = run.lease_history
+    assert "Lease holders (1)" in body and claim["worker"] in body
 
 
 def test_the_timeline_lists_each_attempt_with_its_error_and_the_decisions(

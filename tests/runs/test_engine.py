@@ -426,3 +426,17 @@ def test_no_transaction_is_open_while_a_step_runs(make_workflow):
     )
     run = drive(engine.start_run(workflow=version.workflow, input={}).run.pk)
     assert StepRun.objects.get(run=run, step_key="probe").output == {"in_transaction": False}
+
+
+def test_each_claim_is_kept_in_the_runs_lease_history_up_to_its_bound(make_workflow):
+    version = make_workflow(chain(count("a"), END))
+    run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
+    for n in range(store.LEASE_HISTORY + 3):
+        state = store.claim(run_id, worker=f"w{n}", lease_s=10)
+        assert state is not None
+        lapse_lease(run_id)  # ... and then it died
+    history = Run.objects.get(pk=run_id).lease_history
+    assert len(history) == store.LEASE_HISTORY
+    assert [h["worker"] for h in history] == [f"w{n}" for n in range(3, store.LEASE_HISTORY + 3)]
+    assert [h["fence"] for h in history] == list(range(4, store.LEASE_HISTORY + 4))
+    assert all(h["at"] for h in history)
