@@ -327,6 +327,9 @@ class StepRun(models.Model):
     error = models.TextField(blank=True)
     error_type = models.CharField(max_length=80, blank=True)
     retry_delay_s = models.FloatField(null=True, blank=True)
+    # A failed attempt: was its error worth another attempt (a timeout, a
+    # 5xx) or not (invalid arguments, a refusal, a bug)? Unset otherwise.
+    retryable = models.BooleanField(null=True, blank=True)
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField()
     duration_ms = models.FloatField(default=0)

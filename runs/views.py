@@ -11,6 +11,7 @@ the engine's functions (`retry_run`, `cancel_run`), as admin and API do.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -442,13 +443,12 @@ def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
 def _dead_runs() -> QuerySet[Run]:
     """Dead-lettered failed runs, each with the error type of the attempt
     that failed (the run's seq and attempt still point at it)."""
-    failed_type = (
-        StepRun.objects.filter(run=OuterRef("pk"), seq=OuterRef("seq"), attempt=OuterRef("attempt"))
-        .order_by()  # one row by the unique (run, seq, attempt): no sort, no join
-        .values("error_type")[:1]
-    )
+    failed = StepRun.objects.filter(
+        run=OuterRef("pk"), seq=OuterRef("seq"), attempt=OuterRef("attempt")
+    ).order_by()  # one row by the unique (run, seq, attempt): no sort, no join
     return Run.objects.filter(status=RunStatus.FAILED, dead_lettered_at__isnull=False).annotate(
-        error_type=Coalesce(Subquery(failed_type), Value(""))
+        error_type=Coalesce(Subquery(failed.values("error_type")[:1]), Value("")),
+        retryable=Subquery(failed.values("retryable")[:1]),
     )
 
 
@@ -515,6 +515,10 @@ def deadletter_list(request: HttpRequest) -> HttpResponse:
         "groups_limit": DEAD_GROUPS_SHOWN,
         "can_retry": request.user.has_perm("runs.retry_run"),
     }
+    retried = context["retried"] = _retried(request.GET.get("retried", ""))
+    if retried is not None:
+        for run in retried["runs"]:
+            run.shown_error = _shown_text(request, run.error)
     for run in context["runs"]:
         run.shown_error = _shown_text(request, run.error)
     template = (
@@ -545,11 +549,23 @@ def deadletter_retry(request: HttpRequest) -> HttpResponse:
     run_ids = list(
         selected.order_by("dead_lettered_at", "id").values_list("id", flat=True)[:BULK_LIMIT]
     )
+    # Errors that were not worth another attempt when they happened
+    # (invalid arguments, a refusal, a bug): retried as they stand, with the
+    # same version and inputs, they will most likely fail the same way.
+    doubtful = list(
+        _dead_runs()
+        .filter(pk__in=run_ids, retryable=False)  # type: ignore[misc]  # annotated by _dead_runs
+        .values("error_type")
+        .annotate(runs=Count("id"))
+        .order_by("-runs", "error_type")
+    )
     context = {
         "nav": "dead",
         "run_ids": run_ids,
         "total": selected.count() if len(run_ids) == BULK_LIMIT else len(run_ids),
         "limit": BULK_LIMIT,
+        "doubtful": doubtful,
+        "doubtful_runs": sum(row["runs"] for row in doubtful),
     }
     if not run_ids:
         messages.error(request, "Nothing to retry: choose a group or some dead runs.")
@@ -584,4 +600,27 @@ def _bulk_retry(request: HttpRequest, values: list[str]) -> HttpResponse:
         )
     if not run_ids:
         messages.error(request, "Nothing to retry.")
-    return after_post(request, reverse("console-deadletter-list"))
+    url = reverse("console-deadletter-list")
+    if retried:  # the list then reports what became of each
+        url += "?" + urlencode({"retried": ",".join(str(run_id) for run_id in retried)})
+    return after_post(request, url)
+
+
+def _retried(value: str) -> dict[str, Any] | None:
+    """The runs of a bulk retry as they stand now (`?retried=1,2,3`)."""
+    ids = [int(part) for part in value.split(",") if part.isdigit()][:BULK_LIMIT]
+    if not ids:
+        return None
+    runs = list(
+        Run.objects.filter(pk__in=ids)
+        .select_related("workflow")
+        .only("id", "status", "wait_reason", "error", "workflow__slug", "current_step")
+        .order_by("id")
+    )
+    statuses = Counter(run.get_status_display() for run in runs)
+    return {
+        "runs": runs,
+        "summary": ", ".join(f"{count} {status.lower()}" for status, count in statuses.items()),
+        "active": any(not run.is_terminal for run in runs),
+        "url": f"{reverse('console-deadletter-list')}?{urlencode({'retried': value})}",
+    }

@@ -233,7 +233,7 @@ class Update:
 
 STEP_RUN_COLUMNS = (
     "run_id", "seq", "attempt", "step_key", "kind", "status", "edge", "input", "output",
-    "error", "error_type", "retry_delay_s", "started_at", "finished_at", "duration_ms",
+    "error", "error_type", "retryable", "retry_delay_s", "started_at", "finished_at", "duration_ms",
     "provider", "model_requested", "model_answered", "tokens_in", "tokens_out",
     "cache_read_tokens", "cache_write_tokens", "cost_usd", "model_usd", "vendor", "credits",
     "vendor_usd", "cache_hit", "cost_saved_usd", "vendor_saved_usd", "credits_saved", "worker",
@@ -242,7 +242,7 @@ STEP_RUN_COLUMNS = (
 _JSON_COLUMNS = {"input", "output", "flags"}
 _RECORD_DEFAULTS: dict[str, Any] = {
     "status": "", "edge": "", "input": None, "output": None, "error": "", "error_type": "",
-    "retry_delay_s": None, "provider": "", "model_requested": "", "model_answered": "",
+    "retryable": None, "retry_delay_s": None, "provider": "", "model_requested": "", "model_answered": "",
     "tokens_in": 0, "tokens_out": 0, "cache_read_tokens": 0, "cache_write_tokens": 0,
     "cost_usd": Decimal(0), "model_usd": Decimal(0), "vendor": "", "credits": 0,
     "vendor_usd": Decimal(0), "cache_hit": False, "cost_saved_usd": Decimal(0),

@@ -451,7 +451,12 @@ def _fail(
     audit: dict[str, Any] | None = None,
 ) -> Advance:
     state = walk.state
-    record.update(status="failed", error=str(error)[:4000], error_type=error.error_type)
+    record.update(
+        status="failed",
+        error=str(error)[:4000],
+        error_type=error.error_type,
+        retryable=error.retryable,
+    )
     update = store.Update()
     if outcome is not None:
         record.update(_usage(outcome), input=outcome.input, output=outcome.output)

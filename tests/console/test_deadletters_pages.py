@@ -124,10 +124,11 @@ def test_a_bulk_retry_shows_the_count_then_retries_exactly_those_runs(
     # a run that dies after the confirmation is not part of it
     late = dead(two_step_version, "work", "timeout")
     done = client.post(RETRY, {"confirm": "yes", "run": expected}, **headers)
+    report = URL + "?retried=" + "%2C".join(str(pk) for pk in expected)
     if headers:
-        assert done["HX-Redirect"] == URL
+        assert done["HX-Redirect"] == report
     else:
-        assert (done.status_code, done["Location"]) == (302, URL)
+        assert (done.status_code, done["Location"]) == (302, report)
     retried = set(Run.objects.filter(status="queued").values_list("id", flat=True))
     assert retried == set(expected)
     assert Run.objects.get(pk=late.pk).status == "failed"
@@ -211,3 +212,48 @@ def test_who_may_see_and_retry_dead_letters(make_user, dead_runs, role):
         assert retry.status_code == (302 if role == "operator" else 403)
     queued = Run.objects.filter(status="queued").count()
     assert queued == (3 if role == "operator" else 0)
+
+
+def _failing(make_workflow, **args):
+    return make_workflow(
+        [
+            {
+                "key": "call",
+                "kind": "tool",
+                "config": {"tool": "test.fail", "args": {"failures": 1, **args}},
+                "max_attempts": 1,
+                "edges": {"next": "done"},
+            },
+            {"key": "done", "kind": "end", "config": {"outcome": "done", "success": True}},
+        ]
+    )
+
+
+def test_the_confirmation_warns_of_errors_not_worth_another_attempt(make_user, make_workflow):
+    hard = _failing(make_workflow, retryable=False)  # not worth another attempt
+    flaky = _failing(make_workflow, retryable=True)  # retries exhausted
+    ids = [drive(engine.start_run(workflow=v.workflow, input={}).run.pk).pk for v in (hard, flaky)]
+    client = client_for(make_user)
+    confirm = client.post(RETRY, {"run": ids})
+    assert confirm.context["doubtful_runs"] == 1
+    body = confirm.content.decode()
+    assert "1 of these failed with an error that was not worth another attempt" in body
+    assert "tool: 1" in body
+    only_flaky = client.post(RETRY, {"run": [ids[1]]})
+    assert 'id="retry-doubtful"' not in only_flaky.content.decode()
+
+
+def test_after_a_bulk_retry_the_list_reports_what_became_of_each_run(make_user, make_workflow):
+    version = _failing(make_workflow, retryable=True)
+    ids = [drive(engine.start_run(workflow=version.workflow, input={}).run.pk).pk for _ in range(2)]
+    client = client_for(make_user)
+    done = client.post(RETRY, {"confirm": "yes", "run": ids})
+    assert done.status_code == 302 and f"retried={ids[0]}%2C{ids[1]}" in done["Location"]
+    drive(ids[0])  # one has run since (and succeeded on its second attempt)
+    report = client.get(done["Location"])
+    retried = report.context["retried"]
+    assert [(run.pk, run.status) for run in retried["runs"]] == [
+        (ids[0], "succeeded"),
+        (ids[1], "queued"),
+    ]
+    assert retried["active"] and "1 succeeded, 1 queued" in report.content.decode()
