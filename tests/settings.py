@@ -18,6 +18,7 @@ BOSUN_TOOLS = {
     "test.fail_while": "tests.testapp.tools.FailWhile",
     "test.send": "tests.testapp.tools.Send",
     "test.hang_once_send": "tests.testapp.tools.HangOnceSend",
+    "test.engage_switch": "tests.testapp.tools.EngageSwitch",
     "test.in_transaction": "tests.testapp.tools.InTransaction",
     "test.inflight": "tests.testapp.tools.InFlight",
     "test.page": "tests.testapp.tools.Page",

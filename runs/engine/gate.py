@@ -6,8 +6,10 @@ arguments name, whoever wrote them), the autonomy rules and the run's taint
 (an approval binds the exact arguments and is consumed once), the budget
 (with the call's price, known before it is made: credit caps and the USD cap
 refuse a call that would go over them), the concurrency caps and rate limits, the kill switches, the ledger, and
-last, right before the call, the policy's knowledge guards. Every path that
-calls a tool (a tool step, a model asking for a tool, a test calling it
+last, right before the call, the policy's knowledge guards. A free read (no
+side effect, no price) keeps no ledger row: the switches it obeys are those
+the worker read as the step started, and it costs the step no round trip.
+Every path that calls a tool (a tool step, a model asking for a tool, a test calling it
 directly) comes through here, so none of these can be skipped.
 
 Taint is provenance, not phrasing: a run that has read content from an
@@ -106,6 +108,11 @@ class Caller:
     # worker has taken the run over since. None: no run lease to check (a
     # caller outside a worker).
     fence: int | None = None
+    # Tools a kill switch holds, as the worker last read the switches (with
+    # the claim or the last checkpoint, the moment this step started). A
+    # free read, which has no ledger row, is held by these; every other
+    # call reads the switches again with its ledger row. None: read them now.
+    tools_off: frozenset[str] | None = None
     lease_lost: threading.Event | None = None  # passed on to the tool (ToolCall)
     # Called before the tool runs, with the call's known price (the price
     # table, or the tool's own `price`): raises if the run's budget is spent
@@ -176,6 +183,8 @@ def _call_tool(name: str, raw_args: Any, caller: Caller) -> Called:
         keys=tool.keys_for(args), holder=f"{key}:{caller.attempt}", hold_s=hold_s
     )
     try:
+        if _ledgerless(tool, shared):
+            return _read_freely(tool, args, args_json, destinations, key, caller)
         record_id, recorded = _open(tool, args_json, digest, key, caller)
         if recorded is _UNKNOWN:
             raise NeedsReconciliation(record_id)
@@ -195,6 +204,41 @@ def _call_tool(name: str, raw_args: Any, caller: Caller) -> Called:
     finally:
         for freed in limits.release(seats):
             _wake_one(freed)
+
+
+def _ledgerless(tool: Tool, shared: _Purchase | None) -> bool:
+    """A free read keeps no ledger row: calling it again after a crash
+    changes nothing and costs nothing, and the step's record holds its
+    arguments and answer. So it costs the step no round trip here."""
+    return tool.side_effect == "read" and not tool.paid and shared is None
+
+
+def _read_freely(
+    tool: Tool,
+    args: BaseModel,
+    args_json: dict[str, Any],
+    destinations: tuple[str, ...],
+    key: str,
+    caller: Caller,
+) -> Called:
+    """Call a free read: held by a kill switch like any call, checked
+    against the knowledge guards, not recorded in the ledger."""
+    if caller.tools_off is None or caller.fence is None:
+        switches.refuse_if_switched_off(tool=tool.name, workflow=caller.workflow)
+    elif tool.name in caller.tools_off:
+        raise Paused(f"kill switch on {tool.name}")
+    _check_guards(tool, destinations, None, caller)
+    call = ToolCall(
+        run_id=caller.run_id,
+        step_key=caller.step_key,
+        seq=caller.seq,
+        attempt=caller.attempt,
+        idempotency_key=key,
+        timeout_s=caller.timeout_s,
+        lease_lost=caller.lease_lost,
+    )
+    result = tool.Result.model_validate(tool.run(args, call)).model_dump(mode="json")
+    return Called(args_json, result, 0, from_ledger=False, cost=tool.cost(args, result))
 
 
 @dataclass(frozen=True)
@@ -335,7 +379,7 @@ def _approved_before(tool: Tool, args: dict[str, Any], key: str, caller: Caller)
 
 
 def _check_guards(
-    tool: Tool, destinations: tuple[str, ...], record_id: int, caller: Caller
+    tool: Tool, destinations: tuple[str, ...], record_id: int | None, caller: Caller
 ) -> None:
     """Refuse the call while a knowledge event the policy names as a guard
     is active on an entity the call's destinations name. Checked here, at
@@ -355,7 +399,8 @@ def _check_guards(
         first = found[0]
         why = f" ({first['reason']})" if first["reason"] else ""
         message = f"{tool.name} is held: {first['type']} on {first['entity']}{why}"
-        _close(record_id, caller, status=ToolCallStatus.FAILED, error=message)
+        if record_id is not None:
+            _close(record_id, caller, status=ToolCallStatus.FAILED, error=message)
         raise Refused("guarded", message, {"events": found})
 
 

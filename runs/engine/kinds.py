@@ -61,6 +61,8 @@ class StepContext:
     # The worker's fencing token for the run: the tool gate opens and closes
     # its ledger rows only while the run is still this worker's.
     fence: int | None = None
+    # Tools a kill switch holds, as of the claim or the last checkpoint.
+    tools_off: frozenset[str] = frozenset()
     # Set when a heartbeat finds the run no longer this worker's (see
     # runs.engine.heartbeat): a long step may stop early.
     lease_lost: threading.Event | None = None
@@ -247,6 +249,7 @@ class ToolKind(Kind["ToolKind.Config"]):
             tainted=ctx.tainted,
             suspicious=ctx.suspicious,
             fence=ctx.fence,
+            tools_off=ctx.tools_off,
             lease_lost=ctx.lease_lost,
             before_call=lambda price: ctx.check_budget("tool", price=price),
             prior_approval=_prior_approval(config.approved_by, ctx),

@@ -80,6 +80,18 @@ class RunState:
     suspicious: bool = False
     # Vendor credits spent so far, per vendor (the policy caps each).
     credits: dict[str, int] = field(default_factory=dict)
+    # The kill switches as of the last claim or checkpoint, which is the
+    # moment the next step starts (no round trip lies between): a global or
+    # this workflow's switch, and the tools switched off.
+    switched_off: bool = False
+    tools_off: frozenset[str] = frozenset()
+
+    def see_switches(self, engaged: str | None) -> None:
+        """Take the switches `_switches_sql` read: "scope:target" entries
+        joined by commas (None or "" when none is engaged)."""
+        entries = [e.partition(":") for e in (engaged or "").split(",") if e]
+        self.switched_off = any(scope != "tool" for scope, _, _ in entries)
+        self.tools_off = frozenset(target for scope, _, target in entries if scope == "tool")
 
 
 _CLAIMABLE = (
@@ -87,6 +99,21 @@ _CLAIMABLE = (
     " OR (status = 'waiting' AND not_before IS NOT NULL AND not_before <= {now})"
     " OR (status = 'running' AND lease_expires_at < {now}))"
 )
+
+
+def _switches_sql(workflow_id: str) -> str:
+    """A scalar subquery: the engaged switches that concern the run (global,
+    its workflow's, any tool's) as "scope:target" joined by commas.
+    `workflow_id` is SQL for the run's workflow id."""
+    joined = (
+        "string_agg(scope || ':' || target, ',')"
+        if _pg()
+        else "group_concat(scope || ':' || target, ',')"
+    )
+    return (
+        f"(SELECT {joined} FROM policies_killswitch WHERE engaged AND (scope IN ('global', 'tool')"
+        f" OR (scope = 'workflow' AND target = (SELECT slug FROM runs_workflow WHERE id = {workflow_id}))))"
+    )
 
 
 # Claims kept in Run.lease_history.
@@ -130,20 +157,21 @@ def claim(run_id: int, *, worker: str, lease_s: float, trace_id: str = "") -> Ru
         f" WHERE id = %s AND {_CLAIMABLE.format(now=now)}"
         " RETURNING fence, workflow_id, version_id, current_step, seq, attempt, attempts_before,"
         " replay_of_id, role_version_id, policy_version_id, tainted, steps_executed, llm_calls,"
-        " tool_calls, cost_usd, wall_from, input, trace_id, taint_signals <> '', credits"
+        " tool_calls, cost_usd, wall_from, input, trace_id, taint_signals <> '', credits,"
+        f" {_switches_sql(f'{RUN}.workflow_id')}"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [worker, lease_s, lease_s, trace_id, worker, run_id])
         row = cursor.fetchone()
     if row is None:
         return None
-    *head, tainted, steps, llm_calls, tool_calls, cost, wall_from, raw_input, trace, odd = row[:-1]
-    raw_input, credits = _loads(raw_input), _loads(row[-1]) or {}
+    *head, tainted, steps, llm_calls, tool_calls, cost, wall_from, raw_input, trace, odd = row[:-2]
+    raw_input, credits = _loads(raw_input), _loads(row[-2]) or {}
     if isinstance(wall_from, str):  # SQLite
         wall_from = datetime.fromisoformat(wall_from)
     if wall_from is not None and wall_from.tzinfo is None:
         wall_from = wall_from.replace(tzinfo=UTC)
-    return RunState(  # type: ignore[call-arg]  # mypy cannot count a starred row
+    state = RunState(  # type: ignore[call-arg]  # mypy cannot count a starred row
         run_id,
         *head,
         bool(tainted),
@@ -157,6 +185,8 @@ def claim(run_id: int, *, worker: str, lease_s: float, trace_id: str = "") -> Ru
         bool(odd),
         {vendor: int(spent) for vendor, spent in credits.items()},
     )
+    state.see_switches(row[-1])
+    return state
 
 
 def _loads(value: Any) -> Any:
@@ -268,7 +298,9 @@ def step_record(**fields: Any) -> dict[str, Any]:
 
 
 def checkpoint(state: RunState, update: Update, step_run: dict[str, Any] | None) -> None:
-    """Commit the step's record and the run's advance together, or neither.
+    """Commit the step's record and the run's advance together, or neither,
+    and read the kill switches in the same round trip (`state.switched_off`,
+    `state.tools_off`): the next step starts from what they were then.
 
     Raises LeaseLost when the run's fence moved on (another worker took it
     over, or it was cancelled): nothing of this step is written.
@@ -276,11 +308,17 @@ def checkpoint(state: RunState, update: Update, step_run: dict[str, Any] | None)
     where = " WHERE id = %s AND fence = %s AND status = 'running'"
     set_sql = ", ".join(update.parts)
     run_params = [*update.params, state.run_id, state.fence]
+    switches = _switches_sql("%s")
     with connection.cursor() as cursor:
         if step_run is None:
-            cursor.execute(f"UPDATE {RUN} SET {set_sql}{where}", run_params)
-            if cursor.rowcount != 1:
+            cursor.execute(
+                f"UPDATE {RUN} SET {set_sql}{where} RETURNING {switches}",
+                [*run_params, state.workflow_id],
+            )
+            row = cursor.fetchone()
+            if row is None:
                 raise LeaseLost(state.run_id)
+            state.see_switches(row[0])
             return
         pg = _pg()
         insert_cols, holders = _insert_parts(pg)
@@ -293,17 +331,24 @@ def checkpoint(state: RunState, update: Update, step_run: dict[str, Any] | None)
             cursor.execute(
                 f"WITH upd AS (UPDATE {RUN} SET {set_sql}{where} RETURNING id)"
                 f" INSERT INTO {STEP_RUN} ({insert_cols}) SELECT upd.id, {holders} FROM upd"
-                " RETURNING id",
-                [*run_params, *values],
+                f" RETURNING {switches}",
+                [*run_params, *values, state.workflow_id],
             )
-            if cursor.fetchone() is None:
+            row = cursor.fetchone()
+            if row is None:
                 raise LeaseLost(state.run_id)
+            state.see_switches(row[0])
             return
         with transaction.atomic():
-            cursor.execute(f"UPDATE {RUN} SET {set_sql}{where}", run_params)
-            if cursor.rowcount != 1:
+            cursor.execute(
+                f"UPDATE {RUN} SET {set_sql}{where} RETURNING {switches}",
+                [*run_params, state.workflow_id],
+            )
+            row = cursor.fetchone()
+            if row is None:
                 raise LeaseLost(state.run_id)
             cursor.execute(
                 f"INSERT INTO {STEP_RUN} ({insert_cols}) VALUES (%s, {holders})",
                 [state.run_id, *values],
             )
+        state.see_switches(row[0])

@@ -2,10 +2,12 @@
 
 A switch is engaged or lifted only through `set_switch`, which records who
 and why and, on a lift, wakes the runs it paused (`resume_paused`). The
-engine reads switches at two points: before every step (`switched_off`,
-one small statement) and in the tool gate at the moment of a call, in the
-same transaction as the ledger row (`ENGAGED_SQL`, under the switchboard
-lock), so no call starts after a switch change has committed.
+engine reads switches at two points: in the statement of every claim and
+checkpoint (`store._switches_sql`), the moment the next step starts, so no
+step starts after a switch change has committed, at no extra round trip;
+and in the tool gate at the moment of a write or paid call, in the same
+transaction as its ledger row (`ENGAGED_SQL`, under the switchboard lock),
+so no such call starts after a switch change has committed.
 """
 
 from __future__ import annotations
@@ -124,18 +126,6 @@ def resume_paused(*, workflow: str | None = None, actor: str = "system") -> list
                 ring(run_id)
                 woken.append(run_id)
     return woken
-
-
-def switched_off(workflow: str) -> bool:
-    """Whether a global or this workflow's kill switch is engaged. Runs
-    before every step, so it is one small raw statement."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT 1 FROM policies_killswitch WHERE engaged"
-            " AND (scope = 'global' OR (scope = 'workflow' AND target = %s)) LIMIT 1",
-            [workflow],
-        )
-        return cursor.fetchone() is not None
 
 
 # Switches that stop this call: global, its workflow's, its tool's.

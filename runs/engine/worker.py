@@ -28,7 +28,7 @@ from django.utils import timezone
 from approvals.models import ApprovalStatus
 from policies.audit import record as audit_record
 from policies.services import Rules, rules_for
-from runs.engine import cache, checks, heartbeat, store, switches, tracing
+from runs.engine import cache, checks, heartbeat, store, tracing
 from runs.engine.definition import Definition, StepDef, load_definition
 from runs.engine.doorbell import ring
 from runs.engine.errors import BudgetExceeded, LeaseLost, StepError
@@ -262,7 +262,7 @@ def _run_step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
     breach = checks.over_budget(state, walk.rules.budget, step.kind.name)
     if breach is not None:
         return _stop(walk, step, breach, _record(walk, step, started, t0, worker), None)
-    if switches.switched_off(walk.definition.workflow):
+    if state.switched_off:  # as read by the claim or the last checkpoint
         return _park(walk, "paused")
     ctx = _context(walk, step)
     outcome: Outcome | None = None
@@ -365,6 +365,7 @@ def _context(walk: _Walk, step: StepDef) -> StepContext:
         tainted=state.tainted,
         suspicious=state.suspicious,
         fence=state.fence,
+        tools_off=state.tools_off,
         redact_fields=tuple(redact),
         before_call=before_call,
     )

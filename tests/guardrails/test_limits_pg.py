@@ -11,7 +11,7 @@ from django.db.models import Q
 from policies.models import Limit, RateGrant
 from runs import engine
 from runs.engine.switches import set_switch
-from runs.models import TERMINAL_STATUSES, Run, ToolCallRecord
+from runs.models import TERMINAL_STATUSES, Run, StepRun, ToolCallRecord
 from tests.conftest import chain
 from tests.processes import child_env, spawn, stop
 from tests.testapp.models import Execution, Gauge
@@ -66,7 +66,7 @@ def test_a_cap_of_3_holds_across_worker_processes_and_all_50_runs_finish(make_wo
     assert len(pids) >= 3, "the calls should have been spread over several processes"
     # Runs that found the cap full waited without failing: every run has
     # exactly one succeeded tool step.
-    assert ToolCallRecord.objects.filter(status="succeeded").count() == 50
+    assert StepRun.objects.filter(step_key="call", status="succeeded").count() == 50
 
 
 def test_a_rate_of_10_per_6s_is_never_exceeded_and_the_limit_is_used(make_workflow, settings):
@@ -101,11 +101,22 @@ def test_a_rate_of_10_per_6s_is_never_exceeded_and_the_limit_is_used(make_workfl
     assert throughput >= 0.9 * (10 / 6), f"{throughput:.3f}/s of {10 / 6:.3f}/s"
 
 
-def test_no_tool_call_starts_after_the_kill_switch_commits_and_lifting_it_resumes(
+def test_no_write_starts_after_the_kill_switch_commits_and_lifting_it_resumes(
     make_workflow, settings
 ):
+    """Writes read the switches at the moment of the call, with their ledger
+    row (a free read obeys the switches as its step started: see
+    test_policies.py)."""
     settings.BOSUN_DOORBELL = "runs.tasks.ring"
-    steps = [_inflight(f"s{i}", sleep_s=0.05) for i in range(1, 9)]
+    steps = [
+        {
+            "key": f"s{i}",
+            "kind": "tool",
+            "config": {"tool": "test.hang_once_send", "args": {"first_sleep_s": 0.05}},
+            "timeout_s": 10.0,
+        }
+        for i in range(1, 9)
+    ]
     version = make_workflow(chain(*steps, END))
     cluster, sweeper = _workers()
     try:

@@ -227,3 +227,21 @@ def test_a_tool_switch_pauses_only_calls_of_that_tool(make_workflow):
     assert (run.status, run.wait_reason, run.current_step) == ("waiting", "paused", "count")
     set_switch(scope="tool", target="test.count", engaged=False, reason="back", by="ops")
     assert drive(run.pk).status == "succeeded"
+
+
+@pytest.mark.parametrize("scope", ["workflow", "global", "tool"])
+def test_a_switch_engaged_between_two_steps_stops_the_second(make_workflow, scope):
+    """The first step engages the switch; the second must not start. The
+    worker reads the switches with the first step's checkpoint, the moment
+    the second would start."""
+    slug = f"switched-{scope}"
+    target = {"workflow": slug, "global": "", "tool": "test.count"}[scope]
+    engage = {
+        "key": "engage",
+        "kind": "tool",
+        "config": {"tool": "test.engage_switch", "args": {"scope": scope, "target": target}},
+    }
+    version = make_workflow(chain(engage, COUNT, END), slug=slug)
+    run = drive(engine.start_run(workflow=version.workflow, input={}).run.pk)
+    assert (run.status, run.wait_reason, run.current_step) == ("waiting", "paused", "count")
+    assert not Execution.objects.filter(run_id=run.pk).exists()

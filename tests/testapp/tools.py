@@ -239,3 +239,23 @@ class Metered(Tool):
         _record(call)
         rows = min(args.limit, args.found)
         return self.Result(rows=rows, credits_used=rows)
+
+
+class EngageSwitch(Tool):
+    """Engages a kill switch while its step runs (an operator's change that
+    commits between this step and the next)."""
+
+    name = "test.engage_switch"
+
+    class Args(BaseModel):
+        scope: str
+        target: str = ""
+
+    class Result(BaseModel):
+        engaged: bool
+
+    def run(self, args: Args, call: ToolCall) -> Result:
+        from runs.engine.switches import set_switch
+
+        set_switch(scope=args.scope, target=args.target, engaged=True, reason="test", by="ops")
+        return self.Result(engaged=True)
