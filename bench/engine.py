@@ -323,6 +323,34 @@ def measure(name: str, run_ids: list[int], workers: Workers, db: BenchDatabase) 
     }
 
 
+def write_spec() -> dict:
+    """One write (crm.upsert, which goes through the tool-call ledger) and an
+    end: to count what a write step costs the engine."""
+    return {
+        "name": "Bench: one write and an end",
+        "slug": f"{SLUG}-write",
+        "entry_step": "write",
+        "steps": [
+            {
+                "key": "write",
+                "kind": "tool",
+                "config": {
+                    "tool": "crm.upsert",
+                    "args": {"object_type": "lead", "external_id": "lead-{{ input.n }}"},
+                },
+                "edges": {"next": "done"},
+            },
+            {"key": "done", "kind": "end", "config": {"outcome": "done"}},
+        ],
+    }
+
+
+def engine_statements(statements: list[str]) -> list[str]:
+    """The engine's own statements: without those a tool sends itself
+    (crm.upsert's reads and writes of its records)."""
+    return [sql for sql in statements if "runs_crmrecord" not in sql]
+
+
 def statements_per_run(version, db: BenchDatabase) -> list[str]:
     """The SQL statements one warm worker runs for one 10-step run."""
     from django.db import connection
@@ -346,8 +374,6 @@ def kind_of(sql: str) -> str:
         return "claim"
     if "bosun_open_tool_call" in sql or "INSERT INTO runs_toolcallrecord" in sql:
         return "ledger open"
-    if "policies_killswitch" in sql:
-        return "kill-switch check"
     if sql.startswith("UPDATE runs_toolcallrecord"):
         return "ledger close"
     if "INSERT INTO runs_steprun" in sql:
@@ -355,6 +381,8 @@ def kind_of(sql: str) -> str:
         return "checkpoint (run update + step row)" if sql.startswith("WITH") else "step-row insert"
     if sql.startswith("UPDATE runs_run"):
         return "run update"
+    if "policies_killswitch" in sql:
+        return "kill-switch check"
     if sql.upper().startswith("BEGIN"):
         return " ".join(sql.split()[:2]).lower()
     return sql.split()[0].lower()
@@ -497,6 +525,20 @@ def describe_setup(version, db: BenchDatabase) -> None:
         f"SQL statements for one {STEPS}-step run by a warm worker ({seen}): {len(statements)}"
         f" ({len(statements) / STEPS:.1f} a step):"
         f" {', '.join(f'{n} {kind}' for kind, n in Counter(map(kind_of, statements)).items())}"
+    )
+    from demo.samples import install_workflow
+
+    from runs.models import Run
+
+    write_version = install_workflow(write_spec())
+    write = engine_statements(statements_per_run(write_version, db))
+    ended = set(Run.objects.filter(version=write_version).values_list("status", flat=True))
+    if ended != {"succeeded"}:
+        raise RuntimeError(f"the write runs ended {sorted(ended)}")
+    say(
+        f"SQL statements of the engine for a run of one write step (crm.upsert) and an end"
+        f" ({seen}, the tool's own left out): {len(write)}:"
+        f" {', '.join(f'{n} {kind}' for kind, n in Counter(map(kind_of, write)).items())}"
     )
 
 
