@@ -527,7 +527,6 @@ def describe_setup(version, db: BenchDatabase) -> None:
         f" {', '.join(f'{n} {kind}' for kind, n in Counter(map(kind_of, statements)).items())}"
     )
     from demo.samples import install_workflow
-
     from runs.models import Run
 
     write_version = install_workflow(write_spec())

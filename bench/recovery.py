@@ -206,35 +206,24 @@ def main(argv: list[str] | None = None) -> int:
 
         call_command("migrate", verbosity=0, interactive=False)
         version = install_workflow(workflow_spec())
-        killed = measure(
-            version,
-            label="killed",
-            command="worker",
-            sig=signal.SIGKILL,
-            lease_s=8.0,
-            runs=args.runs,
-            rng=rng,
-            log_dir=log_dir,
-        )
-        frozen = measure(
-            version,
-            label="frozen",
-            command="worker",
-            sig=signal.SIGSTOP,
-            lease_s=8.0,
-            runs=args.runs,
-            rng=rng,
-            log_dir=log_dir,
-        )
-        baseline = measure(
-            version,
-            label="baseline",
-            command="qcluster",
-            sig=signal.SIGKILL,
-            lease_s=90.0,
-            runs=args.baseline_runs,
-            rng=rng,
-            log_dir=log_dir,
+        # (label, command, signal, lease, runs)
+        cases = [
+            ("killed", "worker", signal.SIGKILL, 8.0, args.runs),
+            ("frozen", "worker", signal.SIGSTOP, 8.0, args.runs),
+            ("baseline", "qcluster", signal.SIGKILL, 90.0, args.baseline_runs),
+        ]
+        killed, frozen, baseline = (
+            measure(
+                version,
+                label=label,
+                command=command,
+                sig=sig,
+                lease_s=lease_s,
+                runs=runs,
+                rng=rng,
+                log_dir=log_dir,
+            )
+            for label, command, sig, lease_s, runs in cases
         )
     finally:
         from django.db import connections

@@ -228,15 +228,7 @@ def _read_freely(
     elif tool.name in caller.tools_off:
         raise Paused(f"kill switch on {tool.name}")
     _check_guards(tool, destinations, None, caller)
-    call = ToolCall(
-        run_id=caller.run_id,
-        step_key=caller.step_key,
-        seq=caller.seq,
-        attempt=caller.attempt,
-        idempotency_key=key,
-        timeout_s=caller.timeout_s,
-        lease_lost=caller.lease_lost,
-    )
+    call = _tool_call(caller, key)
     result = tool.Result.model_validate(tool.run(args, call)).model_dump(mode="json")
     return Called(args_json, result, 0, from_ledger=False, cost=tool.cost(args, result))
 
@@ -569,18 +561,23 @@ def _insert_started(
     return row[0] if row else None
 
 
-def _invoke(
-    tool: Tool, args: BaseModel, record_id: int, key: str, caller: Caller, *, request_key: str
-) -> dict[str, Any]:
-    call = ToolCall(
+def _tool_call(caller: Caller, idempotency_key: str) -> ToolCall:
+    """What the tool is told of the call: who makes it, its key, its time."""
+    return ToolCall(
         run_id=caller.run_id,
         step_key=caller.step_key,
         seq=caller.seq,
         attempt=caller.attempt,
-        idempotency_key=request_key,
+        idempotency_key=idempotency_key,
         timeout_s=caller.timeout_s,
         lease_lost=caller.lease_lost,
     )
+
+
+def _invoke(
+    tool: Tool, args: BaseModel, record_id: int, key: str, caller: Caller, *, request_key: str
+) -> dict[str, Any]:
+    call = _tool_call(caller, request_key)
     try:
         result = tool.Result.model_validate(tool.run(args, call)).model_dump(mode="json")
     except ToolError as exc:

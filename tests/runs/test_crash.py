@@ -12,6 +12,8 @@ import random
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -93,6 +95,35 @@ def test_runs_survive_workers_killed_at_random_and_commit_each_step_once(make_wo
     assert reexecuted <= len(killed)
 
 
+class _Zombie:
+    output = ""
+
+
+@contextmanager
+def _frozen_zombie(run_id: int) -> Iterator[_Zombie]:
+    """`advance_run` in a process of its own, frozen (SIGSTOP) once its step
+    has started; woken (SIGCONT) and waited for when the block ends, its
+    output then in `.output`. Its lease is long: it ends when the test
+    lapses it, not by the clock."""
+    zombie = _Zombie()
+    process = spawn(
+        "advance_run", str(run_id), "--worker", "zombie", env=child_env(BOSUN_LEASE_S="600")
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not Execution.objects.filter(run_id=run_id).exists():
+            assert time.monotonic() < deadline and process.poll() is None, process.stdout.read()
+            time.sleep(0.01)
+        os.kill(process.pid, signal.SIGSTOP)
+        yield zombie
+        os.kill(process.pid, signal.SIGCONT)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGCONT)
+        zombie.output = stop(process)
+
+
 def test_a_paused_worker_cannot_commit_after_its_run_was_taken_over(make_workflow):
     version = make_workflow(
         chain(
@@ -106,24 +137,11 @@ def test_a_paused_worker_cannot_commit_after_its_run_was_taken_over(make_workflo
         )
     )
     run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
-    # A long lease: it ends when the test lapses it, not by the clock.
-    zombie = spawn(
-        "advance_run", str(run_id), "--worker", "zombie", env=child_env(BOSUN_LEASE_S="600")
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not Execution.objects.filter(run_id=run_id).exists():
-            assert time.monotonic() < deadline and zombie.poll() is None, zombie.stdout.read()
-            time.sleep(0.01)
-        os.kill(zombie.pid, signal.SIGSTOP)  # frozen mid-step, holding a lease
+    with _frozen_zombie(run_id) as zombie:  # frozen mid-step, holding a lease
         assert engine.advance_run(run_id) is engine.Advance.NOT_CLAIMED  # the lease holds
         lapse_lease(run_id)  # ... until it ends, the zombie still frozen
         assert drive(run_id).status == "succeeded"  # another worker took over
-        os.kill(zombie.pid, signal.SIGCONT)
-        zombie.wait(timeout=30)
-    finally:
-        os.kill(zombie.pid, signal.SIGCONT) if zombie.poll() is None else None
-        output = stop(zombie)
+    output = zombie.output
     assert output.strip().splitlines()[-1] == "lease_lost", output
     steps = list(StepRun.objects.filter(run_id=run_id).values_list("step_key", "status", "worker"))
     assert [(k, s) for k, s, _ in steps] == [("slow", "succeeded"), ("done", "succeeded")]
@@ -149,25 +167,13 @@ def test_a_frozen_worker_woken_after_a_takeover_leaves_the_ledger_as_the_new_own
         )
     )
     run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
-    # A long lease: it ends when the test lapses it, not by the clock.
-    zombie = spawn(
-        "advance_run", str(run_id), "--worker", "zombie", env=child_env(BOSUN_LEASE_S="600")
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not Execution.objects.filter(run_id=run_id).exists():
-            assert time.monotonic() < deadline and zombie.poll() is None, zombie.stdout.read()
-            time.sleep(0.01)
-        os.kill(zombie.pid, signal.SIGSTOP)  # frozen inside the vendor call
+    with _frozen_zombie(run_id) as zombie:  # frozen inside the vendor call
         lapse_lease(run_id)
         assert drive(run_id).status == "succeeded"  # the new owner asked again: sent
         record = ToolCallRecord.objects.get(run_id=run_id)
         assert (record.status, record.result, record.calls) == ("succeeded", {"sent": True}, 2)
-        os.kill(zombie.pid, signal.SIGCONT)  # its 3 s time limit fires inside the call
-        zombie.wait(timeout=30)
-    finally:
-        os.kill(zombie.pid, signal.SIGCONT) if zombie.poll() is None else None
-        output = stop(zombie)
+    # Woken, its 3 s time limit fired inside the call.
+    output = zombie.output
     assert output.strip().splitlines()[-1] == "lease_lost", output
     assert "taken over; not recorded" in output, output
     record.refresh_from_db()

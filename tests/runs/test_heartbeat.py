@@ -25,14 +25,20 @@ def _wait_for(condition, within_s: float = 30.0) -> None:
         time.sleep(0.02)
 
 
-@pytest.mark.django_db(transaction=True)
-def test_beats_move_the_lease_and_the_sweepers_timer_forward(make_workflow):
+def _claimed(make_workflow, lease_s: float) -> store.RunState:
     version = make_workflow(
         chain({"key": "s", "kind": "tool", "config": {"tool": "test.count"}}, END)
     )
     run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
-    state = store.claim(run_id, worker="a", lease_s=0.5, trace_id="")
+    state = store.claim(run_id, worker="a", lease_s=lease_s, trace_id="")
     assert state is not None
+    return state
+
+
+@pytest.mark.django_db(transaction=True)
+def test_beats_move_the_lease_and_the_sweepers_timer_forward(make_workflow):
+    state = _claimed(make_workflow, lease_s=0.5)
+    run_id = state.run_id
     first = Run.objects.get(pk=run_id).lease_expires_at
     with heartbeat.beating(run_id, state.fence, lease_s=5.0, every_s=0.05) as lost:
         _wait_for(lambda: Run.objects.get(pk=run_id).lease_expires_at > first)
@@ -42,12 +48,8 @@ def test_beats_move_the_lease_and_the_sweepers_timer_forward(make_workflow):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_beat_that_finds_the_run_taken_over_sets_lease_lost(make_workflow):
-    version = make_workflow(
-        chain({"key": "s", "kind": "tool", "config": {"tool": "test.count"}}, END)
-    )
-    run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
-    state = store.claim(run_id, worker="a", lease_s=60, trace_id="")
-    assert state is not None
+    state = _claimed(make_workflow, lease_s=60)
+    run_id = state.run_id
     with heartbeat.beating(run_id, state.fence, lease_s=60, every_s=0.05) as lost:
         lapse_lease(run_id)
         assert store.claim(run_id, worker="b", lease_s=60, trace_id="") is not None
