@@ -114,6 +114,10 @@ class Caller:
     # call reads the switches again with its ledger row. None: read them now.
     tools_off: frozenset[str] | None = None
     lease_lost: threading.Event | None = None  # passed on to the tool (ToolCall)
+    # Given, a call the vendor answered leaves its ledger row to the step's
+    # checkpoint, which closes it in its own statement (record id, result);
+    # without, the gate closes the row itself.
+    defer_close: Callable[[int, dict[str, Any]], None] | None = None
     # Called before the tool runs, with the call's known price (the price
     # table, or the tool's own `price`): raises if the run's budget is spent
     # or the call would take it over a cap.
@@ -194,7 +198,13 @@ def _call_tool(name: str, raw_args: Any, caller: Caller) -> Called:
         _check_guards(tool, destinations, record_id, caller)
         request_key = shared.claim.request_key if shared is not None else key
         try:
-            result = _invoke(tool, args, record_id, key, caller, request_key=request_key)
+            # A shared answer's purchase closes its row at once: a buyer
+            # that dies before its checkpoint finds the answer and the row
+            # settled, under the answer's request key, not the ledger's.
+            defer = caller.defer_close if shared is None else None
+            result = _invoke(
+                tool, args, record_id, key, caller, request_key=request_key, defer_close=defer
+            )
         except ToolError as exc:
             if shared is not None and not exc.outcome_unknown:
                 answers.release(tool.name, shared.key, buyer=key)
@@ -575,7 +585,14 @@ def _tool_call(caller: Caller, idempotency_key: str) -> ToolCall:
 
 
 def _invoke(
-    tool: Tool, args: BaseModel, record_id: int, key: str, caller: Caller, *, request_key: str
+    tool: Tool,
+    args: BaseModel,
+    record_id: int,
+    key: str,
+    caller: Caller,
+    *,
+    request_key: str,
+    defer_close: Callable[[int, dict[str, Any]], None] | None,
 ) -> dict[str, Any]:
     call = _tool_call(caller, request_key)
     try:
@@ -590,7 +607,9 @@ def _invoke(
         status = ToolCallStatus.UNKNOWN if tool.writes or tool.paid else ToolCallStatus.FAILED
         _close(record_id, caller, status=status, error=f"{type(exc).__name__}: {exc}")
         raise
-    if not _close(record_id, caller, status=ToolCallStatus.SUCCEEDED, result=result):
+    if defer_close is not None:
+        defer_close(record_id, result)
+    elif not _close(record_id, caller, status=ToolCallStatus.SUCCEEDED, result=result):
         raise LeaseLost(caller.run_id)
     return result
 

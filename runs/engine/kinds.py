@@ -63,6 +63,9 @@ class StepContext:
     fence: int | None = None
     # Tools a kill switch holds, as of the claim or the last checkpoint.
     tools_off: frozenset[str] = frozenset()
+    # Leaves a succeeded call's ledger row to the step's checkpoint (see
+    # gate.Caller.defer_close).
+    defer_close: Callable[[int, dict[str, Any]], None] | None = None
     # Set when a heartbeat finds the run no longer this worker's (see
     # runs.engine.heartbeat): a long step may stop early.
     lease_lost: threading.Event | None = None
@@ -251,6 +254,7 @@ class ToolKind(Kind["ToolKind.Config"]):
             fence=ctx.fence,
             tools_off=ctx.tools_off,
             lease_lost=ctx.lease_lost,
+            defer_close=ctx.defer_close,
             before_call=lambda price: ctx.check_budget("tool", price=price),
             prior_approval=_prior_approval(config.approved_by, ctx),
         )

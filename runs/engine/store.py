@@ -10,6 +10,7 @@ SQLite. Times come from the database clock, never the worker's.
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -22,6 +23,7 @@ from runs.engine.errors import LeaseLost
 
 RUN = "runs_run"
 STEP_RUN = "runs_steprun"
+LEDGER = "runs_toolcallrecord"
 # A runnable run whose doorbell may have been lost is rung again by the
 # sweeper after this long.
 REDELIVER_AFTER_S = 30.0
@@ -85,6 +87,10 @@ class RunState:
     # this workflow's switch, and the tools switched off.
     switched_off: bool = False
     tools_off: frozenset[str] = frozenset()
+    # A ledger row this worker's call left open after the vendor answered
+    # (record id, result): the next checkpoint closes it as succeeded in its
+    # own statement, fenced like the rest of it.
+    closing: tuple[int, Any] | None = None
 
     def see_switches(self, engaged: str | None) -> None:
         """Take the switches `_switches_sql` read: "scope:target" entries
@@ -299,6 +305,7 @@ def step_record(**fields: Any) -> dict[str, Any]:
 
 def checkpoint(state: RunState, update: Update, step_run: dict[str, Any] | None) -> None:
     """Commit the step's record and the run's advance together, or neither,
+    with the ledger row a call of the step left open (`state.closing`),
     and read the kill switches in the same round trip (`state.switched_off`,
     `state.tools_off`): the next step starts from what they were then.
 
@@ -309,46 +316,63 @@ def checkpoint(state: RunState, update: Update, step_run: dict[str, Any] | None)
     set_sql = ", ".join(update.parts)
     run_params = [*update.params, state.run_id, state.fence]
     switches = _switches_sql("%s")
+    closing = state.closing
+    pg = _pg()
     with connection.cursor() as cursor:
-        if step_run is None:
-            cursor.execute(
-                f"UPDATE {RUN} SET {set_sql}{where} RETURNING {switches}",
-                [*run_params, state.workflow_id],
-            )
-            row = cursor.fetchone()
-            if row is None:
-                raise LeaseLost(state.run_id)
-            state.see_switches(row[0])
-            return
-        pg = _pg()
-        insert_cols, holders = _insert_parts(pg)
-        values = [
-            dump(step_run.get(c)) if c in _JSON_COLUMNS else step_run[c]
-            for c in STEP_RUN_COLUMNS[1:]
-        ]
         if pg:
-            # One round trip: the insert happens only if the fenced update matched.
-            cursor.execute(
-                f"WITH upd AS (UPDATE {RUN} SET {set_sql}{where} RETURNING id)"
-                f" INSERT INTO {STEP_RUN} ({insert_cols}) SELECT upd.id, {holders} FROM upd"
-                f" RETURNING {switches}",
-                [*run_params, *values, state.workflow_id],
-            )
+            # One round trip: the step row and the ledger close happen only
+            # if the fenced update matched.
+            ledger_cte, ledger_params = "", []
+            if closing is not None:
+                ledger_cte = (
+                    f", led AS (UPDATE {LEDGER} SET status = 'succeeded', result = %s::jsonb,"
+                    " error = '', finished_at = clock_timestamp()"
+                    " WHERE id = %s AND EXISTS (SELECT 1 FROM upd))"
+                )
+                ledger_params = [dump(closing[1]), closing[0]]
+            head = f"WITH upd AS (UPDATE {RUN} SET {set_sql}{where} RETURNING id){ledger_cte}"
+            if step_run is None:
+                cursor.execute(
+                    f"{head} SELECT {switches} FROM upd",
+                    [*run_params, *ledger_params, state.workflow_id],
+                )
+            else:
+                insert_cols, holders = _insert_parts(pg)
+                cursor.execute(
+                    f"{head} INSERT INTO {STEP_RUN} ({insert_cols})"
+                    f" SELECT upd.id, {holders} FROM upd RETURNING {switches}",
+                    [*run_params, *ledger_params, *_step_values(step_run), state.workflow_id],
+                )
             row = cursor.fetchone()
             if row is None:
                 raise LeaseLost(state.run_id)
-            state.see_switches(row[0])
-            return
-        with transaction.atomic():
-            cursor.execute(
-                f"UPDATE {RUN} SET {set_sql}{where} RETURNING {switches}",
-                [*run_params, state.workflow_id],
-            )
-            row = cursor.fetchone()
-            if row is None:
-                raise LeaseLost(state.run_id)
-            cursor.execute(
-                f"INSERT INTO {STEP_RUN} ({insert_cols}) VALUES (%s, {holders})",
-                [state.run_id, *values],
-            )
-        state.see_switches(row[0])
+        else:
+            one_statement = step_run is None and closing is None
+            with nullcontext() if one_statement else transaction.atomic():
+                cursor.execute(
+                    f"UPDATE {RUN} SET {set_sql}{where} RETURNING {switches}",
+                    [*run_params, state.workflow_id],
+                )
+                row = cursor.fetchone()
+                if row is None:
+                    raise LeaseLost(state.run_id)
+                if step_run is not None:
+                    insert_cols, holders = _insert_parts(pg)
+                    cursor.execute(
+                        f"INSERT INTO {STEP_RUN} ({insert_cols}) VALUES (%s, {holders})",
+                        [state.run_id, *_step_values(step_run)],
+                    )
+                if closing is not None:
+                    cursor.execute(
+                        f"UPDATE {LEDGER} SET status = 'succeeded', result = %s, error = '',"
+                        f" finished_at = {now_sql()} WHERE id = %s",
+                        [dump(closing[1]), closing[0]],
+                    )
+    state.closing = None
+    state.see_switches(row[0])
+
+
+def _step_values(step_run: dict[str, Any]) -> list[Any]:
+    return [
+        dump(step_run.get(c)) if c in _JSON_COLUMNS else step_run[c] for c in STEP_RUN_COLUMNS[1:]
+    ]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -366,9 +367,14 @@ def _context(walk: _Walk, step: StepDef) -> StepContext:
         suspicious=state.suspicious,
         fence=state.fence,
         tools_off=state.tools_off,
+        defer_close=partial(_close_with_checkpoint, state),
         redact_fields=tuple(redact),
         before_call=before_call,
     )
+
+
+def _close_with_checkpoint(state: store.RunState, record_id: int, result: Any) -> None:
+    state.closing = (record_id, result)
 
 
 def _park(walk: _Walk, reason: str, wait_s: float | None = None) -> Advance:

@@ -89,3 +89,53 @@ def test_the_lease_holder_calls_and_records(make_workflow):
     assert called.result == {"sent": True}
     record = ToolCallRecord.objects.get(run_id=state.run_id)
     assert (record.status, record.result) == ("succeeded", {"sent": True})
+
+
+def test_a_writes_ledger_row_is_closed_by_the_steps_own_checkpoint(make_workflow):
+    """The vendor answered; the row stays `started` until the checkpoint,
+    which closes it in the same statement (or transaction) as the step."""
+    from tests.conftest import drive
+
+    seen = []
+    real = store.checkpoint
+
+    def watch(state, update, record):
+        if record is not None and record["step_key"] == "send":
+            seen.append(ToolCallRecord.objects.get(run_id=state.run_id).status)
+        return real(state, update, record)
+
+    version = make_workflow(chain(SEND, END))
+    run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store, "checkpoint", watch)
+        assert drive(run_id).status == "succeeded"
+    record = ToolCallRecord.objects.get(run_id=run_id)
+    assert seen == ["started"]
+    assert (record.status, record.result, record.calls) == ("succeeded", {"sent": True}, 1)
+
+
+def test_a_lost_checkpoint_leaves_the_row_started_and_the_write_is_asked_again_by_its_key(
+    make_workflow, monkeypatch
+):
+    from tests.conftest import drive
+
+    real = store.checkpoint
+    lost = []
+
+    def lose_the_send(state, update, record):
+        if record is not None and record["step_key"] == "send" and not lost:
+            lost.append(record)
+            raise engine.LeaseLost(state.run_id)  # gone before its checkpoint
+        return real(state, update, record)
+
+    version = make_workflow(chain(SEND, END))
+    run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
+    monkeypatch.setattr(store, "checkpoint", lose_the_send)
+    assert engine.advance_run(run_id) is engine.Advance.LEASE_LOST
+    assert ToolCallRecord.objects.get(run_id=run_id).status == "started"
+    lapse_lease(run_id)
+    assert drive(run_id).status == "succeeded"
+    record = ToolCallRecord.objects.get(run_id=run_id)
+    # Asked again under the same key (the vendor applies it once).
+    assert (record.status, record.calls) == ("succeeded", 2)
+    assert Execution.objects.filter(run_id=run_id).count() == 2
