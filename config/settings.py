@@ -13,6 +13,7 @@ import re
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any, cast
 
 import dj_database_url
 from csp.constants import NONE, SELF
@@ -329,6 +330,16 @@ Q_CLUSTER = {
     "label": "Task queue",
     "sync": env_bool("BOSUN_QUEUE_SYNC", False),
 }
+# django-q2 takes a cluster's queue from Q_CLUSTER_NAME (a multi-queue
+# setup names it in Q_CLUSTER["ALT_CLUSTERS"]); any other name would fail
+# deep inside its import, or start a cluster that executes no run.
+_QUEUE = os.environ.get("Q_CLUSTER_NAME", "")
+_ALT_QUEUES = cast(dict[str, Any], Q_CLUSTER.get("ALT_CLUSTERS") or {})
+if _QUEUE and _QUEUE != Q_CLUSTER["name"] and _QUEUE not in _ALT_QUEUES:  # noqa: SIM300
+    raise ImproperlyConfigured(
+        f"Q_CLUSTER_NAME={_QUEUE!r} names no queue (Q_CLUSTER has no ALT_CLUSTERS entry"
+        f" for it); runs are submitted to {Q_CLUSTER['name']!r}: unset Q_CLUSTER_NAME"
+    )
 
 # --- Engine -----------------------------------------------------------------
 # A claimed run is leased for this long; every checkpoint renews the lease,

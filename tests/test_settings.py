@@ -71,3 +71,11 @@ def test_a_price_table_in_the_environment_prices_its_credits():
         BOSUN_CREDIT_PRICES="acme=0.25",
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_queue_name_nobody_submits_to_fails_at_start_up():
+    """A worker started with Q_CLUSTER_NAME=elsewhere would take no run."""
+    result = load_settings(Q_CLUSTER_NAME="elsewhere", DEBUG="1")
+    assert result.returncode != 0
+    assert "Q_CLUSTER_NAME='elsewhere' names no queue" in result.stderr
+    assert "runs are submitted to 'bosun'" in result.stderr

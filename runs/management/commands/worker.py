@@ -1,19 +1,18 @@
 """Start a worker cluster: django-q2's `qcluster`, with a sentinel that
 renews the cluster's queues when one of its processes is killed (see
 `runs.cluster`). Use it instead of `qcluster`. Like `qcluster`, it takes
-tasks from the queue named by Q_CLUSTER_NAME when that is set, and warns
-when that is not the queue runs are submitted to.
+tasks from the queue named by Q_CLUSTER_NAME when that is set (one of
+Q_CLUSTER["ALT_CLUSTERS"]; the settings refuse any other name), and warns
+when that queue is not the one runs are submitted to.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django_q.conf import Conf
-
-from runs.cluster import Cluster
 
 log = logging.getLogger("bosun.worker")
 
@@ -22,8 +21,9 @@ class Command(BaseCommand):
     help = "Start a worker cluster that executes runs (survives its workers being killed)."
 
     def handle(self, *args, **options) -> None:
+        # An unknown Q_CLUSTER_NAME is refused by the settings already.
         submitted_to = settings.Q_CLUSTER["name"]
-        taken_from = Conf.CLUSTER_NAME
+        taken_from = os.environ.get("Q_CLUSTER_NAME") or submitted_to
         if taken_from != submitted_to:
             log.warning(
                 "this cluster takes tasks from queue %r, but runs are submitted to %r: "
@@ -32,4 +32,6 @@ class Command(BaseCommand):
                 submitted_to,
                 taken_from,
             )
+        from runs.cluster import Cluster
+
         Cluster().start()
