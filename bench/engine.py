@@ -304,6 +304,7 @@ def measure(name: str, run_ids: list[int], workers: Workers, db: BenchDatabase) 
     CPUs' worth of time that processes other than the bench used meanwhile.
     """
     busy0 = machine_busy_s()
+    wal0 = wal_lsn(db)
     if name == "floor":
         times = [db.floor(run_ids, STEPS)]
         wall, outcomes = times[0]["wall"], Counter()
@@ -311,6 +312,7 @@ def measure(name: str, run_ids: list[int], workers: Workers, db: BenchDatabase) 
         batches = [run_ids] if name == "one" else [run_ids[0::2], run_ids[1::2]]
         wall, outcomes, times, _ = workers.advance(batches)
     busy1 = machine_busy_s()
+    wal1 = wal_lsn(db)
     others = float("nan")
     if busy0 is not None and busy1 is not None:
         ours = sum(t["cpu"] + (t["server"] or 0.0) for t in times)
@@ -320,7 +322,20 @@ def measure(name: str, run_ids: list[int], workers: Workers, db: BenchDatabase) 
         "times": times,
         "outcomes": dict(outcomes),
         "others": others,
+        # Write-ahead log written a step (PostgreSQL), all sessions included.
+        "wal": (wal1 - wal0) / (len(run_ids) * STEPS) if wal0 is not None else None,
     }
+
+
+def wal_lsn(db: BenchDatabase) -> int | None:
+    """The server's WAL position in bytes (PostgreSQL; None on SQLite)."""
+    if db.vendor != "postgresql":
+        return None
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+        return int(cursor.fetchone()[0])
 
 
 def write_spec() -> dict:
@@ -672,6 +687,12 @@ def report_figures(
         f"  {per_step('one', 'cpu'):>10}  {per_step('one', 'server'):>10}"
     )
     say(f"{'engine advance_run, 2 worker processes':51} {two:8.0f}  {1000 / two:7.3f}")
+    if rounds[0]["one"].get("wal") is not None:
+        wal = {key: statistics.median(r[key]["wal"] for r in rounds) for key in ("floor", "one")}
+        say(
+            f"WAL written a step: floor {wal['floor']:.0f} B, engine {wal['one']:.0f} B"
+            f" ({wal['one'] / wal['floor']:.1f}x)"
+        )
     if sqlite:
         say(
             "  server CPU n/a: SQLite works inside each process, so its CPU is in the client"
