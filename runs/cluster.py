@@ -30,6 +30,7 @@ process, a lost machine.)
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from multiprocessing import Event, current_process
 from time import monotonic, sleep
@@ -49,6 +50,8 @@ log = logging.getLogger("bosun.worker")
 # Worker timer values django-q2 uses besides a countdown: idle, timed out
 # (the worker stops itself), recycled (it stopped after RECYCLE tasks).
 IDLE, TIMED_OUT, RECYCLED = -1.0, 0.0, -2.0
+# Setting the stop event takes no time unless a dead process holds its lock.
+EVENT_TIMEOUT_S = 2.0
 # How long an old monitor may go on acknowledging the results of the old
 # workers once they are gone.
 MONITOR_GRACE_S = 5.0
@@ -226,6 +229,41 @@ def _timer(p: Any) -> float:
 
 class Cluster(q.Cluster):
     """django-q2's cluster, started with this module's sentinel."""
+
+    _stopping = False
+    # Set by django-q2's cluster.
+    sentinel: Any
+    stop_event: Any
+    start_event: Any
+
+    def sig_handler(self, signum: int, frame: Any) -> None:
+        """Stop once. A second TERM or INT (a terminal's Ctrl-C reaches the
+        whole process group, and a supervisor may add its own TERM) would
+        re-enter django-q2's stop while it joins the sentinel, and hang."""
+        if self._stopping:
+            return
+        self._stopping = True
+        super().sig_handler(signum, frame)
+
+    def stop(self) -> bool:
+        """django-q2's stop, which cannot hang: a signal sent to the whole
+        process group (Ctrl-C, a supervisor) may have killed the sentinel
+        while it held the stop event's lock, and then setting the event
+        would wait for ever. The event is set from a thread; if that does
+        not finish at once, the sentinel is stopped outright (runs lose
+        nothing: the engine resumes them from their last checkpoint)."""
+        if self.sentinel is None or not self.sentinel.is_alive():
+            return False
+        setter = threading.Thread(target=self.stop_event.set, daemon=True)
+        setter.start()
+        setter.join(EVENT_TIMEOUT_S)
+        if setter.is_alive():
+            log.warning("the sentinel does not take the stop event: terminating it")
+            self.sentinel.terminate()
+        self.sentinel.join()
+        self.start_event = None
+        self.stop_event = None
+        return True
 
     def start(self) -> int:
         self.stop_event = Event()

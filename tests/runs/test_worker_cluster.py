@@ -100,3 +100,19 @@ def test_the_run_of_a_killed_worker_is_taken_over_without_waiting_out_its_lease(
         Execution.objects.filter(run_id=run_id).order_by("id").values_list("pid", flat=True)
     )
     assert len(pids) == 2 and pids[0] == victim != pids[1], (pids, log)
+
+
+def test_a_term_to_the_whole_process_group_twice_stops_the_cluster():
+    """Ctrl-C reaches every process of the group, and a supervisor may add
+    its own TERM: django-q2's cluster could hang in its stop, waiting on a
+    lock its killed sentinel held."""
+    cluster = spawn("worker", env=child_env(BOSUN_WORKERS="2"))
+    try:
+        _processes_of(cluster.pid, 4)  # up: sentinel, two workers, pusher, monitor
+        os.killpg(cluster.pid, signal.SIGTERM)  # every process of the group
+        os.kill(cluster.pid, signal.SIGTERM)  # and the supervisor's own
+        cluster.wait(timeout=60)
+    finally:
+        output = stop(cluster)
+    assert cluster.returncode is not None, output
+    assert not children(cluster.pid)
