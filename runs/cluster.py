@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import Event, current_process
 from time import monotonic, sleep
 from typing import Any
@@ -64,7 +64,6 @@ class _Retiring:
     workers: list[Any]  # worker processes, each with its `timer` Value
     monitor: Any
     result_queue: Queue
-    since: float = field(default_factory=monotonic)
     workers_gone_at: float | None = None
 
 

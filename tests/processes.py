@@ -10,7 +10,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from django.db import connection
 
@@ -80,3 +83,14 @@ def children(pid: int) -> list[int]:
         if int(fields[1]) == pid and fields[0] != "Z":
             found.append(int(entry.name))
     return sorted(found)
+
+
+def wait_until(condition: Callable[[], Any], *, within_s: float = 30.0, what: str = "") -> Any:
+    """Poll `condition` until it returns something true, and return that;
+    fail the test after `within_s` (a deadline for what must happen, never a
+    proof that something has not)."""
+    deadline = time.monotonic() + within_s
+    while not (found := condition()):
+        assert time.monotonic() < deadline, what or "condition not reached"
+        time.sleep(0.02)
+    return found

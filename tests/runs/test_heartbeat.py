@@ -3,8 +3,6 @@ lost its run learns it from the next beat."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from runs import engine
@@ -12,17 +10,10 @@ from runs.engine import heartbeat, store
 from runs.models import Run
 from tests.clock import lapse_lease
 from tests.conftest import chain
-from tests.processes import child_env, spawn, stop
+from tests.processes import child_env, spawn, stop, wait_until
 from tests.testapp.models import Execution
 
 END = {"key": "done", "kind": "end", "config": {"outcome": "done"}}
-
-
-def _wait_for(condition, within_s: float = 30.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
 
 
 def _claimed(make_workflow, lease_s: float) -> store.RunState:
@@ -41,7 +32,7 @@ def test_beats_move_the_lease_and_the_sweepers_timer_forward(make_workflow):
     run_id = state.run_id
     first = Run.objects.get(pk=run_id).lease_expires_at
     with heartbeat.beating(run_id, state.fence, lease_s=5.0, every_s=0.05) as lost:
-        _wait_for(lambda: Run.objects.get(pk=run_id).lease_expires_at > first)
+        wait_until(lambda: Run.objects.get(pk=run_id).lease_expires_at > first)
     assert Run.objects.get(pk=run_id).ring_at > first
     assert not lost.is_set()
 
@@ -77,7 +68,7 @@ def test_a_step_four_leases_long_is_executed_once_while_the_sweeper_runs(make_wo
     sweeper = spawn("sweeper", "--interval", "0.1", env=env)
     try:
         run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
-        _wait_for(lambda: Run.objects.get(pk=run_id).status == "succeeded", within_s=60)
+        wait_until(lambda: Run.objects.get(pk=run_id).status == "succeeded", within_s=60)
     finally:
         log = stop(cluster) + stop(sweeper)
     assert Execution.objects.filter(run_id=run_id).count() == 1, log

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 
 from runs import engine
 from runs.models import TERMINAL_STATUSES, Run
 from tests.conftest import chain
-from tests.processes import child_env, children, spawn, stop
+from tests.processes import child_env, children, spawn, stop, wait_until
 from tests.testapp.models import Execution
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -27,22 +26,22 @@ STEP = {"key": "s1", "kind": "tool", "config": {"tool": "test.count", "args": {}
 
 
 def _finish(ids: list[int], within_s: float) -> None:
-    deadline = time.monotonic() + within_s
-    while Run.objects.filter(pk__in=ids).exclude(status__in=TERMINAL_STATUSES).exists():
-        assert time.monotonic() < deadline, "runs did not finish"
-        time.sleep(0.1)
+    wait_until(
+        lambda: not Run.objects.filter(pk__in=ids).exclude(status__in=TERMINAL_STATUSES).exists(),
+        within_s=within_s,
+        what="runs did not finish",
+    )
 
 
 def _processes_of(cluster_pid: int, count: int) -> list[int]:
     """The sentinel's children (workers, pusher, monitor), once all are up."""
-    deadline = time.monotonic() + 30
-    while True:
+
+    def up() -> list[int]:
         sentinels = children(cluster_pid)
         found = children(sentinels[0]) if len(sentinels) == 1 else []
-        if len(found) == count:
-            return found
-        assert time.monotonic() < deadline, f"cluster processes: {found}"
-        time.sleep(0.1)
+        return found if len(found) == count else []
+
+    return list(wait_until(up, what="the cluster's processes did not come up"))
 
 
 def test_runs_go_on_after_every_process_of_an_idle_cluster_is_killed(make_workflow, settings):
@@ -86,11 +85,11 @@ def test_the_run_of_a_killed_worker_is_taken_over_without_waiting_out_its_lease(
     sweeper = spawn("sweeper", "--interval", "0.2", env=env)
     try:
         run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
-        deadline = time.monotonic() + 60
-        while not Execution.objects.filter(run_id=run_id).exists():
-            assert time.monotonic() < deadline, "the step never started"
-            time.sleep(0.02)
-        victim = Execution.objects.get(run_id=run_id).pid
+        victim = wait_until(
+            lambda: Execution.objects.filter(run_id=run_id).values_list("pid", flat=True).first(),
+            within_s=60,
+            what="the step never started",
+        )
         os.kill(victim, signal.SIGKILL)  # mid-step, holding the run's lease
         _finish([run_id], 60)
     finally:
