@@ -1,14 +1,16 @@
-"""Heartbeats: a worker keeps the lease of the run it executes alive while
-a step runs.
+"""Heartbeats: a worker keeps the lease of the run it holds alive.
 
 Leases are short (`BOSUN_LEASE_S`), so a run whose worker died is rung by
-the sweeper and taken over within seconds. Every checkpoint renews the
-lease, so a step shorter than a beat (`BOSUN_HEARTBEAT_S`) costs nothing
-here; for a longer one (a model call, a slow vendor) one thread per process
-renews it every beat with a fenced UPDATE. A beat that matches no row (the
-run was taken over, or cancelled) sets the step's `lost` event: a long
-tool may read it (`ToolCall.lease_lost`) to stop early, and whatever it
-returns is fenced anyway (the ledger and the checkpoint carry the fence).
+the sweeper and taken over within seconds. From the claim until the worker
+lets the run go, one thread per process renews the lease and the sweeper's
+timer (`ring_at`) every beat (`BOSUN_HEARTBEAT_S`) with a fenced UPDATE.
+Checkpoints leave both alone: a step's update of the run then changes no
+indexed column, and PostgreSQL can write it as a HOT update on the same
+page; a run whose steps take less than a beat altogether is never beaten
+for. A beat that matches no row (the run was taken over, or cancelled) sets
+the `lost` event: a long tool may read it (`ToolCall.lease_lost`) to stop
+early, and whatever it returns is fenced anyway (the ledger and the
+checkpoint carry the fence).
 
 A frozen or killed process beats no more, which is the point: its lease
 runs out and another worker takes the run.
@@ -74,7 +76,7 @@ class _Heart:
                     upcoming = min((b.due for b in self.beats), default=None)
                     if upcoming is None:
                         # Nothing to keep: give the database connection
-                        # back until a long step comes.
+                        # back until a run is held again.
                         connection.close()
                     self.cond.wait(None if upcoming is None else upcoming - now)
                     continue
@@ -121,8 +123,9 @@ def renew_lease(run_id: int, fence: int, lease_s: float) -> bool:
 def beating(
     run_id: int, fence: int, lease_s: float, every_s: float | None = None
 ) -> Iterator[threading.Event]:
-    """Keep the lease alive while the block runs; yields the event set when
-    a beat finds the run gone."""
+    """Keep the lease alive while the block runs (the first beat one beat
+    after the block starts); yields the event set when a beat finds the run
+    gone."""
     every = every_s if every_s is not None else heartbeat_s(lease_s)
     beat = _Beat(run_id, fence, lease_s, every, due=time.monotonic() + every)
     heart = _current()

@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -84,6 +85,8 @@ class _Walk:
     visits: dict[str, int]
     retry_delay: float | None = None  # set when the last step scheduled a retry
     record: dict[str, Any] | None = None  # the current step's StepRun row, once made
+    # Set when a heartbeat finds the run no longer this worker's.
+    lease_lost: threading.Event = field(default_factory=threading.Event)
 
 
 def advance_run(
@@ -115,11 +118,17 @@ def advance_run(
 
 def _advance(walk: _Walk, run_id: int, *, worker: str, lease_s: float, slice_s: float) -> Advance:
     """Execute consecutive steps of a claimed run until it waits, ends, or
-    its slice is used up."""
+    its slice is used up.
+
+    The heartbeat keeps the lease (and the sweeper's timer) while the worker
+    holds the run; a checkpoint leaves both alone, so a step's update of the
+    run changes no indexed column and PostgreSQL can make it HOT."""
     deadline = time.monotonic() + slice_s
     try:
         while True:
-            result = _step(walk, worker=worker, lease_s=lease_s)
+            with heartbeat.beating(run_id, walk.state.fence, lease_s) as lease_lost:
+                walk.lease_lost = lease_lost
+                result = _steps(walk, run_id, worker=worker, deadline=deadline)
             delay = walk.retry_delay
             if (
                 result is Advance.WAITING
@@ -133,22 +142,29 @@ def _advance(walk: _Walk, run_id: int, *, worker: str, lease_s: float, slice_s: 
                     return Advance.NOT_CLAIMED
                 walk = reclaimed
                 continue
-            if result is not None:
-                return result
-            if time.monotonic() >= deadline:
-                store.checkpoint(
-                    walk.state,
-                    store.Update()
-                    .value("status", "queued")
-                    .release()
-                    .after("ring_at", store.REDELIVER_AFTER_S),
-                    None,
-                )
-                ring(run_id)
-                return Advance.YIELDED
+            return result
     except LeaseLost:
         log.warning("run %s: lease lost by %s; another worker owns it now", run_id, worker)
         return Advance.LEASE_LOST
+
+
+def _steps(walk: _Walk, run_id: int, *, worker: str, deadline: float) -> Advance:
+    """Steps of one claim, until the run waits, ends or yields its slice."""
+    while True:
+        result = _step(walk, worker=worker)
+        if result is not None:
+            return result
+        if time.monotonic() >= deadline:
+            store.checkpoint(
+                walk.state,
+                store.Update()
+                .value("status", "queued")
+                .release()
+                .after("ring_at", store.REDELIVER_AFTER_S),
+                None,
+            )
+            ring(run_id)
+            return Advance.YIELDED
 
 
 def _claim(run_id: int, *, worker: str, lease_s: float) -> _Walk | None:
@@ -238,7 +254,7 @@ def _claim_after(run_id: int, delay: float, *, worker: str, lease_s: float) -> _
     return walk
 
 
-def _step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
+def _step(walk: _Walk, *, worker: str) -> Advance | None:
     """Run the current step and checkpoint it, in a trace span (a no-op
     unless tracing is configured). None means: go on."""
     state = walk.state
@@ -247,17 +263,17 @@ def _step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
     with tracing.step_span(
         run_id=state.run_id, key=state.current_step, kind=kind, seq=state.seq, attempt=state.attempt
     ) as span:
-        result = _run_step(walk, worker=worker, lease_s=lease_s)
+        result = _run_step(walk, worker=worker)
         span.finish(walk.record, result)
     return result
 
 
-def _run_step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
+def _run_step(walk: _Walk, *, worker: str) -> Advance | None:
     state = walk.state
     walk.retry_delay = None
     step = walk.definition.steps[state.current_step]
     if walk.visits.get(step.key, 0) >= step.max_visits:
-        return _leave_exhausted(walk, step, worker=worker, lease_s=lease_s)
+        return _leave_exhausted(walk, step, worker=worker)
     started = timezone.now()
     t0 = time.perf_counter()
     breach = checks.over_budget(state, walk.rules.budget, step.kind.name)
@@ -269,11 +285,9 @@ def _run_step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
     outcome: Outcome | None = None
     error: StepError | None
     try:
-        # A step longer than a beat has its lease renewed while it runs.
-        with heartbeat.beating(state.run_id, state.fence, lease_s) as lease_lost:
-            ctx.lease_lost = lease_lost
-            with time_limit(step.timeout_s):
-                outcome = _execute(walk, step, ctx)
+        ctx.lease_lost = walk.lease_lost
+        with time_limit(step.timeout_s):
+            outcome = _execute(walk, step, ctx)
     except BudgetExceeded as exc:
         return _stop(walk, step, exc, _record(walk, step, started, t0, worker), exc.outcome)
     except LeaseLost:
@@ -331,7 +345,6 @@ def _run_step(walk: _Walk, *, worker: str, lease_s: float) -> Advance | None:
         return Advance.FINISHED
     next_key = step.edges[outcome.edge]
     update.value("current_step", next_key).value("attempt", 1).value("attempts_before", 0)
-    update.after("lease_expires_at", lease_s).after("ring_at", lease_s)
     _commit(state, update, record, refusal)
     walk.variables["steps"][step.key] = outcome.output
     walk.variables["flags"][step.key] = flags
@@ -492,7 +505,7 @@ def _fail(
     return Advance.FAILED
 
 
-def _leave_exhausted(walk: _Walk, step: StepDef, *, worker: str, lease_s: float) -> Advance | None:
+def _leave_exhausted(walk: _Walk, step: StepDef, *, worker: str) -> Advance | None:
     """The step hit its visit bound: take its `exhausted` edge or fail."""
     state = walk.state
     target = step.edges.get("exhausted")
@@ -508,9 +521,7 @@ def _leave_exhausted(walk: _Walk, step: StepDef, *, worker: str, lease_s: float)
         store.Update()
         .value("current_step", target)
         .value("attempt", 1)
-        .value("attempts_before", 0)
-        .after("lease_expires_at", lease_s)
-        .after("ring_at", lease_s),
+        .value("attempts_before", 0),
         None,
     )
     state.current_step, state.attempt = target, 1

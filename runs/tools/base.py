@@ -29,13 +29,17 @@ autonomy rules, the kill switches, the limits and the ledger.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
 from django.apps import apps
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.utils.module_loading import import_string
 from pydantic import BaseModel
 
@@ -190,14 +194,28 @@ def _load(path: str) -> type[Tool]:
     return import_string(path)
 
 
-def registry() -> dict[str, str]:
+_registry: dict[str, str] | None = None
+
+
+def registry() -> Mapping[str, str]:
     """Tool name -> dotted path: `settings.BOSUN_TOOLS`, plus the
     `bosun_tools` dict of each installed app that declares one (the demo
-    app's sample vendors exist only while it is installed)."""
-    tools = dict(settings.BOSUN_TOOLS)
-    for app_config in apps.get_app_configs():
-        tools.update(getattr(app_config, "bosun_tools", {}))
-    return tools
+    app's sample vendors exist only while it is installed). Built once (a
+    step looks tools up on its hot path), again after those settings change."""
+    global _registry
+    if _registry is None:
+        tools = dict(settings.BOSUN_TOOLS)
+        for app_config in apps.get_app_configs():
+            tools.update(getattr(app_config, "bosun_tools", {}))
+        _registry = tools
+    return MappingProxyType(_registry)
+
+
+@receiver(setting_changed)
+def _forget_registry(*, setting: str, **kwargs: Any) -> None:
+    global _registry
+    if setting in ("BOSUN_TOOLS", "INSTALLED_APPS"):
+        _registry = None
 
 
 def get_tool(name: str) -> Tool:

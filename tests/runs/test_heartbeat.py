@@ -3,7 +3,10 @@ lost its run learns it from the next beat."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
+from django.db import connection
 
 from runs import engine
 from runs.engine import heartbeat, store
@@ -72,3 +75,74 @@ def test_a_step_four_leases_long_is_executed_once_while_the_sweeper_runs(make_wo
     finally:
         log = stop(cluster) + stop(sweeper)
     assert Execution.objects.filter(run_id=run_id).count() == 1, log
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_of_short_steps_longer_than_its_lease_stays_with_its_worker(make_workflow, settings):
+    """Checkpoints no longer renew the lease: the beats cover the whole
+    hold, between steps too. Another claimer tries all along and never
+    gets the run."""
+    settings.BOSUN_HEARTBEAT_S = 0.25  # eight beats a lease: late beats are tolerated
+    steps = [
+        {"key": f"s{i}", "kind": "tool", "config": {"tool": "test.count", "args": {"sleep_s": 0.6}}}
+        for i in range(5)
+    ]
+    version = make_workflow(chain(*steps, END))
+    run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
+    done = threading.Event()
+    stolen: list[store.RunState] = []
+    errors: list[BaseException] = []
+
+    def thief() -> None:
+        try:
+            wait_until(lambda: Run.objects.get(pk=run_id).lease_owner == "holder")
+            while not done.is_set():
+                state = store.claim(run_id, worker="thief", lease_s=60, trace_id="")
+                if state is not None:
+                    stolen.append(state)
+                    return
+                done.wait(0.05)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    other = threading.Thread(target=thief)
+    other.start()
+    try:
+        # 3 s of steps under a 2 s lease.
+        engine.advance_run(run_id, worker="holder", lease_s=2.0)
+    finally:
+        done.set()
+        other.join()
+    assert errors == []
+    assert stolen == []
+    assert Run.objects.get(pk=run_id).status == "succeeded"
+    assert Execution.objects.filter(run_id=run_id).count() == 5
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_steps_update_of_its_run_is_a_hot_update(make_workflow):
+    """Only the claim and the end change indexed columns of the run (its
+    status and timers); every step between is written in place on its page,
+    with no index touched."""
+    steps = [{"key": f"e{i}", "kind": "tool", "config": {"tool": "echo"}} for i in range(8)]
+    version = make_workflow(chain(*steps, END))
+    run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
+
+    def updates() -> tuple[int, int]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_stat_force_next_flush(), pg_stat_clear_snapshot()")
+            cursor.execute(
+                "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables"
+                " WHERE relname = 'runs_run'"
+            )
+            return cursor.fetchone()
+
+    before = updates()
+    assert engine.advance_run(run_id, worker="w") == engine.Advance.FINISHED
+    after = updates()
+    updated, hot = after[0] - before[0], after[1] - before[1]
+    assert updated == 10  # the claim, 8 echo steps, the end
+    assert hot >= 8, (updated, hot)
