@@ -342,12 +342,16 @@ if _QUEUE and _QUEUE != Q_CLUSTER["name"] and _QUEUE not in _ALT_QUEUES:  # noqa
     )
 
 # --- Engine -----------------------------------------------------------------
-# A claimed run is leased for this long; every checkpoint renews the lease,
-# and while a step runs longer than a heartbeat its worker renews it every
-# BOSUN_HEARTBEAT_S (at most a third of the lease). Short, so a run whose
-# worker died is taken over within seconds (runs.engine.heartbeat).
+# A claimed run is leased for this long; while a worker holds it, a thread
+# of the worker renews the lease every BOSUN_HEARTBEAT_S (at most a third of
+# the lease). Short, so a run whose worker died is taken over within seconds
+# (runs.engine.heartbeat).
 BOSUN_LEASE_S = env_float("BOSUN_LEASE_S", 8.0)
 BOSUN_HEARTBEAT_S = env_float("BOSUN_HEARTBEAT_S", 2.0)
+# PostgreSQL: the engine's per-step statements are prepared once per
+# connection (runs.engine.store). Turn off behind a pooler that cannot carry
+# prepared statements (PgBouncer in transaction mode before 1.21).
+BOSUN_PG_PREPARE = env_bool("BOSUN_PG_PREPARE", True)
 # A seat under a cap, a step-cache claim and a shared answer's purchase are
 # held for the step's time limit plus this margin.
 BOSUN_LEASE_MARGIN_S = env_float("BOSUN_LEASE_MARGIN_S", 5.0)

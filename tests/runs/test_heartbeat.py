@@ -1,5 +1,7 @@
-"""Heartbeats: a step longer than the lease keeps its run; a worker that
-lost its run learns it from the next beat."""
+"""Heartbeats: a step, or a run of short steps, longer than the lease keeps
+its run; a worker that lost its run learns it from the next beat. And what
+leaving the lease to the beats buys: a step's update of its run touches no
+index, and its statement is prepared once per connection (PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -146,3 +148,21 @@ def test_a_steps_update_of_its_run_is_a_hot_update(make_workflow):
     updated, hot = after[0] - before[0], after[1] - before[1]
     assert updated == 10  # the claim, 8 echo steps, the end
     assert hot >= 8, (updated, hot)
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_the_step_checkpoint_is_prepared_once_per_connection(make_workflow, settings):
+    """The server plans the per-step statement once, not at every step."""
+    settings.BOSUN_PG_PREPARE = True
+    steps = [{"key": f"e{i}", "kind": "tool", "config": {"tool": "echo"}} for i in range(4)]
+    version = make_workflow(chain(*steps, END))
+    run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
+    assert engine.advance_run(run_id, worker="w") == engine.Advance.FINISHED
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT generic_plans + custom_plans FROM pg_prepared_statements"
+            " WHERE statement LIKE 'WITH upd AS (UPDATE runs_run%%INSERT INTO runs_steprun%%'"
+        )
+        executions = [row[0] for row in cursor.fetchall()]
+    assert sum(executions) >= 3, executions  # the echo steps but the first share one statement
