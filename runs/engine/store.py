@@ -169,7 +169,7 @@ def claim(run_id: int, *, worker: str, lease_s: float, trace_id: str = "") -> Ru
         " tool_calls, cost_usd, wall_from, input, trace_id, taint_signals <> '', credits,"
         f" {_switches_sql(f'{RUN}.workflow_id')}"
     )
-    with connection.cursor() as cursor:
+    with _prepared_cursor() if _pg() else connection.cursor() as cursor:
         cursor.execute(sql, [worker, lease_s, lease_s, trace_id, worker, run_id])
         row = cursor.fetchone()
     if row is None:
