@@ -169,13 +169,12 @@ def _call_tool(name: str, raw_args: Any, caller: Caller) -> Called:
         detail = f"arguments for {name} are invalid: {_brief(exc)}"
         raise Refused("invalid_arguments", detail) from None
     args_json = args.model_dump(mode="json")
-    digest = args_hash(args_json)
     key = f"bosun-run-{caller.run_id}-seq-{caller.seq}"
     destinations = tool.destinations(args)
     _check_destinations(tool, destinations, caller)
     needs = _approval_reason(tool, args_json, destinations, caller)
     if needs and not _approved_before(tool, args_json, key, caller):
-        _consume_approval(tool, args_json, digest, needs, key, caller)
+        _consume_approval(tool, args_json, args_hash(args_json), needs, key, caller)
     hold_s = caller.timeout_s + settings.BOSUN_LEASE_MARGIN_S
     shared = _shared_answer(tool, args, key, hold_s)
     if isinstance(shared, dict):
@@ -189,7 +188,7 @@ def _call_tool(name: str, raw_args: Any, caller: Caller) -> Called:
     try:
         if _ledgerless(tool, shared):
             return _read_freely(tool, args, args_json, destinations, key, caller)
-        record_id, recorded = _open(tool, args_json, digest, key, caller)
+        record_id, recorded = _open(tool, args_json, args_hash(args_json), key, caller)
         if recorded is _UNKNOWN:
             raise NeedsReconciliation(record_id)
         if recorded is not None:

@@ -74,7 +74,9 @@ def acquire(*, keys: tuple[str, ...], holder: str, hold_s: float) -> list[Seat]:
 
 def release(seats: list[Seat]) -> list[str]:
     """Give the seats back; returns the keys that now have a free seat."""
-    freed = []
+    freed: list[str] = []
+    if not seats:  # the usual case: no capped key, nothing to open a cursor for
+        return freed
     with connection.cursor() as cursor:
         for seat in seats:
             cursor.execute(
