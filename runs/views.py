@@ -31,6 +31,7 @@ from django_htmx.http import HttpResponseStopPolling
 from approvals.models import ApprovalRequest
 from lib.charts import trend_charts
 from lib.console import after_post, console_view, is_partial
+from lib.durations import human_ms
 from lib.screening import redact, redact_value
 from policies import audit
 from runs import engine, metrics
@@ -168,8 +169,8 @@ def _figures(row: metrics.VersionMetrics) -> dict[str, Any]:
         "error_rate": pct(row.error_rate),
         "escalation_rate": pct(row.escalation_rate),
         "cache_hit_rate": pct(row.cache_hit_rate),
-        "p50": _human_ms(row.latency_p50_ms) or "—",
-        "p95": _human_ms(row.latency_p95_ms) or "—",
+        "p50": human_ms(row.latency_p50_ms) or "—",
+        "p95": human_ms(row.latency_p95_ms) or "—",
         "cost": usd(row.cost_usd),
         "cost_per_run": usd(row.cost_per_run),
         "cost_per_success": usd(row.cost_per_success),
@@ -293,7 +294,7 @@ def _run_page(form: RunFilterForm) -> dict[str, Any]:
         rows = rows[:PAGE_SIZE]
         newer = before is not None
     for run in rows:
-        run.duration_text = _human_ms(_duration_ms(run))
+        run.duration_text = human_ms(_duration_ms(run))
     query = request_query(form, drop=("before", "after"))
     page = {
         "older": f"?{query}&before={rows[-1].pk}" if older and rows else "",
@@ -389,18 +390,6 @@ def _saved_credits(steps: list[StepRun]) -> dict[str, int]:
         if step.credits_saved:
             saved[step.vendor] = saved.get(step.vendor, 0) + step.credits_saved
     return saved
-
-
-def _human_ms(ms: float | None) -> str:
-    if ms is None:
-        return ""
-    if ms < 1000:
-        return f"{ms:.0f} ms"
-    if ms < 120_000:
-        return f"{ms / 1000:.1f} s"
-    if ms < 7_200_000:
-        return f"{ms / 60_000:.1f} min"
-    return f"{ms / 3_600_000:.1f} h"
 
 
 def _duration_ms(run: Run) -> float | None:

@@ -128,7 +128,7 @@ def test_bad_periods_are_form_errors(make_user, params, message):
     assert partial.status_code == 200 and message in partial.content.decode()
 
 
-@pytest.mark.parametrize("headers,queries", [({}, 10), (HX, 9)])
+@pytest.mark.parametrize("headers,queries", [({}, 11), (HX, 9)])  # whole page: + the switches
 def test_the_dashboard_takes_the_same_queries_for_3_runs_as_for_30(
     make_user, many_runs, make_workflow, django_assert_num_queries, headers, queries
 ):

@@ -127,8 +127,9 @@ def test_bad_filters_are_a_form_error(make_user, many_runs):
 @pytest.mark.parametrize(
     "headers,queries",
     # session, user, the user's and the groups' permissions, the runs; the
-    # whole page also fills the workflow and version choices of the filter.
-    [({}, 7), (HX, 5)],
+    # whole page also fills the workflow and version choices of the filter,
+    # and reads the engaged kill switches for its banner.
+    [({}, 8), (HX, 5)],
 )
 def test_the_list_takes_the_same_queries_for_3_runs_as_for_30(
     make_user, many_runs, django_assert_num_queries, headers, queries
