@@ -7,6 +7,7 @@ from typing import Any
 
 from django import forms
 
+from approvals import drafts
 from approvals.models import ApprovalKind, ApprovalRequest, SampleVerdict
 from approvals.sampling import CATEGORIES
 
@@ -37,6 +38,7 @@ class DecisionForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.approval = approval
         self.edited: Any = None
+        self.field_errors: dict[str, str] = {}  # a structured draft's, by field
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -53,10 +55,18 @@ class DecisionForm(forms.Form):
         if self.approval.kind == ApprovalKind.TOOL_CALL:
             self.add_error(None, "A tool call is approved or rejected as it stands, not edited.")
             return None
+        draft = self.approval.draft
+        if isinstance(draft, dict) and drafts.has_fields(self.data):
+            # Edited field by field (the review page's form).
+            result, errors = drafts.edited(draft, self.data)
+            for name, message in errors.items():
+                self.add_error(None, message)
+                self.field_errors[name] = message
+            return None if errors else result
         if not text.strip():
             self.add_error("draft", "The edited draft is empty.")
             return None
-        if isinstance(self.approval.draft, str) or self.approval.draft is None:
+        if isinstance(draft, str) or draft is None:
             return text
         try:
             return json.loads(text)  # a structured draft stays structured

@@ -20,7 +20,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from approvals import sampling
+from approvals import drafts, sampling
 from approvals.forms import DecisionForm, DrawForm, ReplaySetForm, SampleVerdictForm, draft_text
 from approvals.models import (
     ApprovalKind,
@@ -173,6 +173,8 @@ def _items(
         {
             "approval": a,
             "draft": draft_text(a.draft),
+            "view": drafts.view(a.draft, tool_call=a.kind == ApprovalKind.TOOL_CALL),
+            "edit_fields": _edit_fields(a, form),
             "edited": draft_text(a.edited_draft) if a.edited_draft is not None else "",
             "editable": a.kind != ApprovalKind.TOOL_CALL,
             "input": _shown(show(a.run.input)),
@@ -190,6 +192,23 @@ def _items(
             "errors": _decision_errors(form),
         }
         for a in approvals
+    ]
+
+
+def _edit_fields(a: ApprovalRequest, form: DecisionForm | None) -> list[dict[str, Any]]:
+    """The inputs of a structured draft's edit form: each field with what
+    the reviewer typed last (after a refused submission) and its error."""
+    if a.kind == ApprovalKind.TOOL_CALL or not isinstance(a.draft, dict):
+        return []
+    typed = form.data if form is not None and form.data.get("action") == "edit" else {}
+    errors = form.field_errors if form is not None else {}
+    return [
+        {
+            "field": f,
+            "text": typed.get(f.input_name, f.text),
+            "error": errors.get(f.name, ""),
+        }
+        for f in drafts.fields_of(a.draft)
     ]
 
 

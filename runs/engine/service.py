@@ -294,9 +294,40 @@ def decide_approval(
 
 
 def draft_diff(before: Any, after: Any) -> str:
-    """A unified diff of two drafts' text (JSON drafts pretty-printed)."""
+    """What a reviewer changed. Two objects (an email's to, subject, body):
+    field by field, each changed field under `@@ <field>` with its removed
+    (`-`) and added (`+`) lines. Anything else: a unified diff of the
+    drafts' text (JSON pretty-printed)."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return "".join(_field_diff(key, before, after) for key in _keys(before, after))
     lines = [_draft_text(value).splitlines(keepends=True) for value in (before, after)]
     return "".join(difflib.unified_diff(lines[0], lines[1], fromfile="draft", tofile="edited"))
+
+
+def _keys(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    return [*before, *(key for key in after if key not in before)]
+
+
+def _field_diff(key: str, before: dict[str, Any], after: dict[str, Any]) -> str:
+    old, new = before.get(key, _ABSENT), after.get(key, _ABSENT)
+    if old == new:
+        return ""
+    lines = [_field_lines(value) for value in (old, new)]
+    body = difflib.unified_diff(lines[0], lines[1], n=1, lineterm="")
+    # Drop the file headers and hunk ranges: the field's name heads it.
+    kept = [line for line in body if not line.startswith(("---", "+++", "@@"))]
+    return f"@@ {key}\n" + "".join(f"{line}\n" for line in kept)
+
+
+_ABSENT = object()
+
+
+def _field_lines(value: Any) -> list[str]:
+    if value is _ABSENT:
+        return []
+    if isinstance(value, str):
+        return value.splitlines() or [""]
+    return [json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)]
 
 
 def _draft_text(value: Any) -> str:

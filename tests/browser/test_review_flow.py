@@ -75,3 +75,50 @@ def test_a_reviewer_edits_approves_and_rejects_in_the_queue(
 
     page.goto(f"{live_server.url}/console/review/")
     assert "Nothing is waiting for review." in page.inner_text("#review-queue")
+
+
+def test_an_email_draft_reads_as_an_email_and_nothing_scrolls_sideways(
+    live_server, page, screenshot, make_workflow
+):
+    """At 1366 px, with a long unbroken link in the body and a wide context,
+    the page fits its width; the reviewer edits the subject field, not JSON."""
+    from runs import engine
+
+    user = User.objects.create_user(username="rhea", password="correct horse 42")
+    user.groups.add(Group.objects.get(name="reviewer"))
+    long_link = "https://acme.example/" + "x" * 300
+    draft = {"to": "dana@acme.example", "subject": "Hi", "body": f"Hello Dana,\nsee {long_link}\n"}
+    version = make_workflow(
+        [
+            {"key": "note", "kind": "tool", "config": {"tool": "echo", "args": {"v": "y" * 400}},
+             "edges": {"next": "review"}},
+            {"key": "review", "kind": "approval", "config": {"title": "Email to Dana", "draft": draft},
+             "edges": {"approved": "done", "rejected": "done"}},
+            {"key": "done", "kind": "end", "config": {"output": "{{ steps.review.draft }}"}},
+        ]
+    )  # fmt: skip
+    run = engine.start_run(workflow=version.workflow, input={"note": "z" * 500}).run
+    drive(run.pk)
+    approval = ApprovalRequest.objects.get(run=run)
+
+    page.set_viewport_size({"width": 1366, "height": 900})
+    page.goto(f"{live_server.url}/console/review/")
+    page.fill("input[name=username]", "rhea")
+    page.fill("input[name=password]", "correct horse 42")
+    page.click("button[type=submit]")
+    item = page.locator(f"#approval-{approval.pk}")
+    item.wait_for()
+    item.locator("details.context summary").click()
+    assert item.locator(".draft.email dt").first.inner_text() == "To"
+    assert "Hello Dana," in item.locator(".draft.email .body").inner_text()
+    assert item.locator(".draft.email .body a").count() == 0  # links shown, not followed
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1366
+    screenshot("console-review-email")
+
+    item.locator("details.edit summary").click()
+    item.locator("input[name='field.subject']").fill("Hello")
+    item.locator("button[value=edit]").click()
+    page.wait_for_selector(f"#approval-{approval.pk}.decided")
+    approval.refresh_from_db()
+    assert approval.edited_draft == {**draft, "subject": "Hello"}
+    assert approval.edit_diff == "@@ subject\n-Hi\n+Hello\n"

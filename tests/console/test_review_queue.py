@@ -348,7 +348,7 @@ def test_a_tool_call_can_be_approved_or_rejected_but_not_edited(pending_tool_cal
     assert drive(pending_tool_call.run_id).status == "succeeded"
 
 
-def test_a_json_draft_is_edited_as_json(make_workflow, client_for):
+def _email_review(make_workflow, draft):
     from runs import engine
 
     version = make_workflow(
@@ -356,7 +356,7 @@ def test_a_json_draft_is_edited_as_json(make_workflow, client_for):
             {
                 "key": "review",
                 "kind": "approval",
-                "config": {"draft": {"to": "dana@acme.example", "subject": "Hi"}},
+                "config": {"draft": draft},
                 "edges": {"approved": "done", "rejected": "done"},
             },
             {"key": "done", "kind": "end", "config": {"output": "{{ steps.review.draft }}"}},
@@ -364,20 +364,80 @@ def test_a_json_draft_is_edited_as_json(make_workflow, client_for):
     )
     run = engine.start_run(workflow=version.workflow, input={}).run
     drive(run.pk)
-    approval = ApprovalRequest.objects.get(run=run)
+    return run, ApprovalRequest.objects.get(run=run)
+
+
+EMAIL = {
+    "to": "dana@acme.example",
+    "subject": "Hi",
+    "body": "Hello Dana,\nsee https://acme.example/offer?x=1 and reply.\n" + "word " * 80,
+    "priority": 2,
+}
+
+
+def test_an_email_draft_reads_as_an_email_and_is_edited_field_by_field(make_workflow, client_for):
+    run, approval = _email_review(make_workflow, EMAIL)
+    client = client_for("reviewer")
+    page = client.get(QUEUE).content.decode()
+    assert '<div class="draft email">' in page
+    assert "<dt>To</dt><dd>dana@acme.example</dd>" in page
+    assert "Hello Dana,<br>see https://acme.example/offer?x=1" in page  # line breaks kept
+    assert "<code>https://acme.example/offer?x=1</code>" in page  # listed, not a link
+    assert 'href="https://acme.example' not in page
+    shown, _, raw = page.partition("Raw JSON")
+    assert "\\n" not in shown and "\\n" in raw  # escaped newlines only in the raw JSON
+    assert 'name="field.subject" value="Hi"' in page
+    assert '<textarea name="field.body"' in page
+
+    # A JSON field that is not JSON: refused with the field named, typed values kept.
+    bad = client.post(
+        decide_url(approval),
+        {"action": "edit", "field.subject": "Hello", "field.priority": "high!"},
+        **HTMX,
+    )
+    assert b"priority holds JSON and this is not valid JSON" in bad.content
+    assert b'name="field.subject" value="Hello"' in bad.content
+    approval.refresh_from_db()
+    assert approval.status == "pending"
+
+    client.post(
+        decide_url(approval),
+        {
+            "action": "edit",
+            "field.to": "dana@acme.example",
+            "field.subject": "Hello",
+            "field.body": EMAIL["body"].replace("\n", "\r\n"),  # browsers send CRLF
+            "field.priority": "3",
+        },
+    )
+    approval.refresh_from_db()
+    assert approval.edited_draft == {**EMAIL, "subject": "Hello", "priority": 3}
+    # The kept diff is field by field: only what changed, under its field.
+    assert approval.edit_diff == "@@ subject\n-Hi\n+Hello\n@@ priority\n-2\n+3\n"
+    assert drive(run.pk).status == "succeeded"
+    assert StepRun.objects.get(run=run, step_key="done").output["subject"] == "Hello"
+
+
+def test_a_json_draft_still_takes_a_whole_json_edit(make_workflow, client_for):
+    """What the API and a script post: the draft as one JSON document."""
+    run, approval = _email_review(make_workflow, {"to": "dana@acme.example", "subject": "Hi"})
     client = client_for("reviewer")
     bad = client.post(decide_url(approval), {"action": "edit", "draft": "{nope"}, **HTMX)
     assert b"This draft is JSON and the edit is not valid JSON" in bad.content
-    assert b"{nope</textarea>" in bad.content
     client.post(
         decide_url(approval),
         {"action": "edit", "draft": '{"to": "dana@acme.example", "subject": "Hello"}'},
     )
     approval.refresh_from_db()
     assert approval.edited_draft == {"to": "dana@acme.example", "subject": "Hello"}
-    assert '-  "subject": "Hi",' in approval.edit_diff
-    assert drive(run.pk).status == "succeeded"
-    assert StepRun.objects.get(run=run, step_key="done").output["subject"] == "Hello"
+    assert approval.edit_diff == "@@ subject\n-Hi\n+Hello\n"
+
+
+def test_a_tool_call_reads_as_its_labelled_arguments(pending_tool_call, client_for):
+    page = client_for("reviewer").get(QUEUE).content.decode()
+    assert '<div class="draft tool-call">' in page
+    assert "Tool <code>test.send</code>" in page and "<dt>to</dt><dd>ops</dd>" in page
+    assert "Raw JSON" in page
 
 
 def test_an_edit_that_changes_nothing_is_a_plain_approval(pending_approval, client_for):
