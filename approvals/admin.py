@@ -4,7 +4,14 @@ from django.contrib import admin
 from django.db.models import Count, Q
 from django.http import HttpRequest
 
-from approvals.models import ApprovalRequest, ReplaySet, SampleItem, SampleReview, SampleVerdict
+from approvals.models import (
+    ApprovalRequest,
+    ReasonCode,
+    ReplaySet,
+    SampleItem,
+    SampleReview,
+    SampleVerdict,
+)
 
 
 @admin.register(ApprovalRequest)
@@ -102,3 +109,16 @@ class ReplaySetAdmin(admin.ModelAdmin):
     @admin.display(description="Runs", ordering="run_total")
     def run_count(self, obj: ReplaySet) -> int:
         return obj.run_total  # type: ignore[attr-defined]  # annotated by get_queryset
+
+
+@admin.register(ReasonCode)
+class ReasonCodeAdmin(admin.ModelAdmin):
+    """The codes a reviewer picks from to reject; retire one by unticking
+    `active` (past decisions keep their code)."""
+
+    list_display = ["code", "label", "position", "active"]
+    list_editable = ["label", "position", "active"]
+    ordering = ["position", "code"]
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 
 from approvals import drafts
-from approvals.models import ApprovalKind, ApprovalRequest, SampleVerdict
+from approvals.models import (
+    ApprovalKind,
+    ApprovalRequest,
+    ApprovalStatus,
+    ReasonCode,
+    SampleVerdict,
+)
 from approvals.sampling import CATEGORIES
 
 
@@ -33,10 +39,14 @@ class DecisionForm(forms.Form):
     )
     draft = forms.CharField(required=False, strip=False, widget=forms.Textarea(attrs={"rows": 8}))
     reason = forms.CharField(required=False, max_length=2000, widget=forms.Textarea)
+    # A rejection's reason code (the managed list); the text stays optional beside it.
+    code = forms.ChoiceField(required=False, choices=[])
 
     def __init__(self, *args: Any, approval: ApprovalRequest, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.approval = approval
+        codes = ReasonCode.objects.filter(active=True).values_list("code", "label")
+        _choose(self, "code", [("", "—"), *codes])
         self.edited: Any = None
         self.field_errors: dict[str, str] = {}  # a structured draft's, by field
 
@@ -44,8 +54,10 @@ class DecisionForm(forms.Form):
         data = super().clean()
         assert data is not None  # Form.clean returns cleaned_data
         action = data.get("action")
-        if action == "reject" and not (data.get("reason") or "").strip():
-            self.add_error("reason", "Say why it is rejected: the reason is required.")
+        if action == "reject" and not ((data.get("reason") or "").strip() or data.get("code")):
+            self.add_error(
+                "reason", "Say why it is rejected: the reason is required (a code or a note)."
+            )
         if action == "edit":
             self.edited = self._edited(data.get("draft") or "")
         return data
@@ -73,6 +85,40 @@ class DecisionForm(forms.Form):
         except json.JSONDecodeError as exc:
             self.add_error("draft", f"This draft is JSON and the edit is not valid JSON: {exc}")
             return None
+
+
+class ReviewFilterForm(forms.Form):
+    """Which pending requests the queue and the review flow show."""
+
+    DUE = (
+        ("", "Any due time"),
+        ("overdue", "Overdue"),
+        ("hour", "Due within an hour"),
+        ("none", "No deadline"),
+    )
+
+    workflow = forms.ChoiceField(required=False, choices=[])
+    queue = forms.ChoiceField(required=False, choices=[])
+    reason = forms.ChoiceField(required=False, choices=[], label="Why review")
+    due = forms.ChoiceField(required=False, choices=DUE)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        pending = ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING)
+        workflows = pending.values_list("run__workflow__slug", flat=True).distinct()
+        queues = pending.values_list("queue", flat=True).distinct()
+        reasons = pending.exclude(reason_code="").values_list("reason_code", flat=True).distinct()
+        _choose(self, "workflow", [("", "All workflows"), *_pairs(workflows)])
+        _choose(self, "queue", [("", "All queues"), *_pairs(queues)])
+        _choose(self, "reason", [("", "Any reason"), *_pairs(reasons)])
+
+
+def _choose(form: forms.Form, name: str, choices: list[Any]) -> None:
+    cast(forms.ChoiceField, form.fields[name]).choices = choices
+
+
+def _pairs(values: Any) -> list[tuple[str, str]]:
+    return [(value, value) for value in sorted(set(values))]
 
 
 class SampleVerdictForm(forms.Form):

@@ -49,7 +49,23 @@ class ApprovalRequest(models.Model):
     )
     decided_by_label = models.CharField(max_length=150, blank=True)
     decided_at = models.DateTimeField(null=True, blank=True)
-    edit_diff = models.TextField(blank=True, help_text="Unified diff of the reviewer's edit.")
+    edit_diff = models.TextField(
+        blank=True, help_text="What the reviewer's edit changed (field by field for an object)."
+    )
+    # A rejection's reason code, from the managed list (ReasonCode).
+    decision_code = models.CharField(max_length=60, blank=True)
+    # While a reviewer has the request open (the review flow), others see
+    # who has it and cannot decide it from the console until the claim runs
+    # out (approvals.claims).
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    claimed_by_label = models.CharField(max_length=150, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # Service level, copied from the approval step's config when the request
     # is created: the role group whose members review it, when it is due,
@@ -82,6 +98,22 @@ class ApprovalRequest(models.Model):
 
     def __str__(self) -> str:
         return f"approval {self.pk} for run {self.run_id} ({self.status})"
+
+
+class ReasonCode(models.Model):
+    """Why a reviewer rejects: a managed list, so rejections can be counted
+    by cause (free text stays optional beside the code)."""
+
+    code = models.SlugField(max_length=60, unique=True)
+    label = models.CharField(max_length=120)
+    position = models.PositiveSmallIntegerField(default=0)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["position", "code"]
+
+    def __str__(self) -> str:
+        return self.label
 
 
 class SampleReview(models.Model):

@@ -4,6 +4,9 @@ from approvals import views
 
 urlpatterns = [
     path("", views.review_queue, name="console-review-queue"),
+    path("count/", views.review_count, name="console-review-count"),
+    path("focus/", views.review_focus, name="console-review-focus"),
+    path("<int:approval_id>/skip/", views.review_skip, name="console-review-skip"),
     path("<int:approval_id>/", views.review_detail, name="console-review-detail"),
     path("<int:approval_id>/decide/", views.review_decide, name="console-review-decide"),
     path("sample/", views.sample_list, name="console-sample-list"),

@@ -10,22 +10,32 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from datetime import timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.db.models import Count, Q
-from django.http import HttpRequest, HttpResponse
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from approvals import drafts, sampling
-from approvals.forms import DecisionForm, DrawForm, ReplaySetForm, SampleVerdictForm, draft_text
+from approvals import claims, drafts, sampling
+from approvals.forms import (
+    DecisionForm,
+    DrawForm,
+    ReplaySetForm,
+    ReviewFilterForm,
+    SampleVerdictForm,
+    draft_text,
+)
 from approvals.models import (
     ApprovalKind,
     ApprovalRequest,
     ApprovalStatus,
+    ReasonCode,
     SampleItem,
     SampleReview,
     SampleVerdict,
@@ -54,14 +64,18 @@ _APPROVAL_RELATED = ("run__workflow", "run__version", "run__policy_version__poli
 @require_GET
 @console_view("approvals.view_approvalrequest")
 def review_queue(request: HttpRequest) -> HttpResponse:
-    """Pending requests, oldest first, each with what produced it."""
-    pending = ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING)
+    """Pending requests, oldest first, each with what produced it; filters
+    by workflow, queue, reason code and due time."""
+    form = ReviewFilterForm(request.GET or None)
+    pending = _filtered(ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING), form)
     total = pending.count()
     shown = list(
         pending.select_related(*_APPROVAL_RELATED).order_by("created_at", "id")[:QUEUE_PAGE]
     )
     context = {
         "nav": "review",
+        "form": form,
+        "filters": _filter_query(form),
         "items": _items(request, shown),
         "total": total,
         "more": max(0, total - len(shown)),
@@ -69,6 +83,121 @@ def review_queue(request: HttpRequest) -> HttpResponse:
     if is_partial(request):
         return render(request, "console/review/partials/_queue.html", context)
     return render(request, "console/review/queue.html", context)
+
+
+@require_GET
+@console_view("approvals.view_approvalrequest")
+def review_count(request: HttpRequest) -> HttpResponse:
+    """The pending count under the filters, polled by the queue page."""
+    form = ReviewFilterForm(request.GET or None)
+    total = _filtered(ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING), form).count()
+    return render(
+        request,
+        "console/review/partials/_count.html",
+        {"total": total, "filters": _filter_query(form)},
+    )
+
+
+@require_GET
+@console_view("approvals.decide_approval")
+def review_focus(request: HttpRequest) -> HttpResponse:
+    """The review flow: one request at a time, the oldest this reviewer may
+    take under the filters, claimed while it is open; keyboard shortcuts
+    decide it and the answer is the next one."""
+    return _focus(request, skipped=_skipped(request.GET.get("skip", "")))
+
+
+@require_POST
+@console_view("approvals.decide_approval")
+def review_skip(request: HttpRequest, approval_id: int) -> HttpResponse:
+    """Leave this one for someone else (its claim is given back) and go on."""
+    claims.release(approval_id, request.user)
+    skipped = [*_skipped(request.POST.get("skip", "")), approval_id]
+    if not is_partial(request):
+        return redirect(_focus_url(request.POST.get("filters", ""), skipped))
+    return _focus(request, skipped=skipped, filters=request.POST.get("filters", ""))
+
+
+def _focus(
+    request: HttpRequest,
+    *,
+    skipped: list[int],
+    filters: str | None = None,
+    message: str = "",
+    state: str = "",
+    item: dict[str, Any] | None = None,
+) -> HttpResponse:
+    """The flow's page: `item` (one refused with errors), else the next
+    request this reviewer may take, claimed."""
+    query = QueryDict(filters) if filters is not None else request.GET
+    form = ReviewFilterForm(query or None)
+    pending = _filtered(ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING), form)
+    open_to_me = pending.filter(claims.claimable(request.user)).exclude(pk__in=skipped)
+    if item is None:
+        candidates = open_to_me.order_by("created_at", "id").values_list("pk", flat=True)
+        for candidate in candidates[:5]:
+            if claims.claim(candidate, request.user):  # another reviewer may take it first
+                approval = ApprovalRequest.objects.select_related(*_APPROVAL_RELATED).get(
+                    pk=candidate
+                )
+                item = _items(request, [approval])[0]
+                break
+    context = {
+        "nav": "review",
+        "item": item,
+        "left": open_to_me.count(),
+        "held": claims.held_by_others(pending, request.user).count(),
+        "skip": ",".join(map(str, skipped)),
+        "skipped": len(skipped),
+        "filters": _filter_query(form),
+        "message": message,
+        "state": state,
+        "origin": "focus",
+    }
+    if is_partial(request):
+        return render(request, "console/review/partials/_focus.html", context)
+    return render(request, "console/review/focus.html", context)
+
+
+def _skipped(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip().isdigit()][:500]
+
+
+def _focus_url(filters: str, skipped: list[int]) -> str:
+    query = QueryDict(filters, mutable=True)
+    if skipped:
+        query["skip"] = ",".join(map(str, skipped))
+    encoded = query.urlencode()
+    return reverse("console-review-focus") + (f"?{encoded}" if encoded else "")
+
+
+def _filtered(
+    pending: QuerySet[ApprovalRequest], form: ReviewFilterForm
+) -> QuerySet[ApprovalRequest]:
+    if not form.is_bound or not form.is_valid():
+        return pending
+    data = form.cleaned_data
+    if data.get("workflow"):
+        pending = pending.filter(run__workflow__slug=data["workflow"])
+    if data.get("queue"):
+        pending = pending.filter(queue=data["queue"])
+    if data.get("reason"):
+        pending = pending.filter(reason_code=data["reason"])
+    due = data.get("due")
+    if due == "overdue":
+        pending = pending.filter(due_at__lte=timezone.now())
+    elif due == "hour":
+        pending = pending.filter(due_at__lte=timezone.now() + timedelta(hours=1))
+    elif due == "none":
+        pending = pending.filter(due_at__isnull=True)
+    return pending
+
+
+def _filter_query(form: ReviewFilterForm) -> str:
+    """The valid filters as a query string (kept across the flow's pages)."""
+    if not form.is_bound or not form.is_valid():
+        return ""
+    return urlencode({k: v for k, v in form.cleaned_data.items() if v})
 
 
 @require_GET
@@ -88,11 +217,12 @@ def review_detail(request: HttpRequest, approval_id: int) -> HttpResponse:
 @console_view("approvals.decide_approval")
 def review_decide(request: HttpRequest, approval_id: int) -> HttpResponse:
     """Approve, edit then approve, or reject; the run resumes at once.
-    A request someone else decided first says so, in the page."""
+    A request someone else decided first, or has open, says so in the page."""
     approval = get_object_or_404(
         ApprovalRequest.objects.select_related(*_APPROVAL_RELATED), pk=approval_id
     )
-    origin = "detail" if request.POST.get("origin") == "detail" else "queue"
+    origin = request.POST.get("origin")
+    origin = origin if origin in ("detail", "focus") else "queue"
     form = DecisionForm(request.POST, approval=approval)
     if approval.status != ApprovalStatus.PENDING:
         return _already_decided(request, approval, origin)
@@ -106,9 +236,14 @@ def review_decide(request: HttpRequest, approval_id: int) -> HttpResponse:
             actor=request.user,
             edited_draft=form.edited,
             reason=form.cleaned_data["reason"].strip(),
+            decision_code=form.cleaned_data.get("code") or "" if action == "reject" else "",
+            honour_claims=True,
         )
     except engine.AlreadyDecided:
         return _already_decided(request, approval, origin)
+    except engine.ClaimedByOther as exc:
+        form.add_error(None, f"{exc}: your decision was not recorded.")
+        return _item_with_errors(request, approval, form, origin)
     except engine.InvalidState as exc:
         form.add_error(None, str(exc))
         return _item_with_errors(request, approval, form, origin)
@@ -116,11 +251,23 @@ def review_decide(request: HttpRequest, approval_id: int) -> HttpResponse:
     if action == "edit" and decided.edited_draft is None:
         done = "Approved (the draft was not changed)"
     text = f"{done}: {decided.title or decided.step_key} (run {decided.run_id}). The run resumes."
+    if origin == "focus":
+        return _after_focus_decision(request, text, decided.status)
     if is_partial(request) and origin == "queue":
         item = {"approval": decided, "message": text, "state": decided.status}
         return render(request, "console/review/partials/_decided.html", {"item": item})
     messages.success(request, text)
     return after_post(request, reverse("console-review-queue"))
+
+
+def _after_focus_decision(request: HttpRequest, text: str, state: str) -> HttpResponse:
+    """The review flow goes straight on to the next request, in the same answer."""
+    skipped = _skipped(request.POST.get("skip", ""))
+    filters = request.POST.get("filters", "")
+    if is_partial(request):
+        return _focus(request, skipped=skipped, filters=filters, message=text, state=state)
+    messages.success(request, text)
+    return redirect(_focus_url(filters, skipped))
 
 
 def _already_decided(request: HttpRequest, approval: ApprovalRequest, origin: str) -> HttpResponse:
@@ -130,12 +277,18 @@ def _already_decided(request: HttpRequest, approval: ApprovalRequest, origin: st
         text = f"Run {approval.run_id} was cancelled; nothing to decide any more."
     else:
         text = f"Already {approval.status} by {who}; your decision was not recorded."
+    if is_partial(request) and origin == "focus":
+        skipped = _skipped(request.POST.get("skip", ""))
+        filters = request.POST.get("filters", "")
+        return _focus(request, skipped=skipped, filters=filters, message=text, state="conflict")
     if is_partial(request):
         item = {"approval": approval, "message": text, "state": "conflict"}
         return render(request, "console/review/partials/_decided.html", {"item": item})
     messages.warning(request, text)
     if origin == "detail":
         return redirect("console-review-detail", approval_id=approval.pk)
+    if origin == "focus":
+        return redirect(_focus_url(request.POST.get("filters", ""), []))
     return redirect("console-review-queue")
 
 
@@ -145,6 +298,13 @@ def _item_with_errors(
     """The item again, with the reviewer's text kept and the errors shown.
     An htmx swap needs a 2xx; a plain form post gets 400."""
     item = _items(request, [approval], form=form)[0]
+    if origin == "focus":
+        skipped = _skipped(request.POST.get("skip", ""))
+        filters = request.POST.get("filters", "")
+        response = _focus(request, skipped=skipped, filters=filters, item=item)
+        if not is_partial(request):
+            response.status_code = 400
+        return response
     context = {"nav": "review", "item": item, "origin": origin}
     if is_partial(request):
         return render(request, "console/review/partials/_item.html", context)
@@ -169,6 +329,8 @@ def _items(
         steps[record.run_id].append(record)
     now = timezone.now()
     can_decide = request.user.has_perm("approvals.decide_approval")
+    pending = any(a.status == ApprovalStatus.PENDING for a in approvals)
+    codes = list(ReasonCode.objects.filter(active=True)) if can_decide and pending else []
     return [
         {
             "approval": a,
@@ -188,6 +350,11 @@ def _items(
             and a.due_at is not None
             and a.due_at <= now,
             "can_decide": can_decide and a.status == ApprovalStatus.PENDING,
+            "codes": codes,
+            "claimed_by_other": a.status == ApprovalStatus.PENDING
+            and a.claimed_until is not None
+            and a.claimed_until > now
+            and a.claimed_by_id != request.user.pk,
             "typed": form.data if form is not None else {},
             "errors": _decision_errors(form),
         }

@@ -348,6 +348,9 @@ if _QUEUE and _QUEUE != Q_CLUSTER["name"] and _QUEUE not in _ALT_QUEUES:  # noqa
 # (runs.engine.heartbeat).
 BOSUN_LEASE_S = env_float("BOSUN_LEASE_S", 8.0)
 BOSUN_HEARTBEAT_S = env_float("BOSUN_HEARTBEAT_S", 2.0)
+# The review flow: a reviewer who opens a request holds it this long (renewed
+# while it stays open), so two reviewers do not work on the same item.
+BOSUN_REVIEW_CLAIM_S = env_float("BOSUN_REVIEW_CLAIM_S", 600.0)
 # PostgreSQL: the engine's per-step statements are prepared once per
 # connection (runs.engine.store). Turn off behind a pooler that cannot carry
 # prepared statements (PgBouncer in transaction mode before 1.21).

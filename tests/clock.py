@@ -15,6 +15,7 @@ not depend on how busy the machine is:
     lapse_answer_claim(tool, key)   # a shared answer's buyer ran out of time
     expire_answer(tool, key)        # a shared answer's reuse time is over
     age_dedup_key("lead", "ana@acme.com", days=29)  # the key was seen 29 days earlier
+    lapse_review_claim(approval_id) # the reviewer's claim on a request has run out
 
 A run's timers move back together, by the same amount, as if its clock had
 moved on: their order is kept (a `ring_at` that followed the lease falls due
@@ -114,3 +115,10 @@ def expire_answer(tool: str, key: str) -> None:
     where, params = "tool = %s AND key = %s", [tool, key]
     seconds = _seconds_until("runs_toolanswer", "expires_at", where, params)
     _rewind("runs_toolanswer", ("expires_at", "bought_at"), where, params, seconds + PAST_BY_S)
+
+
+def lapse_review_claim(approval_id: int) -> None:
+    """The reviewer who opened the request walked away: their claim ran out."""
+    where, params = "id = %s", [approval_id]
+    seconds = _seconds_until("approvals_approvalrequest", "claimed_until", where, params)
+    _rewind("approvals_approvalrequest", ("claimed_until",), where, params, seconds + PAST_BY_S)

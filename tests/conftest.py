@@ -74,18 +74,21 @@ def _migration_data(request):
 
 def restore_migration_data() -> None:
     """Write again what the data migrations wrote: the role groups with
-    their grants, the global kill switch row, the sweeper schedule."""
+    their grants, the global kill switch row, the sweeper schedule, the
+    review's reason codes."""
     from django.apps import apps
     from django.contrib.auth.models import Group, Permission
 
+    import approvals.migrations
     import policies.migrations
 
     grants: dict[str, set[str]] = {}
-    for module in pkgutil.iter_modules(policies.migrations.__path__):
-        migration = importlib.import_module(f"policies.migrations.{module.name}")
-        for table in (getattr(migration, "ROLES", {}), getattr(migration, "GRANTS", {})):
-            for role, codes in table.items():
-                grants.setdefault(role, set()).update(codes)
+    for package in (policies.migrations, approvals.migrations):
+        for module in pkgutil.iter_modules(package.__path__):
+            migration = importlib.import_module(f"{package.__name__}.{module.name}")
+            for table in (getattr(migration, "ROLES", {}), getattr(migration, "GRANTS", {})):
+                for role, codes in table.items():
+                    grants.setdefault(role, set()).update(codes)
     # A grant names the app a model had then; a model that moved since
     # (webhooks to integrations, the sample vendors' calls to demo) is
     # found under its app of today, as the migrations leave it.
@@ -102,6 +105,7 @@ def restore_migration_data() -> None:
         apps, None
     )
     importlib.import_module("runs.migrations.0002_sweeper_schedule").add_schedule(apps, None)
+    importlib.import_module("approvals.migrations.0004_review_flow").seed_reason_codes(apps, None)
 
 
 @pytest.fixture(autouse=True)

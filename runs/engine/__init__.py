@@ -8,6 +8,7 @@ from runs.engine.definition import publish_workflow, validate_workflow
 from runs.engine.errors import (
     AlreadyDecided,
     BudgetExceeded,
+    ClaimedByOther,
     EngineError,
     InvalidInput,
     InvalidState,
@@ -37,6 +38,7 @@ __all__ = [
     "Advance",
     "AlreadyDecided",
     "BudgetExceeded",
+    "ClaimedByOther",
     "EngineError",
     "InvalidInput",
     "InvalidState",

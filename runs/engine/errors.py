@@ -52,6 +52,12 @@ class AlreadyDecided(InvalidState):
     code = "already_decided"
 
 
+class ClaimedByOther(InvalidState):
+    """Another reviewer has the request open (its claim has not run out)."""
+
+    code = "claimed"
+
+
 class PublishError(EngineError):
     """A workflow failed validation; `problems` names each one."""
 

@@ -27,6 +27,7 @@ from runs.engine import checks, store
 from runs.engine.doorbell import ring
 from runs.engine.errors import (
     AlreadyDecided,
+    ClaimedByOther,
     InvalidInput,
     InvalidState,
     NotFound,
@@ -240,6 +241,8 @@ def decide_approval(
     actor_label: str = "",
     edited_draft: Any = None,
     reason: str = "",
+    decision_code: str = "",
+    honour_claims: bool = False,
 ) -> ApprovalRequest:
     """Record a decision and wake the run. Of concurrent deciders one wins;
     the others get AlreadyDecided (naming who decided).
@@ -249,8 +252,14 @@ def decide_approval(
     is approved or rejected as it stands, never edited. The winner's
     decision is appended to the audit log in the same transaction, as
     `approval.approved`, `approval.edited` or `approval.rejected`, by
-    `actor` (a user) or else `actor_label` ("policy", "key:…", a name)."""
-    if not approve and not reason.strip():
+    `actor` (a user) or else `actor_label` ("policy", "key:…", a name).
+
+    `decision_code` is a rejection's reason code (a code or a reason text
+    is required to reject). With `honour_claims` (the console's review
+    flow) a request another reviewer has claimed is not decided until the
+    claim runs out: ClaimedByOther, decided in the same conditional UPDATE,
+    so no check-then-act race."""
+    if not approve and not (reason.strip() or decision_code):
         raise InvalidState("a rejection needs a reason")
     label = actor_label or (getattr(actor, "get_username", lambda: "")() if actor else "")
     current = ApprovalRequest.objects.filter(pk=approval_id).values("kind", "draft").first()
@@ -261,19 +270,31 @@ def decide_approval(
     if not approve or edited_draft == current["draft"]:
         edited_draft = None  # an unchanged "edit" is a plain approval
     diff = "" if edited_draft is None else draft_diff(current["draft"], edited_draft)
+    pending = ApprovalRequest.objects.filter(pk=approval_id, status=ApprovalStatus.PENDING)
+    if honour_claims:
+        mine = Q(claimed_by=actor) if getattr(actor, "pk", None) else Q(pk__in=[])
+        pending = pending.filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=Now()) | mine)
     with transaction.atomic():
-        decided = ApprovalRequest.objects.filter(
-            pk=approval_id, status=ApprovalStatus.PENDING
-        ).update(
+        decided = pending.update(
             status=ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED,
             edited_draft=edited_draft,
             edit_diff=diff,
             decision_reason=reason,
+            decision_code=decision_code,
+            claimed_by=None,
+            claimed_by_label="",
+            claimed_until=None,
             decided_by=actor if getattr(actor, "pk", None) else None,
             decided_by_label=label[:150],
             decided_at=Now(),
         )
         request = ApprovalRequest.objects.get(pk=approval_id)
+        if not decided and request.status == ApprovalStatus.PENDING:
+            until = request.claimed_until.strftime("%H:%M UTC") if request.claimed_until else ""
+            raise ClaimedByOther(
+                f"{request.claimed_by_label or 'another reviewer'} has approval {approval_id}"
+                f" open (until {until})"
+            )
         if not decided:
             who = request.decided_by_label or "someone else"
             raise AlreadyDecided(f"approval {approval_id} was already {request.status} by {who}")
@@ -284,7 +305,12 @@ def decide_approval(
             action=f"approval.{action}",
             actor=_audit_actor(actor, label),
             target=request,
-            data={"reason": reason, "run": request.run_id, "step": request.step_key},
+            data={
+                "reason": reason,
+                **({"code": decision_code} if decision_code else {}),
+                "run": request.run_id,
+                "step": request.step_key,
+            },
         )
         Run.objects.filter(
             pk=request.run_id, status=RunStatus.WAITING, wait_reason="approval"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Group, User
+from playwright.sync_api import expect
 
 from approvals.models import ApprovalRequest
 from runs.models import StepRun
@@ -122,3 +123,50 @@ def test_an_email_draft_reads_as_an_email_and_nothing_scrolls_sideways(
     approval.refresh_from_db()
     assert approval.edited_draft == {**draft, "subject": "Hello"}
     assert approval.edit_diff == "@@ subject\n-Hi\n+Hello\n"
+
+
+def test_a_reviewer_clears_twenty_items_by_keyboard_only(
+    live_server, page, screenshot, review_workflow, pending_approval
+):
+    """Approve with `a`, reject with `r` then a reason code's number, edit
+    with `e` and approve the edit with Ctrl+Enter: no mouse at all."""
+    user = User.objects.create_user(username="rhea", password="correct horse 42")
+    user.groups.add(Group.objects.get(name="reviewer"))
+    version = review_workflow()
+    items = [pending_approval(version=version) for _ in range(20)]
+
+    page.goto(f"{live_server.url}/console/review/focus/")
+    page.fill("input[name=username]", "rhea")
+    page.fill("input[name=password]", "correct horse 42")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(f"#approval-{items[0].pk}")
+    screenshot("console-review-flow")
+
+    def item_of(approval):
+        return page.locator(f"#approval-{approval.pk}")
+
+    busy = ".htmx-request, .htmx-swapping, .htmx-settling"
+    for index, approval in enumerate(items):
+        page.wait_for_selector(f"#approval-{approval.pk}")
+        page.wait_for_selector(busy, state="detached")  # htmx has finished swapping it in
+        if index % 5 == 3:  # reject: r, then the second reason code
+            page.keyboard.press("r")
+            expect(item_of(approval).locator("input[name=code]").first).to_be_focused()
+            page.keyboard.press("2")
+        elif index == 10:  # edit, then approve the edit
+            page.keyboard.press("e")
+            expect(item_of(approval).locator("textarea[name=draft]")).to_be_focused()
+            page.keyboard.press("Control+End")
+            page.keyboard.type("P.S. See you soon.\n")
+            page.keyboard.press("Control+Enter")
+        else:
+            page.keyboard.press("a")
+        following = items[index + 1].pk if index + 1 < len(items) else None
+        page.wait_for_selector(f"#approval-{following}" if following else "#review-done")
+    decided = {a.pk: a for a in ApprovalRequest.objects.filter(pk__in=[a.pk for a in items])}
+    assert all(a.status != "pending" for a in decided.values())
+    rejected = [a for a in decided.values() if a.status == "rejected"]
+    assert len(rejected) == 4 and {a.decision_code for a in rejected} == {"off_tone"}
+    edited = decided[items[10].pk]
+    assert "+P.S. See you soon." in edited.edit_diff
+    assert all(a.decided_by_label == "rhea" for a in decided.values())

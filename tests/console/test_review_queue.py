@@ -71,7 +71,7 @@ def test_an_item_shows_the_draft_its_context_the_reason_and_the_sla(pending_appr
     assert 'class="reason-code">review_required<' in body
     assert f"Due {approval.due_at:%Y-%m-%d %H:%M} UTC" in body
     assert "escalates to manager" in body and "rejected by policy at" in body
-    assert "overdue" not in body
+    assert 'class="status overdue"' not in body
 
 
 def test_an_overdue_item_is_marked(pending_approval, client_for):
@@ -125,15 +125,16 @@ def test_the_queue_page_costs_the_same_queries_for_one_item_or_many(
 ):
     # session, user, permissions (user, groups), count, requests with their
     # runs, workflows, versions and policies, the steps before them, the
-    # engaged kill switches (the banner).
+    # reason codes, the filters' workflows, queues and reasons, the engaged
+    # kill switches (the banner).
     client = client_for("reviewer")
     version = pending_approval().run.version
-    with django_assert_num_queries(8):
+    with django_assert_num_queries(12):
         assert client.get(QUEUE).status_code == 200
     for _ in range(5):
         pending_approval(version=version)
     pending_approval()  # another workflow too
-    with django_assert_num_queries(8):
+    with django_assert_num_queries(12):
         page = client.get(QUEUE)
     assert page.content.decode().count('class="card review-item"') == 7
 
