@@ -43,12 +43,15 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Count
 
 from policies.audit import record as audit_record
+from policies.models import Breaker
 from runs.engine import tracing
 from runs.engine.doorbell import ring
 from runs.engine.errors import BreakerOpen, StepTimeout, breaker_wait_reason
 from runs.engine.store import REDELIVER_AFTER_S, RUN, json_param, later_sql, now_sql
+from runs.models import Run, RunStatus
 
 log = logging.getLogger("bosun.engine")
 
@@ -250,6 +253,44 @@ def _close(key: str, holder: str) -> None:
     # from now on finds the breaker closed in `wake_if_closed`; one that
     # parked before is seen by this update.
     resume_waiting(key)
+
+
+def close_now(*, key: str, actor: str, reason: str) -> bool:
+    """A person closes the breaker (the vendor says it is back): calls go
+    through again and the waiting runs resume, paced. Audited with `actor`.
+    False when it was closed already."""
+    now = now_sql()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {BREAKER} SET state = 'closed', since = {now}, failures = 0,"
+            " first_failure_at = NULL, open_until = NULL, trips = 0, probe_holder = '',"
+            " probe_expires_at = NULL, nominated_until = NULL"
+            " WHERE key = %s AND state <> 'closed'",
+            [key],
+        )
+        if cursor.rowcount != 1:
+            return False
+        audit_record(
+            action="breaker.closed",
+            actor=actor,
+            target_type="policies.breaker",
+            target_id=key,
+            data={"by_hand": True, "reason": reason},
+        )
+    resume_waiting(key)
+    return True
+
+
+def waiting_counts() -> dict[str, int]:
+    """Runs waiting on each breaker, by key (for the console)."""
+    by_reason = dict(
+        Run.objects.filter(status=RunStatus.WAITING, wait_reason__startswith="breaker:")
+        .values_list("wait_reason")
+        .annotate(count=Count("id"))
+        .values_list("wait_reason", "count")
+    )
+    keys = Breaker.objects.values_list("key", flat=True)
+    return {key: by_reason.get(breaker_wait_reason(key), 0) for key in keys}
 
 
 def _reset_count(key: str) -> None:
