@@ -43,10 +43,19 @@ def test_it_lists_each_breaker_open_ones_first_with_waiting_runs_and_errors(
     row = html[html.index(f'id="breaker-{open_breaker.pk}"') :]
     assert '<td class="num">2</td>' in row[: row.index("</tr>")]
     assert "Close now" not in html  # a viewer may not close it
-    # The same queries with more breakers (session, user, perms, waiting counts, rows).
-    Breaker.objects.create(key="vendor:mailco")
-    with django_assert_num_queries(_queries(client)):
+    # As many queries with more breakers and more runs waiting on them.
+    queries = _queries(client)
+    for key in ("vendor:mailco", "vendor:billing", "host:api.acme.com"):
+        Breaker.objects.create(key=key, state="open")
+        add_run(open_breaker_version(), status="waiting", wait_reason=f"breaker:{key}")
+    with django_assert_num_queries(queries):
         client.get(URL, **HX)
+
+
+def open_breaker_version():
+    from runs.models import WorkflowVersion
+
+    return WorkflowVersion.objects.latest("id")
 
 
 def _queries(client) -> int:
