@@ -41,6 +41,7 @@ BOSUN_LLM_PROVIDERS = {
     **BOSUN_LLM_PROVIDERS,
     "sequence": "tests.testapp.providers.SequenceProvider",
     "obedient": "tests.testapp.providers.ObedientProvider",
+    "tripping": "tests.testapp.providers.TrippingProvider",
 }  # noqa: F405
 # The test client's `login()` authenticates without a request, which the
 # login lockout (django-axes) refuses; tests that exercise the lockout turn

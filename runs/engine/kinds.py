@@ -542,11 +542,19 @@ class LLMKind(Kind["LLMKind.Config"]):
                     raise
             try:
                 # The model's circuit breaker, at the call: an open one holds
-                # the run (waiting, no attempt spent) instead of calling.
-                guard = breakers.admit(
-                    _breaker_keys(provider, provider_name, model),
-                    holder=f"run-{ctx.run_id}-seq-{ctx.seq}:{ctx.attempt}:{turn}",
-                    hold_s=request.timeout_s + settings.BOSUN_LEASE_MARGIN_S,
+                # the run (waiting, no attempt spent) instead of calling. A
+                # repair turn follows an answer this step was charged for:
+                # it is not held (parking would drop that charge), only counted.
+                keys = _breaker_keys(provider, provider_name, model)
+                holder = f"run-{ctx.run_id}-seq-{ctx.seq}:{ctx.attempt}:{turn}"
+                guard = (
+                    breakers.admit(
+                        keys,
+                        holder=holder,
+                        hold_s=request.timeout_s + settings.BOSUN_LEASE_MARGIN_S,
+                    )
+                    if turn == 0
+                    else breakers.Guard(keys, holder)
                 )
                 with tracing.model_call(ctx, provider_name, request) as call:
                     with guard.call():

@@ -275,6 +275,26 @@ def test_a_model_call_has_a_breaker_per_provider_and_model(make_workflow):
     assert len(providers.calls) == 3
 
 
+def test_a_repair_turn_is_not_held_so_the_answer_it_repairs_stays_charged(make_workflow):
+    providers.calls.clear()
+    step = {
+        "key": "ask",
+        "kind": "llm",
+        "config": {
+            "provider": "tripping",
+            "model": "test-priced",
+            "prompt": "hi",
+            "output_schema": {"type": "object", "required": ["total"]},
+            "max_repairs": 1,
+        },
+    }
+    version = make_workflow(chain(step, END))
+    run = drive(engine.start_run(workflow=version.workflow, input={}).run.pk)
+    assert Breaker.objects.get(key="llm:tripping:test-priced").state == "open"
+    assert run.status == "succeeded" and len(providers.calls) == 2
+    assert run.llm_calls == 2 and str(run.model_usd) == "0.140000"  # both turns, $0.07 each
+
+
 def test_a_long_key_gets_a_short_distinct_wait_reason():
     a = engine.errors.breaker_wait_reason("llm:anthropic:claude-sonnet-4-5-20250929")
     b = engine.errors.breaker_wait_reason("llm:anthropic:claude-sonnet-4-5-20250930")
