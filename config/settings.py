@@ -554,6 +554,38 @@ BOSUN_DEFAULT_BUDGET = {
 # Rate-limit grants are kept one period (all a limit needs) or this long,
 # for whoever wants to audit the calls let through.
 BOSUN_RATE_GRANT_RETENTION_S = env_float("BOSUN_RATE_GRANT_RETENTION_S", 0.0)
+# Circuit breakers (runs.engine.breakers), one per provider model
+# ("llm:anthropic:claude-haiku-4-5") and per tool limit key ("vendor:enrichco").
+# These are the defaults; admin -> Breakers sets them per key. After
+# FAILURES consecutive outage failures (5xx, overloaded, timeouts, connection
+# errors) within WINDOW_S the breaker opens: calls wait, holding no worker,
+# for COOLDOWN_S (doubled at each failed probe up to MAX_COOLDOWN_S), then
+# one probe at a time is let through, for at most PROBE_TIMEOUT_S. When it
+# closes, the runs that waited are let go RESUME_PER_S a second.
+# BOSUN_BREAKERS=0 turns every breaker off (calls are never held).
+BOSUN_BREAKERS = env_bool("BOSUN_BREAKERS", True)
+BOSUN_BREAKER_FAILURES = env_int("BOSUN_BREAKER_FAILURES", 5)
+BOSUN_BREAKER_WINDOW_S = env_float("BOSUN_BREAKER_WINDOW_S", 60.0)
+BOSUN_BREAKER_COOLDOWN_S = env_float("BOSUN_BREAKER_COOLDOWN_S", 10.0)
+BOSUN_BREAKER_MAX_COOLDOWN_S = env_float("BOSUN_BREAKER_MAX_COOLDOWN_S", 30.0)
+BOSUN_BREAKER_PROBE_TIMEOUT_S = env_float("BOSUN_BREAKER_PROBE_TIMEOUT_S", 120.0)
+BOSUN_BREAKER_RESUME_PER_S = env_float("BOSUN_BREAKER_RESUME_PER_S", 20.0)
+if (
+    BOSUN_BREAKER_FAILURES < 1
+    or min(
+        BOSUN_BREAKER_WINDOW_S,
+        BOSUN_BREAKER_COOLDOWN_S,
+        BOSUN_BREAKER_PROBE_TIMEOUT_S,
+        BOSUN_BREAKER_RESUME_PER_S,
+    )
+    <= 0
+):
+    raise ImproperlyConfigured(
+        "BOSUN_BREAKER_FAILURES must be 1 or more, and the breaker times and"
+        " BOSUN_BREAKER_RESUME_PER_S above 0"
+    )
+if BOSUN_BREAKER_MAX_COOLDOWN_S < BOSUN_BREAKER_COOLDOWN_S:
+    raise ImproperlyConfigured("BOSUN_BREAKER_MAX_COOLDOWN_S is below BOSUN_BREAKER_COOLDOWN_S")
 # What a refused start (a full queue) tells the caller to wait, in seconds.
 BOSUN_QUEUE_FULL_RETRY_AFTER_S = env_float("BOSUN_QUEUE_FULL_RETRY_AFTER_S", 5.0)
 

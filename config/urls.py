@@ -15,7 +15,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/v1/", api.urls),
     path("console/review/", include("approvals.urls")),
-    path("console/switches/", include("policies.urls")),
+    path("console/", include("policies.urls")),
     path("console/", include("runs.urls")),
     path("", RedirectView.as_view(url="/console/", permanent=False)),
 ]

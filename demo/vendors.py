@@ -131,6 +131,7 @@ def _refuse_if_planned(vendor: str, operation: str, subject: str, call: ToolCall
                 f"{vendor} answered {fault} for {subject}",
                 retryable=True,
                 retry_after=settings.BOSUN_VENDOR_RETRY_AFTER_S if fault == "429" else None,
+                outage=fault == "500",  # a 429 is the vendor answering: slow down
             )
 
 

@@ -18,6 +18,7 @@ from policies.models import (
     AgentRole,
     AgentRoleVersion,
     AnswerReuse,
+    Breaker,
     KillSwitch,
     KillSwitchChange,
     Limit,
@@ -187,6 +188,58 @@ class LimitAdmin(admin.ModelAdmin):
         from runs.engine.limits import in_flight
 
         return in_flight(obj.key)
+
+
+@admin.register(Breaker)
+class BreakerAdmin(admin.ModelAdmin):
+    """Thresholds per key (empty: the `BOSUN_BREAKER_*` setting); the state
+    is the engine's (runs.engine.breakers), read-only here. Saving is
+    audited; *Close now* lets the waiting runs go, as the console does."""
+
+    list_display = ("key", "state", "since", "failures", "opened_count", "enabled")
+    list_filter = ("state", "enabled")
+    search_fields = ("key",)
+    actions = ["close_now"]
+    readonly_fields = (
+        "state",
+        "since",
+        "failures",
+        "first_failure_at",
+        "open_until",
+        "trips",
+        "probe_holder",
+        "probe_expires_at",
+        "opened_count",
+        "last_errors",
+    )
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None):
+        return ("key", *self.readonly_fields) if obj else self.readonly_fields
+
+    def save_model(self, request, obj, form, change) -> None:
+        from django.db import transaction
+
+        from policies.audit import record
+
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            record(
+                action="breaker.saved",
+                actor=actor_of(request.user),
+                target=obj,
+                data={field: form.cleaned_data.get(field) for field in form.changed_data},
+            )
+
+    @admin.action(description="Close now (the waiting runs resume)")
+    def close_now(self, request: HttpRequest, queryset) -> None:
+        from runs.engine.breakers import close_now
+
+        closed = [
+            breaker.key
+            for breaker in queryset
+            if close_now(key=breaker.key, actor=actor_of(request.user), reason="closed in admin")
+        ]
+        self.message_user(request, f"Closed: {', '.join(closed) or 'none (all were closed)'}.")
 
 
 class KillSwitchForm(forms.ModelForm):

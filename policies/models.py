@@ -222,6 +222,66 @@ class RateGrant(models.Model):
         indexes = [models.Index(fields=["key", "granted_at"], name="rategrant_key_time")]
 
 
+class BreakerState(models.TextChoices):
+    CLOSED = "closed", "Closed"
+    OPEN = "open", "Open"
+    HALF_OPEN = "half_open", "Half-open"
+
+
+class Breaker(models.Model):
+    """A circuit breaker for one provider model (`llm:anthropic:<model>`) or
+    one tool limit key (`vendor:enrichco`), held in the database so every
+    worker sees the same state. The engine (runs.engine.breakers) moves it;
+    managers edit its thresholds in admin (empty: the setting's default).
+
+    closed: calls go through; `failures` counts consecutive outage failures
+    since `first_failure_at`. open: calls wait until `open_until`. half-open:
+    one call (`probe_holder`, until `probe_expires_at`) tries the key; its
+    success closes the breaker, its failure opens it again for longer.
+    """
+
+    key = models.CharField(
+        max_length=100, unique=True, help_text='e.g. "vendor:enrichco", "llm:anthropic:<model>"'
+    )
+    enabled = models.BooleanField(default=True, help_text="Off: calls are never held.")
+    failures_to_open = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Consecutive outage failures that open it."
+    )
+    window_s = models.FloatField(
+        null=True, blank=True, help_text="Those failures count within this many seconds."
+    )
+    cooldown_s = models.FloatField(
+        null=True, blank=True, help_text="How long it stays open before a probe, in seconds."
+    )
+    max_cooldown_s = models.FloatField(
+        null=True, blank=True, help_text="The cool-down doubles at each failed probe up to this."
+    )
+    probe_timeout_s = models.FloatField(
+        null=True, blank=True, help_text="A probe that has not answered by then is given up."
+    )
+    # The state, written only by the engine.
+    state = models.CharField(
+        max_length=10, choices=BreakerState.choices, default=BreakerState.CLOSED, editable=False
+    )
+    since = models.DateTimeField(null=True, blank=True, editable=False)
+    failures = models.PositiveIntegerField(default=0, editable=False)
+    first_failure_at = models.DateTimeField(null=True, blank=True, editable=False)
+    open_until = models.DateTimeField(null=True, blank=True, editable=False)
+    trips = models.PositiveIntegerField(default=0, editable=False)  # opens since it closed
+    probe_holder = models.CharField(max_length=160, blank=True, editable=False)
+    probe_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # A waiting run was made due to probe; the sweeper waits this long for it.
+    nominated_until = models.DateTimeField(null=True, blank=True, editable=False)
+    last_errors = models.JSONField(default=list, blank=True, editable=False)  # newest first
+    opened_count = models.PositiveIntegerField(default=0, editable=False)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.state})"
+
+
 class SwitchScope(models.TextChoices):
     GLOBAL = "global", "Everything"
     WORKFLOW = "workflow", "A workflow"

@@ -16,6 +16,9 @@ not depend on how busy the machine is:
     expire_answer(tool, key)        # a shared answer's reuse time is over
     age_dedup_key("lead", "ana@acme.com", days=29)  # the key was seen 29 days earlier
     lapse_review_claim(approval_id) # the reviewer's claim on a request has run out
+    let_cooldown_pass("vendor:x")   # an open circuit breaker's cool-down is over
+    expire_probe("vendor:x")        # its probe's holder ran out of time
+    age_breaker_failures("vendor:x", seconds=61)  # its failures began 61 s earlier
 
 A run's timers move back together, by the same amount, as if its clock had
 moved on: their order is kept (a `ring_at` that followed the lease falls due
@@ -122,3 +125,22 @@ def lapse_review_claim(approval_id: int) -> None:
     where, params = "id = %s", [approval_id]
     seconds = _seconds_until("approvals_approvalrequest", "claimed_until", where, params)
     _rewind("approvals_approvalrequest", ("claimed_until",), where, params, seconds + PAST_BY_S)
+
+
+def let_cooldown_pass(key: str) -> None:
+    """The open circuit breaker `key` reaches the end of its cool-down."""
+    where, params = "key = %s", [key]
+    seconds = _seconds_until("policies_breaker", "open_until", where, params)
+    _rewind("policies_breaker", ("open_until",), where, params, seconds + PAST_BY_S)
+
+
+def expire_probe(key: str) -> None:
+    """The call probing the breaker `key` runs out of time (its holder died)."""
+    where, params = "key = %s", [key]
+    seconds = _seconds_until("policies_breaker", "probe_expires_at", where, params)
+    _rewind("policies_breaker", ("probe_expires_at",), where, params, seconds + PAST_BY_S)
+
+
+def age_breaker_failures(key: str, *, seconds: float) -> None:
+    """The failures the breaker `key` counts began `seconds` earlier."""
+    _rewind("policies_breaker", ("first_failure_at",), "key = %s", [key], seconds)

@@ -24,6 +24,7 @@ BOSUN_TOOLS = {
     "test.page": "tests.testapp.tools.Page",
     "test.unsafe_send": "tests.testapp.tools.UnsafeSend",
     "test.metered": "tests.testapp.tools.Metered",
+    "test.flaky": "tests.testapp.tools.Flaky",
 }
 # The vendor of `test.metered`, which reports its credits in its answers.
 BOSUN_CREDIT_PRICES = {**BOSUN_CREDIT_PRICES, "meterco": Decimal("0.01")}  # noqa: F405
@@ -40,6 +41,7 @@ BOSUN_LLM_PROVIDERS = {
     **BOSUN_LLM_PROVIDERS,
     "sequence": "tests.testapp.providers.SequenceProvider",
     "obedient": "tests.testapp.providers.ObedientProvider",
+    "tripping": "tests.testapp.providers.TrippingProvider",
 }  # noqa: F405
 # The test client's `login()` authenticates without a request, which the
 # login lockout (django-axes) refuses; tests that exercise the lockout turn

@@ -13,6 +13,7 @@ Three families:
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ from lib.errors import DomainError, InvalidInput, InvalidState, NotFound
 
 __all__ = [
     "AlreadyDecided",
+    "BreakerOpen",
     "BudgetExceeded",
     "DomainError",
     "EngineError",
@@ -39,6 +41,7 @@ __all__ = [
     "StepTimeout",
     "Throttled",
     "Wait",
+    "breaker_wait_reason",
     "limit_wait_reason",
 ]
 
@@ -236,3 +239,34 @@ class AnswerPending(Wait):
 def limit_wait_reason(key: str) -> str:
     """What a run waiting for limit `key` records (fits Run.wait_reason)."""
     return f"limit:{key}"[:40]
+
+
+class BreakerOpen(Wait):
+    """The circuit breaker of `key` is open (or another call is probing it):
+    the call is not made, and the run waits without spending an attempt."""
+
+    reason: ClassVar[str] = "breaker_open"
+
+    def __init__(self, key: str, wait_s: float, *, why: str = "open") -> None:
+        super().__init__(f"breaker {key} is {why}: the call waits")
+        self.key = key
+        self.wait_s = wait_s
+        self.why = why
+
+    @property
+    def run_wait(self) -> str:
+        return breaker_wait_reason(self.key)
+
+    @property
+    def detail(self) -> dict[str, Any]:
+        return {"breaker": self.key, "state": self.why}
+
+
+def breaker_wait_reason(key: str) -> str:
+    """What a run waiting on breaker `key` records: `breaker:<key>`, or,
+    for a key too long for Run.wait_reason (40), its start and a short hash,
+    so that two long keys never share a reason."""
+    reason = f"breaker:{key}"
+    if len(reason) <= 40:
+        return reason
+    return f"breaker:{key[:25]}~{hashlib.sha256(key.encode()).hexdigest()[:6]}"

@@ -5,7 +5,7 @@ schema, the policy's destination allowlist (every address or URL the
 arguments name, whoever wrote them), the autonomy rules and the run's taint
 (an approval binds the exact arguments and is consumed once), the budget
 (with the call's price, known before it is made: credit caps and the USD cap
-refuse a call that would go over them), the concurrency caps and rate limits, the kill switches, the ledger, and
+refuse a call that would go over them), the circuit breakers of the tool's limit keys, the concurrency caps and rate limits, the kill switches, the ledger, and
 last, right before the call, the policy's knowledge guards. A free read (no
 side effect, no price) keeps no ledger row: the switches it obeys are those
 the worker read as the step started, and it costs the step no round trip.
@@ -26,6 +26,8 @@ What it raises instead of calling:
 - `NeedsReconciliation`: an unsafe write may or may not have happened (the
   worker died mid-call); a person must say which.
 - `Paused`: a kill switch is engaged. `Throttled`: a limit is full.
+- `BreakerOpen`: the circuit breaker of one of the tool's limit keys is
+  open (runs.engine.breakers): the vendor is down, the call is not made.
 - `AnswerPending`: another run is buying the shared answer this read needs.
 
 A read whose answer is shared (`Tool.answer_key`, runs.engine.answers) is
@@ -55,10 +57,11 @@ from lib import destinations as dest
 from lib.conditions import evaluate
 from policies.models import AutonomyMode
 from policies.services import Rules
-from runs.engine import answers, limits, store, switches, tracing
+from runs.engine import answers, breakers, limits, store, switches, tracing
 from runs.engine.doorbell import ring
 from runs.engine.errors import (
     AnswerPending,
+    BreakerOpen,
     LeaseLost,
     NeedsApproval,
     NeedsReconciliation,
@@ -182,12 +185,25 @@ def _call_tool(name: str, raw_args: Any, caller: Caller) -> Called:
         return Called(args_json, shared, 0, from_ledger=True, cost=cost, shared=True)
     if caller.before_call is not None:
         caller.before_call(tool.price(args))
-    seats = limits.acquire(
-        keys=tool.keys_for(args), holder=f"{key}:{caller.attempt}", hold_s=hold_s
-    )
+    keys = tool.keys_for(args)
+    holder = f"{key}:{caller.attempt}"
+    # The vendor's circuit breakers, before its limits (a held call takes
+    # no seat and no rate grant) and before the ledger (a held call leaves
+    # no row to reconcile): an open one holds the run, no attempt spent.
+    try:
+        guard = breakers.admit(keys, holder=holder, hold_s=hold_s)
+    except BreakerOpen:
+        if shared is not None:
+            answers.release(tool.name, shared.key, buyer=key)
+        raise
+    try:
+        seats = limits.acquire(keys=keys, holder=holder, hold_s=hold_s)
+    except BaseException:
+        guard.abandon()
+        raise
     try:
         if _ledgerless(tool, shared):
-            return _read_freely(tool, args, args_json, destinations, key, caller)
+            return _read_freely(tool, args, args_json, destinations, key, caller, guard)
         record_id, recorded = _open(tool, args_json, args_hash(args_json), key, caller)
         if recorded is _UNKNOWN:
             raise NeedsReconciliation(record_id)
@@ -201,16 +217,20 @@ def _call_tool(name: str, raw_args: Any, caller: Caller) -> Called:
             # that dies before its checkpoint finds the answer and the row
             # settled, under the answer's request key, not the ledger's.
             defer = caller.defer_close if shared is None else None
-            result = _invoke(
-                tool, args, record_id, key, caller, request_key=request_key, defer_close=defer
-            )
-        except ToolError as exc:
-            if shared is not None and not exc.outcome_unknown:
+            with guard.call():
+                result = _invoke(
+                    tool, args, record_id, key, caller, request_key=request_key, defer_close=defer
+                )
+        except (ToolError, BreakerOpen) as exc:
+            # (A failed probe's BreakerOpen carries the tool's error as its cause.)
+            failure = exc.__cause__ if isinstance(exc, BreakerOpen) else exc
+            if shared is not None and not getattr(failure, "outcome_unknown", False):
                 answers.release(tool.name, shared.key, buyer=key)
             raise
         _keep_answer(tool, shared, key, result, caller)
         return Called(args_json, result, record_id, False, tool.cost(args, result))
     finally:
+        guard.abandon()  # no call was made (a wait, a refusal): a probe is given back
         for freed in limits.release(seats):
             _wake_one(freed)
 
@@ -229,6 +249,7 @@ def _read_freely(
     destinations: tuple[str, ...],
     key: str,
     caller: Caller,
+    guard: breakers.Guard,
 ) -> Called:
     """Call a free read: held by a kill switch like any call, checked
     against the knowledge guards, not recorded in the ledger."""
@@ -238,7 +259,8 @@ def _read_freely(
         raise Paused(f"kill switch on {tool.name}")
     _check_guards(tool, destinations, None, caller)
     call = _tool_call(caller, key)
-    result = tool.Result.model_validate(tool.run(args, call)).model_dump(mode="json")
+    with guard.call():
+        result = tool.Result.model_validate(tool.run(args, call)).model_dump(mode="json")
     return Called(args_json, result, 0, from_ledger=False, cost=tool.cost(args, result))
 
 

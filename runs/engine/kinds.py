@@ -29,8 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from approvals.models import ApprovalRequest, ApprovalStatus
 from lib.conditions import Condition, evaluate
 from lib.context import RenderError, check_template_syntax, render_value
-from runs.engine import gate, tracing
-from runs.engine.errors import BudgetExceeded, Refused, StepError, Wait
+from runs.engine import breakers, gate, tracing
+from runs.engine.errors import BreakerOpen, BudgetExceeded, Refused, StepError, Wait
 from runs.llm.base import (
     LLMError,
     LLMRequest,
@@ -541,9 +541,27 @@ class LLMKind(Kind["LLMKind.Config"]):
                     exc.outcome = outcome  # what this step spent before the stop
                     raise
             try:
+                # The model's circuit breaker, at the call: an open one holds
+                # the run (waiting, no attempt spent) instead of calling. A
+                # repair turn follows an answer this step was charged for:
+                # it is not held (parking would drop that charge), only counted.
+                keys = _breaker_keys(provider, provider_name, model)
+                holder = f"run-{ctx.run_id}-seq-{ctx.seq}:{ctx.attempt}:{turn}"
+                guard = (
+                    breakers.admit(
+                        keys,
+                        holder=holder,
+                        hold_s=request.timeout_s + settings.BOSUN_LEASE_MARGIN_S,
+                    )
+                    if turn == 0
+                    else breakers.Guard(keys, holder)
+                )
                 with tracing.model_call(ctx, provider_name, request) as call:
-                    response = provider.complete(request)
+                    with guard.call():
+                        response = provider.complete(request)
                     call.answered(response, paid=provider_name != "replay")
+            except BreakerOpen as exc:
+                return Outcome(wait=exc.run_wait, wait_s=exc.wait_s, input=exc.detail)
             except LLMError as exc:
                 raise StepError(
                     str(exc), retryable=exc.retryable, retry_after=exc.retry_after, error_type="llm"
@@ -566,6 +584,14 @@ class LLMKind(Kind["LLMKind.Config"]):
                     update={"repairs": [*request.repairs, (response.text, _repair_prompt(problem))]}
                 )
         return _escape(outcome, f"reply does not match the output schema: {problem}")
+
+
+def _breaker_keys(provider: Any, name: str, model: str) -> tuple[str, ...]:
+    """The breaker a model call goes through: one per provider and model.
+    Providers that answer offline (scripted, replay) say `breaker = False`."""
+    if not getattr(provider, "breaker", True):
+        return ()
+    return (breakers.llm_key(name, model),)
 
 
 # Stop reasons after which the reply is cut short or withheld.

@@ -23,7 +23,7 @@ from django.db.models.functions import Greatest, Now
 from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
 from policies import audit
 from policies.services import current_versions
-from runs.engine import checks, store
+from runs.engine import breakers, checks, store
 from runs.engine.doorbell import ring
 from runs.engine.errors import (
     AlreadyDecided,
@@ -452,7 +452,9 @@ def sweep(*, limit: int = 500) -> list[int]:
     """Ring for every run whose timer is due: a due retry, an expired lease,
     a queued run whose task was lost. Each due run is pushed
     `store.REDELIVER_AFTER_S` into the future as it is rung, so concurrent
-    sweepers do not ring the same run twice."""
+    sweepers do not ring the same run twice. A circuit breaker whose
+    cool-down is over gets one waiting run made due to probe it."""
+    breakers.nominate_probers()
     pg = connection.vendor == "postgresql"
     pick = (
         f"SELECT id FROM {store.RUN} WHERE ring_at <= {store.now_sql()}"

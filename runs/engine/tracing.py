@@ -421,3 +421,15 @@ def tool_call(name: str, caller: Caller) -> ToolCallSpan | _Off:
         ),
     )
     return ToolCallSpan(span)
+
+
+def breaker_event(name: str, key: str, **values: Any) -> None:
+    """An event on the current span (the model or tool call, or the step,
+    that met the breaker): a breaker's transition (`breaker.opened`,
+    `breaker.probing`, `breaker.closed`, `breaker.reopened`) or a call held
+    by it (`breaker.wait`)."""
+    if _current_tracer() is None:
+        return
+    attributes: dict[str, Any] = {"bosun.breaker.key": key}
+    attributes.update({f"bosun.breaker.{field}": value for field, value in values.items()})
+    trace.get_current_span().add_event(name, _attributes(attributes))

@@ -30,7 +30,7 @@ from django.utils import timezone
 from approvals.models import ApprovalStatus
 from policies.audit import record as audit_record
 from policies.services import Rules, rules_for
-from runs.engine import cache, checks, heartbeat, store, tracing
+from runs.engine import breakers, cache, checks, heartbeat, store, tracing
 from runs.engine.definition import Definition, StepDef, load_definition
 from runs.engine.doorbell import ring
 from runs.engine.errors import BudgetExceeded, LeaseLost, StepError
@@ -401,6 +401,8 @@ def _park(walk: _Walk, reason: str, wait_s: float | None = None) -> Advance:
     store.checkpoint(walk.state, update, None)
     if reason == "approval":
         _wake_if_decided(walk.state.run_id)
+    elif reason.startswith("breaker:"):
+        breakers.wake_if_closed(walk.state.run_id, reason)  # the same race, for a breaker
     return Advance.WAITING
 
 

@@ -11,7 +11,9 @@ This is the only module that imports the `anthropic` SDK. It turns an
 - prompt caching: the tool definition and the system prompt, the stable
   prefix of every call of a step, carry `cache_control`;
 - errors: every SDK failure becomes an `LLMError` whose `retryable` and
-  `retry_after` the engine uses for its backoff.
+  `retry_after` the engine uses for its backoff, and whose `outage` (5xx,
+  529, timeouts, connection errors; not 429 nor other 4xx) counts towards
+  the model's circuit breaker (runs.engine.breakers).
 
 The SDK's own retries are off (`max_retries=0`): the engine owns retries, so
 each attempt is one HTTP request and is recorded as one `StepRun`.
@@ -167,10 +169,10 @@ def llm_error(exc: anthropic.AnthropicError, *, timeout_s: float) -> LLMError:
         return LLMError(f"Anthropic API: {exc}", retryable=False)
     message = _status_message(exc)
     if _is_spend_limit(exc):
-        return LLMError(f"{message} (a spend limit, not retried)", retryable=False)
+        return LLMError(f"{message} (a spend limit, not retried)", retryable=False, outage=False)
     retryable = _should_retry(exc)
     retry_after = retry_after_from_headers(exc.response.headers) if retryable else None
-    return LLMError(message, retryable=retryable, retry_after=retry_after)
+    return LLMError(message, retryable=retryable, retry_after=retry_after, outage=_is_outage(exc))
 
 
 def _status_message(exc: anthropic.APIStatusError) -> str:
@@ -195,3 +197,10 @@ def _should_retry(exc: anthropic.APIStatusError) -> bool:
     if verdict in ("true", "false"):
         return verdict == "true"
     return exc.status_code in RETRYABLE_STATUS or exc.status_code >= 500
+
+
+def _is_outage(exc: anthropic.APIStatusError) -> bool:
+    """Whether the answer says the API is down (for the model's circuit
+    breaker): 5xx, 529 overloaded, 408. A 429 or another 4xx is the API
+    answering about this request or this account."""
+    return exc.status_code >= 500 or exc.status_code == 408

@@ -50,13 +50,30 @@ class LLMResponse(BaseModel):
 
 
 class LLMError(Exception):
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None):
+    """A failed model call. `outage` is what it says about the provider,
+    for its circuit breaker: True, down or unreachable (a 5xx, overloaded,
+    a timeout, no connection); False, it answered (a 4xx, a rate limit);
+    None, nothing (no request was sent). By default a retryable error is
+    an outage and another says nothing."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        outage: bool | None = None,
+    ):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.outage = outage if outage is not None else (True if retryable else None)
 
 
 class Provider(Protocol):
+    """`complete(request) -> response`. A provider that answers offline sets
+    a class attribute `breaker = False`: its calls skip the circuit breaker."""
+
     name: str
 
     def complete(self, request: LLMRequest) -> LLMResponse: ...

@@ -17,6 +17,7 @@ from runs.models import StepRun
 
 class ReplayProvider:
     name = "replay"
+    breaker = False  # answers offline: no outage to guard against
 
     def complete(self, request: LLMRequest) -> LLMResponse:
         if request.replay_of is None:

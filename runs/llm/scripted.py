@@ -37,6 +37,7 @@ def estimate_tokens(text: str) -> int:
 
 class ScriptedProvider:
     name = "scripted"
+    breaker = False  # answers offline: no outage to guard against
 
     def complete(self, request: LLMRequest) -> LLMResponse:
         rules = request.step_config.get("scripted") or {}

@@ -104,7 +104,11 @@ def price_of(name: str) -> ToolCost:
 class ToolError(Exception):
     """A failed call. `outcome_unknown` means it may have taken effect
     anyway (a timeout after the request was sent): the ledger then treats
-    the call like a crash mid-call, never as a clean failure."""
+    the call like a crash mid-call, never as a clean failure. `outage`
+    tells the vendor's circuit breaker what the failure says about the
+    vendor: True, down or unreachable (a 5xx, a timeout, no connection);
+    False, it answered (a 4xx, a rate limit); None, nothing (the call was
+    not sent). By default a retryable error is an outage."""
 
     def __init__(
         self,
@@ -113,11 +117,13 @@ class ToolError(Exception):
         retryable: bool,
         retry_after: float | None = None,
         outcome_unknown: bool = False,
+        outage: bool | None = None,
     ):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
         self.outcome_unknown = outcome_unknown
+        self.outage = outage if outage is not None else (True if retryable else None)
 
 
 class Tool:

@@ -174,12 +174,13 @@ def _raise_for_status(method: str, url: str, response: HttpResponse, *, write: b
             what,
             retryable=True,
             retry_after=parse_retry_after(response.headers.get("retry-after")),
+            outage=status == 503,  # a 429 is the host answering: slow down
         )
     if status >= 500:
         # A gateway timeout says nothing about whether the origin acted.
         raise ToolError(what, retryable=True, outcome_unknown=write and status == 504)
     detail = response.body[:300].decode("utf-8", errors="replace")
-    raise ToolError(f"{what}: {detail}", retryable=False)
+    raise ToolError(f"{what}: {detail}", retryable=False, outage=False)
 
 
 def host_key(url: str) -> tuple[str, ...]:

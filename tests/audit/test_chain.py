@@ -179,7 +179,9 @@ def test_a_row_slipped_in_is_reported(db):
     # Appended correctly at the end, the row is part of a valid chain: only
     # inserting it out of order, before the rows it claims to follow, shows.
     with behind_the_triggers():
-        AuditEntry.objects.filter(pk=entries[2].pk).update(id=1000)
+        # Past every id so far (PostgreSQL's sequence is not rolled back
+        # with a test, so a fixed id may lie before these rows).
+        AuditEntry.objects.filter(pk=entries[2].pk).update(id=entries[2].pk + 1000)
         slipped.id = entries[2].pk
         slipped.save(force_insert=True)
     broken_at(3)

@@ -12,7 +12,9 @@ received:
 
 Two ways in: an `httpx2.MockTransport` (`api.http_client()`), or a real
 loopback server (`with api.serve() as base_url:`) for timeouts and for code
-that builds its own client from a base URL. Both answer from the same queue.
+that builds its own client from a base URL. Both answer from the same queue
+(or, once it is empty, from `api.respond`); `api.outage(529)` answers every
+request with an error until `api.recover()`.
 Like the real API it checks the credentials and the basic shape of the
 body, and answers 400 when they are wrong, so a malformed request fails the
 test instead of passing silently.
@@ -24,7 +26,7 @@ import itertools
 import json
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -121,6 +123,17 @@ class MessagesAPI:
         self.received: list[Received] = []
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        # While set, every request gets this answer (an outage), queue or not.
+        self.down: Scripted | None = None
+        # Answers a request when the queue is empty (None: a 500 says so).
+        self.respond: Callable[[Received], Scripted] | None = None
+
+    def outage(self, status: int = 529) -> None:
+        """From now on every request is answered `status` (529: overloaded)."""
+        self.down = Scripted(error_body("overloaded_error", "Overloaded"), status)
+
+    def recover(self) -> None:
+        self.down = None
 
     def reply(
         self,
@@ -150,6 +163,10 @@ class MessagesAPI:
             problem = _problem(method, path, headers, body)
             if problem is not None:
                 return problem, 0.0
+            if self.down is not None:
+                return self.down, 0.0
+            if not self.queue and self.respond is not None:
+                return self.respond(self.received[-1]), 0.0
             if not self.queue:
                 return Scripted(error_body("api_error", "the fake has no answer left"), 500), 0.0
             scripted = self.queue.popleft()

@@ -51,3 +51,30 @@ class ObedientProvider:
             stop_reason="end_turn",
             usage=Usage(input_tokens=400, output_tokens=80),
         )
+
+
+class TrippingProvider:
+    """Answers off-schema, and while it answers its model's breaker opens
+    (other calls failed meanwhile); then answers the repair in schema."""
+
+    name = "tripping"
+
+    def complete(self, request: LLMRequest) -> LLMResponse:
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        from policies.models import Breaker
+
+        calls.append(request)
+        if not request.repairs:
+            Breaker.objects.update_or_create(
+                key=f"llm:tripping:{request.model}",
+                defaults={"state": "open", "open_until": timezone.now() + timedelta(minutes=5)},
+            )
+            reply = "not json"
+        else:
+            reply = json.dumps({"total": 1})
+        return LLMResponse(
+            text=reply, model=request.model, usage=Usage(input_tokens=1000, output_tokens=200)
+        )

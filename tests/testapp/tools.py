@@ -259,3 +259,26 @@ class EngageSwitch(Tool):
 
         set_switch(scope=args.scope, target=args.target, engaged=True, reason="test", by="ops")
         return self.Result(engaged=True)
+
+
+class Flaky(Tool):
+    """A vendor (limit key `vendor:flaky`) that is down while the switch
+    `flaky.down` is on (a 503: an outage) and refuses the request while
+    `flaky.invalid` is on (a 422: it answered)."""
+
+    name = "test.flaky"
+    limit_keys = ("vendor:flaky",)
+
+    class Args(BaseModel):
+        n: int = 0
+
+    class Result(BaseModel):
+        ok: bool
+
+    def run(self, args: Args, call: ToolCall) -> Result:
+        _record(call)
+        if Switch.objects.filter(name="flaky.down", on=True).exists():
+            raise ToolError("flaky answered 503", retryable=True)
+        if Switch.objects.filter(name="flaky.invalid", on=True).exists():
+            raise ToolError("flaky answered 422: invalid", retryable=False, outage=False)
+        return self.Result(ok=True)
