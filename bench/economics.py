@@ -11,7 +11,10 @@ week for 4 weeks with the overlap real lead flow has (2,000 records naming
 - script (bench/script_baseline.py), the headline baseline: per record,
   normalise, enrich once, score once (the workflow's `fast` score call and
   rubric), draft once if it qualifies, send after the same simulated
-  review; no dedup, no cache; a crash starts the record over.
+  review; no dedup, no cache, no prompt caching; a crash starts the record
+  over. Run a second time with its system prompt marked for prompt caching
+  (`script+cache`), to show what caching alone buys; the headline stays the
+  plain script.
 - agent loop (bench/naive_agent.py): a model picks the next tool each turn
   and is sent the whole conversation every turn (`balanced` model).
 - Bosun: runs started with `engine.start_run` and executed by a real
@@ -21,12 +24,13 @@ week for 4 weeks with the overlap real lead flow has (2,000 records naming
 
 Counts are taken at the vendors: `VendorCall` for enrichco and mailco, the
 metered model's bill (bench/metered.py) for the model, priced with
-`BOSUN_PRICES`, `BOSUN_TOOL_PRICES` and `BOSUN_CREDIT_PRICES`; Bosun's are
+`BOSUN_PRICES` and prompt caching as the provider bills it, `BOSUN_TOOL_PRICES` and `BOSUN_CREDIT_PRICES`; Bosun's are
 checked against the runs' recorded costs.
 
 The last line is machine-readable:
 RESULT enrich_per_company=… usd_total_per_qualified=… baseline_usd_total_per_qualified=…
-reduction_total=… reduction_model=… respent_per_crash_usd=… qualified=… baseline_qualified=…
+reduction_total=… reduction_model=… reduction_model_vs_cached_script=… respent_per_crash_usd=…
+qualified=… baseline_qualified=…
 (baseline = the script). Exit status: 1 when a sanity check fails, 2 with
 --check-targets when a target is missed, 0 otherwise.
 """
@@ -153,14 +157,16 @@ def measure(side: Side, work) -> Side:
     return side
 
 
-def script_side(records):
+def script_side(records, *, mark_system: bool):
     from bench import metered
     from bench.script_baseline import Script
     from policies.rubrics import latest_version
     from runs.llm.base import get_provider
 
+    metered_model = get_provider("metered")
+    assert isinstance(metered_model, metered.MeteredProvider)
     script = Script(
-        provider=get_provider("metered"),
+        provider=metered.HandWritten(metered_model, mark_system=mark_system),
         rubric=latest_version("icp").snapshot,
         random_crash_every=RANDOM_KILL_EVERY,
     )
@@ -187,8 +193,11 @@ def agent_side(records):
     from policies.rubrics import latest_version
     from runs.llm.base import get_provider
 
+    metered_model = get_provider("metered")
+    assert isinstance(metered_model, metered.MeteredProvider)
     agent = NaiveAgent(
-        provider=get_provider("metered"),
+        # Its own client, without prompt caching, as the script's.
+        provider=metered.HandWritten(metered_model),
         model=settings.BOSUN_MODEL_TIERS["balanced"],
         rubric=latest_version("icp").snapshot,
         crash_at_score=lambda seq: kill_planned("llm-score", f"record-{seq}"),
@@ -312,6 +321,7 @@ def run_all(args, tmp: str) -> tuple[list, dict[str, Side], dict]:
     sides = {
         "bosun": Side("bosun", "Bosun"),
         "script": Side("script", "script"),
+        "script_cached": Side("script_cached", "script+cache"),
         "agent": Side("agent", "agent loop"),
     }
     say(
@@ -319,7 +329,9 @@ def run_all(args, tmp: str) -> tuple[list, dict[str, Side], dict]:
     )
     measure(sides["bosun"], bosun_side(records, tmp, window=args.window, workers=args.workers))
     say(f"script: {len(records)} records ...")
-    measure(sides["script"], script_side(records))
+    measure(sides["script"], script_side(records, mark_system=False))
+    say(f"script, its system prompt marked for prompt caching: {len(records)} records ...")
+    measure(sides["script_cached"], script_side(records, mark_system=True))
     say(f"agent loop: {len(records)} records ...")
     measure(sides["agent"], agent_side(records))
     bills = read_bill(os.environ["BOSUN_BENCH_METER"])

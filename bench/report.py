@@ -10,7 +10,7 @@ TARGETS = {
     "reduction_model": 0.80,  # at least, against the script
     "reduction_total": 0.50,  # at least, against the script
 }
-ORDER = ("script", "agent", "bosun")
+ORDER = ("script", "script_cached", "agent", "bosun")
 
 
 def per(value: Any, count: int) -> float:
@@ -41,6 +41,8 @@ def print_report(records, sides: dict, bills: dict, args) -> dict[str, float]:
     row("model calls", lambda s, b: f"{b.calls:,}")
     row("model tokens in", lambda s, b: f"{b.tokens_in:,}")
     row("model tokens out", lambda s, b: f"{b.tokens_out:,}")
+    row("  of the input: read from cache", lambda s, b: f"{b.cache_read:,}")
+    row("  of the input: written to cache", lambda s, b: f"{b.cache_write:,}")
     row("credits (enrichment + mail)", lambda s, b: f"{s.credits:,}")
     row("credits per unique company", lambda s, b: f"{per(s.credits, unique):.2f}")
     row("model $", lambda s, b: f"{b.usd:.4f}")
@@ -124,13 +126,66 @@ def print_report(records, sides: dict, bills: dict, args) -> dict[str, float]:
         f" {1 - fig['usd_total_per_qualified'] / one_model_total:.1%} lower"
         f" ({one_model_model:.5f} and {one_model_total:.4f} per qualified lead)"
     )
+    cached, cached_bill = sides["script_cached"], bills["script_cached"]
+    fig["cached_script_model_per_qualified"] = per(cached_bill.usd, len(cached.qualified))
+    fig["reduction_model_vs_cached_script"] = (
+        1 - fig["model_per_qualified"] / fig["cached_script_model_per_qualified"]
+    )
+    cached_total = per(total(cached, cached_bill), len(cached.qualified))
+    print(
+        "against the script with its system prompt marked for caching: model $ per qualified"
+        f" lead {fig['reduction_model_vs_cached_script']:.1%} lower, total $ per qualified lead"
+        f" {1 - fig['usd_total_per_qualified'] / cached_total:.1%} lower"
+        f" ({fig['cached_script_model_per_qualified']:.5f} and {cached_total:.4f} per qualified"
+        f" lead; caching alone took the script's model $"
+        f" {1 - fig['cached_script_model_per_qualified'] / fig['baseline_model_per_qualified']:.1%}"
+        " lower)"
+    )
     print(
         "against the agent loop: model $ per qualified lead"
         f" {1 - fig['model_per_qualified'] / fig['agent_model_per_qualified']:.1%} lower,"
         " total $ per qualified lead"
         f" {1 - fig['usd_total_per_qualified'] / fig['agent_usd_total_per_qualified']:.1%} lower"
     )
+    print_bounds(fig, sides, bills, unique)
     return fig
+
+
+def print_bounds(fig: dict[str, float], sides: dict, bills: dict, unique: int) -> None:
+    """What prompt caching could buy Bosun at most, and how far below the
+    script its total can go at all: both from the measured figures."""
+    from runs.llm.base import cache_minimum
+
+    bosun, script, b = sides["bosun"], sides["script"], bills["bosun"]
+    print()
+    print("prompt caching on the Bosun side (the prefix its provider marks: tool, then system):")
+    for step, (model, marked) in sorted(b.marked.items()):
+        minimum = cache_minimum(model)
+        verdict = "cached" if marked >= minimum else "shorter, so billed as plain input"
+        print(f"  {step}: {marked:,} tokens on {model}, which caches from {minimum:,}: {verdict}")
+    all_read = per(b.usd_all_read, len(bosun.qualified))
+    fig["all_read_model_per_qualified"] = all_read
+    input_read = per(b.usd_input_read, len(bosun.qualified))
+    print(
+        f"  read {b.cache_read:,} tokens from the cache, wrote {b.cache_write:,}. Had every"
+        " marked prefix been read from the cache (no minimum, no TTL, no write), model $ per"
+        f" qualified lead would be {all_read:.5f},"
+        f" {1 - all_read / fig['baseline_model_per_qualified']:.1%} below the script; had every"
+        f" input token been, {input_read:.5f},"
+        f" {1 - input_read / fig['baseline_model_per_qualified']:.1%} below: the most prompt"
+        " caching could buy"
+    )
+    script_total = script.vendor_usd + bills["script"].usd
+    credits_only = per(bosun.vendor_usd, len(bosun.qualified))
+    fig["total_bound"] = 1 - credits_only / fig["baseline_usd_total_per_qualified"]
+    print(
+        f"credits are {float(script.vendor_usd / script_total):.1%} of the script's total;"
+        f" it buys {per(script.enrichments, unique):.2f} enrichments a company and"
+        f" {per(script.sends, len(script.qualified)):.2f} emails a qualified lead, Bosun"
+        f" {per(bosun.enrichments, unique):.2f} and {per(bosun.sends, len(bosun.qualified)):.2f}."
+        f" With no model dollars at all, Bosun's total per qualified lead ({credits_only:.4f},"
+        f" its credits) would be {fig['total_bound']:.1%} below the script's: the most it can be"
+    )
 
 
 def sanity(sides: dict) -> list[str]:
@@ -144,6 +199,8 @@ def sanity(sides: dict) -> list[str]:
         problems.append("no crash was injected on one side")
     if sides["script"].qualified != sides["agent"].qualified:
         problems.append("the script and the agent loop qualified different leads")
+    if sides["script"].qualified != sides["script_cached"].qualified:
+        problems.append("the script qualified other leads with prompt caching on")
     return problems
 
 
@@ -193,6 +250,7 @@ def result_line(fig: dict[str, float]) -> str:
         f" baseline_usd_total_per_qualified={fig['baseline_usd_total_per_qualified']:.4f}"
         f" reduction_total={fig['reduction_total']:.3f}"
         f" reduction_model={fig['reduction_model']:.3f}"
+        f" reduction_model_vs_cached_script={fig['reduction_model_vs_cached_script']:.3f}"
         f" respent_per_crash_usd={fig['respent_per_crash_usd']:.5f}"
         f" qualified={fig['qualified']} baseline_qualified={fig['baseline_qualified']}"
     )

@@ -12,7 +12,11 @@ step retries it (4 attempts).
 
 It calls the same sample vendors (which book every call and its credits)
 with a fresh request key per call, as a script that keeps no state does,
-and the same metered model (bench/metered.py). Its crashes follow the same
+and the same metered model (bench/metered.py) through its own client
+(`metered.HandWritten`): the same system prompt, tool and message Bosun's
+provider sends, with no prompt caching, as a first version is written. The
+bench runs it a second time with the system prompt marked for caching (the
+simple way to turn it on), to show what caching alone buys. Its crashes follow the same
 plan as the worker kills on the Bosun side (`demo.vendors.kill_planned`,
 the same rate per paid call, chosen by record instead of run), plus a
 crash at a random point of one record in `RANDOM_CRASH_EVERY`. The script
@@ -183,7 +187,8 @@ class Script:
         )
         response = self.provider.complete(request)
         usage = response.usage
-        spend.tokens += usage.input_tokens + usage.output_tokens
+        spend.tokens += usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
+        spend.tokens += usage.output_tokens
         spend.model_usd += cost_of(request.model, usage)
         return response.text
 

@@ -114,6 +114,23 @@ def price_of(*models: str) -> dict[str, float] | None:
     return None
 
 
+# The shortest prefix Anthropic's API caches, in tokens, by model (its
+# prompt-caching docs): a request whose marked prefix is shorter is billed as
+# plain input, with no error. Models not listed are taken at the lowest floor.
+CACHE_MIN_TOKENS = {
+    "claude-haiku-4-5": 4096,
+    "claude-sonnet-4-6": 1024,
+    "claude-sonnet-4-5": 1024,
+    "claude-opus-4-7": 4096,
+}
+CACHE_TTL_S = 300  # the default (5-minute) cache, refreshed by every hit
+
+
+def cache_minimum(model: str) -> int:
+    """The fewest prefix tokens `model` caches; a dated id as its alias."""
+    return CACHE_MIN_TOKENS.get(model) or CACHE_MIN_TOKENS.get(_DATED.sub("", model), 1024)
+
+
 def cost_of(model: str, usage: Usage, *, requested: str = "") -> Decimal:
     """USD for `usage` on `model` (or, unpriced, the model requested)."""
     prices = price_of(model, requested)
