@@ -440,6 +440,20 @@ BOSUN_MODEL_TIERS = {
     "balanced": env_str("BOSUN_MODEL_BALANCED", "claude-sonnet-4-6"),
     "best": env_str("BOSUN_MODEL_BEST", "claude-opus-4-7"),
 }
+# Fallback routes per tier, first the tier's own model: "model" (on the
+# step's provider) or "provider:model". When a route's circuit breaker is
+# open, or its call fails for an outage (5xx, overloaded, a timeout), an llm
+# step asks the next route in the same attempt and records which answered
+# and why; a step with `fallback: false` keeps to its first. BOSUN_MODEL_ROUTES
+# (JSON, e.g. {"balanced": ["claude-sonnet-4-6", "claude-haiku-4-5"]}) replaces
+# these.
+BOSUN_MODEL_ROUTES: dict[str, list[str]] = {
+    "fast": [BOSUN_MODEL_TIERS["fast"]],
+    "balanced": [BOSUN_MODEL_TIERS["balanced"], BOSUN_MODEL_TIERS["fast"]],
+    "best": [BOSUN_MODEL_TIERS["best"], BOSUN_MODEL_TIERS["balanced"]],
+}
+if os.environ.get("BOSUN_MODEL_ROUTES"):
+    BOSUN_MODEL_ROUTES = json.loads(os.environ["BOSUN_MODEL_ROUTES"])
 # USD per million tokens: input, output, cache read (0.1x input) and cache
 # write (1.25x input, 5-minute TTL). The one place prices live; a model
 # answering with a dated id is priced as its alias (see runs.llm.base.cost_of).

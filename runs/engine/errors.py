@@ -93,6 +93,9 @@ class StepError(Exception):
         self.error_type = error_type or type(self).__name__
         # Recorded with the step (a refusal's `refused` edge output carries it).
         self.detail = detail
+        # The first call of a route failed for an outage of its provider (a
+        # 5xx, overloaded, a timeout): the llm step may ask its next route.
+        self.outage = False
 
 
 class StepTimeout(StepError):

@@ -473,6 +473,10 @@ class LLMKind(Kind["LLMKind.Config"]):
         confidence_field: str = ""
         confidence_floor: float = Field(default=0.0, ge=0, le=1)
         scripted: dict[str, Any] = Field(default_factory=dict)
+        # Ask the tier's next route (BOSUN_MODEL_ROUTES) when the first is
+        # down; False keeps the step to its first model (a prompt tuned for
+        # one model, a judged step).
+        fallback: bool = True
 
     def check(self, config: Config) -> list[str]:
         from django.conf import settings
@@ -483,6 +487,9 @@ class LLMKind(Kind["LLMKind.Config"]):
             problems.append(f"no LLM provider named {provider!r} is registered")
         if not config.model and config.tier not in settings.BOSUN_MODEL_TIERS:
             problems.append(f"unknown model tier {config.tier!r}")
+        for route in model_routes(config, provider)[1:]:
+            if route[0] not in settings.BOSUN_LLM_PROVIDERS:
+                problems.append(f"fallback route {route[0]}:{route[1]}: no such provider")
         if config.output_schema is not None:
             try:
                 jsonschema.Draft202012Validator.check_schema(config.output_schema)
@@ -519,20 +526,67 @@ class LLMKind(Kind["LLMKind.Config"]):
         )
 
     def execute(self, config: Config, ctx: StepContext) -> Outcome:
+        """Ask the first route of the step's tier; when its breaker is open
+        or its call fails for an outage, ask the next route in the same
+        attempt (unless the step forbids fallback). The step records the
+        route that answered (`provider`, `model_answered`) and, in its
+        input, the routes passed over and why; it is priced at what answered."""
         from django.conf import settings
 
         if ctx.replay_of is not None:
             provider_name = "replay"
         else:
             provider_name = config.provider or settings.BOSUN_DEFAULT_PROVIDER
-        provider = get_provider(provider_name)
         request = self._request(config, ctx)
-        model = request.model
         outcome = Outcome(
             input={"system": request.system, "prompt": request.prompt},
             provider=provider_name,
-            model_requested=model,
+            model_requested=request.model,
         )
+        routes = [(provider_name, request.model)]
+        if provider_name != "replay" and config.fallback:
+            routes = model_routes(config, provider_name)
+        passed_over: list[dict[str, str]] = []
+        for index, (route_provider, model) in enumerate(routes):
+            last = index == len(routes) - 1
+            asked = (
+                request if model == request.model else request.model_copy(update={"model": model})
+            )
+            try:
+                answered = self._ask_route(config, ctx, route_provider, asked, outcome)
+            except BreakerOpen as exc:
+                if last:
+                    return Outcome(wait=exc.run_wait, wait_s=exc.wait_s, input=exc.detail)
+                passed_over.append({"route": f"{route_provider}:{model}", "why": str(exc)})
+                continue
+            except StepError as exc:
+                if last or not exc.outage:
+                    raise
+                passed_over.append({"route": f"{route_provider}:{model}", "why": str(exc)})
+                continue
+            if passed_over:
+                answered.provider = route_provider
+                answered.input = {
+                    **(answered.input or {}),
+                    "route": {"answered": f"{route_provider}:{model}", "passed_over": passed_over},
+                }
+            return answered
+        raise AssertionError("unreachable: the last route returns or raises")
+
+    def _ask_route(
+        self,
+        config: Config,
+        ctx: StepContext,
+        provider_name: str,
+        request: LLMRequest,
+        outcome: Outcome,
+    ) -> Outcome:
+        """One route: the call and its repair turns. Raises BreakerOpen when
+        the route's breaker holds the first call, StepError when it fails."""
+        from django.conf import settings
+
+        provider = get_provider(provider_name)
+        model = request.model
         for turn in range(config.max_repairs + 1):
             if provider_name != "replay":
                 try:
@@ -542,9 +596,9 @@ class LLMKind(Kind["LLMKind.Config"]):
                     raise
             try:
                 # The model's circuit breaker, at the call: an open one holds
-                # the run (waiting, no attempt spent) instead of calling. A
-                # repair turn follows an answer this step was charged for:
-                # it is not held (parking would drop that charge), only counted.
+                # the call instead of making it. A repair turn follows an
+                # answer this step was charged for: it is not held (parking
+                # would drop that charge), only counted.
                 keys = _breaker_keys(provider, provider_name, model)
                 holder = f"run-{ctx.run_id}-seq-{ctx.seq}:{ctx.attempt}:{turn}"
                 guard = (
@@ -560,12 +614,12 @@ class LLMKind(Kind["LLMKind.Config"]):
                     with guard.call():
                         response = provider.complete(request)
                     call.answered(response, paid=provider_name != "replay")
-            except BreakerOpen as exc:
-                return Outcome(wait=exc.run_wait, wait_s=exc.wait_s, input=exc.detail)
             except LLMError as exc:
-                raise StepError(
+                error = StepError(
                     str(exc), retryable=exc.retryable, retry_after=exc.retry_after, error_type="llm"
-                ) from None
+                )
+                error.outage = bool(exc.outage) and turn == 0
+                raise error from None
             _charge(outcome, response, model, counted=provider_name != "replay")
             unusable = _unusable(response)
             if unusable:
@@ -584,6 +638,24 @@ class LLMKind(Kind["LLMKind.Config"]):
                     update={"repairs": [*request.repairs, (response.text, _repair_prompt(problem))]}
                 )
         return _escape(outcome, f"reply does not match the output schema: {problem}")
+
+
+def model_routes(config: LLMKind.Config, provider: str) -> list[tuple[str, str]]:
+    """The (provider, model) routes of a step, first the one it asks: its
+    `model` alone, or its tier's routes (BOSUN_MODEL_ROUTES: "model" on the
+    step's provider, or "provider:model"), without repeats."""
+    from django.conf import settings
+
+    first = resolve_model(tier=config.tier, model=config.model or None)
+    routes = [(provider, first)]
+    if config.model:
+        return routes
+    for entry in settings.BOSUN_MODEL_ROUTES.get(config.tier, []):
+        name, _, model = entry.rpartition(":")
+        route = (name or provider, model)
+        if route not in routes:
+            routes.append(route)
+    return routes
 
 
 def _breaker_keys(provider: Any, name: str, model: str) -> tuple[str, ...]:

@@ -158,7 +158,7 @@ class ScoreKind(LLMKind):
             scores, reasons = {key: recorded.criteria[key] for key in keys}, {}
         else:
             outcome = self._ask(bound, ctx, step, workflow_id)
-            if outcome.edge == "escape":
+            if outcome.edge == "escape" or outcome.wait:  # no scores (yet)
                 return outcome
             scores = {key: outcome.output["criteria"][key] for key in keys}
             raw_reasons = outcome.output.get("reasons") or {}
@@ -227,7 +227,7 @@ class ScoreKind(LLMKind):
             if claimed:
                 cache.release(key, token=token)
             raise
-        if claimed and outcome.edge != "escape":
+        if claimed and outcome.edge != "escape" and not outcome.wait:
             answer = {"criteria": outcome.output["criteria"]}
             answer["reasons"] = outcome.output.get("reasons") or {}
             cache.fill(

@@ -251,3 +251,25 @@ def test_a_replayed_run_rescores_the_recorded_answer_with_the_newest_rubric(make
     replayed = drive(engine.replay_run(run_id=original.pk).run.pk)
     assert replayed.outcome == "outreach" and replayed.cost_usd == 0
     assert Score.objects.get(run=replayed).rubric_version.number == 2
+
+
+@pytest.mark.parametrize("cached", [0, 3600])
+def test_an_open_breaker_holds_the_score_step_instead_of_failing_it(
+    make_workflow, rubric, settings, cached
+):
+    """The model's breaker opens on an outage; the next run's score step
+    waits on it (no attempt spent, nothing scored or cached) instead of
+    failing on the missing scores."""
+    settings.BOSUN_BREAKER_FAILURES = 1
+    settings.BOSUN_INLINE_WAIT_S = 0
+    down = {"provider": "sequence", "fallback": False}
+    down["scripted"] = {"replies": [{"error": "overloaded", "retryable": True}]}
+    step = {**score_step(**down), "max_attempts": 5, "cache_ttl_s": cached}
+    version = make_workflow([step, *ENDS])
+    first = drive(engine.start_run(workflow=version.workflow, input={"company": "A"}).run.pk)
+    assert (first.status, first.wait_reason) == ("waiting", "retry")
+    held = drive(engine.start_run(workflow=version.workflow, input={"company": "B"}).run.pk)
+    assert (held.status, held.attempt) == ("waiting", 1)
+    assert held.wait_reason.startswith("breaker:llm:sequence:")
+    assert not Score.objects.filter(run=held).exists()
+    assert not StepCacheEntry.objects.filter(filled=True).exists()

@@ -15,7 +15,11 @@ class SequenceProvider:
 
     def complete(self, request: LLMRequest) -> LLMResponse:
         calls.append(request)
-        replies = request.step_config["scripted"]["replies"]
+        scripted = request.step_config["scripted"]
+        # `by_model`: the replies of each model asked (fallback routes).
+        replies = (
+            scripted["by_model"][request.model] if "by_model" in scripted else scripted["replies"]
+        )
         reply = replies[min(len(request.repairs), len(replies) - 1)]
         if "error" in reply:
             raise LLMError(reply["error"], retryable=reply.get("retryable", True))
