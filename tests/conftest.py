@@ -74,7 +74,7 @@ def _migration_data(request):
 
 def restore_migration_data() -> None:
     """Write again what the data migrations wrote: the role groups with
-    their grants, the global kill switch row, the sweeper schedule."""
+    their grants, the global kill switch row, the sweeper and roll-up schedules."""
     from django.apps import apps
     from django.contrib.auth.models import Group, Permission
 
@@ -102,6 +102,7 @@ def restore_migration_data() -> None:
         apps, None
     )
     importlib.import_module("runs.migrations.0002_sweeper_schedule").add_schedule(apps, None)
+    importlib.import_module("runs.migrations.0021_daily_rollup").add_schedule(apps, None)
 
 
 @pytest.fixture(autouse=True)
