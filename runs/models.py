@@ -7,7 +7,7 @@ executed attempt; the engine (`runs.engine`) owns every state change.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 from django.conf import settings
 from django.db import models
@@ -590,6 +590,16 @@ class RollupDay(models.Model):
             update_fields=["stale"],
         )
 
+    @staticmethod
+    def mark_active_again(run_id: int, created_at: datetime) -> None:
+        """A terminal run is active again (a retry): mark stale its day, and
+        the days whose dedup hits saved what it paid as it stood then (it
+        may pay more now). Call in the transaction that makes it active."""
+        RollupDay.mark_stale(created_at.astimezone(UTC).date())
+        settled = DailyRollupDedup.objects.filter(first_run_id=run_id, settled=True)
+        for day in settled.values_list("day", flat=True).distinct():
+            RollupDay.mark_stale(day)
+
 
 class DailyRollup(models.Model):
     """The figures of one workflow version's runs of one UTC day that had
@@ -631,14 +641,20 @@ class DailyRollup(models.Model):
 
 class DailyRollupDedup(models.Model):
     """Dedup hits of a rolled-up day that save what their first run paid:
-    how many take its dollars (`usd_hits`) and its credits
-    (`credit_hits`). The first run is read when the figures are asked for."""
+    how many take its dollars (`usd_hits`) and its credits (`credit_hits`).
+
+    `settled`: the first run had finished when the day was rolled up, so
+    what it paid is in the day's `dedup_saved_*`; the row stays so that a
+    retry of that run finds the days to mark stale. Otherwise the first run
+    may still be paying, and the dashboard reads it when asked."""
 
     day = models.DateField()
     version = models.ForeignKey(WorkflowVersion, on_delete=models.CASCADE, related_name="+")
-    first_run_id = models.BigIntegerField(null=True)
+    # The retry of a first run looks its references up here.
+    first_run_id = models.BigIntegerField(null=True, db_index=True)
     usd_hits = models.PositiveIntegerField(default=0)
     credit_hits = models.PositiveIntegerField(default=0)
+    settled = models.BooleanField(default=False)
 
     class Meta:
         indexes = [models.Index(fields=["day"], name="daily_rollup_dedup_day")]

@@ -37,8 +37,12 @@ Today is never rolled up (nor a day until SLACK after its end).
 
 from __future__ import annotations
 
+import json
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Q
@@ -52,9 +56,10 @@ from runs.models import (
     RollupDay,
     RollupWatermark,
     Run,
+    StepRun,
     WorkflowVersion,
 )
-from runs.tally import Tally
+from runs.tally import COUNTED_STEPS, ZERO, Tally, add_credits
 
 SLACK = timedelta(minutes=5)
 DAYS_PER_PASS = 7  # days rolled up per transaction (the first pass may find months)
@@ -116,13 +121,17 @@ def _database_now() -> datetime:
 
 
 def _late_days(since: datetime | None, before: datetime) -> set[date]:
-    """Rolled-up days with a run that finished in [since, before): their
-    rows do not hold it yet. One query on the index of `finished_at`."""
+    """Rolled-up days with a run, or a step run the figures read, that
+    finished in [since, before): their rows do not hold it yet. Two queries
+    on indexes of `finished_at`."""
     if since is None or since >= before:
         return set()
-    days = (
-        Run.objects.filter(finished_at__gte=since, finished_at__lt=before)
-        .annotate(day=TruncDate("created_at", tzinfo=UTC))
+    utc_day = TruncDate("created_at", tzinfo=UTC)
+    runs = Run.objects.filter(finished_at__gte=since, finished_at__lt=before)
+    steps = StepRun.objects.filter(COUNTED_STEPS, finished_at__gte=since, finished_at__lt=before)
+    days = set(runs.annotate(day=utc_day).values_list("day", flat=True).distinct())
+    days |= set(
+        steps.annotate(day=TruncDate("run__created_at", tzinfo=UTC))
         .values_list("day", flat=True)
         .distinct()
     )
@@ -147,21 +156,28 @@ def _days_to_roll(before: datetime) -> set[date]:
 
 def _roll_up_day(day: date, *, before: datetime, now: datetime) -> None:
     """Replace the day's rows with the figures of its runs finished before
-    `before`, holding the day's row (see the module for why)."""
+    `before` and of their step runs finished before it, holding the day's
+    row (see the module for why)."""
     RollupDay.objects.bulk_create([RollupDay(day=day, stale=True)], ignore_conflicts=True)
     RollupDay.objects.select_for_update().filter(day=day).values_list("pk").get()
     start = datetime.combine(day, time(), UTC)
-    counted = Q(created_at__gte=start, created_at__lt=start + timedelta(days=1))
-    counted &= Q(finished_at__lt=before)
-    totals: dict[int, Tally] = {}
-    for (key, _), found in tally.run_tallies(counted, asked_since=start).items():
-        totals.setdefault(key, Tally()).add(found)
+    created = {"created_at__gte": start, "created_at__lt": start + timedelta(days=1)}
+    counted = Q(**created, finished_at__lt=before)
+    # A step run is never changed once written: those of the day's runs that
+    # finished before the watermark are counted whether their run has
+    # finished or not.
+    steps = Q(**{f"run__{name}": value for name, value in created.items()})
+    steps &= Q(finished_at__lt=before)
+    totals: dict[int, Tally] = defaultdict(Tally)
+    for (key, _), found in tally.run_tallies(counted).items():
+        totals[key].add(found)
     for key, histogram in tally.latency_histograms(counted).items():
         totals[key].latency = histogram
-    dedup, references = tally.dedup_references(counted)
-    for part in (tally.step_tallies(counted), dedup):
+    dedup, references = tally.dedup_references(steps)
+    for part in (tally.step_tallies(steps), dedup):
         for key, found in part.items():
             totals[key].add(found)
+    _settle(references, totals)
     workflows = dict(WorkflowVersion.objects.filter(pk__in=totals).values_list("id", "workflow_id"))
     DailyRollup.objects.filter(day=day).delete()
     DailyRollupDedup.objects.filter(day=day).delete()
@@ -172,6 +188,33 @@ def _roll_up_day(day: date, *, before: datetime, now: datetime) -> None:
         DailyRollupDedup(day=day, **reference) for reference in references
     )
     RollupDay.objects.filter(day=day).update(stale=False, rolled_at=now)
+
+
+def _settle(references: list[dict[str, Any]], totals: dict[int, Tally]) -> None:
+    """Fold into the day's dedup savings what the first runs that have
+    finished paid, and mark their references settled. Those runs are
+    locked until the roll-up commits: a retry of one waits, then finds the
+    settled reference and marks this day stale (RollupDay.mark_active_again);
+    a retry that came first has made the run active, and the reference
+    stays unsettled, read when asked for."""
+    ids = sorted({ref["first_run_id"] for ref in references if ref["first_run_id"] is not None})
+    paid: dict[int, tuple[Decimal, dict[str, int]]] = {}
+    for chunk in range(0, len(ids), 500):
+        finished = Run.objects.filter(pk__in=ids[chunk : chunk + 500], finished_at__isnull=False)
+        for pk, cost, credits in finished.select_for_update(no_key=True).values_list(
+            "pk", "cost_usd", "credits"
+        ):
+            paid[pk] = (cost, json.loads(credits) if isinstance(credits, str) else credits or {})
+    for ref in references:
+        key = ref["first_run_id"]
+        if key is not None and key not in paid:
+            continue  # still paying (or retried): read when asked for
+        cost, credits = paid.get(key, (ZERO, {})) if key is not None else (ZERO, {})
+        tally = totals[ref["version_id"]]
+        tally.dedup_saved += cost * ref["usd_hits"]
+        for vendor, spent in credits.items():
+            add_credits(tally.dedup_saved_credits, vendor, int(spent) * ref["credit_hits"])
+        ref["settled"] = True
 
 
 def _row(day: date, version_id: int, workflow_id: int, total: Tally) -> DailyRollup:

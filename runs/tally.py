@@ -7,8 +7,8 @@ the runs give the same sums: counts and money per (version, day), credits
 per vendor, cache and dedup savings per version, and latency as a
 histogram (BUCKET) or, over the runs themselves, exact percentiles.
 
-A set of runs is a `Q` on Run; `prefixed(q, "run__")` is the same set seen
-from a row that points at a run (a step run).
+A set of runs is a `Q` on Run; a set of step runs a `Q` on StepRun
+(`prefixed(q, "run__")` is the step runs of the runs `q`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -27,6 +27,7 @@ from django.db.models import (
     BigIntegerField,
     Count,
     DecimalField,
+    Exists,
     F,
     FloatField,
     Func,
@@ -119,13 +120,14 @@ def prefixed(q: Q, prefix: str) -> Q:
 # --- the runs themselves ----------------------------------------------------------
 
 
-def run_tallies(runs: Q, *, asked_since: Any) -> dict[tuple[int, date], Tally]:
+def run_tallies(runs: Q) -> dict[tuple[int, date], Tally]:
     """Counts and money per (version, day of `created_at`): one pass over
-    the runs. `asked_since`: no approval request of these runs is older (a
-    request is created after its run), so the requests since then are a
-    bounded set, hashed once, not one look-up per run."""
-    # An hour of slack for clocks.
-    asked = ApprovalRequest.objects.filter(created_at__gte=asked_since - timedelta(hours=1))
+    the runs."""
+    # Escalated: one probe of the approval requests' run index per run. An
+    # `id IN (requests since ...)` set is hashed only while it fits in
+    # work_mem: past a few hundred thousand requests PostgreSQL scanned it
+    # again for every run.
+    asked = Exists(ApprovalRequest.objects.filter(run_id=OuterRef("pk")))
     rows = (
         Run.objects.filter(runs)
         .annotate(day=TruncDate("created_at"))
@@ -138,7 +140,7 @@ def run_tallies(runs: Q, *, asked_since: Any) -> dict[tuple[int, date], Tally]:
             cost=Sum("cost_usd"),
             vendor=Sum("vendor_usd"),
             calls=Sum(F("llm_calls") + F("tool_calls")),
-            escalated=Count("id", filter=Q(id__in=asked.values("run_id"))),
+            escalated=Count("id", filter=asked),
         )
         .order_by()
     )
@@ -298,52 +300,65 @@ def _interpolate(values: dict[int, float], size: int, fraction: float) -> float:
 # --- their step runs ----------------------------------------------------------------
 
 
-def step_tallies(runs: Q) -> dict[int, Tally]:
-    """Credits spent, and cache hits and what they saved, per version: one
-    query over only the step runs that spent credits or were answered from
-    the cache (partial indexes hold exactly those rows, migrations 0009 and
-    0015). Its rows come per (version, vendor, hit or not)."""
-    rows = (
-        StepRun.objects.filter(prefixed(runs, "run__"))
-        .filter(Q(cache_hit=True) | Q(credits__gt=0))
-        .values("run__version_id", "vendor", "cache_hit")
-        .annotate(
-            hits=Count("*"),
-            saved=Sum("cost_saved_usd"),
-            saved_credits=Sum("credits_saved"),
-            credits=Sum("credits"),
-        )
+def step_tallies(steps: Q) -> dict[int, Tally]:
+    """Credits spent, and cache hits and what they saved, per version: two
+    queries, each over only the step runs it needs, through its own partial
+    index (migrations 0009 and 0015): those answered from the cache, and
+    those that spent credits. (One query for both, `cache_hit OR credits >
+    0`, cannot probe either index per run.) Rows per (version, vendor)."""
+    found: dict[int, Tally] = defaultdict(Tally)
+    hits = (
+        StepRun.objects.filter(steps)
+        .filter(cache_hit=True)
+        .values("run__version_id", "vendor")
+        .annotate(hits=Count("*"), saved=Sum("cost_saved_usd"), saved_credits=Sum("credits_saved"))
         .order_by()
     )
-    found: dict[int, Tally] = defaultdict(Tally)
-    for row in rows:
+    for row in hits:
         tally = found[row["run__version_id"]]
-        add_credits(tally.credits, row["vendor"], row["credits"])
-        if row["cache_hit"]:
-            tally.cache_hits += row["hits"]
-            tally.cache_saved += row["saved"] or ZERO
-            add_credits(tally.cache_saved_credits, row["vendor"], row["saved_credits"])
+        tally.cache_hits += row["hits"]
+        tally.cache_saved += row["saved"] or ZERO
+        add_credits(tally.cache_saved_credits, row["vendor"], row["saved_credits"])
+    spent = (
+        StepRun.objects.filter(steps)
+        .filter(credits__gt=0)
+        .values("run__version_id", "vendor")
+        .annotate(credits=Sum("credits"))
+        .order_by()
+    )
+    for row in spent:
+        add_credits(found[row["run__version_id"]].credits, row["vendor"], row["credits"])
     return dict(found)
 
 
-def _duplicates(runs: Q) -> QuerySet[StepRun]:
-    """The dedup gates of these runs that took the `duplicate` edge (a
-    partial index holds them, migration 0009)."""
+# The step runs the figures read: answered from the cache, spent credits,
+# or a dedup duplicate. A partial index on their `finished_at` (migration
+# 0021) holds exactly these.
+COUNTED_STEPS = (
+    Q(cache_hit=True)
+    | Q(credits__gt=0)
+    | Q(kind=StepKind.DEDUP, edge="duplicate", status=StepRunStatus.SUCCEEDED)
+)
+
+
+def _duplicates(steps: Q) -> QuerySet[StepRun]:
+    """The dedup gates among these step runs that took the `duplicate` edge
+    (a partial index holds them, migration 0009)."""
     return (
-        StepRun.objects.filter(prefixed(runs, "run__"))
+        StepRun.objects.filter(steps)
         .filter(kind=StepKind.DEDUP, edge="duplicate", status=StepRunStatus.SUCCEEDED)
         .annotate(first_run_id=Cast(KT("output__first_run"), BigIntegerField()))
     )
 
 
-def dedup_tallies(runs: Q) -> dict[int, Tally]:
+def dedup_tallies(steps: Q) -> dict[int, Tally]:
     """Dedup hits and what they saved, per version: one query, its rows per
     (version, the first run's credits, what the step recorded), a handful
     of shapes. A hit saves what the step recorded, else what its first run
     (`output.first_run`) has paid, as that run stands now."""
     first_run = Run.objects.filter(pk=OuterRef("first_run_id"))
     rows = (
-        _duplicates(runs)
+        _duplicates(steps)
         .values(
             "run__version_id",
             "vendor",
@@ -384,14 +399,14 @@ def _add_dedup_credits(tally: Tally, row: dict[str, Any], hits: int) -> None:
         add_credits(tally.dedup_saved_credits, vendor, int(credits) * hits)
 
 
-def dedup_references(runs: Q) -> tuple[dict[int, Tally], list[dict[str, Any]]]:
+def dedup_references(steps: Q) -> tuple[dict[int, Tally], list[dict[str, Any]]]:
     """What a roll-up keeps of the dedup hits: per version the hits and
     what the steps recorded as saved; and per (version, first run) how many
     hits save that run's dollars (they recorded none) and its credits (they
     recorded none), to be read from the first run when asked for (it may
     still be paying). One query."""
     rows = (
-        _duplicates(runs)
+        _duplicates(steps)
         .values("run__version_id", "first_run_id", "vendor", "credits_saved")  # type: ignore[misc]
         .annotate(
             hits=Count("*"),

@@ -10,7 +10,7 @@ import difflib
 import json
 import logging
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
@@ -197,7 +197,7 @@ def retry_run(*, run_id: int, actor: str = "system") -> Run:
         # The run is active again: a daily roll-up that counted it as
         # finished no longer holds (see runs.rollup), committed with the retry.
         created = Run.objects.filter(pk=run_id).values_list("created_at", flat=True).get()
-        RollupDay.mark_stale(created.astimezone(UTC).date())
+        RollupDay.mark_active_again(run_id, created)
         audit.record(action="run.retried", actor=actor, target_type=_RUN, target_id=run_id)
         ring(run_id)
     return Run.objects.get(pk=run_id)

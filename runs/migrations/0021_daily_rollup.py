@@ -19,6 +19,12 @@ INDEXES = {
     # name: (table, key, condition)
     "run_unfinished": ("runs_run", "created_at", "finished_at IS NULL"),
     "run_finished_at": ("runs_run", "finished_at", "finished_at IS NOT NULL"),
+    "steprun_counted_finished": (
+        "runs_steprun",
+        "finished_at",
+        "cache_hit OR credits > 0"
+        " OR (kind = 'dedup' AND edge = 'duplicate' AND status = 'succeeded')",
+    ),
 }
 SCHEDULE = "bosun-rollup"
 
@@ -110,9 +116,10 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('day', models.DateField()),
-                ('first_run_id', models.BigIntegerField(null=True)),
+                ('first_run_id', models.BigIntegerField(db_index=True, null=True)),
                 ('usd_hits', models.PositiveIntegerField(default=0)),
                 ('credit_hits', models.PositiveIntegerField(default=0)),
+                ('settled', models.BooleanField(default=False)),
                 ('version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='runs.workflowversion')),
             ],
             options={

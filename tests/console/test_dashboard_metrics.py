@@ -214,9 +214,9 @@ def test_the_metrics_take_a_fixed_number_of_queries(
     small, period, make_workflow, django_assert_num_queries
 ):
     since, until = period
-    # rolled-up days (none here), runs by (version, day), percentiles,
-    # cache, dedup, names
-    expected = 6
+    # rolled-up days (none here), runs by (version, day), percentiles, the
+    # runs' id bounds, cache hits, credits, dedup, names
+    expected = 8
     with django_assert_num_queries(expected):
         metrics.workflow_metrics(since=since, until=until)
     for number in range(3):

@@ -128,11 +128,11 @@ def test_bad_periods_are_form_errors(make_user, params, message):
     assert partial.status_code == 200 and message in partial.content.decode()
 
 
-@pytest.mark.parametrize("headers,queries", [({}, 11), (HX, 10)])
+@pytest.mark.parametrize("headers,queries", [({}, 13), (HX, 12)])
 def test_the_dashboard_takes_the_same_queries_for_3_runs_as_for_30(
     make_user, many_runs, make_workflow, django_assert_num_queries, headers, queries
 ):
-    # session, user, two permission look-ups, the six of the metrics (the
+    # session, user, two permission look-ups, the eight of the metrics (the
     # trend comes with them; 7 days hold whole days, which could be rolled
     # up); the whole page also fills the workflow choices
     client = client_for(make_user)

@@ -15,7 +15,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from runs import engine, metrics, rollup
-from runs.models import DailyRollup, RollupDay, Run
+from runs.models import DailyRollup, RollupDay, Run, StepRun
 from runs.tally import BUCKET, histogram_percentile
 from tests.conftest import race
 from tests.console import runs_fixtures as fx
@@ -113,6 +113,9 @@ def mix(two_step_version):
         latency_ms=4000,
         dead=True,
     )
+    # a duplicate of the dead run: it saved what that run had paid when it died
+    of_dead = {"kind": "dedup", "edge": "duplicate", "output": {"first_run": dead.pk}}
+    add_run(version, created_at=midnight(1) + timedelta(hours=5), latency_ms=70, steps=[of_dead])
     add_run(version, created_at=timezone.now() - timedelta(minutes=1), cost="0.3", latency_ms=5)
     return {"waiting": waiting, "dead": dead}
 
@@ -139,14 +142,27 @@ def test_the_figures_over_a_roll_up_are_those_of_the_runs(mix, no_slack):
 def test_a_run_that_finishes_after_its_day_was_rolled_up_is_counted_once(mix, no_slack):
     rollup.roll_up_all()
     waiting = mix["waiting"]
-    # It goes on paying, then finishes: the dedup hit that reuses its work
-    # saves what it has paid by now.
+    # It goes on: a step answered from the cache, then it finishes, having
+    # paid more: the dedup hit that reuses its work saves what it has paid by now.
+    StepRun.objects.create(
+        run=waiting,
+        seq=5,
+        step_key="again",
+        kind="llm",
+        status="succeeded",
+        cache_hit=True,
+        cost_saved_usd=Decimal("0.04"),
+        started_at=timezone.now(),
+        finished_at=timezone.now(),
+    )
+    assert_same_figures(metrics.period_report(**period()), without_rollup())
     Run.objects.filter(pk=waiting.pk).update(
         status="succeeded", success=True, cost_usd=Decimal("0.42"), finished_at=timezone.now()
     )
     report = metrics.period_report(**period())
     assert_same_figures(report, without_rollup())
-    assert report.versions[0].dedup_saved_usd == Decimal("0.92")  # 0.42 + 0.50 recorded
+    # 0.42 now, 0.50 recorded, 0.09 the dead run paid
+    assert report.versions[0].dedup_saved_usd == Decimal("1.01")
 
     # The next pass rolls its day up again, with it.
     assert rollup.roll_up_days().rolled == [midnight(3).date()]
@@ -159,6 +175,8 @@ def test_a_dead_lettered_run_retried_after_the_roll_up_is_not_counted_twice(mix,
     day = midnight(5).date()
     engine.retry_run(run_id=mix["dead"].pk)
     assert RollupDay.objects.get(day=day).stale
+    # and the day of the duplicate that saved what it had paid then
+    assert RollupDay.objects.get(day=midnight(1).date()).stale
     report = metrics.period_report(**period())
     assert_same_figures(report, without_rollup())
     assert sum(p.failed for p in report.trend) == 0
@@ -168,8 +186,8 @@ def test_a_dead_lettered_run_retried_after_the_roll_up_is_not_counted_twice(mix,
         status="succeeded", success=True, cost_usd=Decimal("0.19"), finished_at=timezone.now()
     )
     assert_same_figures(metrics.period_report(**period()), without_rollup())
-    assert rollup.roll_up_days().rolled == [day]
-    assert not RollupDay.objects.get(day=day).stale
+    assert rollup.roll_up_days().rolled == [midnight(1).date(), day]
+    assert not RollupDay.objects.filter(stale=True).exists()
     assert_same_figures(metrics.period_report(**period()), without_rollup())
 
 
@@ -191,15 +209,21 @@ def test_a_pass_rolls_up_a_few_days_and_the_next_goes_on(mix):
 def test_the_metrics_over_rolled_up_days_take_a_fixed_number_of_queries(
     mix, two_step_version, django_assert_num_queries
 ):
+    # a run in the first day's hours, whatever the time of day
+    add_run(two_step_version, created_at=period()["since"] + timedelta(minutes=5), latency_ms=1)
     rollup.roll_up_all()
-    # rolled-up days, runs by (version, day), their rows, latency histogram,
-    # cache, dedup, dedup of the rolled-up days, names
-    with django_assert_num_queries(8):
+    # rolled-up days, runs by (version, day), their rows, latency histogram;
+    # the runs' id bounds of the two parts not rolled up (the first day's
+    # hours, today); cache hits, credits and dedup of the step runs of each
+    # and of those after the watermark; what still-paying first runs paid;
+    # names
+    expected = 17
+    with django_assert_num_queries(expected):
         metrics.workflow_metrics(**period())
     for days_ago in range(1, 6):
         add_run(two_step_version, created_at=midnight(days_ago), latency_ms=1, cost="1")
     rollup.roll_up_all()
-    with django_assert_num_queries(8):
+    with django_assert_num_queries(expected):
         metrics.workflow_metrics(**period())
 
 
