@@ -6,29 +6,35 @@ belongs to a period by its `created_at`.
 
 The days that are over are read from their daily roll-up (runs.rollup):
 per (version, UTC day), the figures of the day's runs that had finished
-before the roll-up's watermark. Everything else is read from the runs
-themselves: the parts of the period that are not whole rolled-up days
-(today, the first day's hours, a day not rolled up yet or marked stale by
-a retry) and, of the rolled-up days, the runs not counted there (not
-finished, or finished after the watermark; a partial index holds the
-first, an index on `finished_at` finds the second). So the figures are
-those of the runs as they stand, with or without a roll-up, but for
-latency: over rolled-up days the percentiles come from a latency histogram
-whose buckets are 5 % wide (runs.tally.BUCKET), so they are within one
-bucket (5 %) of the exact ones; a period without a rolled-up day gets
-exact percentiles (PostgreSQL's `percentile_cont`; on SQLite one window
-query returns the rows next to each percentile's rank). All of a report's
-queries read one snapshot (REPEATABLE READ on PostgreSQL), so a roll-up or
-a retry committing meanwhile is seen entirely or not at all.
+before the roll-up's watermark, and of their step runs written before it.
+Everything else is read from the runs themselves: the parts of the period
+that are not whole rolled-up days (today, the first day's hours, a day not
+rolled up yet or marked stale by a retry) and, of the rolled-up days, the
+runs not counted there (not finished, or finished after the watermark; a
+partial index holds the first, an index on `finished_at` finds the second)
+and the step runs written after the watermark (a partial index on their
+`finished_at`). So the figures are those of the runs as they stand, with
+or without a roll-up, but for latency: over rolled-up days the
+percentiles come from a latency histogram whose buckets are 5 % wide
+(runs.tally.BUCKET), so they are within one bucket (5 %) of the exact
+ones; a period without a rolled-up day gets exact percentiles
+(PostgreSQL's `percentile_cont`; on SQLite one window query returns the
+rows next to each percentile's rank). All of a report's queries read one
+snapshot (REPEATABLE READ on PostgreSQL), so a roll-up or a retry
+committing meanwhile is seen entirely or not at all.
 
-A period with no whole rolled-up day (24 hours) takes five queries: one
-pass over the runs grouped by (version, day) gives the counts, costs and
-escalations (per version by summing the days, and the daily trend); one
-the latency percentiles; one the credits spent and the cache's savings,
-one the dedup's savings; one the versions' names. With rolled-up days,
-three more: the rolled-up days (with the watermark), their rows, and the
-first runs their dedup hits saved. The credits and the savings read only
-the step runs that spent or saved something (partial indexes).
+The queries: one pass over the runs read directly, grouped by (version,
+day), gives the counts, costs and escalations (per version by summing the
+days, and the daily trend); one the latency percentiles (or histogram);
+per part of the period not rolled up, one for the lowest and highest run
+id; per such part, and for the step runs written after the watermark, one
+each for cache hits, credits spent and dedup hits (each through its own
+partial index, read by range); one the versions' names. With whole days
+in the period, one more for which are rolled up, and with rolled-up days
+two more: their rows, and what the first runs of their dedup hits that
+were still paying have paid. Their number depends on how the period falls
+on days, never on the number of runs: 7 for 24 hours, 17 for 30 days
+rolled up.
 
 Definitions (all per workflow version, over the runs created in
 [since, until)):
@@ -168,7 +174,7 @@ def workflow_metrics(
     [since, until), ordered by workflow slug then version number. Optionally
     only one workflow's, or one version's. A fixed number of queries (none
     more for more runs, see the module); one when the period has no run
-    and no rolled-up day."""
+    and no whole day, two with whole days but none rolled up."""
     return period_report(since=since, until=until, workflow=workflow, version=version).versions
 
 
@@ -483,7 +489,8 @@ def workflow_trend(
 ) -> list[TrendPoint]:
     """One point per day from `since` to `until` (days without runs
     included, with zeros): runs, error rate and cost per successful outcome
-    of the runs created that day. One query, three with rolled-up days."""
+    of the runs created that day. One query; with whole days one more, and
+    with rolled-up days two more."""
     with _snapshot(_whole_days(since, until)):
         split = _split(since, until, workflow, version)
         days, _ = _days(split)
