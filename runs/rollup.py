@@ -42,6 +42,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from time import monotonic
 from typing import Any
 
 from django.db import connection, transaction
@@ -103,10 +104,13 @@ def roll_up_days(*, limit: int = DAYS_PER_PASS) -> RollupPass:
     return RollupPass(todo[:limit], len(todo[limit:]), before)
 
 
-def roll_up_all(*, limit: int = DAYS_PER_PASS, passes: int = 100) -> list[RollupPass]:
-    """Passes until no day is left to roll up (at most `passes`)."""
+def roll_up_all(*, limit: int = DAYS_PER_PASS, within_s: float = 120.0) -> list[RollupPass]:
+    """Passes until no day is left to roll up, starting none after
+    `within_s` seconds (a long history is rolled up over several calls,
+    each pass committed: the task stays well inside its time limit)."""
+    started = monotonic()
     done = [roll_up_days(limit=limit)]
-    while done[-1].left and len(done) < passes:
+    while done[-1].left and monotonic() - started < within_s:
         done.append(roll_up_days(limit=limit))
     return done
 
