@@ -1,18 +1,40 @@
 """Run metrics per workflow version: volume, outcomes, latency, cost, savings.
 
 Everything is aggregated in the database with GROUP BY, in a fixed number
-of queries whatever the number of runs: one pass over the runs of the
-period grouped by (version, day) gives the counts, costs and escalations
-(per version by summing the days, and the daily trend); one query gives
-the latency percentiles (PostgreSQL's `percentile_cont`; on SQLite one
-window query returns the rows next to each percentile's rank); one the
-credits spent and the cache's savings, one the dedup's savings; one the
-versions' names. Five in all, on both databases. A run belongs to a period by its `created_at`. On
-PostgreSQL the pass over the runs can be an index-only scan of the
-covering index of migration 0014 (the planner picks it when random page
-reads are priced for SSDs, see bench/console.py), and the credits and the
-savings read only the step runs that spent or saved something (partial
-indexes).
+of queries whatever the number of runs (runs.tally holds them). A run
+belongs to a period by its `created_at`.
+
+The days that are over are read from their daily roll-up (runs.rollup):
+per (version, UTC day), the figures of the day's runs that had finished
+before the roll-up's watermark, and of their step runs written before it.
+Everything else is read from the runs themselves: the parts of the period
+that are not whole rolled-up days (today, the first day's hours, a day not
+rolled up yet or marked stale by a retry) and, of the rolled-up days, the
+runs not counted there (not finished, or finished after the watermark; a
+partial index holds the first, an index on `finished_at` finds the second)
+and the step runs written after the watermark (a partial index on their
+`finished_at`). So the figures are those of the runs as they stand, with
+or without a roll-up, but for latency: over rolled-up days the
+percentiles come from a latency histogram whose buckets are 5 % wide
+(runs.tally.BUCKET), so they are within one bucket (5 %) of the exact
+ones; a period without a rolled-up day gets exact percentiles
+(PostgreSQL's `percentile_cont`; on SQLite one window query returns the
+rows next to each percentile's rank). All of a report's queries read one
+snapshot (REPEATABLE READ on PostgreSQL), so a roll-up or a retry
+committing meanwhile is seen entirely or not at all.
+
+The queries: one pass over the runs read directly, grouped by (version,
+day), gives the counts, costs and escalations (per version by summing the
+days, and the daily trend); one the latency percentiles (or histogram);
+per part of the period not rolled up, one for the lowest and highest run
+id; per such part, and for the step runs written after the watermark, one
+each for cache hits, credits spent and dedup hits (each through its own
+partial index, read by range); one the versions' names. With whole days
+in the period, one more for which are rolled up, and with rolled-up days
+two more: their rows, and what the first runs of their dedup hits that
+were still paying have paid. Their number depends on how the period falls
+on days, never on the number of runs: 7 for 24 hours, 17 for 30 days
+rolled up.
 
 Definitions (all per workflow version, over the runs created in
 [since, until)):
@@ -24,7 +46,8 @@ Definitions (all per workflow version, over the runs created in
   in front of a person (draft review or tool call).
 * `latency_p50_ms` / `latency_p95_ms`: `finished_at - created_at` of the
   finished runs, continuous percentiles (linear interpolation between the
-  two nearest ranks). None when no run finished.
+  two nearest ranks); within 5 % when the period has rolled-up days (see
+  above). None when no run finished.
 * `cost_usd`: what the runs paid, model plus vendor spend (`model_usd`,
   `vendor_usd` apart); `cost_per_run` = cost / runs; `cost_per_success` =
   the cost of ALL runs / successes, i.e. what one successful outcome costs
@@ -46,42 +69,31 @@ Definitions (all per workflow version, over the runs created in
 
 from __future__ import annotations
 
-import json
-import math
-from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from functools import reduce
+from operator import or_
 
-from django.db import connection
-from django.db.models import (
-    Aggregate,
-    BigIntegerField,
-    Count,
-    DecimalField,
-    F,
-    FloatField,
-    Func,
-    JSONField,
-    OuterRef,
-    Q,
-    QuerySet,
-    Subquery,
-    Sum,
-    Value,
-    Window,
-)
-from django.db.models.fields.json import KT
-from django.db.models.functions import Cast, Coalesce, Least, NullIf, RowNumber, TruncDate
+from django.db import connection, transaction
+from django.db.models import F, Max, Min, Q, Subquery
 from django.utils import timezone
 
-from approvals.models import ApprovalRequest
-from runs.models import Run, RunStatus, StepKind, StepRun, StepRunStatus, Workflow, WorkflowVersion
+from runs import tally
+from runs.models import (
+    DailyRollup,
+    DailyRollupDedup,
+    RollupDay,
+    RollupWatermark,
+    Run,
+    Workflow,
+    WorkflowVersion,
+)
+from runs.tally import ZERO, Tally
 
 CENT = Decimal("0.000001")
-MONEY: DecimalField[Decimal, Decimal] = DecimalField(max_digits=16, decimal_places=6)
-ZERO = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -131,66 +143,12 @@ class TrendPoint:
     cost_per_success: Decimal | None
 
 
-class LatencyMs(Func):
-    """`finished_at - created_at` of a run in milliseconds (NULL while it runs)."""
+@dataclass(frozen=True)
+class PeriodReport:
+    """The figures per version and the daily trend of one period."""
 
-    output_field = FloatField()
-
-    def __init__(self) -> None:
-        super().__init__(F("finished_at"), F("created_at"))
-
-    def as_sql(self, compiler, connection, **extra_context):
-        return super().as_sql(
-            compiler,
-            connection,
-            # date_part is double precision; EXTRACT is numeric (slower) since PG 14.
-            template="(date_part('epoch', %(expressions)s) * 1000)",
-            arg_joiner=" - ",
-            **extra_context,
-        )
-
-    def as_sqlite(self, compiler, connection, **extra_context):
-        # julianday() keeps the stored fractional seconds: a day is 86,400,000 ms.
-        return super().as_sql(
-            compiler,
-            connection,
-            template="((julianday(%(expressions)s)) * 86400000.0)",
-            arg_joiner=") - julianday(",
-            **extra_context,
-        )
-
-
-class PercentileCont(Aggregate):
-    """PostgreSQL's ordered-set aggregate: the median and the 95th
-    percentile in one call, `percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP`."""
-
-    function = "percentile_cont"
-    template = "%(function)s(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY %(expressions)s)"
-
-
-def _runs(
-    since: datetime, until: datetime, workflow: Workflow | None, version: WorkflowVersion | None
-) -> QuerySet[Run]:
-    if since >= until:
-        raise ValueError("since must be before until")
-    runs = Run.objects.filter(created_at__gte=since, created_at__lt=until)
-    if workflow is not None:
-        runs = runs.filter(workflow=workflow)
-    if version is not None:
-        runs = runs.filter(version=version)
-    return runs
-
-
-def _prefixed(
-    since: datetime, until: datetime, workflow: Workflow | None, version: WorkflowVersion | None
-) -> Q:
-    """The same period and filters, seen from a row that points at a run."""
-    q = Q(run__created_at__gte=since, run__created_at__lt=until)
-    if workflow is not None:
-        q &= Q(run__workflow=workflow)
-    if version is not None:
-        q &= Q(run__version=version)
-    return q
+    versions: list[VersionMetrics]
+    trend: list[TrendPoint]
 
 
 def _ratio(part: int | Decimal, whole: int) -> float:
@@ -205,19 +163,6 @@ def _per(value: Decimal, count: int) -> Decimal | None:
     return (value / count).quantize(CENT) if count else None
 
 
-def _add_credits(into: dict[str, int], vendor: str, credits: int) -> None:
-    if vendor and credits:
-        into[vendor] = into.get(vendor, 0) + int(credits)
-
-
-@dataclass(frozen=True)
-class PeriodReport:
-    """The figures per version and the daily trend of one period."""
-
-    versions: list[VersionMetrics]
-    trend: list[TrendPoint]
-
-
 def workflow_metrics(
     *,
     since: datetime,
@@ -227,9 +172,27 @@ def workflow_metrics(
 ) -> list[VersionMetrics]:
     """The figures of every workflow version with runs created in
     [since, until), ordered by workflow slug then version number. Optionally
-    only one workflow's, or one version's. Five queries (none more for more
-    runs); one when the period has no run."""
+    only one workflow's, or one version's. A fixed number of queries (none
+    more for more runs, see the module); one when the period has no run
+    and no whole day, two with whole days but none rolled up."""
     return period_report(since=since, until=until, workflow=workflow, version=version).versions
+
+
+@dataclass(frozen=True)
+class _Split:
+    """A period cut in two: its whole days read from their roll-up, and the
+    runs read from the runs table (`raw`, a condition on Run)."""
+
+    rolled: list[date]
+    raw: Q
+    raw_finished: Q  # the finished runs among them, without the arm of the unfinished
+    subject: Q  # the workflow or version asked for, on a row with both
+    version_subject: Q  # the same on a row with only the version
+    # The parts of the period not rolled up, and the rolled-up days, as
+    # [start, end) ranges of `created_at`; the roll-up's watermark.
+    unrolled: list[tuple[datetime, datetime]]
+    rolled_ranges: list[tuple[datetime, datetime]]
+    watermark: datetime | None
 
 
 def period_report(
@@ -240,82 +203,261 @@ def period_report(
     version: WorkflowVersion | None = None,
 ) -> PeriodReport:
     """`workflow_metrics` and `workflow_trend` of one period, from the same
-    pass over the runs (five queries in all)."""
-    runs = _runs(since, until, workflow, version)
-    days = _day_rows(runs, since)
-    trend = _trend(days, since, until)
-    if not days:
-        return PeriodReport([], trend)
-    totals: dict[int, dict[str, Any]] = {}
-    for row in days:
-        total = totals.setdefault(row["version_id"], dict.fromkeys(_SUMMED, 0))
-        for name in _SUMMED:
-            total[name] += row[name] or 0
-    latency = _latency(runs, list(totals))
-    savings = _savings(since, until, workflow, version)
-    names = {
-        row["id"]: (row["workflow__slug"], row["number"])
-        for row in WorkflowVersion.objects.filter(pk__in=totals).values(
-            "id", "number", "workflow__slug"
-        )
-    }
+    pass over the runs (and the roll-up of its whole days)."""
+    with _snapshot(_whole_days(since, until)):
+        split = _split(since, until, workflow, version)
+        days, rolled = _days(split)
+        trend = _trend(days, since, until)
+        if not days:
+            return PeriodReport([], trend)
+        totals: dict[int, Tally] = {}
+        for (key, _), found in days.items():
+            totals.setdefault(key, Tally()).add(found)
+        latency = _latency(split, totals, rolled)
+        for part in _savings(split, rolled):
+            for key, found in part.items():
+                if key in totals:
+                    totals[key].add(found)
+        names = {
+            row["id"]: (row["workflow__slug"], row["number"])
+            for row in WorkflowVersion.objects.filter(pk__in=totals).values(
+                "id", "number", "workflow__slug"
+            )
+        }
     versions = [
-        _version_metrics(key, names[key], total, latency, savings) for key, total in totals.items()
+        _version_metrics(names[key], total, latency.get(key, (None, None)))
+        for key, total in totals.items()
     ]
     versions.sort(key=lambda row: (row.workflow, row.version))
     return PeriodReport(versions, trend)
 
 
-_SUMMED = ("runs", "succeeded", "failed", "successes", "cost", "vendor", "calls", "escalated")
+def _days(split: _Split) -> tuple[dict[tuple[int, date], Tally], list[DailyRollup]]:
+    """Counts and money per (version, day): the one pass over the runs read
+    directly, plus the rows of the rolled-up days (one query more)."""
+    days = tally.run_tallies(split.raw)
+    rolled = []
+    if split.rolled:
+        rolled = list(DailyRollup.objects.filter(split.subject, day__in=split.rolled))
+    for row in rolled:
+        days.setdefault((row.version_id, row.day), Tally()).add(_runs_of(row))
+    return days, rolled
 
 
-def _day_rows(runs: QuerySet[Run], since: datetime) -> list[dict[str, Any]]:
-    """Counts and costs per (version, day): the one pass over the runs."""
-    # An approval request is created after its run, so the requests since
-    # the period began (an hour of slack for clocks) hold every request of
-    # its runs: a bounded set, hashed once, not one look-up per run.
-    asked = ApprovalRequest.objects.filter(created_at__gte=since - timedelta(hours=1))
-    return list(
-        runs.annotate(day=TruncDate("created_at"))
-        .values("version_id", "day")
-        .annotate(
-            runs=Count("*"),
-            succeeded=Count("id", filter=Q(status=RunStatus.SUCCEEDED)),
-            failed=Count("id", filter=Q(status=RunStatus.FAILED)),
-            successes=Count("id", filter=Q(success=True)),
-            cost=Sum("cost_usd"),
-            vendor=Sum("vendor_usd"),
-            calls=Sum(F("llm_calls") + F("tool_calls")),
-            escalated=Count("id", filter=Q(id__in=asked.values("run_id"))),
-        )
-        .order_by()
+def _whole_days(since: datetime, until: datetime) -> list[date]:
+    """The UTC days wholly inside [since, until) that may be rolled up:
+    none unless days are counted in UTC (the trend's days are the current
+    time zone's; the roll-up's are UTC days)."""
+    if timezone.localtime(since).utcoffset() or timezone.localtime(until).utcoffset():
+        return []
+    first = since.astimezone(UTC).date()
+    if datetime.combine(first, time(), UTC) < since:
+        first += timedelta(days=1)
+    last = until.astimezone(UTC).date()  # the day `until` falls in is not whole
+    return [first + timedelta(days=n) for n in range((last - first).days)]
+
+
+@contextmanager
+def _snapshot(whole_days: list[date]) -> Iterator[None]:
+    """Read the roll-up and the runs in one snapshot (PostgreSQL, REPEATABLE
+    READ): a roll-up, or a retry that marks a day stale, commits entirely
+    before the report's reads or after them. Not needed without whole days
+    (no roll-up is read); not possible inside a transaction already begun."""
+    if not whole_days or connection.vendor != "postgresql" or connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            # Compiling these queries (JIT, for their cost estimates) takes
+            # longer than it saves: 10-15 ms each at a million runs.
+            cursor.execute("SET LOCAL jit = off")
+        yield
+
+
+def _split(
+    since: datetime, until: datetime, workflow: Workflow | None, version: WorkflowVersion | None
+) -> _Split:
+    """Which whole days of the period are rolled up (one query, none without
+    a whole day), and the condition on the runs that are not counted there:
+    the other parts of the period, and the runs of the rolled-up days that
+    had not finished before the watermark. Each arm of the condition has an
+    index: `created_at` (run_created_cover), unfinished runs (run_unfinished)
+    and `finished_at` (run_finished_at), so PostgreSQL can OR their bitmaps."""
+    if since >= until:
+        raise ValueError("since must be before until")
+    subject, version_subject = Q(), Q()
+    if workflow is not None:
+        subject &= Q(workflow=workflow)
+        version_subject &= Q(version__workflow=workflow)
+    if version is not None:
+        subject &= Q(version=version)
+        version_subject &= Q(version=version)
+    whole = _whole_days(since, until)
+    found = list(
+        RollupDay.objects.filter(stale=False, day__in=whole)
+        .annotate(before=Subquery(RollupWatermark.objects.values("finished_before")[:1]))
+        .values_list("day", "before")
+        .order_by("day")
+        if whole
+        else []
+    )
+    rolled = [day for day, _ in found]
+    watermark = found[0][1] if found else None
+    ranges: list[list[datetime]] = []
+    for day in rolled:
+        start = datetime.combine(day, time(), UTC)
+        if ranges and ranges[-1][1] == start:
+            ranges[-1][1] = start + timedelta(days=1)
+        else:
+            ranges.append([start, start + timedelta(days=1)])
+    arms, unfinished, unrolled = [], [], []
+    cursor = since
+    for start, end in ranges:
+        if cursor < start:
+            unrolled.append((cursor, start))
+        within = Q(created_at__gte=start, created_at__lt=end)
+        unfinished.append(within & Q(finished_at__isnull=True))
+        arms.append(within & Q(finished_at__gte=watermark))
+        cursor = end
+    if cursor < until:
+        unrolled.append((cursor, until))
+    arms += [Q(created_at__gte=start, created_at__lt=end) for start, end in unrolled]
+    return _Split(
+        rolled=rolled,
+        raw=reduce(or_, arms + unfinished) & subject,
+        raw_finished=reduce(or_, arms) & Q(finished_at__isnull=False) & subject,
+        subject=subject,
+        version_subject=version_subject,
+        unrolled=unrolled,
+        rolled_ranges=[(start, end) for start, end in ranges],
+        watermark=watermark,
     )
 
 
+def _step_parts(split: _Split) -> list[Q]:
+    """The step runs the roll-up does not hold, in parts that each read one
+    narrow slice of the step runs' partial indexes: per part of the period
+    not rolled up, the step runs of its runs, bounded by the lowest and the
+    highest id of those runs (true of every such step run, and what lets the
+    partial indexes on `run_id` be read by range instead of whole); and of
+    the rolled-up days, the step runs finished after the watermark (a
+    partial index on `finished_at`). One query for the bounds of each part
+    not rolled up."""
+    subject = tally.prefixed(split.subject, "run__")
+    parts = []
+    for start, end in split.unrolled:
+        # One query a part: each reads its own range of run_created_cover
+        # (an OR of the ranges is read as a scan of the whole index). `id + 0`:
+        # a plain min(id) is planned as a walk of the primary key from its
+        # end, past every run of the other days.
+        bounds = Run.objects.filter(
+            split.subject, created_at__gte=start, created_at__lt=end
+        ).aggregate(low=Min(F("id") + 0), high=Max(F("id") + 0))
+        if bounds["low"] is None:
+            continue  # no run there
+        parts.append(
+            Q(run__created_at__gte=start, run__created_at__lt=end)
+            & Q(run_id__gte=bounds["low"], run_id__lte=bounds["high"])
+            & subject
+        )
+    if split.rolled_ranges:
+        within = reduce(
+            or_,
+            [
+                Q(run__created_at__gte=start, run__created_at__lt=end)
+                for start, end in split.rolled_ranges
+            ],
+        )
+        parts.append(within & Q(finished_at__gte=split.watermark) & subject)
+    return parts
+
+
+def _runs_of(row: DailyRollup) -> Tally:
+    """The run-level figures of a roll-up row (what the trend adds up)."""
+    return Tally(
+        runs=row.runs,
+        succeeded=row.succeeded,
+        failed=row.failed,
+        successes=row.successes,
+        escalated=row.escalated,
+        cost=row.cost_usd,
+        vendor=row.vendor_usd,
+        calls=row.calls,
+    )
+
+
+def _latency(
+    split: _Split, totals: dict[int, Tally], rolled: list[DailyRollup]
+) -> dict[int, tuple[float | None, float | None]]:
+    """p50 and p95 per version: exact over the runs alone, from the merged
+    histograms when rolled-up days are in the period. One query."""
+    if not split.rolled:
+        return dict(tally.exact_latencies(split.raw_finished, list(totals)))
+    histograms: dict[int, dict[int, int]] = {}
+    for row in rolled:
+        merged = histograms.setdefault(row.version_id, {})
+        for index, count in row.latency.items():
+            merged[int(index)] = merged.get(int(index), 0) + count
+    for key, found in tally.latency_histograms(split.raw_finished).items():
+        merged = histograms.setdefault(key, {})
+        for index, count in found.items():
+            merged[index] = merged.get(index, 0) + count
+    return {
+        key: (
+            tally.histogram_percentile(histogram, 0.5),
+            tally.histogram_percentile(histogram, 0.95),
+        )
+        for key, histogram in histograms.items()
+    }
+
+
+def _savings(split: _Split, rolled: list[DailyRollup]) -> list[dict[int, Tally]]:
+    """Credits, cache and dedup figures per version: three queries (cache
+    hits, credits, dedup hits) per part of the step runs read directly (see
+    `_step_parts`), and with rolled-up days their rows plus one query for
+    what their dedup hits' first runs that were still paying have paid."""
+    parts = []
+    for steps in _step_parts(split):
+        parts += [tally.step_tallies(steps), tally.dedup_tallies(steps)]
+    if not split.rolled:
+        return parts
+    from_rows: dict[int, Tally] = {}
+    for row in rolled:
+        from_rows.setdefault(row.version_id, Tally()).add(
+            Tally(
+                credits=row.credits,
+                cache_hits=row.cache_hits,
+                cache_saved=row.cache_saved_usd,
+                cache_saved_credits=row.cache_saved_credits,
+                dedup_hits=row.dedup_hits,
+                dedup_saved=row.dedup_saved_usd,
+                dedup_saved_credits=row.dedup_saved_credits,
+            )
+        )
+    references = DailyRollupDedup.objects.filter(
+        split.version_subject, day__in=split.rolled, settled=False
+    )
+    return [*parts, from_rows, tally.referenced_savings(references)]
+
+
 def _version_metrics(
-    key: int,
-    name: tuple[str, int],
-    total: dict[str, Any],
-    latency: dict[int, tuple[float | None, float | None]],
-    savings: dict[str, dict[int, dict[str, Any]]],
+    name: tuple[str, int], total: Tally, latency: tuple[float | None, float | None]
 ) -> VersionMetrics:
-    runs, successes = total["runs"], total["successes"]
-    cost, vendor = _money(total["cost"]), _money(total["vendor"])
+    runs, successes = total.runs, total.successes
+    cost, vendor = _money(total.cost), _money(total.vendor)
     model = cost - vendor
-    cached = savings["cache"].get(key, {})
-    deduped = savings["dedup"].get(key, {})
-    cache_hits = cached.get("hits", 0)
-    p50, p95 = latency.get(key, (None, None))
+    p50, p95 = latency
     return VersionMetrics(
         workflow=name[0],
         version=name[1],
         runs=runs,
-        succeeded=total["succeeded"],
-        failed=total["failed"],
-        successes=total["successes"],
-        success_rate=_ratio(total["succeeded"], runs),
-        error_rate=_ratio(total["failed"], runs),
-        escalation_rate=_ratio(total["escalated"], runs),
+        succeeded=total.succeeded,
+        failed=total.failed,
+        successes=successes,
+        success_rate=_ratio(total.succeeded, runs),
+        error_rate=_ratio(total.failed, runs),
+        escalation_rate=_ratio(total.escalated, runs),
         latency_p50_ms=p50,
         latency_p95_ms=p95,
         cost_usd=cost,
@@ -327,148 +469,15 @@ def _version_metrics(
         vendor_usd=vendor,
         vendor_per_run=(vendor / runs).quantize(CENT),
         vendor_per_success=_per(vendor, successes),
-        credits=savings["credits"].get(key, {}),
-        cache_hits=cache_hits,
-        cache_hit_rate=_ratio(cache_hits, cache_hits + total["calls"]),
-        cache_saved_usd=_money(cached.get("saved")),
-        cache_saved_credits=cached.get("credits", {}),
-        dedup_hits=deduped.get("hits", 0),
-        dedup_saved_usd=_money(deduped.get("saved")),
-        dedup_saved_credits=deduped.get("credits", {}),
+        credits=total.credits,
+        cache_hits=total.cache_hits,
+        cache_hit_rate=_ratio(total.cache_hits, total.cache_hits + total.calls),
+        cache_saved_usd=_money(total.cache_saved),
+        cache_saved_credits=total.cache_saved_credits,
+        dedup_hits=total.dedup_hits,
+        dedup_saved_usd=_money(total.dedup_saved),
+        dedup_saved_credits=total.dedup_saved_credits,
     )
-
-
-def _latency(
-    runs: QuerySet[Run], versions: list[int]
-) -> dict[int, tuple[float | None, float | None]]:
-    finished = runs.filter(finished_at__isnull=False)
-    if connection.vendor != "postgresql":
-        return _latency_by_window(finished)
-    from django.contrib.postgres.fields import ArrayField
-
-    # One ordered-set aggregate per version, each over its own runs (FILTER):
-    # the period's runs are read once and never sorted as a whole (a GROUP BY
-    # would sort them all by version first), and each aggregate sorts only
-    # its version's latencies, once for both percentiles.
-    found = finished.aggregate(
-        **{
-            f"v{key}": PercentileCont(
-                LatencyMs(), filter=Q(version_id=key), output_field=ArrayField(FloatField())
-            )
-            for key in versions
-        }
-    )
-    return {key: tuple(found[f"v{key}"]) for key in versions if found[f"v{key}"] is not None}
-
-
-def _latency_by_window(runs: QuerySet[Run]) -> dict[int, tuple[float | None, float | None]]:
-    """p50 and p95 per version without `percentile_cont`: one query ranks the
-    finished runs by latency within their version and returns only the rows
-    next to each percentile's fractional rank (at most four per version);
-    the interpolation between them is done here, as percentile_cont does."""
-    ranked = (
-        runs.annotate(
-            ms=LatencyMs(),
-            rank=Window(RowNumber(), partition_by=[F("version_id")], order_by=LatencyMs().asc()),
-            size=Window(Count("id"), partition_by=[F("version_id")]),
-        )
-        # The 0-based rank r is needed for a percentile p when |r - p(n-1)| < 1.
-        .annotate(
-            near=Least(
-                Func(F("rank") - 1 - 0.5 * (F("size") - 1), function="ABS"),
-                Func(F("rank") - 1 - 0.95 * (F("size") - 1), function="ABS"),
-            )
-        )
-        .filter(near__lt=1)
-        .values_list("version_id", "rank", "size", "ms")
-    )
-    found: dict[int, dict[int, float]] = defaultdict(dict)
-    sizes: dict[int, int] = {}
-    for version_id, rank, size, ms in ranked:
-        found[version_id][rank - 1] = ms
-        sizes[version_id] = size
-    return {
-        key: (_interpolate(found[key], sizes[key], 0.5), _interpolate(found[key], sizes[key], 0.95))
-        for key in found
-    }
-
-
-def _interpolate(values: dict[int, float], size: int, fraction: float) -> float:
-    position = fraction * (size - 1)
-    low, high = math.floor(position), math.ceil(position)
-    return values[low] + (values[high] - values[low]) * (position - low)
-
-
-def _savings(
-    since: datetime, until: datetime, workflow: Workflow | None, version: WorkflowVersion | None
-) -> dict[str, dict[int, dict[str, Any]]]:
-    """Credits spent, and cache hits and dedup duplicates and what they
-    saved, per version: two queries over only the step runs that spent
-    credits or saved something (partial indexes hold exactly those rows,
-    see migrations 0009 and 0014). Credits are per vendor: the first query's
-    rows come per (version, vendor), the dedup's per (version, the first
-    run's credits), a handful of shapes."""
-    period = StepRun.objects.filter(_prefixed(since, until, workflow, version))
-    cache_rows = (
-        period.filter(Q(cache_hit=True) | Q(credits__gt=0))
-        .values("run__version_id", "vendor", "cache_hit")
-        .annotate(
-            hits=Count("*"),
-            saved=Sum("cost_saved_usd"),
-            saved_credits=Sum("credits_saved"),
-            credits=Sum("credits"),
-        )
-        .order_by()
-    )
-    first_run = Run.objects.filter(pk=OuterRef("first_run_id"))
-    dedup_rows = (
-        period.filter(kind=StepKind.DEDUP, edge="duplicate", status=StepRunStatus.SUCCEEDED)
-        .annotate(first_run_id=Cast(KT("output__first_run"), BigIntegerField()))
-        .values(
-            "run__version_id",
-            "vendor",
-            "credits_saved",
-            first_credits=Subquery(first_run.values("credits")[:1], output_field=JSONField()),
-        )
-        .annotate(
-            hits=Count("*"),
-            saved=Sum(
-                Coalesce(
-                    NullIf("cost_saved_usd", Value(ZERO)),
-                    Subquery(first_run.values("cost_usd")[:1], output_field=MONEY),
-                    Value(ZERO),
-                ),
-                output_field=MONEY,
-            ),
-        )
-        .order_by()
-    )
-    spent: dict[int, dict[str, int]] = defaultdict(dict)
-    cache: dict[int, dict[str, Any]] = {}
-    for row in cache_rows:
-        version_id = row["run__version_id"]
-        _add_credits(spent[version_id], row["vendor"], row["credits"])
-        if not row["cache_hit"]:
-            continue
-        found = cache.setdefault(version_id, {"hits": 0, "saved": ZERO, "credits": {}})
-        found["hits"] += row["hits"]
-        found["saved"] += row["saved"] or ZERO
-        _add_credits(found["credits"], row["vendor"], row["saved_credits"])
-    dedup: dict[int, dict[str, Any]] = {}
-    for row in dedup_rows:
-        found = dedup.setdefault(row["run__version_id"], {"hits": 0, "saved": ZERO, "credits": {}})
-        found["hits"] += row["hits"]
-        found["saved"] += row["saved"] or ZERO
-        # The credits the step recorded as saved, else what the first run spent.
-        if row["credits_saved"]:
-            _add_credits(found["credits"], row["vendor"], row["credits_saved"] * row["hits"])
-            continue
-        first = row["first_credits"]
-        if isinstance(first, str):
-            first = json.loads(first)
-        for vendor, credits in (first or {}).items():
-            _add_credits(found["credits"], vendor, int(credits) * row["hits"])
-    return {"cache": cache, "dedup": dedup, "credits": dict(spent)}
 
 
 def workflow_trend(
@@ -480,35 +489,37 @@ def workflow_trend(
 ) -> list[TrendPoint]:
     """One point per day from `since` to `until` (days without runs
     included, with zeros): runs, error rate and cost per successful outcome
-    of the runs created that day. One query."""
-    return _trend(_day_rows(_runs(since, until, workflow, version), since), since, until)
+    of the runs created that day. One query; with whole days one more, and
+    with rolled-up days two more."""
+    with _snapshot(_whole_days(since, until)):
+        split = _split(since, until, workflow, version)
+        days, _ = _days(split)
+    return _trend(days, since, until)
 
 
-def _trend(rows: list[dict[str, Any]], since: datetime, until: datetime) -> list[TrendPoint]:
-    by_day: dict[date, dict[str, Any]] = {}
-    for row in rows:
-        totals = by_day.setdefault(row["day"], dict.fromkeys(_SUMMED, 0))
-        for name in _SUMMED:
-            totals[name] += row[name] or 0
-    empty = dict.fromkeys(_SUMMED, 0)
+def _trend(
+    days: dict[tuple[int, date], Tally], since: datetime, until: datetime
+) -> list[TrendPoint]:
+    by_day: dict[date, Tally] = {}
+    for (_, day), found in days.items():
+        by_day.setdefault(day, Tally()).add(found)
+    empty = Tally()
     points = []
     # TruncDate counts days in the current time zone: so do the bounds.
     day = timezone.localtime(since).date()
     last = timezone.localtime(until - timedelta(microseconds=1)).date()
     while day <= last:
         row = by_day.get(day, empty)
-        cost = _money(row["cost"])
+        cost = _money(row.cost)
         points.append(
             TrendPoint(
                 day=day,
-                runs=row["runs"],
-                failed=row["failed"],
-                successes=row["successes"],
+                runs=row.runs,
+                failed=row.failed,
+                successes=row.successes,
                 cost_usd=cost,
-                error_rate=_ratio(row["failed"], row["runs"]),
-                cost_per_success=(cost / row["successes"]).quantize(CENT)
-                if row["successes"]
-                else None,
+                error_rate=_ratio(row.failed, row.runs),
+                cost_per_success=_per(cost, row.successes),
             )
         )
         day += timedelta(days=1)

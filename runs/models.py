@@ -7,6 +7,8 @@ executed attempt; the engine (`runs.engine`) owns every state change.
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -540,3 +542,122 @@ class ToolAnswer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tool} {self.key} (g{self.generation})"
+
+
+# --- the dashboard's daily roll-up (runs.rollup builds it, runs.metrics reads it) ---
+
+
+class RollupWatermark(models.Model):
+    """The one row saying up to when the roll-up has counted runs: every
+    rolled day (not stale) holds exactly its runs that finished before
+    `finished_before`. The roll-up job locks this row, so two jobs take
+    turns."""
+
+    finished_before = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"runs finished before {self.finished_before}"
+
+
+class RollupDay(models.Model):
+    """A UTC day of runs (by `created_at`) rolled up into `DailyRollup` rows.
+
+    `stale`: a run of the day stopped being terminal (a retry) after the day
+    was rolled up; the dashboard reads the day from the runs until the job
+    rolls it up again. A retry marks the day in its own transaction, by an
+    upsert that waits for a roll-up holding the row (see runs.rollup)."""
+
+    day = models.DateField(unique=True)
+    stale = models.BooleanField(default=False)
+    rolled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-day"]
+
+    def __str__(self) -> str:
+        return f"{self.day}{' (stale)' if self.stale else ''}"
+
+    @staticmethod
+    def mark_stale(day: date) -> None:
+        """Mark the day stale (creating its row if it has none), so that no
+        roll-up of it counts a run that is no longer terminal. An upsert,
+        not a check-then-insert: it waits for a roll-up of the day in
+        progress, and a roll-up started later waits for it."""
+        RollupDay.objects.bulk_create(
+            [RollupDay(day=day, stale=True)],
+            update_conflicts=True,
+            unique_fields=["day"],
+            update_fields=["stale"],
+        )
+
+    @staticmethod
+    def mark_active_again(run_id: int, created_at: datetime) -> None:
+        """A terminal run is active again (a retry): mark stale its day, and
+        the days whose dedup hits saved what it paid as it stood then (it
+        may pay more now). Call in the transaction that makes it active."""
+        RollupDay.mark_stale(created_at.astimezone(UTC).date())
+        settled = DailyRollupDedup.objects.filter(first_run_id=run_id, settled=True)
+        for day in settled.values_list("day", flat=True).distinct():
+            RollupDay.mark_stale(day)
+
+
+class DailyRollup(models.Model):
+    """The figures of one workflow version's runs of one UTC day that had
+    finished before the watermark when the day was rolled up. Every figure
+    of runs.metrics, in a form that adds up across days: sums and counts,
+    per-vendor credit maps, and a latency histogram (runs.metrics.BUCKET)."""
+
+    day = models.DateField()
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="+")
+    version = models.ForeignKey(WorkflowVersion, on_delete=models.CASCADE, related_name="+")
+    runs = models.PositiveIntegerField(default=0)
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    successes = models.PositiveIntegerField(default=0)
+    escalated = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=16, decimal_places=6, default=0)
+    vendor_usd = models.DecimalField(max_digits=16, decimal_places=6, default=0)
+    calls = models.PositiveBigIntegerField(default=0, help_text="Model plus tool calls.")
+    latency = models.JSONField(default=dict, help_text="Finished runs per latency bucket.")
+    credits = models.JSONField(default=dict)
+    cache_hits = models.PositiveIntegerField(default=0)
+    cache_saved_usd = models.DecimalField(max_digits=16, decimal_places=6, default=0)
+    cache_saved_credits = models.JSONField(default=dict)
+    dedup_hits = models.PositiveIntegerField(default=0)
+    # What the duplicates recorded as saved; the hits that recorded nothing
+    # save what their first run paid, read when the dashboard asks
+    # (DailyRollupDedup), since that run may still be paying.
+    dedup_saved_usd = models.DecimalField(max_digits=16, decimal_places=6, default=0)
+    dedup_saved_credits = models.JSONField(default=dict)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["day", "version"], name="daily_rollup_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} version {self.version_id}: {self.runs} runs"
+
+
+class DailyRollupDedup(models.Model):
+    """Dedup hits of a rolled-up day that save what their first run paid:
+    how many take its dollars (`usd_hits`) and its credits (`credit_hits`).
+
+    `settled`: the first run had finished when the day was rolled up, so
+    what it paid is in the day's `dedup_saved_*`; the row stays so that a
+    retry of that run finds the days to mark stale. Otherwise the first run
+    may still be paying, and the dashboard reads it when asked."""
+
+    day = models.DateField()
+    version = models.ForeignKey(WorkflowVersion, on_delete=models.CASCADE, related_name="+")
+    # The retry of a first run looks its references up here.
+    first_run_id = models.BigIntegerField(null=True, db_index=True)
+    usd_hits = models.PositiveIntegerField(default=0)
+    credit_hits = models.PositiveIntegerField(default=0)
+    settled = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [models.Index(fields=["day"], name="daily_rollup_dedup_day")]
+
+    def __str__(self) -> str:
+        return f"{self.day} version {self.version_id}: {self.usd_hits} of run {self.first_run_id}"

@@ -11,6 +11,7 @@ from django_q.tasks import async_task
 from approvals import sla
 from integrations.idempotency import purge_idempotency_keys
 from runs import engine
+from runs.rollup import roll_up_all
 
 
 def advance(run_id: int) -> str:
@@ -23,6 +24,11 @@ def sweep() -> int:
     sla.sweep_slas()  # approvals to announce, or past their due time
     purge_idempotency_keys()  # API idempotency keys past their 24-hour window
     return rung
+
+
+def roll_up() -> int:
+    """The dashboard's daily roll-up (runs.rollup): the days rolled up."""
+    return sum(len(done.rolled) for done in roll_up_all())
 
 
 def ring(run_id: int) -> None:

@@ -74,8 +74,8 @@ def _migration_data(request):
 
 def restore_migration_data() -> None:
     """Write again what the data migrations wrote: the role groups with
-    their grants, the global kill switch row, the sweeper schedule, the
-    review's reason codes."""
+    their grants, the global kill switch row, the sweeper and roll-up
+    schedules, the review's reason codes."""
     from django.apps import apps
     from django.contrib.auth.models import Group, Permission
 
@@ -106,6 +106,7 @@ def restore_migration_data() -> None:
     )
     importlib.import_module("runs.migrations.0002_sweeper_schedule").add_schedule(apps, None)
     importlib.import_module("approvals.migrations.0004_review_flow").seed_reason_codes(apps, None)
+    importlib.import_module("runs.migrations.0021_daily_rollup").add_schedule(apps, None)
 
 
 @pytest.fixture(autouse=True)

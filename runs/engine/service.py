@@ -35,6 +35,7 @@ from runs.engine.errors import (
 )
 from runs.models import (
     TERMINAL_STATUSES,
+    RollupDay,
     Run,
     RunStatus,
     ToolCallRecord,
@@ -177,7 +178,8 @@ def replay_run(*, run_id: int, version: WorkflowVersion | None = None) -> Starte
 
 def retry_run(*, run_id: int, actor: str = "system") -> Run:
     """Re-queue a failed run at the step that failed; earlier outputs stay.
-    Audited as `run.retried` in the same transaction."""
+    Audited as `run.retried`, and its day's roll-up marked stale, in the
+    same transaction."""
     with transaction.atomic():
         # The failed step runs again as the next attempt, with a fresh
         # allowance of attempts; every step before it keeps its output.
@@ -193,6 +195,10 @@ def retry_run(*, run_id: int, actor: str = "system") -> Run:
         )
         if not updated:
             raise _not_in_state(run_id, "only a failed run can be retried")
+        # The run is active again: a daily roll-up that counted it as
+        # finished no longer holds (see runs.rollup), committed with the retry.
+        created = Run.objects.filter(pk=run_id).values_list("created_at", flat=True).get()
+        RollupDay.mark_active_again(run_id, created)
         audit.record(action="run.retried", actor=actor, target_type=_RUN, target_id=run_id)
         ring(run_id)
     return Run.objects.get(pk=run_id)
