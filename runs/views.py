@@ -459,7 +459,12 @@ def _dead_groups() -> list[dict[str, Any]]:
     rows = list(
         _dead_runs()
         .values("workflow_id", "workflow__slug", "current_step", "error_type")  # type: ignore[misc]  # annotated by _dead_runs
-        .annotate(runs=Count("id"), oldest=Min("dead_lettered_at"), newest=Max("dead_lettered_at"))
+        .annotate(
+            runs=Count("id"),
+            oldest=Min("dead_lettered_at"),
+            newest=Max("dead_lettered_at"),
+            not_retryable=Count("id", filter=Q(retryable=False)),
+        )
         .order_by("-runs", "workflow__slug", "current_step")[:DEAD_GROUPS_SHOWN]
     )
     base = reverse("console-deadletter-list")
@@ -468,7 +473,20 @@ def _dead_groups() -> list[dict[str, Any]]:
         row["url"] = f"{base}?{urlencode({'group': row['key']})}"
         row["oldest"] = timezone.localtime(row["oldest"]).strftime("%Y-%m-%d %H:%M")
         row["newest"] = timezone.localtime(row["newest"]).strftime("%Y-%m-%d %H:%M")
+        row["cause"] = _dead_cause(row["runs"], row["not_retryable"])
     return rows
+
+
+def _dead_cause(runs: int, not_retryable: int) -> str:
+    """Why a group's runs are dead, for the operator deciding what to do:
+    an error no retry can mend as it stands (a bug, invalid arguments, a
+    refusal: fix, then retry), or a retryable one whose attempts ran out
+    (retrying may do; an outage held by a circuit breaker spends none)."""
+    if not_retryable == runs:
+        return "needs a fix: not retryable as it stands"
+    if not not_retryable:
+        return "attempts exhausted on a retryable error"
+    return f"mixed: {not_retryable} not retryable, {runs - not_retryable} attempts exhausted"
 
 
 def _group_condition(keys: list[str]) -> Q | None:

@@ -345,3 +345,28 @@ def test_concurrent_failures_are_each_counted_and_open_it_once():
     assert found.state == "open" and found.opened_count == 1
     assert len(found.last_errors) == 5
     assert actions() == ["breaker.opened"]
+
+
+def test_dead_runs_retried_while_the_breaker_is_open_wait_on_it_without_calling(
+    make_workflow, make_user, client
+):
+    """Retrying a dead-letter group honours the breaker: the check is at the
+    call, so retried runs wait on it instead of hammering the vendor."""
+    version = make_workflow(
+        chain(
+            {"key": "call", "kind": "tool", "config": {"tool": "test.flaky"}, "max_attempts": 1},
+            END,
+        )
+    )
+    vendor(down=True)
+    dead = [drive(engine.start_run(workflow=version.workflow, input={}).run.pk) for _ in range(3)]
+    assert {run.status for run in dead} == {"failed"} and breaker().state == "open"
+    client.force_login(make_user("operator"))
+    page = client.get("/console/dead-letters/").content.decode()
+    assert "attempts exhausted on a retryable error" in page  # the group's cause
+    before = calls()
+    for run in dead:
+        engine.retry_run(run_id=run.pk)
+        retried = drive(run.pk)
+        assert (retried.status, retried.wait_reason) == ("waiting", WAITING)
+    assert calls() == before
