@@ -584,6 +584,14 @@ BOSUN_BREAKER_COOLDOWN_S = env_float("BOSUN_BREAKER_COOLDOWN_S", 10.0)
 BOSUN_BREAKER_MAX_COOLDOWN_S = env_float("BOSUN_BREAKER_MAX_COOLDOWN_S", 30.0)
 BOSUN_BREAKER_PROBE_TIMEOUT_S = env_float("BOSUN_BREAKER_PROBE_TIMEOUT_S", 120.0)
 BOSUN_BREAKER_RESUME_PER_S = env_float("BOSUN_BREAKER_RESUME_PER_S", 20.0)
+# A breaker still not closed this long after its failures began is reported
+# once per outage (by BOSUN_BREAKER_NOTIFIER): an email to the members of
+# BOSUN_ALERT_GROUP, and a JSON post (Slack-compatible `text`) to
+# BOSUN_ALERT_WEBHOOK_URL when set.
+BOSUN_BREAKER_ALERT_S = env_float("BOSUN_BREAKER_ALERT_S", 900.0)
+BOSUN_BREAKER_NOTIFIER = env_str("BOSUN_BREAKER_NOTIFIER", "policies.alerts.breaker_open_too_long")
+BOSUN_ALERT_GROUP = env_str("BOSUN_ALERT_GROUP", "operator")
+BOSUN_ALERT_WEBHOOK_URL = env_str("BOSUN_ALERT_WEBHOOK_URL", "")
 if (
     BOSUN_BREAKER_FAILURES < 1
     or min(

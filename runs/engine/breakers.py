@@ -39,14 +39,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count
+from django.utils.module_loading import import_string
 
 from policies.audit import record as audit_record
-from policies.models import Breaker
+from policies.models import AuditEntry, Breaker
 from runs.engine import tracing
 from runs.engine.doorbell import ring
 from runs.engine.errors import BreakerOpen, StepTimeout, breaker_wait_reason
@@ -509,3 +511,56 @@ def _as_datetime(value: datetime | str) -> datetime:
 
 def _loads(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
+
+
+def alert_long_outages() -> list[str]:
+    """Report, once per outage, each breaker still not closed
+    `BOSUN_BREAKER_ALERT_S` after its failures began: audited as
+    `breaker.alerted` under the breaker row's lock (so concurrent sweepers
+    report it once), then handed to `BOSUN_BREAKER_NOTIFIER` after the
+    commit (a mail server or chat that is down fails nothing). The keys
+    reported. Called by the sweep."""
+    if not settings.BOSUN_BREAKERS:
+        return []
+    earlier = (
+        "(clock_timestamp() - make_interval(secs => %s))"
+        if connection.vendor == "postgresql"
+        else "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now', printf('-%%.3f seconds', %s))"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT key FROM {BREAKER} WHERE enabled AND state <> 'closed'"
+            f" AND first_failure_at <= {earlier}",
+            [settings.BOSUN_BREAKER_ALERT_S],
+        )
+        keys = [row[0] for row in cursor.fetchall()]
+    reported = []
+    for key in keys:
+        with transaction.atomic():
+            breaker = Breaker.objects.select_for_update().get(key=key)
+            began = breaker.first_failure_at
+            if breaker.state == "closed" or began is None:
+                continue
+            told = AuditEntry.objects.filter(
+                action="breaker.alerted",
+                target_type="policies.breaker",
+                target_id=key,
+                at__gte=began,
+            )
+            if told.exists():
+                continue
+            waiting = Run.objects.filter(
+                status=RunStatus.WAITING, wait_reason=breaker_wait_reason(key)
+            ).count()
+            data = {"since": began.isoformat(), "state": breaker.state, "waiting": waiting}
+            _transition("breaker.alerted", key, data)
+            transaction.on_commit(partial(_notify, key, data))
+        reported.append(key)
+    return reported
+
+
+def _notify(key: str, data: dict[str, Any]) -> None:
+    try:
+        import_string(settings.BOSUN_BREAKER_NOTIFIER)(key=key, **data)
+    except Exception:  # telling people must not fail the sweep
+        log.exception("breaker %s: notifier failed", key)

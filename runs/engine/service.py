@@ -461,6 +461,7 @@ def sweep(*, limit: int = 500) -> list[int]:
     sweepers do not ring the same run twice. A circuit breaker whose
     cool-down is over gets one waiting run made due to probe it."""
     breakers.nominate_probers()
+    breakers.alert_long_outages()
     pg = connection.vendor == "postgresql"
     pick = (
         f"SELECT id FROM {store.RUN} WHERE ring_at <= {store.now_sql()}"

@@ -370,3 +370,31 @@ def test_dead_runs_retried_while_the_breaker_is_open_wait_on_it_without_calling(
         retried = drive(run.pk)
         assert (retried.status, retried.wait_reason) == ("waiting", WAITING)
     assert calls() == before
+
+
+def test_a_breaker_open_too_long_is_reported_once_per_outage(
+    flaky, settings, make_user, mailoutbox, monkeypatch, django_capture_on_commit_callbacks
+):
+    settings.BOSUN_BREAKER_ALERT_S = 600.0
+    settings.BOSUN_ALERT_WEBHOOK_URL = "https://chat.example/hook"
+    posted: list[dict] = []
+    monkeypatch.setattr(
+        "policies.alerts.httpx2.post",
+        lambda url, json, **kwargs: (
+            posted.append(json) or type("R", (), {"raise_for_status": lambda self: None})()
+        ),
+    )
+    operator = make_user("operator")
+    open_it(flaky)
+    waiting = flaky()
+    assert drive(waiting).wait_reason == WAITING
+    with django_capture_on_commit_callbacks(execute=True):
+        assert breakers.alert_long_outages() == []  # open, but not for long yet
+    age_breaker_failures(KEY, seconds=601)
+    with django_capture_on_commit_callbacks(execute=True):
+        engine.sweep()  # the sweep reports it
+        assert breakers.alert_long_outages() == []  # told once per outage
+    assert [m.to for m in mailoutbox] == [[operator.email]]
+    assert KEY in mailoutbox[0].subject and "1 run(s) wait on it" in mailoutbox[0].body
+    assert posted[0]["event"] == "breaker.open_too_long" and posted[0]["breaker"] == KEY
+    assert actions().count("breaker.alerted") == 1
