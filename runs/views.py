@@ -473,15 +473,18 @@ def _dead_groups() -> list[dict[str, Any]]:
         row["url"] = f"{base}?{urlencode({'group': row['key']})}"
         row["oldest"] = timezone.localtime(row["oldest"]).strftime("%Y-%m-%d %H:%M")
         row["newest"] = timezone.localtime(row["newest"]).strftime("%Y-%m-%d %H:%M")
-        row["cause"] = _dead_cause(row["runs"], row["not_retryable"])
+        row["cause"] = _dead_cause(row["runs"], row["not_retryable"], row["error_type"])
     return rows
 
 
-def _dead_cause(runs: int, not_retryable: int) -> str:
+def _dead_cause(runs: int, not_retryable: int, error_type: str) -> str:
     """Why a group's runs are dead, for the operator deciding what to do:
     an error no retry can mend as it stands (a bug, invalid arguments, a
-    refusal: fix, then retry), or a retryable one whose attempts ran out
-    (retrying may do; an outage held by a circuit breaker spends none)."""
+    refusal: fix, then retry), a retryable one whose attempts ran out
+    (retrying may do; an outage held by a circuit breaker spends none), or
+    an outage that outlasted the runs' wall-time budget."""
+    if error_type == "outage":
+        return "an outage outlasted the wall-time budget"
     if not_retryable == runs:
         return "needs a fix: not retryable as it stands"
     if not not_retryable:

@@ -16,6 +16,7 @@ not depend on how busy the machine is:
     expire_answer(tool, key)        # a shared answer's reuse time is over
     age_dedup_key("lead", "ana@acme.com", days=29)  # the key was seen 29 days earlier
     lapse_review_claim(approval_id) # the reviewer's claim on a request has run out
+    age_wall_time(run_id, seconds=61) # its wall-time budget began 61 s earlier
     let_cooldown_pass("vendor:x")   # an open circuit breaker's cool-down is over
     expire_probe("vendor:x")        # its probe's holder ran out of time
     age_breaker_failures("vendor:x", seconds=61)  # its failures began 61 s earlier
@@ -144,3 +145,8 @@ def expire_probe(key: str) -> None:
 def age_breaker_failures(key: str, *, seconds: float) -> None:
     """The failures the breaker `key` counts began `seconds` earlier."""
     _rewind("policies_breaker", ("first_failure_at",), "key = %s", [key], seconds)
+
+
+def age_wall_time(run_id: int, *, seconds: float) -> None:
+    """The run's wall-time budget started counting `seconds` earlier."""
+    _rewind("runs_run", ("wall_from",), "id = %s", [run_id], seconds)

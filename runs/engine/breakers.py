@@ -45,6 +45,8 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count
+from django.db.models.functions import Now
+from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from policies.audit import record as audit_record
@@ -564,3 +566,77 @@ def _notify(key: str, data: dict[str, Any]) -> None:
         import_string(settings.BOSUN_BREAKER_NOTIFIER)(key=key, **data)
     except Exception:  # telling people must not fail the sweep
         log.exception("breaker %s: notifier failed", key)
+
+
+def dead_letter_outlasted(*, limit: int = 500) -> list[int]:
+    """Dead-letter the runs that have waited on an open breaker past their
+    wall-time budget (the workflow's patience: its policy's `max_wall_s`,
+    counted from `Run.wall_from`, so a retried run gets a fresh allowance).
+    An operator must look at those; a shorter outage dead-letters nothing.
+    Each gets a failed step record with `error_type` "outage" (retryable:
+    retrying it later waits on the breaker again if it is still open), in
+    one transaction with a conditional update of the run, so a run that
+    resumed meanwhile is left alone. The ids dead-lettered; called by the
+    sweep."""
+    from policies.services import rules_for
+    from runs.engine.definition import load_definition
+    from runs.models import StepRun, StepRunStatus
+
+    now = timezone.now()
+    waiting = Run.objects.filter(
+        status=RunStatus.WAITING, wait_reason__startswith="breaker:", wall_from__isnull=False
+    ).only(
+        "id", "wall_from", "wait_reason", "role_version_id", "policy_version_id", "version_id",
+        "current_step", "seq", "attempt",
+    )[:limit]  # fmt: skip
+    dead = []
+    for run in waiting:
+        assert run.wall_from is not None  # filtered above
+        patience = rules_for(run.role_version_id, run.policy_version_id).budget.max_wall_s
+        waited = (now - run.wall_from).total_seconds()
+        if waited < patience:
+            continue
+        key = run.wait_reason.removeprefix("breaker:")
+        error = (
+            f"{run.current_step}: outage outlasted the run's wall-time budget"
+            f" ({waited:.0f}s of {patience:.0f}s) waiting on breaker {key}"
+        )
+        with transaction.atomic():
+            moved = Run.objects.filter(
+                pk=run.pk, status=RunStatus.WAITING, wait_reason=run.wait_reason
+            ).update(
+                status=RunStatus.FAILED,
+                wait_reason="",
+                error=error[:4000],
+                dead_lettered_at=Now(),
+                finished_at=Now(),
+                not_before=None,
+                ring_at=None,
+            )
+            if not moved:
+                continue  # it resumed meanwhile
+            step = load_definition(run.version_id).steps[run.current_step]
+            StepRun.objects.get_or_create(
+                run_id=run.pk,
+                seq=run.seq,
+                attempt=run.attempt,
+                defaults={
+                    "step_key": run.current_step,
+                    "kind": step.kind.name,
+                    "status": StepRunStatus.FAILED,
+                    "error": error[:4000],
+                    "error_type": "outage",
+                    "retryable": True,
+                    "started_at": now,
+                    "finished_at": now,
+                },
+            )
+            audit_record(
+                action="run.dead_lettered",
+                actor="system",
+                target_type="runs.run",
+                target_id=run.pk,
+                data={"reason": "outage", "breaker": key, "waited_s": round(waited)},
+            )
+        dead.append(run.pk)
+    return dead

@@ -462,6 +462,7 @@ def sweep(*, limit: int = 500) -> list[int]:
     cool-down is over gets one waiting run made due to probe it."""
     breakers.nominate_probers()
     breakers.alert_long_outages()
+    breakers.dead_letter_outlasted()
     pg = connection.vendor == "postgresql"
     pick = (
         f"SELECT id FROM {store.RUN} WHERE ring_at <= {store.now_sql()}"

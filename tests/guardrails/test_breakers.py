@@ -18,6 +18,7 @@ from runs.engine.errors import BreakerOpen
 from runs.models import Run
 from tests.clock import (
     age_breaker_failures,
+    age_wall_time,
     expire_probe,
     let_cooldown_pass,
     let_wait_pass,
@@ -398,3 +399,41 @@ def test_a_breaker_open_too_long_is_reported_once_per_outage(
     assert KEY in mailoutbox[0].subject and "1 run(s) wait on it" in mailoutbox[0].body
     assert posted[0]["event"] == "breaker.open_too_long" and posted[0]["breaker"] == KEY
     assert actions().count("breaker.alerted") == 1
+
+
+def test_a_run_that_waits_on_a_breaker_past_its_wall_time_budget_is_dead_lettered(
+    make_workflow, make_user, client
+):
+    """The workflow's patience is its policy's wall-time budget: an outage
+    shorter than it dead-letters nothing; one that outlasts it dead-letters
+    the waiting run with the cause, for an operator to look at."""
+    version = make_workflow(
+        chain(
+            {"key": "call", "kind": "tool", "config": {"tool": "test.flaky"}, "max_attempts": 9},
+            END,
+        ),
+        policy={"max_wall_s": 3600},
+    )
+
+    def start() -> int:
+        return engine.start_run(workflow=version.workflow, input={}).run.pk
+
+    open_it(start)
+    waiting = drive(start())
+    assert waiting.wait_reason == WAITING
+    age_wall_time(waiting.pk, seconds=3000)
+    engine.sweep()
+    assert Run.objects.get(pk=waiting.pk).status == "waiting"  # within its patience
+    age_wall_time(waiting.pk, seconds=700)
+    engine.sweep()
+    dead = Run.objects.get(pk=waiting.pk)
+    assert (dead.status, dead.wait_reason) == ("failed", "")
+    assert dead.dead_lettered_at is not None and f"waiting on breaker {KEY}" in dead.error
+    record = dead.step_runs.get(seq=dead.seq, attempt=dead.attempt)
+    assert (record.error_type, record.retryable) == ("outage", True)
+    client.force_login(make_user("operator"))
+    page = client.get("/console/dead-letters/").content.decode()
+    assert "an outage outlasted the wall-time budget" in page
+    # Retried, with a fresh allowance: it waits on the breaker again.
+    engine.retry_run(run_id=dead.pk)
+    assert drive(dead.pk).wait_reason == WAITING
