@@ -125,16 +125,16 @@ def test_the_queue_page_costs_the_same_queries_for_one_item_or_many(
 ):
     # session, user, permissions (user, groups), count, requests with their
     # runs, workflows, versions and policies, the steps before them, the
-    # reason codes, the filters' workflows, queues and reasons, the engaged
-    # kill switches (the banner).
+    # reason codes, the filters' workflows and queues (role groups), the
+    # engaged kill switches (the banner).
     client = client_for("reviewer")
     version = pending_approval().run.version
-    with django_assert_num_queries(12):
+    with django_assert_num_queries(11):
         assert client.get(QUEUE).status_code == 200
     for _ in range(5):
         pending_approval(version=version)
     pending_approval()  # another workflow too
-    with django_assert_num_queries(12):
+    with django_assert_num_queries(11):
         page = client.get(QUEUE)
     assert page.content.decode().count('class="card review-item"') == 7
 
