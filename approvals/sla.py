@@ -26,14 +26,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-import httpx2
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.core.mail import EmailMessage, get_connection
 from django.db.models.functions import Now
 from django.urls import reverse
 
 from approvals.models import ApprovalRequest, ApprovalStatus
+from lib.notify import email_group, post_json
 
 log = logging.getLogger("bosun.review")
 
@@ -131,28 +129,12 @@ def _tell(request: ApprovalRequest, *, group: str, event: str, subject: str) -> 
 
 
 def _email(group: str, subject: str, body: str) -> None:
-    users = get_user_model().objects.filter(groups__name=group, is_active=True)
-    addresses = sorted(set(users.exclude(email="").values_list("email", flat=True)))
-    if not addresses:
-        log.warning("review group %r has nobody with an email address", group)
-        return
-    try:
-        connection = get_connection(timeout=settings.BOSUN_REVIEW_NOTIFY_TIMEOUT_S)
-        # One message per person: nobody sees the other reviewers' addresses.
-        messages = [EmailMessage(subject, body, to=[address]) for address in addresses]
-        connection.send_messages(messages)
-    except Exception:  # a mail server that is down must not fail the caller
-        log.exception("emailing review group %r failed", group)
+    email_group(group, subject, body, timeout_s=settings.BOSUN_REVIEW_NOTIFY_TIMEOUT_S)
 
 
 def _post(message: dict) -> None:
-    try:
-        response = httpx2.post(
-            settings.BOSUN_REVIEW_WEBHOOK_URL,
-            json=message,
-            timeout=settings.BOSUN_REVIEW_NOTIFY_TIMEOUT_S,
-            follow_redirects=False,
-        )
-        response.raise_for_status()
-    except Exception:  # the chat being down must not fail the caller
-        log.exception("posting to the review webhook failed")
+    post_json(
+        settings.BOSUN_REVIEW_WEBHOOK_URL,
+        message,
+        timeout_s=settings.BOSUN_REVIEW_NOTIFY_TIMEOUT_S,
+    )

@@ -144,13 +144,13 @@ def test_a_failing_mail_server_or_webhook_is_logged_and_the_run_waits_as_usual(
     notify_inline.BOSUN_REVIEW_WEBHOOK_URL = "http://127.0.0.1:9/nobody-listens"
     notify_inline.BOSUN_REVIEW_NOTIFY_TIMEOUT_S = 1.0
     make_user("reviewer")
-    with caplog.at_level(logging.ERROR, logger="bosun.review"):
+    with caplog.at_level(logging.ERROR, logger="bosun.notify"):
         approval = arrive(pending_approval, django_capture_on_commit_callbacks)
     assert approval.run.status == "waiting" and approval.status == ApprovalStatus.PENDING
     assert approval.notified_at is not None  # tried once; not retried in a loop
     messages = [r.getMessage() for r in caplog.records]
-    assert "emailing review group 'reviewer' failed" in messages
-    assert "posting to the review webhook failed" in messages
+    assert "emailing group 'reviewer' failed" in messages
+    assert "posting to the webhook http://127.0.0.1:9/nobody-listens failed" in messages
 
 
 def test_a_notifier_that_raises_does_not_fail_the_step(

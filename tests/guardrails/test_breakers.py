@@ -380,7 +380,7 @@ def test_a_breaker_open_too_long_is_reported_once_per_outage(
     settings.BOSUN_ALERT_WEBHOOK_URL = "https://chat.example/hook"
     posted: list[dict] = []
     monkeypatch.setattr(
-        "policies.alerts.httpx2.post",
+        "lib.notify.httpx2.post",
         lambda url, json, **kwargs: (
             posted.append(json) or type("R", (), {"raise_for_status": lambda self: None})()
         ),
