@@ -178,3 +178,20 @@ def test_a_chart_scales_its_values_and_leaves_out_empty_days():
     assert charts.trend_chart("x", [], []).empty
     with pytest.raises(ValueError):
         charts.trend_chart("x", days, [1, 2, 3, 4], kind="pie")
+
+
+def test_run_status_and_successful_outcome_are_two_columns_each_explained(
+    make_user, two_step_version
+):
+    """ "Succeeded" is the run's status; a successful outcome is its end
+    step's flag: a run archived at its end succeeded without a success."""
+    now = timezone.now()
+    add_run(two_step_version, success=True, created_at=now, latency_ms=10)
+    add_run(two_step_version, success=False, created_at=now, latency_ms=10)  # archived
+    body = client_for(make_user).get("/console/dashboard/?period=24h").content.decode()
+    header = body.split("<thead>", 1)[1].split("</thead>", 1)[0]
+    assert 'title="Run status succeeded' in header and 'title="Successful outcomes:' in header
+    assert header.count("<th") == header.count("title=")  # every column explained on hover
+    row = body.split("<tbody>", 1)[1].split("</tr>", 1)[0]
+    cells = re.findall(r'<td class="num">(\d+)</td>', row)
+    assert cells[:3] == ["2", "2", "1"]  # runs, succeeded, successful outcomes
