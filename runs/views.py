@@ -213,6 +213,17 @@ class RunFilterForm(forms.Form):
         empty_label="All versions",
     )
     status = forms.ChoiceField(choices=[("", "Any status"), *RunStatus.choices], required=False)
+    waiting_for = forms.ChoiceField(
+        choices=[
+            ("", "Waiting for anything"),
+            ("approval", "A person (review)"),
+            ("paused", "A kill switch (paused)"),
+            ("breaker", "A circuit breaker"),
+            ("retry", "A retry's backoff"),
+        ],
+        required=False,
+        label="Waiting for",
+    )
     dead = forms.BooleanField(required=False, label="Dead-lettered only")
     since = forms.DateField(required=False, label="From", widget=forms.DateInput({"type": "date"}))
     until = forms.DateField(required=False, label="To", widget=forms.DateInput({"type": "date"}))
@@ -239,6 +250,11 @@ class RunFilterForm(forms.Form):
             runs = runs.filter(version=data["version"])
         if data.get("status"):
             runs = runs.filter(status=data["status"])
+        waiting_for = data.get("waiting_for")
+        if waiting_for == "breaker":
+            runs = runs.filter(status=RunStatus.WAITING, wait_reason__startswith="breaker:")
+        elif waiting_for:
+            runs = runs.filter(status=RunStatus.WAITING, wait_reason=waiting_for)
         if data.get("dead"):
             runs = runs.filter(dead_lettered_at__isnull=False)
         if data.get("since"):

@@ -396,3 +396,14 @@ def test_the_timeline_shows_model_and_vendor_spend_credits_and_savings(make_user
     assert "(model $0.010000 · vendors $0.100000)" in body
     assert "enrichco 5 cr" in body and "(saved enrichco 5 cr)" in body
     assert "enrichco 5 cr $0.1000" in body
+
+
+def test_the_list_filters_runs_by_what_they_wait_for(make_user, two_step_version):
+    paused = add_run(two_step_version, status="waiting", wait_reason="paused")
+    held = add_run(two_step_version, status="waiting", wait_reason="breaker:vendor:enrichco")
+    review = add_run(two_step_version, status="waiting", wait_reason="approval")
+    add_run(two_step_version)
+    client = client_for(make_user)
+    for waiting_for, run in (("paused", paused), ("breaker", held), ("approval", review)):
+        page = client.get(reverse("console-run-list"), {"waiting_for": waiting_for})
+        assert [r.pk for r in page.context["runs"]] == [run.pk], waiting_for
