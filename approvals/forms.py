@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any, cast
+from urllib.parse import urlencode
 
 from django import forms
+from django.db.models import QuerySet
+from django.utils import timezone
 
 from approvals import drafts
 from approvals.models import (
     ApprovalKind,
     ApprovalRequest,
+    ApprovalStatus,
     ReasonCode,
     SampleVerdict,
 )
@@ -123,6 +128,34 @@ class ReviewFilterForm(forms.Form):
         queues = Group.objects.order_by("name").values_list("name", flat=True)
         _choose(self, "workflow", [("", "All workflows"), *_pairs(workflows)])
         _choose(self, "queue", [("", "All queues"), *_pairs(queues)])
+
+    def pending(self) -> QuerySet[ApprovalRequest]:
+        """The pending requests under the filters (all of them when the
+        form is empty or invalid)."""
+        pending = ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING)
+        if not self.is_bound or not self.is_valid():
+            return pending
+        data = self.cleaned_data
+        if data.get("workflow"):
+            pending = pending.filter(run__workflow__slug=data["workflow"])
+        if data.get("queue"):
+            pending = pending.filter(queue=data["queue"])
+        if data.get("reason"):
+            pending = pending.filter(reason_code=data["reason"])
+        due = data.get("due")
+        if due == "overdue":
+            pending = pending.filter(due_at__lte=timezone.now())
+        elif due == "hour":
+            pending = pending.filter(due_at__lte=timezone.now() + timedelta(hours=1))
+        elif due == "none":
+            pending = pending.filter(due_at__isnull=True)
+        return pending
+
+    def query(self) -> str:
+        """The valid filters as a query string (kept across the flow's pages)."""
+        if not self.is_bound or not self.is_valid():
+            return ""
+        return urlencode({k: v for k, v in self.cleaned_data.items() if v})
 
 
 def _choose(form: forms.Form, name: str, choices: list[Any]) -> None:

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from datetime import timedelta
 from typing import Any
-from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -67,7 +65,7 @@ def review_queue(request: HttpRequest) -> HttpResponse:
     """Pending requests, oldest first, each with what produced it; filters
     by workflow, queue, reason code and due time."""
     form = ReviewFilterForm(request.GET or None)
-    pending = _filtered(ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING), form)
+    pending = form.pending()
     total = pending.count()
     shown = list(
         pending.select_related(*_APPROVAL_RELATED).order_by("created_at", "id")[:QUEUE_PAGE]
@@ -75,7 +73,7 @@ def review_queue(request: HttpRequest) -> HttpResponse:
     context = {
         "nav": "review",
         "form": form,
-        "filters": _filter_query(form),
+        "filters": form.query(),
         "items": _items(request, shown),
         "total": total,
         "more": max(0, total - len(shown)),
@@ -90,11 +88,11 @@ def review_queue(request: HttpRequest) -> HttpResponse:
 def review_count(request: HttpRequest) -> HttpResponse:
     """The pending count under the filters, polled by the queue page."""
     form = ReviewFilterForm(request.GET or None)
-    total = _filtered(ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING), form).count()
+    total = form.pending().count()
     return render(
         request,
         "console/review/partials/_count.html",
-        {"total": total, "filters": _filter_query(form)},
+        {"total": total, "filters": form.query()},
     )
 
 
@@ -131,7 +129,7 @@ def _focus(
     request this reviewer may take, claimed."""
     query = QueryDict(filters) if filters is not None else request.GET
     form = ReviewFilterForm(query or None)
-    pending = _filtered(ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING), form)
+    pending = form.pending()
     open_to_me = pending.filter(claims.claimable(request.user)).exclude(pk__in=skipped)
     if item is None:
         candidates = open_to_me.order_by("created_at", "id").values_list("pk", flat=True)
@@ -149,7 +147,7 @@ def _focus(
         "held": claims.held_by_others(pending, request.user).count(),
         "skip": ",".join(map(str, skipped)),
         "skipped": len(skipped),
-        "filters": _filter_query(form),
+        "filters": form.query(),
         "message": message,
         "state": state,
         "origin": "focus",
@@ -169,35 +167,6 @@ def _focus_url(filters: str, skipped: list[int]) -> str:
         query["skip"] = ",".join(map(str, skipped))
     encoded = query.urlencode()
     return reverse("console-review-focus") + (f"?{encoded}" if encoded else "")
-
-
-def _filtered(
-    pending: QuerySet[ApprovalRequest], form: ReviewFilterForm
-) -> QuerySet[ApprovalRequest]:
-    if not form.is_bound or not form.is_valid():
-        return pending
-    data = form.cleaned_data
-    if data.get("workflow"):
-        pending = pending.filter(run__workflow__slug=data["workflow"])
-    if data.get("queue"):
-        pending = pending.filter(queue=data["queue"])
-    if data.get("reason"):
-        pending = pending.filter(reason_code=data["reason"])
-    due = data.get("due")
-    if due == "overdue":
-        pending = pending.filter(due_at__lte=timezone.now())
-    elif due == "hour":
-        pending = pending.filter(due_at__lte=timezone.now() + timedelta(hours=1))
-    elif due == "none":
-        pending = pending.filter(due_at__isnull=True)
-    return pending
-
-
-def _filter_query(form: ReviewFilterForm) -> str:
-    """The valid filters as a query string (kept across the flow's pages)."""
-    if not form.is_bound or not form.is_valid():
-        return ""
-    return urlencode({k: v for k, v in form.cleaned_data.items() if v})
 
 
 @require_GET

@@ -5,7 +5,6 @@ from django.http import HttpRequest
 from django.utils.functional import SimpleLazyObject
 
 from policies.models import KillSwitch
-from policies.views import describe
 
 
 def bosun(request: HttpRequest) -> dict[str, object]:
@@ -21,5 +20,5 @@ def bosun(request: HttpRequest) -> dict[str, object]:
     return context
 
 
-def _engaged() -> list[tuple[KillSwitch, str]]:
-    return [(s, describe(s)) for s in KillSwitch.objects.filter(engaged=True)]
+def _engaged() -> list[KillSwitch]:
+    return list(KillSwitch.objects.filter(engaged=True))

@@ -310,6 +310,11 @@ class KillSwitch(models.Model):
         where = self.target or "everything"
         return f"{where} ({'engaged' if self.engaged else 'off'})"
 
+    @property
+    def stops(self) -> str:
+        """What it stops, in words: "everything", "workflow lead-intake"."""
+        return "everything" if self.scope == SwitchScope.GLOBAL else f"{self.scope} {self.target}"
+
 
 class KillSwitchChange(models.Model):
     switch = models.ForeignKey(KillSwitch, on_delete=models.CASCADE, related_name="changes")

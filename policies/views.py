@@ -25,7 +25,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from lib.console import after_post, console_view, is_partial
 from policies.audit import actor_of
-from policies.models import Breaker, KillSwitch, SwitchScope
+from policies.models import Breaker, KillSwitch
 from runs.engine import breakers
 from runs.engine.switches import set_switch
 
@@ -77,13 +77,6 @@ def breaker_close(request: HttpRequest, breaker_id: int) -> HttpResponse:
 # --- kill switches -----------------------------------------------------------
 
 
-def describe(switch: KillSwitch) -> str:
-    """What the switch stops, in words: "everything", "workflow lead-intake"."""
-    if switch.scope == SwitchScope.GLOBAL:
-        return "everything"
-    return f"{switch.scope} {switch.target}"
-
-
 @require_POST
 @console_view("policies.change_killswitch")
 def lift_switch(request: HttpRequest, switch_id: int) -> HttpResponse:
@@ -95,9 +88,9 @@ def lift_switch(request: HttpRequest, switch_id: int) -> HttpResponse:
         back = reverse("console-home")
     reason = request.POST.get("reason", "").strip()
     if not reason:
-        messages.error(request, f"Say why the kill switch on {describe(switch)} is lifted.")
+        messages.error(request, f"Say why the kill switch on {switch.stops} is lifted.")
     elif not switch.engaged:
-        messages.info(request, f"The kill switch on {describe(switch)} was already lifted.")
+        messages.info(request, f"The kill switch on {switch.stops} was already lifted.")
     else:
         set_switch(
             scope=switch.scope,
@@ -107,5 +100,5 @@ def lift_switch(request: HttpRequest, switch_id: int) -> HttpResponse:
             by=request.user.get_username(),
             user=request.user,
         )
-        messages.success(request, f"Lifted the kill switch on {describe(switch)}.")
+        messages.success(request, f"Lifted the kill switch on {switch.stops}.")
     return after_post(request, back)

@@ -524,16 +524,11 @@ def alert_long_outages() -> list[str]:
     reported. Called by the sweep."""
     if not settings.BOSUN_BREAKERS:
         return []
-    earlier = (
-        "(clock_timestamp() - make_interval(secs => %s))"
-        if connection.vendor == "postgresql"
-        else "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now', printf('-%%.3f seconds', %s))"
-    )
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT key FROM {BREAKER} WHERE enabled AND state <> 'closed'"
-            f" AND first_failure_at <= {earlier}",
-            [settings.BOSUN_BREAKER_ALERT_S],
+            f" AND first_failure_at <= {later_sql()}",  # later by a negative time: earlier
+            [-settings.BOSUN_BREAKER_ALERT_S],
         )
         keys = [row[0] for row in cursor.fetchall()]
     reported = []
