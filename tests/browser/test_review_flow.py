@@ -9,6 +9,7 @@ from playwright.sync_api import expect
 
 from approvals.models import ApprovalRequest
 from runs.models import StepRun
+from tests.browser.conftest import ARTIFACTS
 from tests.conftest import drive
 from tests.console import conftest as console
 from tests.console.conftest import DRAFT_TEXT
@@ -170,3 +171,52 @@ def test_a_reviewer_clears_twenty_items_by_keyboard_only(
     edited = decided[items[10].pk]
     assert "+P.S. See you soon." in edited.edit_diff
     assert all(a.decided_by_label == "rhea" for a in decided.values())
+
+
+def _log_in(page, url: str, username: str) -> None:
+    page.goto(url)
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", "correct horse 42")
+    page.keyboard.press("Enter")
+
+
+def test_two_reviewers_cannot_decide_the_same_item(
+    live_server, browser, review_workflow, pending_approval
+):
+    """Each reviewer's flow claims a different item; the other's item shows
+    who has it, and a decision on it from the detail page is refused and
+    says so; only the holder's decision is recorded."""
+    for name in ("rhea", "sol"):
+        user = User.objects.create_user(username=name, password="correct horse 42")
+        user.groups.add(Group.objects.get(name="reviewer"))
+    version = review_workflow()
+    first, second = pending_approval(version=version), pending_approval(version=version)
+    rhea = browser.new_context(viewport={"width": 1366, "height": 900}).new_page()
+    sol = browser.new_context(viewport={"width": 1366, "height": 900}).new_page()
+
+    _log_in(rhea, f"{live_server.url}/console/review/focus/", "rhea")
+    rhea.wait_for_selector(f"#approval-{first.pk}")
+    _log_in(sol, f"{live_server.url}/console/review/focus/", "sol")
+    sol.wait_for_selector(f"#approval-{second.pk}")  # not rhea's: it is claimed
+    expect(sol.locator("#review-left")).to_contain_text("1 open by other reviewers")
+
+    sol.goto(f"{live_server.url}/console/review/{first.pk}/")
+    expect(sol.locator(f"#approval-{first.pk} .status.claimed")).to_contain_text("open by rhea")
+    sol.locator(f"#approval-{first.pk} button[value=approve]").click()
+    expect(sol.locator(f"#approval-{first.pk} [role=alert]")).to_contain_text(
+        "your decision was not recorded"
+    )
+    sol.screenshot(path=str(ARTIFACTS / "console-review-claimed.png"), full_page=True)
+    first.refresh_from_db()
+    assert first.status == "pending"
+
+    rhea.bring_to_front()
+    rhea.keyboard.press("a")
+    rhea.wait_for_selector("#review-done")
+    first.refresh_from_db()
+    assert (first.status, first.decided_by_label) == ("approved", "rhea")
+
+    sol.reload()
+    expect(sol.locator(f"#approval-{first.pk} .decision")).to_contain_text("Approved by rhea")
+    rhea.context.close()
+    sol.context.close()
