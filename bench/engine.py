@@ -13,7 +13,9 @@ What it measures (see bench/README.md):
 * floor: the same 2000 steps written by the database's plain driver on one
   connection, no Django (psycopg; on SQLite Python's sqlite3 with the app's
   PRAGMAs): per step one transaction of one step-row INSERT and one run-row
-  UPDATE on the real tables.
+  UPDATE on the real tables; and the same on two connections from two
+  processes at once (what two clients get from the machine with no engine,
+  the ceiling for two workers).
 * latency: a real `manage.py worker` (the production doorbell and the ORM
   broker), `start_run` to terminal status, median of 20, after a warm-up.
 
@@ -298,8 +300,35 @@ def check_runs(run_ids: list[int]) -> list[str]:
     return problems
 
 
+def _floor_part(db: BenchDatabase, run_ids: list[int], start, out) -> None:
+    start.wait()
+    out.put(db.floor(run_ids, STEPS))
+
+
+def floor_in_two(db: BenchDatabase, run_ids: list[int]) -> tuple[float, list[dict]]:
+    """The floor on two connections from two processes at once, each writing
+    half of the runs: what two clients get from this machine and this
+    database with no engine at all, the ceiling for two engine workers."""
+    context = mp.get_context("fork")
+    start, out = context.Barrier(3), context.Queue()
+    parts = [
+        context.Process(target=_floor_part, args=(db, half, start, out))
+        for half in (run_ids[0::2], run_ids[1::2])
+    ]
+    for part in parts:
+        part.start()
+    start.wait()
+    t0 = time.perf_counter()
+    times = [out.get(), out.get()]
+    wall = time.perf_counter() - t0
+    for part in parts:
+        part.join()
+    return wall, times
+
+
 def measure(name: str, run_ids: list[int], workers: Workers, db: BenchDatabase) -> dict:
-    """One phase: "floor" (the plain driver), "one" or "two" (engine worker processes).
+    """One phase: "floor" (the plain driver), "floor2" (the plain driver on two
+    connections at once), "one" or "two" (engine worker processes).
 
     Returns steps/s, the per-process times, advance_run outcomes and the
     CPUs' worth of time that processes other than the bench used meanwhile.
@@ -310,6 +339,9 @@ def measure(name: str, run_ids: list[int], workers: Workers, db: BenchDatabase) 
     if name == "floor":
         times = [db.floor(run_ids, STEPS)]
         wall, outcomes = times[0]["wall"], Counter()
+    elif name == "floor2":
+        wall, times = floor_in_two(db, run_ids)
+        outcomes = Counter()
     else:
         batches = [run_ids] if name == "one" else [run_ids[0::2], run_ids[1::2]]
         wall, outcomes, times, _ = workers.advance(batches)
@@ -597,20 +629,25 @@ def throughput_rounds(
     rounds: list[dict] = []
     say("")
     say(
-        f"{'round':>5}  {'floor':>7}  {'engine 1w':>9}  {'engine 2w':>9}  {'ratio':>5}"
-        f"  {'2w/1w':>5}  {'other load':>11}"
+        f"{'round':>5}  {'floor':>7}  {'floor 2c':>8}  {'engine 1w':>9}  {'engine 2w':>9}"
+        f"  {'ratio':>5}  {'2w/1w':>5}  {'2c/1c':>5}  {'other load':>11}"
     )
-    say(f"{'':>5}  {'steps/s':>7}  {'steps/s':>9}  {'steps/s':>9}  {'':>5}  {'':>5}  {'CPUs':>11}")
+    say(
+        f"{'':>5}  {'steps/s':>7}  {'steps/s':>8}  {'steps/s':>9}  {'steps/s':>9}  {'':>5}"
+        f"  {'':>5}  {'':>5}  {'CPUs':>11}"
+    )
     number = 0
     while number < args.max_rounds and sum(quiet(r) for r in rounds) < args.rounds:
         number += 1
         ids = {
-            name: start_runs(version, RUNS, f"{name}-{number}") for name in ("floor", "one", "two")
+            name: start_runs(version, RUNS, f"{name}-{number}")
+            for name in ("floor", "floor2", "one", "two")
         }
         r: dict = {}
         # Alternate the order between rounds, so a drift in machine load
         # does not favour one side of a comparison.
-        order = ["floor", "one", "two"] if number % 2 else ["two", "one", "floor"]
+        order = ["floor", "floor2", "one", "two"]
+        order = order if number % 2 else order[::-1]
         for name in order:
             r[name] = measure(name, ids[name], workers, db)
         failures += check_runs(ids["one"]) + check_runs(ids["two"])
@@ -619,11 +656,13 @@ def throughput_rounds(
                 failures.append(f"advance_run outcomes {r[name]['outcomes']}")
         r["ratio"] = r["one"]["rate"] / r["floor"]["rate"]
         r["speedup"] = r["two"]["rate"] / r["one"]["rate"]
+        r["floor_speedup"] = r["floor2"]["rate"] / r["floor"]["rate"]
         r["others"] = max(r[name]["others"] for name in order)
         rounds.append(r)
         say(
-            f"{number:>5}  {r['floor']['rate']:>7.0f}  {r['one']['rate']:>9.0f}"
-            f"  {r['two']['rate']:>9.0f}  {r['ratio']:>5.2f}  {r['speedup']:>5.2f}"
+            f"{number:>5}  {r['floor']['rate']:>7.0f}  {r['floor2']['rate']:>8.0f}"
+            f"  {r['one']['rate']:>9.0f}  {r['two']['rate']:>9.0f}  {r['ratio']:>5.2f}"
+            f"  {r['speedup']:>5.2f}  {r['floor_speedup']:>5.2f}"
             f"  {r['others']:>11.2f}{'' if quiet(r) else '  (busy: not counted)'}"
         )
     return rounds
@@ -720,7 +759,13 @@ def report_figures(
         f"{'engine advance_run, 1 worker process':51} {engine:8.0f}  {1000 / engine:7.3f}"
         f"  {per_step('one', 'cpu'):>10}  {per_step('one', 'server'):>10}"
     )
+    floor2 = med("floor2")
+    say(f"{'floor on 2 connections at once (2 processes)':51} {floor2:8.0f}  {1000 / floor2:7.3f}")
     say(f"{'engine advance_run, 2 worker processes':51} {two:8.0f}  {1000 / two:7.3f}")
+    say(
+        f"two at once / one: floor {floor2 / floor_rate:.2f}, engine {two / engine:.2f}"
+        " (the floor's is what this machine gives two clients with no engine at all)"
+    )
     if rounds[0]["one"].get("wal") is not None:
         wal = {key: statistics.median(r[key]["wal"] for r in rounds) for key in ("floor", "one")}
         say(
@@ -761,6 +806,7 @@ def report_figures(
         "floor_steps_per_s": floor_rate,
         "ratio": engine / floor_rate,
         "two_worker_speedup": two / engine,
+        "floor_two_speedup": floor2 / floor_rate,
         "run10_latency_ms": run10,
     }
 
@@ -814,6 +860,7 @@ def main(argv: list[str] | None = None) -> int:
         f"RESULT db={db.vendor} engine_steps_per_s={figures['engine_steps_per_s']:.0f}"
         f" floor_steps_per_s={figures['floor_steps_per_s']:.0f} ratio={figures['ratio']:.2f}"
         f" two_worker_speedup={figures['two_worker_speedup']:.2f}"
+        f" floor_two_speedup={figures['floor_two_speedup']:.2f}"
         f" run10_latency_ms={figures['run10_latency_ms']:.1f}"
     )
     if failures:
