@@ -375,14 +375,23 @@ def _route(
             ]
             end = (tx + NODE_W / 2 + in_dx, ty)
             points = (start, *middle, end)
-            after = points[1]
-            label_at = (
-                start[0] + (after[0] - start[0]) * 0.35,
-                start[1] + (after[1] - start[1]) * 0.35 + 4,
-            )
+            # On the first curve, alternately nearer and farther from the
+            # step, so the labels of a step's fanned-out edges do not collide.
+            label_at = _on_curve(start, points[1], 0.38 if out_index % 2 == 0 else 0.62)
             edges.append(PlacedEdge(source, label, target, points, label_at, False))
     has_lanes = lane_x > width - PAD + LANE_GAP
     return edges, (lane_x + LANE_LABEL_W if has_lanes else width)
+
+
+def _on_curve(
+    start: tuple[float, float], end: tuple[float, float], t: float
+) -> tuple[float, float]:
+    """The point at `t` of the S-curve `_path` draws from start to end."""
+    mid = (start[1] + end[1]) / 2
+    u = 1 - t
+    x = u**3 * start[0] + 3 * u * u * t * start[0] + 3 * u * t * t * end[0] + t**3 * end[0]
+    y = u**3 * start[1] + 3 * u * u * t * mid + 3 * u * t * t * mid + t**3 * end[1]
+    return (x, y + 4)
 
 
 def _spread(index: int, count: int) -> float:
@@ -427,7 +436,8 @@ def render(
         "<defs>",
         *(
             f'<marker id="{uid}-arrow-{name}" class="arrow arrow-{name}" viewBox="0 0 10 10" '
-            'refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
+            'refX="9" refY="5" markerUnits="userSpaceOnUse" markerWidth="9" markerHeight="9" '
+            'orient="auto-start-reverse">'
             '<path d="M0,0 L10,5 L0,10 z"/></marker>'
             for name in ("normal", "special", "taken")
         ),

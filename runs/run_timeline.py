@@ -134,6 +134,7 @@ def time_axis(
         [ms(until)]
         + [ms(a.finished_at) for a in attempts]
         + [ms(w.decided_at) for w in waits.values() if w.decided_at]
+        + [ms(w.created_at) for w in waits.values()]
     )
     span = end_ms if end_ms > 0 else 1.0
     scale = (WIDTH - LEFT - RIGHT) / span
@@ -163,12 +164,12 @@ def time_axis(
                     open=approval.decided_at is None,
                 )
             )
-        first = ms(tries[0].started_at) if tries else None
-        covered_from = ms(approval.created_at) if approval is not None else None
-        if first is not None and first > previous_end:
-            gap_end = covered_from if covered_from is not None and covered_from < first else first
-            if gap_end > previous_end:
-                segments.append(_wait(seg, previous_end, gap_end))
+        # The time between the previous step and this one's first activity
+        # (an attempt, or a request for a person) was spent waiting.
+        starts = [ms(tries[0].started_at)] if tries else []
+        starts += [ms(approval.created_at)] if approval is not None else []
+        if starts and min(starts) > previous_end:
+            segments.append(_wait(seg, previous_end, min(starts)))
         for number, attempt in enumerate(tries):
             start, end = ms(attempt.started_at), ms(attempt.finished_at)
             title = f"attempt {attempt.attempt}: {attempt.status}, {human_ms(end - start)}"
