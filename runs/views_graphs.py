@@ -57,6 +57,7 @@ def run_graph_context(
         visited={key: _stats(seen) for key, seen in visits.items()},
         taken={(s.step_key, s.edge) for s in steps if s.status == "succeeded" and s.edge},
     )
+    _bounds_taken(run.version.definition, path, overlay)
     if run.status == "failed":
         overlay.failed = run.current_step
     elif not run.is_terminal:
@@ -76,6 +77,22 @@ def run_graph_context(
         "time_axis": run_time_axis(run, steps, approvals),
         "graph_legend": LEGEND,
     }
+
+
+def _bounds_taken(
+    definition: dict[str, Any], path: list[dict[str, Any]], overlay: graph_svg.Overlay
+) -> None:
+    """A step left by its `exhausted` edge (its visit bound reached) records
+    no attempt: where the path goes from an edge's target to somewhere else,
+    that target's `exhausted` edge was taken."""
+    steps = definition.get("steps") or {}
+    for here, there in zip(path, path[1:], strict=False):
+        target = (steps.get(here["key"]) or {}).get("edges", {}).get(here.get("edge", ""))
+        if target is None or target == there["key"]:
+            continue
+        if (steps.get(target) or {}).get("edges", {}).get("exhausted") == there["key"]:
+            overlay.taken.add((target, "exhausted"))
+            overlay.visited.setdefault(target, "visit bound reached")
 
 
 def _stats(seen: dict[str, Any]) -> str:

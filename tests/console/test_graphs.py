@@ -311,6 +311,29 @@ def test_a_failed_run_marks_its_failed_step(make_workflow, client_for):
     assert "failed" in classes(marked["call"]) and "visited" not in classes(marked["done"])
 
 
+def test_a_step_left_by_its_visit_bound_shows_its_exhausted_edge_taken(make_workflow, client_for):
+    version = make_workflow(
+        [
+            {"key": "ask", "kind": "tool", "config": {"tool": "echo", "args": {"value": 1}},
+             "edges": {"next": "check", "exhausted": "done"}, "max_visits": 2},
+            {"key": "check", "kind": "branch",
+             "config": {"rules": [{"when": {"path": "input.stop", "op": "exists"}, "edge": "stop"}],
+                        "default": "again"},
+             "edges": {"again": "ask", "stop": "done"}, "max_visits": 3},
+            {"key": "done", **END},
+        ]
+    )  # fmt: skip
+    run = drive(engine.start_run(workflow=version.workflow, input={}).run.pk)
+    assert run.status == "succeeded"
+    svg = parse_svg(
+        client_for("viewer").get(reverse("console-run-detail", args=[run.pk])).content.decode(),
+        "run-graph",
+    )
+    taken = {g.get("data-edge") for g in svg.iter(f"{SVG}g") if {"edge", "taken"} <= classes(g)}
+    assert taken == {"ask:next", "check:again", "ask:exhausted"}
+    assert nodes(svg)["ask"].find(f"{SVG}text[@class='node-stats']").text.startswith("×2 · ")
+
+
 # --- versions and their diff --------------------------------------------------------
 
 
