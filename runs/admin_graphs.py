@@ -18,14 +18,24 @@ from django.core.exceptions import PermissionDenied
 from django.forms import BaseFormSet, ModelForm
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.templatetags.static import static
 from django.urls import path, reverse
+from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from runs import graph_svg
 from runs.engine.definition import problems_by_step, snapshot, validate_draft
 from runs.graphs import version_graph
-from runs.models import Workflow, WorkflowVersion
+from runs.models import Step, Workflow, WorkflowVersion
 
+NUMBERS: dict[str, type] = {
+    "max_attempts": int,
+    "max_visits": int,
+    "cache_ttl_s": int,
+    "backoff_base_s": float,
+    "backoff_cap_s": float,
+    "timeout_s": float,
+}
 STEP_FIELDS = (
     "kind",
     "config",
@@ -105,6 +115,7 @@ class WorkflowGraphAdmin:
         context = {
             "draft_graph": draft_graph(workflow, data, problems),
             "graph_url": reverse("admin:runs-workflow-graph", args=[workflow.pk]),
+            "has_change_permission": self.has_change_permission(request, workflow),  # type: ignore[attr-defined]
         }
         return render(request, "admin/runs/workflow/_draft_graph.html", context)
 
@@ -161,22 +172,33 @@ def _step_row(form, problems: list[str]) -> dict[str, Any] | None:
         return None
     if valid:
         values = form.cleaned_data
-        row = {"key": values["key"], "position": values.get("position") or 0}
-        row.update({name: values.get(name) for name in STEP_FIELDS})
-        return row
+        valid_row = {"key": values["key"], "position": values.get("position") or 0}
+        valid_row.update({name: values.get(name) for name in STEP_FIELDS})
+        return valid_row
     raw = {name: form.data.get(form.add_prefix(name), "") for name in ("key", "kind", *STEP_FIELDS)}
     if form.data.get(form.add_prefix("DELETE")):
         return None
     key = raw["key"] or f"(row {form.prefix})"
     for name, errors in form.errors.items():
         problems.extend(f"step {key!r}: {name}: {error}" for error in errors)
-    row = {"key": key, "position": 0, "kind": raw["kind"]}
+    row: dict[str, Any] = {"key": key, "position": 0, "kind": raw["kind"]}
+    for name, kind in NUMBERS.items():
+        row[name] = _number(raw[name], kind, getattr(Step._meta.get_field(name), "default", 0))
     for name in ("config", "edges"):
         try:
             row[name] = json.loads(raw[name] or "{}")
         except ValueError:
             row[name] = {}
     return row
+
+
+def _number(text: str, kind: type, default: Any) -> Any:
+    """A number the form sent, or the field's default when it is not one
+    (the form has reported it already)."""
+    try:
+        return kind(text)
+    except (TypeError, ValueError):
+        return default
 
 
 class VersionGraphAdmin:
@@ -187,6 +209,11 @@ class VersionGraphAdmin:
         return (*fields, "graph") if "graph" not in fields else fields
 
     def graph(self, obj: WorkflowVersion) -> SafeString:
-        return version_graph(obj, element_id=f"version-graph-{obj.pk}")
+        # Admin pages do not load the graph's stylesheet: the field brings it.
+        return format_html(
+            '<link rel="stylesheet" href="{}"><div class="graph-box">{}</div>',
+            static("console/graph.css"),
+            version_graph(obj, element_id=f"version-graph-{obj.pk}"),
+        )
 
     graph.short_description = "Graph"  # type: ignore[attr-defined]

@@ -248,11 +248,26 @@ def test_the_draft_graph_is_redrawn_from_the_form_without_saving(make_workflow, 
     assert "problem" in classes(ask) and "config" in ask.find(f"{SVG}title").text
 
 
+def test_a_field_the_form_refuses_is_a_problem_of_its_step_and_nothing_more(
+    make_workflow, admin_client
+):
+    workflow = draft(make_workflow)
+    url = reverse("admin:runs-workflow-graph", args=[workflow.pk])
+    data = form_data(workflow, ask={"edges": '{"next": "done"}', "timeout_s": "soon"})
+    page = admin_client.post(url, data, HTTP_HX_REQUEST="true")
+    assert page.status_code == 200
+    ask = nodes(parse_svg(page.content.decode(), "draft-graph-svg"))["ask"]
+    assert ask.find(f"{SVG}title").text.splitlines()[-1] == "step 'ask': timeout_s: Enter a number."
+    assert page.content.decode().count("<li>") == 1
+
+
 def test_only_people_who_may_change_the_workflow_post_its_form(make_workflow, client_for):
     workflow = draft(make_workflow)
     url = reverse("admin:runs-workflow-graph", args=[workflow.pk])
     viewer = client_for("viewer")
     assert viewer.get(url).status_code == 200
+    page = viewer.get(reverse("admin:runs_workflow_change", args=[workflow.pk])).content.decode()
+    assert 'id="draft-graph-svg"' in page and "hx-post" not in page
     assert viewer.post(url, form_data(workflow)).status_code == 403
 
 
@@ -294,6 +309,19 @@ def test_the_run_page_highlights_exactly_the_steps_and_edges_the_run_took(
     stats = nodes(svg)["left"].find(f"{SVG}text[@class='node-stats']").text
     assert stats.startswith("$0.0000 · ")
     assert 'id="run-path"' in html and html.count('<tr><td class="num">') >= 4
+
+
+def test_the_polled_timeline_carries_the_graph_and_the_time_axis(make_workflow, client_for):
+    version = branching(make_workflow)
+    run = engine.start_run(workflow=version.workflow, input={}).run
+    partial = client_for("viewer").get(
+        reverse("console-run-detail", args=[run.pk]), HTTP_HX_REQUEST="true"
+    )
+    html = partial.content.decode()
+    assert "<html" not in html
+    assert "visited" not in classes(nodes(parse_svg(html, "run-graph"))["start"])
+    assert "current" in classes(nodes(parse_svg(html, "run-graph"))["start"])
+    assert parse_svg(html, "time-axis") is not None
 
 
 def test_a_failed_run_marks_its_failed_step(make_workflow, client_for):
@@ -376,6 +404,25 @@ def test_each_version_has_a_page_with_its_graph(make_workflow, client_for):
     )
     bad = client_for("viewer").get(reverse("console-version-diff", args=[slug]), {"a": 1, "b": 9})
     assert bad.status_code == 400
+
+
+def test_the_version_list_takes_the_same_queries_for_one_version_as_for_five(
+    make_workflow, client_for, django_assert_num_queries
+):
+    client = client_for("viewer")
+    few = branching(make_workflow).workflow
+    many = branching(make_workflow).workflow
+    for number in range(2, 6):
+        Step.objects.filter(workflow=many, key="start").update(
+            config={"tool": "echo", "args": {"value": number}}
+        )
+        engine.publish_workflow(workflow=many)
+    client.get(reverse("console-version-list", args=[few.slug]))
+    with django_assert_num_queries(7) as first:
+        client.get(reverse("console-version-list", args=[few.slug]))
+    with django_assert_num_queries(len(first)):
+        page = client.get(reverse("console-version-list", args=[many.slug]))
+    assert page.content.decode().count("changes from v") == 4
 
 
 def test_the_version_admin_page_shows_its_graph(make_workflow, admin_client):
