@@ -205,8 +205,10 @@ class VersionGraphAdmin:
     """For the version admin: the version's graph above its definition."""
 
     def get_readonly_fields(self, request: HttpRequest, obj=None):
-        fields = tuple(super().get_readonly_fields(request, obj))  # type: ignore[misc]
-        return (*fields, "graph") if "graph" not in fields else fields
+        fields = [f for f in super().get_readonly_fields(request, obj) if f != "graph"]  # type: ignore[misc]
+        # The picture before the JSON it draws.
+        at = fields.index("pretty_definition") if "pretty_definition" in fields else len(fields)
+        return (*fields[:at], "graph", *fields[at:])
 
     def graph(self, obj: WorkflowVersion) -> SafeString:
         # Admin pages do not load the graph's stylesheet: the field brings it.

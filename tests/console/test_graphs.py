@@ -428,7 +428,9 @@ def test_the_version_list_takes_the_same_queries_for_one_version_as_for_five(
 def test_the_version_admin_page_shows_its_graph(make_workflow, admin_client):
     version = branching(make_workflow)
     page = admin_client.get(reverse("admin:runs_workflowversion_change", args=[version.pk]))
-    assert len(nodes(parse_svg(page.content.decode(), f"version-graph-{version.pk}"))) == 5
+    html = page.content.decode()
+    assert len(nodes(parse_svg(html, f"version-graph-{version.pk}"))) == 5
+    assert html.index(f"version-graph-{version.pk}") < html.index("&quot;entry&quot;")
 
 
 # --- the time axis ---------------------------------------------------------------------
