@@ -18,6 +18,7 @@ from django.utils.html import format_html
 from config.admin_base import ReadOnlyAdmin, json_block, sees_personal_data
 from policies.audit import actor_of
 from runs import engine
+from runs.admin_graphs import VersionGraphAdmin, WorkflowGraphAdmin
 from runs.engine.cache import invalidate_step_cache
 from runs.models import (
     Run,
@@ -46,7 +47,7 @@ class StepInline(admin.StackedInline):
 
 
 @admin.register(Workflow)
-class WorkflowAdmin(admin.ModelAdmin):
+class WorkflowAdmin(WorkflowGraphAdmin, admin.ModelAdmin):
     list_display = ("name", "slug", "entry_step", "role", "policy", "latest_version", "updated_at")
     list_select_related = ("role", "policy")
     search_fields = ("name", "slug")
@@ -88,7 +89,7 @@ class WorkflowAdmin(admin.ModelAdmin):
 
 
 @admin.register(WorkflowVersion)
-class WorkflowVersionAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+class WorkflowVersionAdmin(ReadOnlyAdmin, VersionGraphAdmin, admin.ModelAdmin):
     list_display = ("__str__", "workflow", "number", "published_at", "published_by")
     list_filter = ("workflow",)
     list_select_related = ("workflow", "published_by")

@@ -36,6 +36,7 @@ from lib.screening import redact, redact_value
 from policies import audit
 from runs import engine, metrics
 from runs.models import Run, RunStatus, Score, StepRun, ToolCallRecord, Workflow, WorkflowVersion
+from runs.views_graphs import run_graph_context
 
 PAGE_SIZE = 50
 # A bulk retry handles at most this many runs per confirmation: each is one
@@ -397,6 +398,7 @@ def _timeline(request: HttpRequest, run: Run) -> dict[str, Any]:
         "can_retry": run.status == RunStatus.FAILED and user.has_perm("runs.retry_run"),
         "can_cancel": not run.is_terminal and user.has_perm("runs.cancel_run"),
         "redacted": not user.has_perm("runs.view_personal_data"),
+        **run_graph_context(run, steps, approvals),
     }
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
@@ -309,6 +311,33 @@ def _cycles(graph: dict[str, set[str]]) -> list[set[str]]:
 def validate_workflow(*, workflow: Workflow) -> list[str]:
     """Every problem that would stop `workflow` from being published."""
     definition, problems = parse_definition(snapshot(workflow))
+    return problems + _live_problems(definition)
+
+
+def problems_by_step(problems: list[str], keys: Iterable[str]) -> dict[str, list[str]]:
+    """Publish's problems grouped by the step each concerns ("" for the
+    workflow as a whole; a loop's problem under each of its steps).
+
+    Every message about a step starts with `step '<key>'`, as written above
+    (`_parse_step`'s `where`, `_graph_problems`, `_live_problems`), and a
+    loop's lists its steps as `steps a -> b form a loop`; the messages stay
+    exactly what Publish reports."""
+    keys = list(keys)
+    grouped: dict[str, list[str]] = {}
+    for problem in problems:
+        found = [key for key in keys if problem.startswith(f"step {key!r}")]
+        loop = re.match(r"steps (.+?) form a loop", problem)
+        if loop:
+            members = loop.group(1).split(" -> ")
+            found = [key for key in keys if key in members]
+        for key in found or [""]:
+            grouped.setdefault(key, []).append(problem)
+    return grouped
+
+
+def validate_draft(data: dict[str, Any]) -> list[str]:
+    """Every problem of a snapshot (saved or not) that would stop Publish."""
+    definition, problems = parse_definition(data)
     return problems + _live_problems(definition)
 
 
