@@ -685,13 +685,24 @@ def _retried(value: str) -> dict[str, Any] | None:
     runs = list(
         Run.objects.filter(pk__in=ids)
         .select_related("workflow")
-        .only("id", "status", "wait_reason", "error", "workflow__slug", "current_step")
+        .only(
+            "id", "status", "wait_reason", "stop_reason", "error", "workflow__slug", "current_step"
+        )
         .order_by("id")
     )
-    statuses = Counter(run.get_status_display() for run in runs)
+    statuses = Counter(_became(run) for run in runs)
+    became = ", ".join(f"{count} {status}" for status, count in statuses.most_common())
     return {
         "runs": runs,
-        "summary": ", ".join(f"{count} {status.lower()}" for status, count in statuses.items()),
+        "summary": f"{len(runs)} retried → {became}",
         "active": any(not run.is_terminal for run in runs),
         "url": f"{reverse('console-deadletter-list')}?{urlencode({'retried': value})}",
     }
+
+
+def _became(run: Run) -> str:
+    """What a retried run is now, with why it waits or stopped: "running",
+    "waiting: approval", "stopped: budget", "failed"."""
+    status = run.get_status_display().lower()
+    why = run.stop_reason if run.status == RunStatus.STOPPED else run.wait_reason
+    return f"{status}: {why}" if why else status
