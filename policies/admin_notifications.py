@@ -7,9 +7,11 @@ from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
+from django.db import transaction
 from django.http import HttpRequest
 
 from config.admin_base import ReadOnlyAdmin
+from policies.audit import actor_of, record
 from policies.models import NotificationDelivery, NotificationRoute
 
 
@@ -66,6 +68,31 @@ class NotificationRouteAdmin(admin.ModelAdmin):
     list_display = ["name", "kind", "recipients", "webhook_url", "enabled"]
     list_filter = ["kind", "enabled"]
     inlines = [DeliveryInline]
+
+    def save_model(self, request: HttpRequest, obj, form, change) -> None:
+        # Who is told of incidents is part of the policy: audited with the change.
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            record(
+                action="notification_route.saved",
+                actor=actor_of(request.user),
+                target=obj,
+                data={field: form.cleaned_data.get(field) for field in form.changed_data},
+            )
+
+    def delete_model(self, request: HttpRequest, obj) -> None:
+        with transaction.atomic():
+            record(
+                action="notification_route.deleted",
+                actor=actor_of(request.user),
+                target=obj,
+                data={"name": obj.name, "kind": obj.kind},
+            )
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset) -> None:
+        for route in queryset:
+            self.delete_model(request, route)
 
     @admin.display(description="Email recipients")
     def recipients(self, route: NotificationRoute) -> str:

@@ -17,7 +17,7 @@ from django.utils import timezone
 from approvals import sla
 from approvals.models import ApprovalRequest
 from policies import alerts
-from policies.models import NotificationDelivery, NotificationKind, NotificationRoute
+from policies.models import AuditEntry, NotificationDelivery, NotificationKind, NotificationRoute
 from policies.notifications import notify_dead_letters, notify_event, sla_escalation
 from runs import tasks
 from runs.models import Run
@@ -198,9 +198,10 @@ def test_a_failing_webhook_is_recorded_on_the_delivery_not_raised(
     assert len(hook.received) == 1
 
 
-def test_admin_sets_up_a_route_and_refuses_one_that_tells_nobody(make_user):
+def test_admin_sets_up_a_route_audited_and_refuses_one_that_tells_nobody(make_user):
     client = Client()
-    client.force_login(make_user("operator"))
+    client.user = make_user("operator")
+    client.force_login(client.user)
     url = "/admin/policies/notificationroute/add/"
     assert client.get(url).status_code == 200
     base = {"name": "on-call", "kind": "dead_letter", "enabled": "on"}
@@ -211,4 +212,8 @@ def test_admin_sets_up_a_route_and_refuses_one_that_tells_nobody(make_user):
     assert "Not an email address: nobody" in bad.content.decode()
     saved = client.post(url, {**base, "emails": "ops@example.com", "webhook_url": ""})
     assert saved.status_code == 302
-    assert NotificationRoute.objects.get().addresses == ["ops@example.com"]
+    made = NotificationRoute.objects.get()
+    assert made.addresses == ["ops@example.com"]
+    entry = AuditEntry.objects.get(action="notification_route.saved")
+    assert entry.actor == f"user:{client.user.username}" and entry.target_id == str(made.pk)
+    assert entry.data["emails"] == "ops@example.com"
