@@ -210,7 +210,7 @@ APPROVAL_FILTERS = [
 ]
 # A datetime-local input that keeps the seconds and their fractions: a
 # drill-down link carries the dashboard's bounds exactly.
-DATETIME_INPUT = {"type": "datetime-local", "step": "0.001"}
+DATETIME_INPUT = {"type": "datetime-local", "step": "any"}
 
 
 def approval_filter(kind: str) -> Q:

@@ -19,6 +19,7 @@ from approvals.models import ApprovalRequest, SampleItem, SampleReview
 from policies.models import Breaker
 from runs.engine.switches import set_switch
 from runs.models import Run
+from runs.views_timesplit import local_bound
 from tests.conftest import waiting_for_review
 from tests.console import conftest as console
 from tests.console.runs_fixtures import add_run
@@ -74,12 +75,15 @@ def console_pages(make_workflow, pending_approval, pending_tool_call) -> dict[st
     sample = SampleReview.objects.create(workflow=version.workflow, week="2026-W48", seed="s")
     SampleItem.objects.create(review=sample, run_id=run_id, stratum="done")
     Breaker.objects.create(key="vendor:enrichco")
+    since = local_bound(now - timedelta(days=7))
     # A kill switch engaged: every page carries its banner.
     set_switch(scope="tool", target="test.send", engaged=True, reason="vendor incident", by="ada")
     return {
         "home": "/console/",
         "dashboard": "/console/dashboard/",
         "runs list": "/console/runs/",
+        "runs list, drilled down": f"/console/runs/?workflow={version.workflow.slug}"
+        f"&version={version.pk}&approvals=decided&created_from={since}",
         "run detail": f"/console/runs/{run_id}/",
         "dead letters": "/console/dead-letters/",
         "review queue": "/console/review/",
