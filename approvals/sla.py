@@ -32,6 +32,7 @@ from django.urls import reverse
 
 from approvals.models import ApprovalRequest, ApprovalStatus
 from lib.notify import email_group, post_json
+from policies.notifications import notify_event, sla_escalation
 
 log = logging.getLogger("bosun.review")
 
@@ -97,6 +98,8 @@ def _breach(approval_id: int) -> bool:
     request = ApprovalRequest.objects.select_related("run__workflow").get(pk=approval_id)
     if request.escalate_to:
         _tell(request, group=request.escalate_to, event="approval.overdue", subject="Overdue")
+    # The routes set in admin for SLA escalations (once per request and route).
+    notify_event(sla_escalation(request))
     return True
 
 

@@ -1,11 +1,13 @@
 from django.urls import path
 
-from approvals import views
+from approvals import views, views_bulk
 
 urlpatterns = [
     path("", views.review_queue, name="console-review-queue"),
     path("count/", views.review_count, name="console-review-count"),
     path("focus/", views.review_focus, name="console-review-focus"),
+    path("bulk/", views_bulk.review_bulk, name="console-review-bulk"),
+    path("bulk/decide/", views_bulk.review_bulk_decide, name="console-review-bulk-decide"),
     path("<int:approval_id>/skip/", views.review_skip, name="console-review-skip"),
     path("<int:approval_id>/", views.review_detail, name="console-review-detail"),
     path("<int:approval_id>/decide/", views.review_decide, name="console-review-decide"),

@@ -391,6 +391,10 @@ BOSUN_BASE_URL = _http_url("BOSUN_BASE_URL", "http://127.0.0.1:8000")
 BOSUN_REVIEW_WEBHOOK_URL = _http_url("BOSUN_REVIEW_WEBHOOK_URL", "")
 # How long telling anyone may take (SMTP, webhook) before it is given up.
 BOSUN_REVIEW_NOTIFY_TIMEOUT_S = env_float("BOSUN_REVIEW_NOTIFY_TIMEOUT_S", 5.0)
+# Notification routes (admin -> Notification routes) are told of runs
+# dead-lettered within this many seconds by the sweeps (older ones are not
+# looked at again: a sweeper that was down longer does not flood anyone).
+BOSUN_NOTIFY_LOOKBACK_S = env_float("BOSUN_NOTIFY_LOOKBACK_S", 3600.0)
 
 # Plug-ins are listed here, by dotted path: no autodiscovery.
 BOSUN_TOOLS: dict[str, str] = {

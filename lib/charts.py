@@ -47,6 +47,9 @@ class Chart:
     left: int
     right: int
     empty: bool
+    # Every day and its value as text ("—" for none): the table shown beside
+    # the chart, for screen readers and for reading exact values.
+    rows: tuple[tuple[date, str], ...] = ()
 
 
 def _scale(values: Sequence[float | None]) -> float:
@@ -97,6 +100,10 @@ def trend_chart(
         left=PAD_LEFT,
         right=WIDTH - PAD_RIGHT,
         empty=not marks,
+        rows=tuple(
+            (day, "—" if value is None else fmt(value))
+            for day, value in zip(days, numbers, strict=True)
+        ),
     )
 
 

@@ -31,9 +31,25 @@ def email_group(group: str, subject: str, body: str, *, timeout_s: float) -> Non
         log.exception("emailing group %r failed", group)
 
 
-def post_json(url: str, message: dict[str, Any], *, timeout_s: float) -> None:
+def email_addresses(addresses: list[str], subject: str, body: str, *, timeout_s: float) -> bool:
+    """One message per address (nobody sees the others'); whether it went."""
+    if not addresses:
+        return True
+    try:
+        connection = get_connection(timeout=timeout_s)
+        connection.send_messages([EmailMessage(subject, body, to=[a]) for a in addresses])
+    except Exception:
+        log.exception("emailing %d address(es) failed", len(addresses))
+        return False
+    return True
+
+
+def post_json(url: str, message: dict[str, Any], *, timeout_s: float) -> bool:
+    """POST the message as JSON (no redirects followed); whether it was taken."""
     try:
         response = httpx2.post(url, json=message, timeout=timeout_s, follow_redirects=False)
         response.raise_for_status()
     except Exception:
         log.exception("posting to the webhook %s failed", url)
+        return False
+    return True

@@ -486,4 +486,4 @@ class RubricAdmin(admin.ModelAdmin):
         return False
 
 
-from policies import admin_audit  # noqa: E402,F401
+from policies import admin_audit, admin_notifications  # noqa: E402,F401

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.urls import reverse
 
 from lib.notify import email_group, post_json
+from policies.notifications import breaker_alert, notify_event
 
 
 def breaker_open_too_long(*, key: str, since: str, state: str, waiting: int) -> None:
@@ -40,3 +41,5 @@ def breaker_open_too_long(*, key: str, since: str, state: str, waiting: int) -> 
             "url": link,
         }
         post_json(settings.BOSUN_ALERT_WEBHOOK_URL, message, timeout_s=timeout_s)
+    # The routes set in admin for breaker alerts (once per outage and route).
+    notify_event(breaker_alert(key=key, since=since, state=state, waiting=waiting))

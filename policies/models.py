@@ -480,3 +480,65 @@ class AnswerReuse(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tool}: {self.ttl_s}s"
+
+
+class NotificationKind(models.TextChoices):
+    SLA_ESCALATION = "sla_escalation", "SLA escalation (an approval request past its due time)"
+    DEAD_LETTER = "dead_letter", "Dead letter (a run failed for good)"
+    BREAKER_ALERT = "breaker_alert", "Breaker alert (a circuit breaker open too long)"
+
+
+class NotificationRoute(models.Model):
+    """Who is told of an event of one kind: email addresses and/or a chat
+    webhook (Slack-compatible JSON). Every enabled route of the event's kind
+    is told once per event (policies.notifications)."""
+
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=20, choices=NotificationKind.choices)
+    emails = models.TextField(
+        blank=True, help_text="Email addresses, one per line or separated by commas."
+    )
+    webhook_url = models.URLField(
+        blank=True,
+        max_length=500,
+        help_text='A webhook that takes Slack-style JSON ({"text": …, "blocks": […]}).',
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["kind", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_kind_display()})"
+
+    @property
+    def addresses(self) -> list[str]:
+        parts = self.emails.replace(",", "\n").splitlines()
+        return sorted({part.strip() for part in parts if part.strip()})
+
+
+class NotificationDelivery(models.Model):
+    """One event told to one route. The row is the claim: the unique
+    (route, event_key) lets exactly one of concurrent sweeps, a task
+    delivered twice or a retried step insert it, and only that one sends."""
+
+    route = models.ForeignKey(
+        NotificationRoute, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    event_key = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "notification deliveries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["route", "event_key"], name="notification_once_per_event"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_key} to {self.route_id}"

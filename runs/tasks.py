@@ -10,6 +10,7 @@ from django_q.tasks import async_task
 
 from approvals import sla
 from integrations.idempotency import purge_idempotency_keys
+from policies.notifications import notify_dead_letters
 from runs import engine
 from runs.rollup import roll_up_all
 
@@ -22,6 +23,7 @@ def sweep() -> int:
     rung = len(engine.sweep())
     engine.decide_timed_out_approvals()  # approvals past their timeout
     sla.sweep_slas()  # approvals to announce, or past their due time
+    notify_dead_letters()  # runs dead-lettered lately, to the routes set in admin
     purge_idempotency_keys()  # API idempotency keys past their 24-hour window
     return rung
 

@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Max, Min, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models import Count, Exists, Max, Min, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
@@ -37,6 +37,7 @@ from policies import audit
 from runs import engine, metrics
 from runs.models import Run, RunStatus, Score, StepRun, ToolCallRecord, Workflow, WorkflowVersion
 from runs.views_graphs import run_graph_context
+from runs.views_timesplit import DATETIME_FORMAT, time_figures
 
 PAGE_SIZE = 50
 # A bulk retry handles at most this many runs per confirmation: each is one
@@ -146,12 +147,14 @@ def _dashboard_figures(data: dict[str, Any]) -> dict[str, Any]:
     report = metrics.period_report(since=since, until=until, workflow=workflow)
     rows, trend = report.versions, report.trend
     charts = trend_charts(trend)
+    figures = [_figures(row) for row in rows]
     return {
-        "rows": [_figures(row) for row in rows],
+        "rows": figures,
         "charts": charts,
         "since": since,
         "until": until,
         "workflow": workflow,
+        **time_figures(since=since, until=until, workflow=workflow, rows=figures, charts=charts),
     }
 
 
@@ -199,6 +202,30 @@ def _credits(by_vendor: dict[str, int]) -> str:
 # --- runs list ---------------------------------------------------------------
 
 
+APPROVAL_FILTERS = [
+    ("", "Asked or not"),
+    ("asked", "Asked a person (any approval request)"),
+    ("decided", "A request was decided"),
+    ("pending", "A request is pending"),
+    ("breached", "A request went past its SLA"),
+]
+# A datetime-local input that keeps the seconds and their fractions: a
+# drill-down link carries the dashboard's bounds exactly.
+DATETIME_INPUT = {"type": "datetime-local", "step": "any"}
+
+
+def approval_filter(kind: str) -> Q:
+    """The runs with an approval request of that kind (APPROVAL_FILTERS)."""
+    requests = ApprovalRequest.objects.filter(run_id=OuterRef("pk"))
+    if kind == "decided":
+        requests = requests.filter(status__in=("approved", "rejected"), decided_at__isnull=False)
+    elif kind == "pending":
+        requests = requests.filter(status="pending")
+    elif kind == "breached":
+        requests = requests.filter(breached_at__isnull=False)
+    return Q(Exists(requests))
+
+
 class RunFilterForm(forms.Form):
     workflow = forms.ModelChoiceField(
         Workflow.objects.only("id", "slug", "name").order_by("slug"),
@@ -233,6 +260,18 @@ class RunFilterForm(forms.Form):
         choices=[("", "Any result"), ("yes", "Successful outcome"), ("no", "Not successful")],
         required=False,
     )
+    approvals = forms.ChoiceField(choices=APPROVAL_FILTERS, required=False, label="People")
+    # The dashboard's exact period (its links drill down to the runs behind a figure).
+    created_from = forms.DateTimeField(
+        required=False,
+        label="Created at or after",
+        widget=forms.DateTimeInput(DATETIME_INPUT, format=DATETIME_FORMAT),
+    )
+    created_before = forms.DateTimeField(
+        required=False,
+        label="Created before",
+        widget=forms.DateTimeInput(DATETIME_INPUT, format=DATETIME_FORMAT),
+    )
     before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
     after = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
 
@@ -266,6 +305,12 @@ class RunFilterForm(forms.Form):
             runs = runs.filter(outcome=data["outcome"])
         if data.get("success"):
             runs = runs.filter(success=data["success"] == "yes")
+        if data.get("approvals"):
+            runs = runs.filter(approval_filter(data["approvals"]))
+        if data.get("created_from"):
+            runs = runs.filter(created_at__gte=data["created_from"])
+        if data.get("created_before"):
+            runs = runs.filter(created_at__lt=data["created_before"])
         return runs
 
 
@@ -642,13 +687,24 @@ def _retried(value: str) -> dict[str, Any] | None:
     runs = list(
         Run.objects.filter(pk__in=ids)
         .select_related("workflow")
-        .only("id", "status", "wait_reason", "error", "workflow__slug", "current_step")
+        .only(
+            "id", "status", "wait_reason", "stop_reason", "error", "workflow__slug", "current_step"
+        )
         .order_by("id")
     )
-    statuses = Counter(run.get_status_display() for run in runs)
+    statuses = Counter(_became(run) for run in runs)
+    became = ", ".join(f"{count} {status}" for status, count in statuses.most_common())
     return {
         "runs": runs,
-        "summary": ", ".join(f"{count} {status.lower()}" for status, count in statuses.items()),
+        "summary": f"{len(runs)} retried → {became}",
         "active": any(not run.is_terminal for run in runs),
         "url": f"{reverse('console-deadletter-list')}?{urlencode({'retried': value})}",
     }
+
+
+def _became(run: Run) -> str:
+    """What a retried run is now, with why it waits or stopped: "running",
+    "waiting: approval", "stopped: budget", "failed"."""
+    status = run.get_status_display().lower()
+    why = run.stop_reason if run.status == RunStatus.STOPPED else run.wait_reason
+    return f"{status}: {why}" if why else status

@@ -128,13 +128,14 @@ def test_bad_periods_are_form_errors(make_user, params, message):
     assert partial.status_code == 200 and message in partial.content.decode()
 
 
-@pytest.mark.parametrize("headers,queries", [({}, 14), (HX, 12)])  # whole page: + the switches
+@pytest.mark.parametrize("headers,queries", [({}, 17), (HX, 15)])  # whole page: + the switches
 def test_the_dashboard_takes_the_same_queries_for_3_runs_as_for_30(
     make_user, many_runs, make_workflow, django_assert_num_queries, headers, queries
 ):
     # session, user, two permission look-ups, the eight of the metrics (the
     # trend comes with them; 7 days hold whole days, which could be rolled
-    # up); the whole page also fills the workflow choices
+    # up), the three of the time split; the whole page also fills the
+    # workflow choices
     client = client_for(make_user)
     many_runs(3)
     with django_assert_num_queries(queries):
@@ -189,9 +190,12 @@ def test_run_status_and_successful_outcome_are_two_columns_each_explained(
     add_run(two_step_version, success=True, created_at=now, latency_ms=10)
     add_run(two_step_version, success=False, created_at=now, latency_ms=10)  # archived
     body = client_for(make_user).get("/console/dashboard/?period=24h").content.decode()
+    body = body.split('<table class="metrics">', 1)[
+        1
+    ]  # the figures (the charts' tables come first)
     header = body.split("<thead>", 1)[1].split("</thead>", 1)[0]
     assert 'title="Run status succeeded' in header and 'title="Successful outcomes:' in header
     assert header.count("<th") == header.count("title=")  # every column explained on hover
     row = body.split("<tbody>", 1)[1].split("</tr>", 1)[0]
-    cells = re.findall(r'<td class="num">(\d+)</td>', row)
+    cells = re.findall(r'<td class="num"><a [^>]*>(\d+)</a></td>', row)
     assert cells[:3] == ["2", "2", "1"]  # runs, succeeded, successful outcomes

@@ -16,6 +16,7 @@ from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
 from approvals import sla
+from policies.notifications import notify_dead_letters
 from runs import engine
 
 log = logging.getLogger("bosun.sweeper")
@@ -48,6 +49,7 @@ class Command(BaseCommand):
                     sla_due = time.monotonic() + SLA_SWEEP_S
                     engine.decide_timed_out_approvals()
                     sla.sweep_slas()
+                    notify_dead_letters()
             except Exception:  # a restarting database must not kill the loop
                 log.exception("sweep failed; retrying")
                 close_old_connections()

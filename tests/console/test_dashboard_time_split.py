@@ -1,0 +1,147 @@
+"""The dashboard separates machine time from time waiting for people, counts
+stopped and cancelled runs, shows each chart's values as a table, and every
+figure links to the runs behind it."""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from approvals.models import ApprovalRequest
+from runs import rollup
+from runs.timesplit import time_split
+from tests.console import runs_fixtures as fx
+from tests.console.runs_fixtures import add_approval, add_run
+
+pytestmark = pytest.mark.django_db
+
+two_step_version = fx.two_step_version
+URL = "/console/dashboard/"
+
+
+def viewer(make_user) -> Client:
+    client = Client()
+    client.force_login(make_user("viewer"))
+    return client
+
+
+def decided(run, *, waited_s: float, seq: int = 1, breached: bool = False) -> ApprovalRequest:
+    approval = add_approval(run, seq=seq, status="approved")
+    created = timezone.now() - timedelta(hours=2)
+    ApprovalRequest.objects.filter(pk=approval.pk).update(
+        created_at=created,
+        decided_at=created + timedelta(seconds=waited_s),
+        breached_at=created if breached else None,
+    )
+    return approval
+
+
+@pytest.fixture
+def mix(two_step_version):
+    """Runs of one version: steps of 100 ms and 300 ms, approvals decided
+    after 10 min and 30 min (one past its SLA), one pending, a stopped and a
+    cancelled run, and a stopped run from before the period."""
+    now = timezone.now()
+    steps = [{"duration_ms": 100.0}, {"duration_ms": 300.0}]
+    first = add_run(two_step_version, success=True, created_at=now, latency_ms=5, steps=steps)
+    decided(first, waited_s=600)
+    second = add_run(two_step_version, created_at=now, latency_ms=5, steps=steps)
+    decided(second, waited_s=1800, breached=True)
+    waiting = add_run(two_step_version, status="waiting", wait_reason="approval", created_at=now)
+    add_approval(waiting, status="pending")
+    runs = {
+        "first": first,
+        "second": second,
+        "waiting": waiting,
+        "stopped": add_run(
+            two_step_version, status="stopped", stop_reason="budget", created_at=now
+        ),
+        "cancelled": add_run(two_step_version, status="cancelled", created_at=now),
+        "old": add_run(two_step_version, status="stopped", created_at=now - timedelta(days=9)),
+    }
+    return runs
+
+
+def week() -> dict:
+    until = timezone.now() + timedelta(minutes=1)
+    return {"since": until - timedelta(days=7), "until": until}
+
+
+def test_machine_time_and_time_waiting_for_people_are_apart(mix):
+    [row] = time_split(**week())
+    assert (row.runs, row.stopped, row.cancelled) == (5, 1, 1)
+    assert (row.steps, row.step_total_ms) == (4, 800.0)
+    assert row.step_p50_ms == pytest.approx(200, rel=0.05)  # between 100 and 300
+    assert row.step_p95_ms == pytest.approx(290, rel=0.05)
+    assert (row.decisions, row.wait_total_ms) == (2, pytest.approx(2_400_000))
+    assert row.wait_p50_ms == pytest.approx(1_200_000, rel=0.05)
+    assert (row.pending, row.breached) == (1, 1)
+    assert row.human_share == pytest.approx(2_400_000 / 2_400_800)
+
+
+def test_the_time_split_is_the_same_after_a_roll_up(mix, monkeypatch):
+    monkeypatch.setattr(rollup, "SLACK", timedelta(0))
+    before = time_split(**week())
+    rollup.roll_up_all()
+    assert time_split(**week()) == before
+
+
+def test_the_dashboard_shows_stopped_cancelled_and_the_time_split(make_user, mix):
+    response = viewer(make_user).get(URL)
+    [row] = response.context["rows"]
+    assert (row["stopped"], row["cancelled"]) == (1, 1)
+    [split] = response.context["time_rows"]
+    assert split["step_total"] == "800 ms" and split["wait_total"] == "40.0 min"
+    body = response.content.decode()
+    assert "Machine time and time waiting for people" in body
+    header = body.split('id="time-split"', 1)[1].split("<thead>", 1)[1].split("</thead>")[0]
+    assert header.count("<th") == header.count("title=") == 12  # every column explained on hover
+
+
+def drill(client: Client, body: str, title: str) -> set[int]:
+    """Follow the first link titled `title` and return the run ids listed."""
+    href = re.search(rf'<a href="([^"]+)" title="{title}">', body)
+    assert href, title
+    page = client.get(html.unescape(href.group(1)))
+    assert page.status_code == 200, page.content.decode()[:2000]
+    return {run.pk for run in page.context["runs"]}
+
+
+def test_every_count_links_to_the_runs_behind_it(make_user, mix):
+    client = viewer(make_user)
+    body = client.get(URL).content.decode()
+    assert drill(client, body, "The stopped runs") == {mix["stopped"].pk}  # not the old one
+    assert drill(client, body, "The cancelled runs") == {mix["cancelled"].pk}
+    assert drill(client, body, "The runs with a successful outcome") == {mix["first"].pk}
+    assert drill(client, body, "The runs with a request past its SLA") == {mix["second"].pk}
+    assert drill(client, body, "The runs with a pending request") == {mix["waiting"].pk}
+    decided_runs = {mix["first"].pk, mix["second"].pk}
+    assert drill(client, body, "The runs with a decided request") == decided_runs
+    assert drill(client, body, "The runs that asked a person") == decided_runs | {mix["waiting"].pk}
+    assert len(drill(client, body, "The runs behind this figure")) == 5
+
+
+def test_the_runs_list_filters_by_an_exact_time_window(make_user, two_step_version):
+    now = timezone.now()
+    early = add_run(two_step_version, created_at=now - timedelta(hours=3))
+    late = add_run(two_step_version, created_at=now - timedelta(minutes=30))
+    start = timezone.localtime(now - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    page = viewer(make_user).get("/console/runs/", {"created_from": start})
+    assert [run.pk for run in page.context["runs"]] == [late.pk]
+    end = viewer(make_user).get("/console/runs/", {"created_before": start})
+    assert [run.pk for run in end.context["runs"]] == [early.pk]
+
+
+def test_each_chart_has_its_values_as_a_table_beside_it(make_user, two_step_version):
+    add_run(two_step_version, created_at=timezone.now(), latency_ms=5)
+    body = viewer(make_user).get(URL, {"period": "24h"}).content.decode()
+    assert body.count('<details class="chart-data">') == 3
+    table = body.split('<details class="chart-data">', 1)[1].split("</details>", 1)[0]
+    today = timezone.localdate().isoformat()
+    assert f'>{today}</a></td><td class="num">1</td>' in table
+    assert f"/console/runs/?since={today}&amp;until={today}" in table
