@@ -6,6 +6,7 @@ Actions call the engine's functions; nothing here changes a run directly.
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -20,6 +21,7 @@ from policies.audit import actor_of
 from runs import engine
 from runs.engine.cache import invalidate_step_cache
 from runs.models import (
+    Rollout,
     Run,
     Score,
     Step,
@@ -57,7 +59,7 @@ class WorkflowAdmin(admin.ModelAdmin):
         ("Input screening", {"fields": ("input_schema", "sensitive_fields", "untrusted_fields")}),
     )
     inlines = [StepInline]
-    actions = ["publish", "invalidate_cache"]
+    actions = ["publish", "publish_canary", "invalidate_cache"]
 
     @admin.display(description="Latest version")
     def latest_version(self, obj: Workflow) -> str:
@@ -77,6 +79,29 @@ class WorkflowAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"Published {version}.", messages.SUCCESS)
 
+    @admin.action(
+        description=f"Publish a new version as a {settings.BOSUN_CANARY_SHARE_PCT} % canary",
+        permissions=["publish"],
+    )
+    def publish_canary(self, request: HttpRequest, queryset: QuerySet[Workflow]) -> None:
+        """The new version takes BOSUN_CANARY_SHARE_PCT % of new runs; the
+        console's rollout page compares, promotes and rolls it back."""
+        share = settings.BOSUN_CANARY_SHARE_PCT
+        for workflow in queryset:
+            try:
+                version = engine.publish_workflow(
+                    workflow=workflow, user=request.user, canary_share=share
+                )
+            except engine.PublishError as exc:
+                for problem in exc.problems:
+                    self.message_user(
+                        request, f"{workflow.slug} not published: {problem}", messages.ERROR
+                    )
+            else:
+                self.message_user(
+                    request, f"Published {version} as a {share} % canary.", messages.SUCCESS
+                )
+
     @admin.action(description="Invalidate the step cache", permissions=["publish"])
     def invalidate_cache(self, request: HttpRequest, queryset: QuerySet[Workflow]) -> None:
         for workflow in queryset:
@@ -85,6 +110,16 @@ class WorkflowAdmin(admin.ModelAdmin):
 
     def has_publish_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("runs.publish_workflow")
+
+
+@admin.register(Rollout)
+class RolloutAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    """Canaries, read-only: started, promoted and rolled back from the
+    console's rollout page (or the API), which audit each change."""
+
+    list_display = ("workflow", "baseline", "candidate", "share_pct", "status", "started_at")
+    list_filter = ("status", "workflow")
+    list_select_related = ("workflow", "baseline", "candidate")
 
 
 @admin.register(WorkflowVersion)

@@ -70,12 +70,26 @@ class Workflow(models.Model):
         help_text="Backpressure: new runs are refused while this many are queued, running "
         "or waiting on a machine (not on a human). Empty: no limit.",
     )
+    # The version new runs bind (a canary sends a share of them elsewhere,
+    # see runs.engine.rollout). Empty: the newest published version.
+    live_version = models.ForeignKey(
+        "WorkflowVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        editable=False,
+        help_text="The version new runs start on. Empty: the newest published version.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["name"]
-        permissions = [("publish_workflow", "Can publish a workflow version")]
+        permissions = [
+            ("publish_workflow", "Can publish a workflow version"),
+            ("manage_rollout", "Can start, promote and roll back a canary"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -83,6 +97,11 @@ class Workflow(models.Model):
     @property
     def current_version(self) -> WorkflowVersion | None:
         return self.versions.order_by("-number").first()
+
+    @property
+    def serving_version(self) -> WorkflowVersion | None:
+        """The live version: the one pinned, else the newest published."""
+        return self.live_version if self.live_version_id else self.current_version
 
 
 class Step(models.Model):
@@ -155,6 +174,65 @@ class WorkflowVersion(models.Model):
         if self.pk is not None and not kwargs.pop("allow_update", False):
             raise ValueError("a published WorkflowVersion is immutable")
         super().save(*args, **kwargs)
+
+
+class RolloutStatus(models.TextChoices):
+    ACTIVE = "active", "Canary running"
+    PROMOTED = "promoted", "Promoted"
+    ROLLED_BACK = "rolled_back", "Rolled back"
+
+
+class Rollout(models.Model):
+    """A candidate version tried on a share of a workflow's new runs.
+
+    While `active`, `share_pct` % of new runs start on `candidate`, the rest
+    on `baseline` (the live version when the canary began). Promoting makes
+    the candidate live; rolling back keeps or makes the baseline live,
+    also after a promote. A run keeps the version it started on whatever
+    happens here. Changed only by runs.engine.rollout, audited there.
+    """
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="rollouts")
+    baseline = models.ForeignKey(WorkflowVersion, on_delete=models.PROTECT, related_name="+")
+    candidate = models.ForeignKey(WorkflowVersion, on_delete=models.PROTECT, related_name="+")
+    share_pct = models.PositiveSmallIntegerField(help_text="Share of new runs on the candidate.")
+    status = models.CharField(
+        max_length=12, choices=RolloutStatus.choices, default=RolloutStatus.ACTIVE
+    )
+    started_at = models.DateTimeField(auto_now_add=True)
+    started_by = models.CharField(max_length=150)
+    start_reason = models.TextField(blank=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+    promoted_by = models.CharField(max_length=150, blank=True)
+    promote_reason = models.TextField(blank=True)
+    rolled_back_at = models.DateTimeField(null=True, blank=True)
+    rolled_back_by = models.CharField(max_length=150, blank=True)
+    rollback_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            # One canary at a time per workflow: the database refuses a
+            # second active row, so two operators cannot both start one.
+            models.UniqueConstraint(
+                fields=["workflow"],
+                condition=Q(status="active"),
+                name="rollout_one_active_per_workflow",
+            ),
+            models.CheckConstraint(
+                condition=Q(share_pct__gte=1, share_pct__lte=99), name="rollout_share_1_to_99"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_id}: v{self.candidate_id} at {self.share_pct}% ({self.status})"
+
+    @property
+    def ended_at(self) -> datetime | None:
+        """When the comparison window closed: the canary's end."""
+        if self.status == RolloutStatus.PROMOTED:
+            return self.promoted_at
+        return self.rolled_back_at if self.promoted_at is None else self.promoted_at
 
 
 class RunStatus(models.TextChoices):

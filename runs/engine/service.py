@@ -23,7 +23,7 @@ from django.db.models.functions import Greatest, Now
 from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
 from policies import audit
 from policies.services import current_versions
-from runs.engine import breakers, checks, store
+from runs.engine import breakers, checks, rollout, store
 from runs.engine.doorbell import ring
 from runs.engine.errors import (
     AlreadyDecided,
@@ -69,7 +69,9 @@ def start_run(
     version: WorkflowVersion | None = None,
     replay_of: int | None = None,
 ) -> Started:
-    """Create a queued run of the workflow's latest version and ring for it.
+    """Create a queued run of the workflow's live version (or, while a
+    canary runs, of the version its draw picks: runs.engine.rollout) and
+    ring for it.
 
     The input is screened first: it must match the workflow's entry schema
     (InvalidInput names each field), and any filled field the workflow
@@ -86,13 +88,15 @@ def start_run(
             workflow = Workflow.objects.select_related("role", "policy").get(slug=workflow)
         except Workflow.DoesNotExist:
             raise NotFound(f"no workflow {workflow!r}") from None
-    version = version or workflow.current_version
-    if version is None:
-        raise InvalidState(f"workflow {workflow.slug!r} has no published version")
     if idempotency_key is not None:
         existing = Run.objects.filter(workflow=workflow, idempotency_key=idempotency_key).first()
         if existing is not None:
             return Started(existing, created=False)
+    # The live version, or a canary's share of new runs on its candidate;
+    # the run keeps the version drawn here for good (retries included).
+    version = version or rollout.version_for_new_run(workflow, idempotency_key)
+    if version is None:
+        raise InvalidState(f"workflow {workflow.slug!r} has no published version")
     definition = version.definition
     _check_input(definition.get("input_schema"), input)
     taint = checks.taint_of_input(input, definition.get("untrusted_fields") or [])
