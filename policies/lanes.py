@@ -43,6 +43,7 @@ from django.db.models import Count, Max, Q, QuerySet
 from django.db.models.functions import Now
 
 from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus, SampleItem
+from lib.errors import InvalidState, NotFound
 from policies import audit
 from policies.models import (
     AutonomyMode,
@@ -61,10 +62,8 @@ TAINT_REASONS = ("tainted_run", "injection_suspected")
 HISTORY_SHOWN = 100
 
 
-class LaneError(Exception):
+class LaneError(InvalidState):
     """A proposal that cannot be decided (as it stands)."""
-
-    code = "invalid_state"
 
 
 @dataclass(frozen=True)
@@ -420,7 +419,7 @@ def _decide(proposal_id: int, status: str, actor: str, note: str) -> LaneProposa
     )
     proposal = LaneProposal.objects.select_related("policy").filter(pk=proposal_id).first()
     if proposal is None:
-        raise LaneError(f"no lane proposal {proposal_id}")
+        raise NotFound(f"no lane proposal {proposal_id}")
     if not changed:
         raise LaneError(f"the proposal was {proposal.status} already")
     return proposal

@@ -381,6 +381,8 @@ class ApiScope(models.TextChoices):
     APPROVALS_WRITE = "approvals:write", "Decide approvals"
     KNOWLEDGE_WRITE = "knowledge:write", "Write knowledge"
     WEBHOOKS = "webhooks", "Manage webhook sources"
+    ROLLOUTS_WRITE = "rollouts:write", "Start, promote and roll back canaries"
+    LANES_WRITE = "lanes:write", "Accept or dismiss autonomy lane proposals"
 
 
 class ApiKey(models.Model):
