@@ -245,6 +245,21 @@ class RunStatus(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
+class RunMode(models.TextChoices):
+    """What a run may touch. Only a `live` run has effects outside: in every
+    other mode (a sandbox) write and egress tools are stubbed at the gate,
+    approvals pass by themselves and knowledge, dedup and cache writes are
+    not made (see runs.engine.gate and runs.engine.kinds)."""
+
+    LIVE = "live", "Live"
+    EXPERIMENT = "experiment", "Experiment"
+    SHADOW = "shadow", "Shadow"
+    DRY_RUN = "dry_run", "Dry run"
+
+
+SANDBOX_MODES = (RunMode.EXPERIMENT, RunMode.SHADOW, RunMode.DRY_RUN)
+
+
 TERMINAL_STATUSES = (
     RunStatus.SUCCEEDED,
     RunStatus.FAILED,
@@ -347,6 +362,29 @@ class Run(models.Model):
         related_name="replays",
         help_text="LLM steps of this run answer from that run's recorded outputs.",
     )
+    mode = models.CharField(
+        max_length=12,
+        choices=RunMode.choices,
+        default=RunMode.LIVE,
+        db_default=RunMode.LIVE,
+        help_text="Live, or a sandbox (experiment, shadow, dry run) that has no effect outside.",
+    )
+    tools_from = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="A sandbox run's reads are answered from this recorded run's calls.",
+    )
+    shadow_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="shadows",
+        help_text="The live run this shadow run ran beside, on the same input.",
+    )
 
     class Meta:
         ordering = ["-id"]
@@ -379,6 +417,10 @@ class Run(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def sandboxed(self) -> bool:
+        return self.mode != RunMode.LIVE
 
 
 class StepRunStatus(models.TextChoices):
@@ -496,6 +538,11 @@ class ToolCallStatus(models.TextChoices):
     FAILED = "failed", "Failed"
     UNKNOWN = "unknown", "Outcome unknown"
     RECONCILED = "reconciled", "Reconciled by a person"
+    # A sandbox run's call that was not made: the arguments and what it
+    # would have cost are kept, the result is the tool's stub.
+    STUBBED = "stubbed", "Stubbed (sandbox)"
+    # A sandbox run's read answered from a recorded run's call: no vendor.
+    REPLAYED = "replayed", "Answered from a recording (sandbox)"
 
 
 class ToolCallRecord(models.Model):
@@ -524,6 +571,11 @@ class ToolCallRecord(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     reconciled_by = models.CharField(max_length=150, blank=True)
     reconcile_note = models.TextField(blank=True)
+    # A stubbed or replayed call (sandbox): what it would have cost live.
+    # (Database defaults: the ledger's rows are inserted by raw statements.)
+    would_cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0, db_default=0)
+    would_credits = models.PositiveIntegerField(default=0, db_default=0)
+    would_vendor = models.CharField(max_length=60, blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["-id"]
