@@ -18,7 +18,7 @@ steps in one grouped query, whatever the number of runs:
   dashboard counts it (runs.metrics).
 
 Both sides run over the same hours, so a time-of-day mix does not favour
-one.
+one. Sandbox runs (experiments, shadows, dry runs) are not counted.
 """
 
 from __future__ import annotations
@@ -30,7 +30,15 @@ from decimal import Decimal
 from django.db.models import Count, Exists, OuterRef, Q, Sum
 
 from approvals.models import ApprovalRequest
-from runs.models import TERMINAL_STATUSES, Rollout, Run, RunStatus, StepRun, WorkflowVersion
+from runs.models import (
+    TERMINAL_STATUSES,
+    Rollout,
+    Run,
+    RunMode,
+    RunStatus,
+    StepRun,
+    WorkflowVersion,
+)
 
 
 @dataclass(frozen=True)
@@ -67,8 +75,12 @@ def version_figures(
     *, versions: dict[str, WorkflowVersion], since: datetime, until: datetime | None = None
 ) -> list[VersionFigures]:
     """The figures of each version (keyed by its side) over [since, until)."""
+    # Sandbox runs (experiments, shadows, dry runs) touch nothing real and
+    # are no part of the canary's traffic: live runs only.
     runs = Run.objects.filter(
-        version_id__in=[version.pk for version in versions.values()], created_at__gte=since
+        version_id__in=[version.pk for version in versions.values()],
+        created_at__gte=since,
+        mode=RunMode.LIVE,
     )
     if until is not None:
         runs = runs.filter(created_at__lt=until)

@@ -107,9 +107,16 @@ def start_run(
         existing = Run.objects.filter(workflow=workflow, idempotency_key=idempotency_key).first()
         if existing is not None:
             return Started(existing, created=False)
-    # The live version, or a canary's share of new runs on its candidate;
-    # the run keeps the version drawn here for good (retries included).
-    version = version or rollout.version_for_new_run(workflow, idempotency_key)
+    # The live version, or a canary's share of new live runs on its
+    # candidate; the run keeps the version drawn here for good (retries
+    # included). A sandbox run not given a version runs the live one: the
+    # canary's share is of live traffic.
+    if version is None:
+        version = (
+            rollout.version_for_new_run(workflow, idempotency_key)
+            if live
+            else rollout.live_version(workflow.pk)
+        )
     if version is None:
         raise InvalidState(f"workflow {workflow.slug!r} has no published version")
     definition = version.definition

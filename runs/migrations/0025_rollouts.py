@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('runs', '0021_daily_rollup'),
+        ('runs', '0022_sandbox_mode'),
     ]
 
     operations = [

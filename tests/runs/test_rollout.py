@@ -174,3 +174,13 @@ def test_one_canary_at_a_time(make_workflow):
         rollout.start_canary(
             workflow=workflow, candidate=active.candidate, share_pct=5, actor="user:x"
         )
+
+
+def test_a_sandbox_run_without_a_version_runs_the_live_one_and_takes_no_draw(make_workflow):
+    workflow, _ = canary(make_workflow, share=99)
+    started = [
+        engine.start_run(workflow=workflow, input={}, mode="dry_run", idempotency_key=f"k{i}")
+        for i in range(10)
+    ]
+    assert {s.run.version.number for s in started} == {1}
+    assert {s.run.mode for s in started} == {"dry_run"}

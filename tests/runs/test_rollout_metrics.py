@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from approvals.models import ApprovalRequest
 from runs import engine
-from runs.models import Rollout, Run, RunStatus, StepRun
+from runs.models import Rollout, Run, RunMode, RunStatus, StepRun
 from runs.rollout_metrics import rollout_comparison
 from tests.conftest import chain
 
@@ -85,3 +85,14 @@ def test_a_version_without_runs_has_no_rates(make_workflow):
         None,
         None,
     )
+
+
+def test_sandbox_runs_are_not_counted(make_workflow):
+    v1 = make_workflow(chain({"key": "a", "kind": "tool", "config": {"tool": "echo"}}, END))
+    v1.workflow.steps.filter(key="a").update(config={"tool": "echo", "args": {"value": 2}})
+    v2 = engine.publish_workflow(workflow=v1.workflow, canary_share=10)
+    a_run(v2, RunStatus.SUCCEEDED, success=True, cost="0.10")
+    shadow = a_run(v2, RunStatus.SUCCEEDED, success=True, cost="0.10")
+    Run.objects.filter(pk=shadow.pk).update(mode=RunMode.SHADOW)
+    _, candidate = rollout_comparison(Rollout.objects.get())
+    assert (candidate.runs, candidate.cost_usd) == (1, Decimal("0.10"))
