@@ -54,7 +54,7 @@ from policies.models import (
     PolicyVersion,
 )
 from policies.services import save_policy
-from runs.models import ToolCallRecord, ToolCallStatus, Workflow, WorkflowVersion
+from runs.models import RunMode, ToolCallRecord, ToolCallStatus, Workflow, WorkflowVersion
 
 # Requests the gate makes because the run read untrusted content, whatever
 # the lane: no evidence about the lane.
@@ -116,6 +116,7 @@ def decisions(policy: Policy, tool: str) -> QuerySet[ApprovalRequest]:
         ApprovalRequest.objects.filter(
             calls,
             run__policy_version__policy=policy,
+            run__mode=RunMode.LIVE,  # a sandbox run's approvals pass by themselves
             status__in=(ApprovalStatus.APPROVED, ApprovalStatus.REJECTED),
         )
         .exclude(decided_by_label="policy")
@@ -273,6 +274,7 @@ def sample_evidence(policy: Policy, tool: str) -> SampleEvidence:
         tool=tool,
         status__in=(ToolCallStatus.SUCCEEDED, ToolCallStatus.RECONCILED),
         run__policy_version_id__in=auto_versions,
+        run__mode=RunMode.LIVE,
     ).values("run_id")
     items = SampleItem.objects.filter(run_id__in=called, verdict__in=("ok", "flagged"))
     spent = _spent_before(policy, tool, LaneDirection.TO_APPROVE)
