@@ -49,8 +49,17 @@ class StepInline(admin.StackedInline):
 
 @admin.register(Workflow)
 class WorkflowAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "entry_step", "role", "policy", "latest_version", "updated_at")
-    list_select_related = ("role", "policy")
+    list_display = (
+        "name",
+        "slug",
+        "entry_step",
+        "role",
+        "policy",
+        "latest_version",
+        "live",
+        "updated_at",
+    )
+    list_select_related = ("role", "policy", "live_version")
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
     fieldsets = (
@@ -66,6 +75,11 @@ class WorkflowAdmin(admin.ModelAdmin):
         version = obj.current_version
         return f"v{version.number}" if version else "unpublished"
 
+    @admin.display(description="Live version")
+    def live(self, obj: Workflow) -> str:
+        """Pinned after a canary; otherwise the newest published version."""
+        return f"v{obj.live_version.number}" if obj.live_version else "newest"
+
     @admin.action(description="Publish a new version", permissions=["publish"])
     def publish(self, request: HttpRequest, queryset: QuerySet[Workflow]) -> None:
         for workflow in queryset:
@@ -79,10 +93,7 @@ class WorkflowAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"Published {version}.", messages.SUCCESS)
 
-    @admin.action(
-        description=f"Publish a new version as a {settings.BOSUN_CANARY_SHARE_PCT} % canary",
-        permissions=["publish"],
-    )
+    @admin.action(description="Publish a new version as a canary", permissions=["publish"])
     def publish_canary(self, request: HttpRequest, queryset: QuerySet[Workflow]) -> None:
         """The new version takes BOSUN_CANARY_SHARE_PCT % of new runs; the
         console's rollout page compares, promotes and rolls it back."""

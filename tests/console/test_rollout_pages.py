@@ -141,3 +141,48 @@ def test_only_a_manager_decides_lane_proposals(client_for, approved_lane, role):
         assert client.post(reverse(name, args=[proposal.pk]), {"note": "x"}).status_code == 403
     proposal.refresh_from_db()
     assert proposal.status == "open"
+
+
+def test_the_rollout_list_and_the_canaries_section_take_a_fixed_number_of_queries(
+    client_for, make_workflow
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = client_for("operator")
+
+    def queries(url: str) -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(url).status_code == 200
+        return len(captured)
+
+    def canary_workflow() -> None:
+        v1 = make_workflow(chain({"key": "a", "kind": "tool", "config": {"tool": "echo"}}, END))
+        v1.workflow.steps.filter(key="a").update(config={"tool": "echo", "args": {"value": 2}})
+        engine.publish_workflow(workflow=v1.workflow, canary_share=10)
+
+    canary_workflow()
+    listing = queries(reverse("console-rollout-list"))
+    canaries = queries(reverse("console-dashboard-canaries"))
+    for _ in range(3):
+        canary_workflow()
+    assert queries(reverse("console-rollout-list")) == listing
+    # One grouped query per running canary, no more.
+    assert queries(reverse("console-dashboard-canaries")) == canaries + 3
+
+
+def test_the_admin_publishes_a_version_as_a_canary_of_the_configured_share(
+    client_for, workflow, settings
+):
+    settings.BOSUN_CANARY_SHARE_PCT = 15
+    client = client_for("operator")
+    changelist = client.get(reverse("admin:runs_workflow_changelist"))
+    assert "Publish a new version as a canary" in changelist.content.decode()
+    answer = client.post(
+        reverse("admin:runs_workflow_changelist"),
+        {"action": "publish_canary", "_selected_action": [workflow.pk]},
+        follow=True,
+    )
+    assert "as a 15 % canary" in answer.content.decode()
+    active = Rollout.objects.get(workflow=workflow)
+    assert (active.baseline.number, active.candidate.number, active.share_pct) == (1, 2, 15)
