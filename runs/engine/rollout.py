@@ -26,6 +26,7 @@ import hashlib
 import secrets
 
 from django.db import IntegrityError, transaction
+from django.db.models import Case, Subquery, When
 from django.db.models.functions import Now
 
 from policies import audit
@@ -52,14 +53,15 @@ def active_rollout(workflow_id: int) -> Rollout | None:
 
 
 def live_version(workflow_id: int) -> WorkflowVersion | None:
-    """The version new runs start on when no canary runs (read from the
-    database, not from a workflow instance that may be stale)."""
-    pinned = Workflow.objects.filter(pk=workflow_id).values_list("live_version_id", flat=True)
-    pinned_id = pinned.first()
-    versions = WorkflowVersion.objects.filter(workflow_id=workflow_id)
-    if pinned_id is not None:
-        return versions.filter(pk=pinned_id).first()
-    return versions.order_by("-number").first()
+    """The version new runs start on when no canary runs, in one query
+    (read from the database, not from a workflow instance that may be
+    stale): the pinned one first, else the newest."""
+    pinned = Workflow.objects.filter(pk=workflow_id).values("live_version_id")[:1]
+    return (
+        WorkflowVersion.objects.filter(workflow_id=workflow_id)
+        .order_by(Case(When(pk=Subquery(pinned), then=0), default=1), "-number")
+        .first()
+    )
 
 
 def version_for_new_run(workflow: Workflow, idempotency_key: str | None) -> WorkflowVersion | None:
