@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from policies.models import AuditEntry
@@ -44,15 +46,22 @@ def test_without_a_canary_new_runs_start_on_the_newest_published_version(make_wo
     assert version_of(workflow) == v2.number
 
 
-def test_publishing_as_a_canary_keeps_the_live_version_live_for_the_other_runs(make_workflow):
-    workflow, active = canary(make_workflow, share=30)
-    assert (active.baseline.number, active.candidate.number, active.share_pct) == (1, 2, 30)
+@pytest.mark.parametrize("share", [10, 30, 70])
+def test_a_canary_takes_its_share_of_new_runs_and_the_live_version_the_rest(make_workflow, share):
+    workflow, active = canary(make_workflow, share=share)
+    assert (active.baseline.number, active.candidate.number, active.share_pct) == (1, 2, share)
     workflow.refresh_from_db()
     assert workflow.live_version == active.baseline
     numbers = [version_of(workflow, f"order-{i}") for i in range(100)]
-    # Each key falls in its hash bucket: about 30 of 100 on the candidate.
-    assert 18 <= numbers.count(2) <= 42
+    # Each key falls in its hash bucket (of the key and the rollout's id):
+    # about `share` of 100 on the candidate, within 3.5 standard deviations.
+    spread = 3.5 * math.sqrt(100 * share / 100 * (1 - share / 100))
+    assert abs(numbers.count(2) - share) <= spread
     assert numbers.count(1) + numbers.count(2) == 100
+    # The same keys draw the same way again.
+    assert [rollout.canary_bucket(active.pk, f"order-{i}") < share for i in range(100)] == [
+        n == 2 for n in numbers
+    ]
 
 
 def test_the_draw_is_deterministic_per_idempotency_key(make_workflow):
