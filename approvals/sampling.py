@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from approvals.models import ReplaySet, SampleItem, SampleReview, SampleVerdict
 from lib.errors import InvalidInput, InvalidState
-from runs.models import TERMINAL_STATUSES, Run, RunStatus, Score, Workflow
+from runs.models import TERMINAL_STATUSES, Run, RunMode, RunStatus, Score, Workflow
 
 DEFAULT_SIZE = 20
 CATEGORIES = (
@@ -83,6 +83,7 @@ def candidates(*, workflow: Workflow, week: str) -> list[Candidate]:
         finished_at__gte=start,
         finished_at__lt=end,
         replay_of__isnull=True,
+        mode=RunMode.LIVE,  # a sandbox run decided nothing to review
     )
     routes: dict[int, str] = {}
     scores = Score.objects.filter(run__in=finished).order_by("run_id", "seq")

@@ -50,7 +50,9 @@ from knowledge.services import (
     KnowledgeError,
     UnknownEventType,
 )
+from policies.api import router as lanes_router
 from runs.api import router as runs_router
+from runs.api_rollout import router as rollout_router
 from runs.engine.errors import EngineError, InvalidInput, InvalidState, NotFound, QueueFull
 
 # -------------------------------------------------------------- the api
@@ -116,6 +118,8 @@ api.add_router("", runs_router)
 api.add_router("", approvals_router)
 api.add_router("", integrations_router)
 api.add_router("/knowledge", knowledge_router)
+api.add_router("", rollout_router)
+api.add_router("", lanes_router)
 serve_from(api)
 
 

@@ -637,6 +637,26 @@ if BOSUN_AUDIT_KEY and len(BOSUN_AUDIT_KEY) < 32:
 # mount). Empty: checkpoints are kept in their table only.
 BOSUN_AUDIT_CHECKPOINT_FILE = env_str("BOSUN_AUDIT_CHECKPOINT_FILE", "")
 
+# --- Rollout and autonomy lanes -------------------------------------------------
+# The share of new runs a version published "as a canary" from admin takes.
+BOSUN_CANARY_SHARE_PCT = env_int("BOSUN_CANARY_SHARE_PCT", 10)
+if not 1 <= BOSUN_CANARY_SHARE_PCT <= 99:
+    raise ImproperlyConfigured("BOSUN_CANARY_SHARE_PCT must be from 1 to 99")
+# An `approve` lane is proposed for `auto` after this many consecutive
+# human decisions on the tool that approved it as it stood (policies.lanes).
+BOSUN_LANE_STREAK = env_int("BOSUN_LANE_STREAK", 20)
+if BOSUN_LANE_STREAK < 1:
+    raise ImproperlyConfigured("BOSUN_LANE_STREAK must be 1 or more")
+# An `auto` lane is proposed back to `approve` when more than this share of
+# the sampled runs that called it were flagged by the weekly sample review,
+# once at least BOSUN_LANE_BACK_MIN_REVIEWS of them were reviewed.
+BOSUN_LANE_BACK_REJECT_RATE = env_float("BOSUN_LANE_BACK_REJECT_RATE", 0.1)
+if not 0 <= BOSUN_LANE_BACK_REJECT_RATE < 1:
+    raise ImproperlyConfigured("BOSUN_LANE_BACK_REJECT_RATE must be from 0 up to (not) 1")
+BOSUN_LANE_BACK_MIN_REVIEWS = env_int("BOSUN_LANE_BACK_MIN_REVIEWS", 10)
+if BOSUN_LANE_BACK_MIN_REVIEWS < 1:
+    raise ImproperlyConfigured("BOSUN_LANE_BACK_MIN_REVIEWS must be 1 or more")
+
 # --- Tracing ------------------------------------------------------------------
 # OpenTelemetry traces of runs (runs.engine.tracing) are exported over OTLP/HTTP
 # when an endpoint is set; the exporter reads the other standard variables

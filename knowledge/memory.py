@@ -375,11 +375,11 @@ class Procedure:
 
 def procedural(*, workflow: Workflow) -> Procedure:
     """How `workflow` works now: the prompts of the llm and score steps of
-    its current published version, the policy and role it runs under, and
+    its live version, the policy and role it runs under, and
     the rubrics its score steps score against."""
     from policies.models import Rubric
 
-    version = workflow.current_version
+    version = workflow.serving_version
     steps = version.definition.get("steps", {}) if version else {}
     prompts = [
         Prompt(

@@ -381,6 +381,8 @@ class ApiScope(models.TextChoices):
     APPROVALS_WRITE = "approvals:write", "Decide approvals"
     KNOWLEDGE_WRITE = "knowledge:write", "Write knowledge"
     WEBHOOKS = "webhooks", "Manage webhook sources"
+    ROLLOUTS_WRITE = "rollouts:write", "Start, promote and roll back canaries"
+    LANES_WRITE = "lanes:write", "Accept or dismiss autonomy lane proposals"
 
 
 class ApiKey(models.Model):
@@ -542,3 +544,61 @@ class NotificationDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_key} to {self.route_id}"
+
+
+class LaneDirection(models.TextChoices):
+    TO_AUTO = "to_auto", "Needs approval → auto"
+    TO_APPROVE = "to_approve", "Auto → needs approval"
+
+
+class LaneProposalStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    ACCEPTED = "accepted", "Accepted"
+    DISMISSED = "dismissed", "Dismissed"
+
+
+class LaneProposal(models.Model):
+    """A proposal, made from evidence, to move one tool of one policy to
+    another autonomy lane (policies.lanes). A manager accepts it (the policy
+    is saved as a new version with the rule changed) or dismisses it; either
+    way the evidence it counted is spent, and a new proposal needs new
+    evidence. At most one open proposal per policy, tool and direction (a
+    partial unique constraint), so two refreshes cannot propose twice."""
+
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="lane_proposals")
+    tool = models.CharField(max_length=100)
+    direction = models.CharField(max_length=12, choices=LaneDirection.choices)
+    status = models.CharField(
+        max_length=10, choices=LaneProposalStatus.choices, default=LaneProposalStatus.OPEN
+    )
+    based_on = models.ForeignKey(
+        PolicyVersion,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The policy version whose rule the evidence was gathered under.",
+    )
+    evidence = models.JSONField(default=dict)
+    # The newest approval request (to_auto) or sample item (to_approve)
+    # counted: evidence up to it is spent once the proposal is decided.
+    evidence_upto = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.CharField(max_length=150, blank=True)
+    decision_note = models.TextField(blank=True)
+    new_version = models.ForeignKey(
+        PolicyVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-id"]
+        permissions = [("decide_laneproposal", "Can accept or dismiss an autonomy lane proposal")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["policy", "tool", "direction"],
+                condition=models.Q(status="open"),
+                name="lane_one_open_proposal",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.policy_id} {self.tool}: {self.get_direction_display()} ({self.status})"

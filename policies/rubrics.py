@@ -249,7 +249,8 @@ def rescore_preview(*, rubric: Rubric, criteria: Any, routes: Any, limit: int = 
     validate_rubric(criteria=criteria, routes=routes)
     draft = {"name": rubric.name, "criteria": criteria, "routes": routes}
     rows = (
-        Score.objects.filter(rubric_version__rubric_id=rubric.pk)
+        # Live runs' scores only: a sandbox run's subject is a rerun, not news.
+        Score.objects.filter(rubric_version__rubric_id=rubric.pk, run__mode="live")
         .order_by("-created_at", "-id")
         .values("run_id", "subject", "criteria", "total", "route")[:limit]
         if rubric.pk

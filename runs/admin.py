@@ -6,6 +6,7 @@ Actions call the engine's functions; nothing here changes a run directly.
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -21,6 +22,7 @@ from runs import engine
 from runs.admin_graphs import VersionGraphAdmin, WorkflowGraphAdmin
 from runs.engine.cache import invalidate_step_cache
 from runs.models import (
+    Rollout,
     Run,
     Score,
     Step,
@@ -48,8 +50,17 @@ class StepInline(admin.StackedInline):
 
 @admin.register(Workflow)
 class WorkflowAdmin(WorkflowGraphAdmin, admin.ModelAdmin):
-    list_display = ("name", "slug", "entry_step", "role", "policy", "latest_version", "updated_at")
-    list_select_related = ("role", "policy")
+    list_display = (
+        "name",
+        "slug",
+        "entry_step",
+        "role",
+        "policy",
+        "latest_version",
+        "live",
+        "updated_at",
+    )
+    list_select_related = ("role", "policy", "live_version")
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
     fieldsets = (
@@ -58,12 +69,17 @@ class WorkflowAdmin(WorkflowGraphAdmin, admin.ModelAdmin):
         ("Input screening", {"fields": ("input_schema", "sensitive_fields", "untrusted_fields")}),
     )
     inlines = [StepInline]
-    actions = ["publish", "invalidate_cache"]
+    actions = ["publish", "publish_canary", "invalidate_cache"]
 
     @admin.display(description="Latest version")
     def latest_version(self, obj: Workflow) -> str:
         version = obj.current_version
         return f"v{version.number}" if version else "unpublished"
+
+    @admin.display(description="Live version")
+    def live(self, obj: Workflow) -> str:
+        """Pinned after a canary; otherwise the newest published version."""
+        return f"v{obj.live_version.number}" if obj.live_version else "newest"
 
     @admin.action(description="Publish a new version", permissions=["publish"])
     def publish(self, request: HttpRequest, queryset: QuerySet[Workflow]) -> None:
@@ -78,6 +94,26 @@ class WorkflowAdmin(WorkflowGraphAdmin, admin.ModelAdmin):
             else:
                 self.message_user(request, f"Published {version}.", messages.SUCCESS)
 
+    @admin.action(description="Publish a new version as a canary", permissions=["publish"])
+    def publish_canary(self, request: HttpRequest, queryset: QuerySet[Workflow]) -> None:
+        """The new version takes BOSUN_CANARY_SHARE_PCT % of new runs; the
+        console's rollout page compares, promotes and rolls it back."""
+        share = settings.BOSUN_CANARY_SHARE_PCT
+        for workflow in queryset:
+            try:
+                version = engine.publish_workflow(
+                    workflow=workflow, user=request.user, canary_share=share
+                )
+            except engine.PublishError as exc:
+                for problem in exc.problems:
+                    self.message_user(
+                        request, f"{workflow.slug} not published: {problem}", messages.ERROR
+                    )
+            else:
+                self.message_user(
+                    request, f"Published {version} as a {share} % canary.", messages.SUCCESS
+                )
+
     @admin.action(description="Invalidate the step cache", permissions=["publish"])
     def invalidate_cache(self, request: HttpRequest, queryset: QuerySet[Workflow]) -> None:
         for workflow in queryset:
@@ -86,6 +122,16 @@ class WorkflowAdmin(WorkflowGraphAdmin, admin.ModelAdmin):
 
     def has_publish_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("runs.publish_workflow")
+
+
+@admin.register(Rollout)
+class RolloutAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    """Canaries, read-only: started, promoted and rolled back from the
+    console's rollout page (or the API), which audit each change."""
+
+    list_display = ("workflow", "baseline", "candidate", "share_pct", "status", "started_at")
+    list_filter = ("status", "workflow")
+    list_select_related = ("workflow", "baseline", "candidate")
 
 
 @admin.register(WorkflowVersion)

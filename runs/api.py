@@ -246,7 +246,8 @@ def run_start(
     payload: RunStartIn,
     idempotency_key: IdempotencyKey | None = IDEMPOTENCY_KEY,
 ):
-    """Start a run of the workflow's latest version: 201, or 200 with the
+    """Start a run of the workflow's live version (or, while a canary runs,
+    of the version its draw picks): 201, or 200 with the
     run an earlier request with the same `Idempotency-Key` started."""
 
     def start(work_key: str | None) -> Status:

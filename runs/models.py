@@ -70,12 +70,26 @@ class Workflow(models.Model):
         help_text="Backpressure: new runs are refused while this many are queued, running "
         "or waiting on a machine (not on a human). Empty: no limit.",
     )
+    # The version new runs bind (a canary sends a share of them elsewhere,
+    # see runs.engine.rollout). Empty: the newest published version.
+    live_version = models.ForeignKey(
+        "WorkflowVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        editable=False,
+        help_text="The version new runs start on. Empty: the newest published version.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["name"]
-        permissions = [("publish_workflow", "Can publish a workflow version")]
+        permissions = [
+            ("publish_workflow", "Can publish a workflow version"),
+            ("manage_rollout", "Can start, promote and roll back a canary"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -83,6 +97,11 @@ class Workflow(models.Model):
     @property
     def current_version(self) -> WorkflowVersion | None:
         return self.versions.order_by("-number").first()
+
+    @property
+    def serving_version(self) -> WorkflowVersion | None:
+        """The live version: the one pinned, else the newest published."""
+        return self.live_version if self.live_version_id else self.current_version
 
 
 class Step(models.Model):
@@ -157,6 +176,65 @@ class WorkflowVersion(models.Model):
         super().save(*args, **kwargs)
 
 
+class RolloutStatus(models.TextChoices):
+    ACTIVE = "active", "Canary running"
+    PROMOTED = "promoted", "Promoted"
+    ROLLED_BACK = "rolled_back", "Rolled back"
+
+
+class Rollout(models.Model):
+    """A candidate version tried on a share of a workflow's new runs.
+
+    While `active`, `share_pct` % of new runs start on `candidate`, the rest
+    on `baseline` (the live version when the canary began). Promoting makes
+    the candidate live; rolling back keeps or makes the baseline live,
+    also after a promote. A run keeps the version it started on whatever
+    happens here. Changed only by runs.engine.rollout, audited there.
+    """
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="rollouts")
+    baseline = models.ForeignKey(WorkflowVersion, on_delete=models.PROTECT, related_name="+")
+    candidate = models.ForeignKey(WorkflowVersion, on_delete=models.PROTECT, related_name="+")
+    share_pct = models.PositiveSmallIntegerField(help_text="Share of new runs on the candidate.")
+    status = models.CharField(
+        max_length=12, choices=RolloutStatus.choices, default=RolloutStatus.ACTIVE
+    )
+    started_at = models.DateTimeField(auto_now_add=True)
+    started_by = models.CharField(max_length=150)
+    start_reason = models.TextField(blank=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+    promoted_by = models.CharField(max_length=150, blank=True)
+    promote_reason = models.TextField(blank=True)
+    rolled_back_at = models.DateTimeField(null=True, blank=True)
+    rolled_back_by = models.CharField(max_length=150, blank=True)
+    rollback_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            # One canary at a time per workflow: the database refuses a
+            # second active row, so two operators cannot both start one.
+            models.UniqueConstraint(
+                fields=["workflow"],
+                condition=Q(status="active"),
+                name="rollout_one_active_per_workflow",
+            ),
+            models.CheckConstraint(
+                condition=Q(share_pct__gte=1, share_pct__lte=99), name="rollout_share_1_to_99"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_id}: v{self.candidate_id} at {self.share_pct}% ({self.status})"
+
+    @property
+    def ended_at(self) -> datetime | None:
+        """When the comparison window closed: the canary's end."""
+        if self.status == RolloutStatus.PROMOTED:
+            return self.promoted_at
+        return self.rolled_back_at if self.promoted_at is None else self.promoted_at
+
+
 class RunStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
@@ -165,6 +243,21 @@ class RunStatus(models.TextChoices):
     FAILED = "failed", "Failed"
     STOPPED = "stopped", "Stopped"
     CANCELLED = "cancelled", "Cancelled"
+
+
+class RunMode(models.TextChoices):
+    """What a run may touch. Only a `live` run has effects outside: in every
+    other mode (a sandbox) write and egress tools are stubbed at the gate,
+    approvals pass by themselves and knowledge, dedup and cache writes are
+    not made (see runs.engine.gate and runs.engine.kinds)."""
+
+    LIVE = "live", "Live"
+    EXPERIMENT = "experiment", "Experiment"
+    SHADOW = "shadow", "Shadow"
+    DRY_RUN = "dry_run", "Dry run"
+
+
+SANDBOX_MODES = (RunMode.EXPERIMENT, RunMode.SHADOW, RunMode.DRY_RUN)
 
 
 TERMINAL_STATUSES = (
@@ -269,6 +362,29 @@ class Run(models.Model):
         related_name="replays",
         help_text="LLM steps of this run answer from that run's recorded outputs.",
     )
+    mode = models.CharField(
+        max_length=12,
+        choices=RunMode.choices,
+        default=RunMode.LIVE,
+        db_default=RunMode.LIVE,
+        help_text="Live, or a sandbox (experiment, shadow, dry run) that has no effect outside.",
+    )
+    tools_from = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="A sandbox run's reads are answered from this recorded run's calls.",
+    )
+    shadow_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="shadows",
+        help_text="The live run this shadow run ran beside, on the same input.",
+    )
 
     class Meta:
         ordering = ["-id"]
@@ -301,6 +417,10 @@ class Run(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def sandboxed(self) -> bool:
+        return self.mode != RunMode.LIVE
 
 
 class StepRunStatus(models.TextChoices):
@@ -418,6 +538,11 @@ class ToolCallStatus(models.TextChoices):
     FAILED = "failed", "Failed"
     UNKNOWN = "unknown", "Outcome unknown"
     RECONCILED = "reconciled", "Reconciled by a person"
+    # A sandbox run's call that was not made: the arguments and what it
+    # would have cost are kept, the result is the tool's stub.
+    STUBBED = "stubbed", "Stubbed (sandbox)"
+    # A sandbox run's read answered from a recorded run's call: no vendor.
+    REPLAYED = "replayed", "Answered from a recording (sandbox)"
 
 
 class ToolCallRecord(models.Model):
@@ -446,6 +571,11 @@ class ToolCallRecord(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     reconciled_by = models.CharField(max_length=150, blank=True)
     reconcile_note = models.TextField(blank=True)
+    # A stubbed or replayed call (sandbox): what it would have cost live.
+    # (Database defaults: the ledger's rows are inserted by raw statements.)
+    would_cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0, db_default=0)
+    would_credits = models.PositiveIntegerField(default=0, db_default=0)
+    would_vendor = models.CharField(max_length=60, blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["-id"]

@@ -8,7 +8,9 @@ per vendor, cache and dedup savings per version, and latency as a
 histogram (BUCKET) or, over the runs themselves, exact percentiles.
 
 A set of runs is a `Q` on Run; a set of step runs a `Q` on StepRun
-(`prefixed(q, "run__")` is the step runs of the runs `q`).
+(`prefixed(q, "run__")` is the step runs of the runs `q`). Only live runs
+are counted: a sandbox run (an experiment, a shadow) is no part of what
+the workflow did or spent, whatever set is asked for (LIVE).
 """
 
 from __future__ import annotations
@@ -54,7 +56,15 @@ from django.db.models.functions import (
 )
 
 from approvals.models import ApprovalRequest
-from runs.models import DailyRollupDedup, Run, RunStatus, StepKind, StepRun, StepRunStatus
+from runs.models import (
+    DailyRollupDedup,
+    Run,
+    RunMode,
+    RunStatus,
+    StepKind,
+    StepRun,
+    StepRunStatus,
+)
 
 MONEY: DecimalField[Decimal, Decimal] = DecimalField(max_digits=16, decimal_places=6)
 ZERO = Decimal(0)
@@ -63,6 +73,9 @@ ZERO = Decimal(0)
 # (latencies under 1 ms count in bucket 0). 445 buckets reach 30 days; a
 # histogram keeps only the buckets it has runs in.
 BUCKET = 1.05
+# The runs every figure counts, and their step runs.
+LIVE = Q(mode=RunMode.LIVE)
+LIVE_STEPS = Q(run__mode=RunMode.LIVE)
 
 
 @dataclass
@@ -134,7 +147,7 @@ def run_tallies(runs: Q) -> dict[tuple[int, date], Tally]:
         ApprovalRequest.objects.filter(run_id=OuterRef("pk"))
     )
     rows = (
-        Run.objects.filter(runs)
+        Run.objects.filter(runs, LIVE)
         .annotate(day=TruncDate("created_at"))
         .values("version_id", "day")
         .annotate(
@@ -197,7 +210,7 @@ def latency_histograms(runs: Q) -> dict[int, dict[int, int]]:
     """Finished runs per latency bucket (BUCKET), per version: one query."""
     bucket = Floor(Ln(Greatest(LatencyMs(), Value(1.0))) / Value(math.log(BUCKET)))
     rows = (
-        Run.objects.filter(runs, finished_at__isnull=False)
+        Run.objects.filter(runs, LIVE, finished_at__isnull=False)
         .annotate(bucket=Cast(bucket, BigIntegerField()))
         .values_list("version_id", "bucket")
         .annotate(count=Count("*"))
@@ -244,7 +257,7 @@ class PercentileCont(Aggregate):
 
 def exact_latencies(runs: Q, versions: list[int]) -> dict[int, tuple[float, float]]:
     """p50 and p95 of the finished runs' latencies per version, exact: one query."""
-    finished = Run.objects.filter(runs, finished_at__isnull=False)
+    finished = Run.objects.filter(runs, LIVE, finished_at__isnull=False)
     if connection.vendor != "postgresql":
         return _latency_by_window(finished)
     from django.contrib.postgres.fields import ArrayField
@@ -313,7 +326,7 @@ def step_tallies(steps: Q) -> dict[int, Tally]:
     0`, cannot probe either index per run.) Rows per (version, vendor)."""
     found: dict[int, Tally] = defaultdict(Tally)
     hits = (
-        StepRun.objects.filter(steps)
+        StepRun.objects.filter(steps, LIVE_STEPS)
         .filter(cache_hit=True)
         .values("run__version_id", "vendor")
         .annotate(hits=Count("*"), saved=Sum("cost_saved_usd"), saved_credits=Sum("credits_saved"))
@@ -325,7 +338,7 @@ def step_tallies(steps: Q) -> dict[int, Tally]:
         tally.cache_saved += row["saved"] or ZERO
         add_credits(tally.cache_saved_credits, row["vendor"], row["saved_credits"])
     spent = (
-        StepRun.objects.filter(steps)
+        StepRun.objects.filter(steps, LIVE_STEPS)
         .filter(credits__gt=0)
         .values("run__version_id", "vendor")
         .annotate(credits=Sum("credits"))
@@ -350,7 +363,7 @@ def _duplicates(steps: Q) -> QuerySet[StepRun]:
     """The dedup gates among these step runs that took the `duplicate` edge
     (a partial index holds them, migration 0009)."""
     return (
-        StepRun.objects.filter(steps)
+        StepRun.objects.filter(steps, LIVE_STEPS)
         .filter(kind=StepKind.DEDUP, edge="duplicate", status=StepRunStatus.SUCCEEDED)
         .annotate(first_run_id=Cast(KT("output__first_run"), BigIntegerField()))
     )

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from runs import views, views_graphs
+from runs import views, views_graphs, views_rollout
 
 urlpatterns = [
     path("", views.home, name="console-home"),
@@ -22,4 +22,32 @@ urlpatterns = [
     path("workflows/<slug:slug>/diff/", views_graphs.version_diff, name="console-version-diff"),
     path("dead-letters/", views.deadletter_list, name="console-deadletter-list"),
     path("dead-letters/retry/", views.deadletter_retry, name="console-deadletter-retry"),
+    path("rollouts/", views_rollout.rollout_list, name="console-rollout-list"),
+    path("rollouts/<slug:slug>/", views_rollout.rollout_detail, name="console-rollout-detail"),
+    path(
+        "rollouts/<slug:slug>/publish/",
+        views_rollout.rollout_publish,
+        name="console-rollout-publish",
+    ),
+    path("rollouts/<slug:slug>/start/", views_rollout.rollout_start, name="console-rollout-start"),
+    path(
+        "rollout/<int:rollout_id>/promote/",
+        views_rollout.rollout_promote,
+        name="console-rollout-promote",
+    ),
+    path(
+        "rollout/<int:rollout_id>/rollback/",
+        views_rollout.rollout_rollback,
+        name="console-rollout-rollback",
+    ),
+    path(
+        "rollout/<int:rollout_id>/comparison/",
+        views_rollout.rollout_comparison_view,
+        name="console-rollout-comparison",
+    ),
+    path(
+        "dashboard/canaries/",
+        views_rollout.dashboard_canaries,
+        name="console-dashboard-canaries",
+    ),
 ]

@@ -35,7 +35,16 @@ from lib.durations import human_ms
 from lib.screening import redact, redact_value
 from policies import audit
 from runs import engine, metrics
-from runs.models import Run, RunStatus, Score, StepRun, ToolCallRecord, Workflow, WorkflowVersion
+from runs.models import (
+    Run,
+    RunMode,
+    RunStatus,
+    Score,
+    StepRun,
+    ToolCallRecord,
+    Workflow,
+    WorkflowVersion,
+)
 from runs.views_graphs import run_graph_context
 from runs.views_timesplit import DATETIME_FORMAT, time_figures
 
@@ -498,7 +507,8 @@ def _dead_runs() -> QuerySet[Run]:
     failed = StepRun.objects.filter(
         run=OuterRef("pk"), seq=OuterRef("seq"), attempt=OuterRef("attempt")
     ).order_by()  # one row by the unique (run, seq, attempt): no sort, no join
-    return Run.objects.filter(status=RunStatus.FAILED, dead_lettered_at__isnull=False).annotate(
+    live_dead = Q(status=RunStatus.FAILED, dead_lettered_at__isnull=False, mode=RunMode.LIVE)
+    return Run.objects.filter(live_dead).annotate(
         error_type=Coalesce(Subquery(failed.values("error_type")[:1]), Value("")),
         retryable=Subquery(failed.values("retryable")[:1]),
     )

@@ -18,6 +18,7 @@ from runs.engine.errors import (
     QueueFull,
     StepError,
 )
+from runs.engine.rollout import promote_rollout, roll_back_rollout, start_canary
 from runs.engine.service import (
     Started,
     cancel_run,
@@ -55,12 +56,15 @@ __all__ = [
     "expire_leases_of",
     "mark_queued_runs_due",
     "publish_workflow",
+    "promote_rollout",
     "reconcile_tool_call",
     "replay_run",
     "resume_paused",
     "retry_run",
+    "roll_back_rollout",
     "set_switch",
     "start_run",
+    "start_canary",
     "sweep",
     "validate_workflow",
 ]

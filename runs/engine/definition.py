@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lib.conditions import Condition
 from policies import audit
+from runs.engine import rollout
 from runs.engine.errors import PublishError
 from runs.engine.kinds import Kind, StrictConfig
 from runs.engine.registry import KINDS
@@ -359,12 +360,27 @@ def publish_workflow(
     workflow: Workflow,
     user: AbstractBaseUser | AnonymousUser | None = None,
     actor: str | None = None,
+    canary_share: int | None = None,
+    reason: str = "",
 ) -> WorkflowVersion:
     """Validate the draft and freeze it as the next immutable version.
 
-    The publish is audited (`workflow.published`) in the same transaction;
-    `actor` defaults to the user's label ("system" without one).
+    Without `canary_share` the version goes live: new runs start on it. With
+    it, the version starts as a canary taking that share (1–99 %) of new
+    runs beside the live version (runs.engine.rollout). Either is refused
+    while a canary runs: promote or roll it back first.
+
+    The publish is audited (`workflow.published`, and `rollout.started` for
+    a canary) in the same transaction; `actor` defaults to the user's label
+    ("system" without one).
     """
+    if rollout.active_rollout(workflow.pk) is not None:
+        raise PublishError(["a canary is running: promote or roll it back first"])
+    baseline = rollout.live_version(workflow.pk)
+    if canary_share is not None and baseline is None:
+        raise PublishError(["the first version has nothing to compare with: publish it live"])
+    if canary_share is not None and not 1 <= canary_share <= 99:
+        raise PublishError(["a canary's share is a whole percentage from 1 to 99"])
     data = snapshot(workflow)
     definition, problems = parse_definition(data)
     problems = problems + _live_problems(definition)
@@ -387,12 +403,34 @@ def publish_workflow(
                 # A saved user is the project's user model (AUTH_USER_MODEL).
                 published_by=cast("User | None", user if getattr(user, "pk", None) else None),
             )
+            who = actor or audit.actor_of(user)
             audit.record(
                 action="workflow.published",
-                actor=actor or audit.actor_of(user),
+                actor=who,
                 target=workflow,
-                data={"version": number, "version_id": version.pk, "checksum": checksum},
+                data={
+                    "version": number,
+                    "version_id": version.pk,
+                    "checksum": checksum,
+                    **({"canary_share": canary_share} if canary_share is not None else {}),
+                },
             )
+            if canary_share is not None:
+                assert baseline is not None  # refused above
+                rollout.start_canary(
+                    workflow=workflow,
+                    candidate=version,
+                    share_pct=canary_share,
+                    actor=who,
+                    reason=reason,
+                    baseline=baseline,
+                )
+            else:
+                # A pinned live version (after a canary) moves to this one;
+                # unpinned, the newest published version is live already.
+                Workflow.objects.filter(pk=workflow.pk, live_version__isnull=False).update(
+                    live_version=version
+                )
             return version
     except IntegrityError:
         raise PublishError([f"version {number} was published concurrently; try again"]) from None

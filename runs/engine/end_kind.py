@@ -78,7 +78,7 @@ class EndKind(Kind["EndKind.Config"]):
     def execute(self, config: Config, ctx: StepContext) -> Outcome:
         output = _render(config.output, ctx)
         outcome = Outcome(output=output, edge="", end=(config.outcome, config.success))
-        if config.dedup == "keep":
+        if config.dedup == "keep" or ctx.sandbox:  # a sandbox run holds no keys
             return outcome  # nothing to write: the end stays one statement
         keep_s = config.dedup.keep_s if isinstance(config.dedup, KeepFor) else None
         # Recorded on the step, so the run's timeline says what became of its keys.

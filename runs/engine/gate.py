@@ -33,6 +33,17 @@ What it raises instead of calling:
 A read whose answer is shared (`Tool.answer_key`, runs.engine.answers) is
 answered from a live answer without any call; a miss claims the purchase
 and asks the vendor under the answer's request key.
+
+A sandbox run (`Run.mode` other than live: an experiment, a shadow, a dry
+run) passes the role, the arguments, the destinations, a block and the
+knowledge guards as a live run would, then never reaches a vendor with a
+write or egress call: the call is recorded `stubbed` (its exact arguments
+and the price it would have cost) and answered with the tool's stub
+(`Tool.stub`); no person is asked to approve it, since nothing happens. A
+read is answered from the recorded run (`Caller.tools_from`) when that run
+made the same call successfully (`replayed`, no vendor, no cost); else a
+free read runs as it would live and a paid one is stubbed. Shared answers
+are neither read nor bought by a sandbox run.
 """
 
 from __future__ import annotations
@@ -49,6 +60,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Now
+from django.utils import timezone
 from pydantic import BaseModel, ValidationError
 
 from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
@@ -70,7 +82,14 @@ from runs.engine.errors import (
     Throttled,
     limit_wait_reason,
 )
-from runs.models import ToolCallRecord, ToolCallStatus
+from runs.models import (
+    StepKind,
+    StepRun,
+    StepRunStatus,
+    ToolCallRecord,
+    ToolCallStatus,
+    WorkflowVersion,
+)
 from runs.tools.base import FREE, Tool, ToolCall, ToolCost, ToolError, UnknownTool, get_tool
 
 log = logging.getLogger("bosun.engine")
@@ -129,6 +148,14 @@ class Caller:
     # step names (`approved_by`): it approves this call when the call's
     # arguments are exactly fields of the draft that person approved.
     prior_approval: PriorApproval | None = None
+    # The run's mode (runs.models.RunMode); any but "live" is a sandbox.
+    mode: str = "live"
+    # A sandbox run's reads are answered from this recorded run's calls.
+    tools_from: int | None = None
+
+    @property
+    def sandbox(self) -> bool:
+        return self.mode != "live"
 
 
 @dataclass(frozen=True)
@@ -176,10 +203,15 @@ def _call_tool(name: str, raw_args: Any, caller: Caller) -> Called:
     destinations = tool.destinations(args)
     _check_destinations(tool, destinations, caller)
     needs = _approval_reason(tool, args_json, destinations, caller)
+    if caller.sandbox:
+        sandboxed = _sandboxed(tool, args, args_json, destinations, key, needs, caller)
+        if sandboxed is not None:
+            return sandboxed
     if needs and not _approved_before(tool, args_json, key, caller):
         _consume_approval(tool, args_json, args_hash(args_json), needs, key, caller)
     hold_s = caller.timeout_s + settings.BOSUN_LEASE_MARGIN_S
-    shared = _shared_answer(tool, args, key, hold_s)
+    # A sandbox run neither reads nor buys a shared answer.
+    shared = None if caller.sandbox else _shared_answer(tool, args, key, hold_s)
     if isinstance(shared, dict):
         cost = tool.cost(args, shared)
         return Called(args_json, shared, 0, from_ledger=True, cost=cost, shared=True)
@@ -233,6 +265,105 @@ def _call_tool(name: str, raw_args: Any, caller: Caller) -> Called:
         guard.abandon()  # no call was made (a wait, a refusal): a probe is given back
         for freed in limits.release(seats):
             _wake_one(freed)
+
+
+def _sandboxed(
+    tool: Tool,
+    args: BaseModel,
+    args_json: dict[str, Any],
+    destinations: tuple[str, ...],
+    key: str,
+    needs: str,
+    caller: Caller,
+) -> Called | None:
+    """A sandbox run's call: answered from the recorded run, or stubbed;
+    None for a free read that may run as it would live (no egress, no
+    approval needed). The knowledge guards hold as they would live: a
+    held call is refused, not stubbed."""
+    recorded = None
+    if not tool.writes and caller.tools_from is not None:
+        recorded = recorded_result(caller.tools_from, tool.name, args_json)
+    if recorded is None and not (tool.writes or tool.egress or tool.paid or needs):
+        return None
+    _check_guards(tool, destinations, None, caller)
+    if recorded is not None:
+        return _stand_in(tool, args, args_json, key, caller, ToolCallStatus.REPLAYED, recorded)
+    stub = tool.stub(args)
+    result = tool.Result.model_validate(stub.model_dump(mode="json")).model_dump(mode="json")
+    return _stand_in(tool, args, args_json, key, caller, ToolCallStatus.STUBBED, result)
+
+
+def _stand_in(
+    tool: Tool,
+    args: BaseModel,
+    args_json: dict[str, Any],
+    key: str,
+    caller: Caller,
+    status: str,
+    result: dict[str, Any],
+) -> Called:
+    """Record the call that was not made (its ledger key, so an attempt
+    after a crash finds it and answers the same) with what it would have
+    cost live: the price for a stub, the recorded answer's cost for a
+    replay. Nothing is charged to the run."""
+    would = tool.price(args) if status == ToolCallStatus.STUBBED else tool.cost(args, result)
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            record = ToolCallRecord.objects.create(
+                run_id=caller.run_id,
+                seq=caller.seq,
+                step_key=caller.step_key,
+                tool=tool.name,
+                side_effect=tool.side_effect,
+                idempotency_key=key,
+                args=args_json,
+                args_hash=args_hash(args_json),
+                status=status,
+                calls=0,
+                result=result,
+                started_at=now,
+                finished_at=now,
+                would_cost_usd=would.usd,
+                would_credits=would.credits,
+                would_vendor=would.vendor,
+            )
+    except IntegrityError:
+        # An earlier attempt of this step recorded it: answer the same.
+        record = ToolCallRecord.objects.get(idempotency_key=key)
+        return Called(record.args, record.result or {}, record.pk, from_ledger=True)
+    return Called(args_json, result, record.pk, from_ledger=True)
+
+
+def recorded_result(run_id: int, tool: str, args: dict[str, Any]) -> dict[str, Any] | None:
+    """The answer run `run_id` got from a successful call of `tool` with
+    exactly these arguments, or None: its ledger (writes, paid reads), else
+    its tool steps' records (a free read keeps no ledger row; its step
+    records the arguments and the answer)."""
+    answered = (ToolCallStatus.SUCCEEDED, ToolCallStatus.RECONCILED)
+    found = (
+        ToolCallRecord.objects.filter(
+            run_id=run_id, tool=tool, args_hash=args_hash(args), status__in=answered
+        )
+        .exclude(result=None)
+        .order_by("seq")
+        .values_list("result", flat=True)
+        .first()
+    )
+    if isinstance(found, dict):
+        return found
+    definition = (
+        WorkflowVersion.objects.filter(runs__pk=run_id).values_list("definition", flat=True).first()
+    )
+    steps = (definition or {}).get("steps", {})
+    rows = StepRun.objects.filter(
+        run_id=run_id, kind=StepKind.TOOL, status=StepRunStatus.SUCCEEDED
+    ).order_by("seq")
+    for step_key, step_input, output in rows.values_list("step_key", "input", "output"):
+        config = (steps.get(step_key) or {}).get("config") or {}
+        if config.get("tool") == tool and step_input == args and isinstance(output, dict):
+            return output
+    return None
 
 
 def _ledgerless(tool: Tool, shared: _Purchase | None) -> bool:

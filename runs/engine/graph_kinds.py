@@ -159,6 +159,8 @@ class KnowledgeWriteKind(Kind["KnowledgeWriteKind.Config"]):
         valid_until = _time(config.valid_until, ctx, "valid_until")
         reason = str(_render(config.reason, ctx))
         name = str(_render(config.entity_name, ctx))
+        if ctx.sandbox:
+            return _event_not_written(config, key, name, payload, reason)
         try:
             # One short transaction: a new entity is kept only with its event.
             with transaction.atomic():
@@ -190,6 +192,28 @@ class KnowledgeWriteKind(Kind["KnowledgeWriteKind.Config"]):
         )
 
 
+def _event_not_written(
+    config: KnowledgeWriteKind.Config, key: str, name: str, payload: Any, reason: str
+) -> Outcome:
+    """A sandbox run's knowledge write: the event it would record, checked
+    against its type, and not written."""
+    if not EventType.objects.filter(name=config.event_type).exists():
+        raise StepError(
+            f"no event type named {config.event_type!r}",
+            retryable=False,
+            error_type="unknown_event_type",
+        )
+    return Outcome(
+        input={"entity_type": config.entity_type, "entity_key": key, "payload": payload},
+        output={
+            "event_id": None,
+            "entity": {"type": config.entity_type, "key": key, "name": name},
+            "event": {"type": config.event_type, "payload": payload, "reason": reason},
+            "sandboxed": True,
+        },
+    )
+
+
 class DedupKind(Kind["DedupKind.Config"]):
     """A gate that lets a key through once per scope (and window).
 
@@ -218,6 +242,13 @@ class DedupKind(Kind["DedupKind.Config"]):
     def execute(self, config: Config, ctx: StepContext) -> Outcome:
         key = _text(config.key, ctx, "the dedup key")
         at = _time(config.at, ctx, "at")
+        if ctx.sandbox:
+            # A sandbox run neither takes a key from live runs nor is held
+            # by theirs: it goes on as a first sighting and records nothing.
+            step_input = {"scope": config.scope, "key": key, "at": _iso(at)}
+            return Outcome(
+                input=step_input, output={"duplicate": False, "key": key, "sandboxed": True}
+            )
         claim = services.claim_dedup(
             scope=config.scope,
             key=key,

@@ -23,7 +23,7 @@ from django.db.models.functions import Greatest, Now
 from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
 from policies import audit
 from policies.services import current_versions
-from runs.engine import breakers, checks, store
+from runs.engine import breakers, checks, rollout, store
 from runs.engine.doorbell import ring
 from runs.engine.errors import (
     AlreadyDecided,
@@ -37,6 +37,7 @@ from runs.models import (
     TERMINAL_STATUSES,
     RollupDay,
     Run,
+    RunMode,
     RunStatus,
     ToolCallRecord,
     ToolCallStatus,
@@ -68,8 +69,13 @@ def start_run(
     idempotency_key: str | None = None,
     version: WorkflowVersion | None = None,
     replay_of: int | None = None,
+    mode: str = RunMode.LIVE,
+    tools_from: int | None = None,
+    shadow_of: int | None = None,
 ) -> Started:
-    """Create a queued run of the workflow's latest version and ring for it.
+    """Create a queued run of the workflow's live version (or, while a
+    canary runs, of the version its draw picks: runs.engine.rollout) and
+    ring for it.
 
     The input is screened first: it must match the workflow's entry schema
     (InvalidInput names each field), and any filled field the workflow
@@ -80,19 +86,39 @@ def start_run(
     With an idempotency key, a second start returns the first run: the
     unique constraint refuses the duplicate row and we read the winner.
     With `replay_of`, llm steps answer from that run's recorded outputs.
+
+    `mode` other than live starts a sandbox run (runs.models.RunMode): it
+    has no effect outside (see runs.engine.gate), its reads are answered
+    from `tools_from`'s recorded calls, it is not counted against the
+    workflow's queue, and its idempotency keys are its own, apart from
+    live runs'. `shadow_of` names the live run a shadow run runs beside.
     """
+    if mode not in RunMode.values:
+        raise InvalidState(f"no run mode {mode!r}")
+    live = mode == RunMode.LIVE
+    if not live and idempotency_key is not None:
+        idempotency_key = f"{mode}:{idempotency_key}"
     if isinstance(workflow, str):
         try:
             workflow = Workflow.objects.select_related("role", "policy").get(slug=workflow)
         except Workflow.DoesNotExist:
             raise NotFound(f"no workflow {workflow!r}") from None
-    version = version or workflow.current_version
-    if version is None:
-        raise InvalidState(f"workflow {workflow.slug!r} has no published version")
     if idempotency_key is not None:
         existing = Run.objects.filter(workflow=workflow, idempotency_key=idempotency_key).first()
         if existing is not None:
             return Started(existing, created=False)
+    # The live version, or a canary's share of new live runs on its
+    # candidate; the run keeps the version drawn here for good (retries
+    # included). A sandbox run not given a version runs the live one: the
+    # canary's share is of live traffic.
+    if version is None:
+        version = (
+            rollout.version_for_new_run(workflow, idempotency_key)
+            if live
+            else rollout.live_version(workflow.pk)
+        )
+    if version is None:
+        raise InvalidState(f"workflow {workflow.slug!r} has no published version")
     definition = version.definition
     _check_input(definition.get("input_schema"), input)
     taint = checks.taint_of_input(input, definition.get("untrusted_fields") or [])
@@ -105,6 +131,9 @@ def start_run(
         current_step=definition["entry"],
         ring_at=_later(store.REDELIVER_AFTER_S),
         replay_of_id=replay_of,
+        mode=mode,
+        tools_from_id=tools_from,
+        shadow_of_id=shadow_of,
         role_version_id=role_version_id,
         policy_version_id=policy_version_id,
         tainted=taint is not None,
@@ -113,7 +142,7 @@ def start_run(
     )
     try:
         with transaction.atomic():
-            if workflow.max_active_runs is not None:
+            if workflow.max_active_runs is not None and live:
                 _admit(workflow)
             run.save()
             ring(run.pk)
@@ -136,7 +165,7 @@ def _admit(workflow: Workflow) -> None:
     assert workflow.max_active_runs is not None  # the caller admits only limited workflows
     Workflow.objects.select_for_update().filter(pk=workflow.pk).values_list("pk").first()
     active = (
-        Run.objects.filter(workflow=workflow, status__in=ACTIVE_STATUSES)
+        Run.objects.filter(workflow=workflow, status__in=ACTIVE_STATUSES, mode=RunMode.LIVE)
         .exclude(status=RunStatus.WAITING, wait_reason__in=_HUMAN_WAITS)
         .count()
     )

@@ -94,6 +94,10 @@ class RunState:
     # (record id, result): the next checkpoint closes it as succeeded in its
     # own statement, fenced like the rest of it.
     closing: tuple[int, Any] | None = None
+    # The run's mode (runs.models.RunMode) and, for a sandbox run, the
+    # recorded run its reads are answered from.
+    mode: str = "live"
+    tools_from: int | None = None
 
     def see_switches(self, engaged: str | None) -> None:
         """Take the switches `_switches_sql` read: "scope:target" entries
@@ -167,13 +171,14 @@ def claim(run_id: int, *, worker: str, lease_s: float, trace_id: str = "") -> Ru
         " RETURNING fence, workflow_id, version_id, current_step, seq, attempt, attempts_before,"
         " replay_of_id, role_version_id, policy_version_id, tainted, steps_executed, llm_calls,"
         " tool_calls, cost_usd, wall_from, input, trace_id, taint_signals <> '', credits,"
-        f" {_switches_sql(f'{RUN}.workflow_id')}"
+        f" {_switches_sql(f'{RUN}.workflow_id')}, mode, tools_from_id"
     )
     with _prepared_cursor() if _pg() else connection.cursor() as cursor:
         cursor.execute(sql, [worker, lease_s, lease_s, trace_id, worker, run_id])
         row = cursor.fetchone()
     if row is None:
         return None
+    row, (mode, tools_from) = row[:-2], row[-2:]
     *head, tainted, steps, llm_calls, tool_calls, cost, wall_from, raw_input, trace, odd = row[:-2]
     raw_input, credits = _loads(raw_input), _loads(row[-2]) or {}
     if isinstance(wall_from, str):  # SQLite
@@ -195,6 +200,7 @@ def claim(run_id: int, *, worker: str, lease_s: float, trace_id: str = "") -> Ru
         {vendor: int(spent) for vendor, spent in credits.items()},
     )
     state.see_switches(row[-1])
+    state.mode, state.tools_from = mode, tools_from
     return state
 
 

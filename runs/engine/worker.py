@@ -187,7 +187,8 @@ def _claim(run_id: int, *, worker: str, lease_s: float) -> _Walk | None:
 
 def _execute(walk: _Walk, step: StepDef, ctx: StepContext) -> Outcome:
     """Execute the step, or answer from the step cache when it may."""
-    if not step.cache_ttl_s or ctx.replay_of is not None:
+    if not step.cache_ttl_s or ctx.replay_of is not None or ctx.sandbox:
+        # A sandbox run neither reads nor fills the step cache.
         return step.kind.execute(step.config, ctx)
     key = cache.cache_key(
         workflow_id=walk.state.workflow_id,
@@ -383,6 +384,8 @@ def _context(walk: _Walk, step: StepDef) -> StepContext:
         defer_close=partial(_close_with_checkpoint, state),
         redact_fields=tuple(redact),
         before_call=before_call,
+        mode=state.mode,
+        tools_from=state.tools_from,
     )
 
 

@@ -33,15 +33,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
-from types import MappingProxyType
-from typing import Any, ClassVar, Literal
+from types import MappingProxyType, UnionType
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
 from django.apps import apps
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 SideEffect = Literal["read", "write_idempotent", "write_unsafe"]
 RiskTier = Literal["low", "medium", "high"]
@@ -187,8 +187,65 @@ class Tool:
         caller asking about the same thing may share it; None otherwise."""
         return None
 
+    def stub(self, args: Any) -> BaseModel:
+        """What a sandbox run (an experiment, a shadow) is answered instead
+        of a call that must not happen: a valid `Result` describing the call
+        as if it had succeeded, made without touching anything outside. By
+        default each field of the result takes the argument of the same
+        name, else an empty value of its type (see `stub_result`)."""
+        return stub_result(self.Result, args)
+
     def run(self, args: Any, call: ToolCall) -> BaseModel:  # pragma: no cover - protocol
         raise NotImplementedError
+
+
+def stub_result(model: type[BaseModel], args: Any = None, **given: Any) -> BaseModel:
+    """A valid instance of `model`: the `given` values, then the arguments'
+    fields of the same name, then each required field's empty value (""
+    , 0, False, [], {}, the first of a Literal, a nested model's stub)."""
+    known = args.model_dump() if isinstance(args, BaseModel) else dict(args or {})
+    values: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        if name in given:
+            values[name] = given[name]
+        elif name in known:
+            values[name] = known[name]
+        elif field.is_required():
+            values[name] = _empty(field.annotation)
+    try:
+        return model.model_validate(values)
+    except ValidationError:
+        # An argument of the same name but another shape: empty values only.
+        return model.model_validate(
+            {
+                **{
+                    n: _empty(f.annotation)
+                    for n, f in model.model_fields.items()
+                    if f.is_required()
+                },
+                **given,
+            }
+        )
+
+
+def _empty(annotation: Any) -> Any:
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return get_args(annotation)[0]
+    if origin in (Union, UnionType):
+        options = [a for a in get_args(annotation) if a is not type(None)]
+        return None if len(options) < len(get_args(annotation)) else _empty(options[0])
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return stub_result(annotation).model_dump()
+    base = origin or annotation
+    for kind, value in ((bool, False), (int, 0), (float, 0.0), (str, "")):
+        if base is kind:
+            return value
+    if base in (list, tuple, set, frozenset):
+        return []
+    if base is dict:
+        return {}
+    return None
 
 
 class UnknownTool(LookupError):

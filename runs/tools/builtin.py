@@ -39,6 +39,9 @@ class Wait(Tool):
     class Result(BaseModel):
         waited_s: float
 
+    def stub(self, args: Args) -> Result:
+        return self.Result(waited_s=0)
+
     def run(self, args: Args, call: ToolCall) -> Result:
         time.sleep(args.seconds)
         return self.Result(waited_s=args.seconds)

@@ -59,6 +59,21 @@ class CrmUpsert(Tool):
 
     Result = RecordResult
 
+    def stub(self, args: Args) -> RecordResult:
+        """The record as the upsert would leave it, read but not written."""
+        record = CrmRecord.objects.filter(
+            object_type=args.object_type, external_id=args.external_id
+        ).first()
+        base = record.data if record is not None and args.mode == "merge" else {}
+        writes = record.writes if record is not None else 0
+        return RecordResult(
+            object_type=args.object_type,
+            external_id=args.external_id,
+            data={**base, **args.data},
+            created=record is None,
+            writes=writes + 1,
+        )
+
     def run(self, args: Args, call: ToolCall) -> RecordResult:
         key = call.idempotency_key
         # Two tries: if a concurrent call creates the row between our lookup

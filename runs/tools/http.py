@@ -240,6 +240,9 @@ class GetJson(Tool):
     def destinations(self, args: _JsonArgs) -> tuple[str, ...]:
         return host_key(args.url)
 
+    def stub(self, args: _JsonArgs) -> JsonResult:
+        return JsonResult(status=200, data=None, text="")
+
     def run(self, args: _JsonArgs, call: ToolCall) -> JsonResult:
         response = send("GET", args.url, headers=args.headers, timeout_s=call.timeout_s)
         data, text = response.json_or_text()
@@ -267,6 +270,9 @@ class PostJson(Tool):
 
     def destinations(self, args: Args) -> tuple[str, ...]:
         return host_key(args.url)
+
+    def stub(self, args: Args) -> JsonResult:
+        return JsonResult(status=200, data=None, text="")
 
     def run(self, args: Args, call: ToolCall) -> JsonResult:
         headers = {**args.headers, "idempotency-key": call.idempotency_key}
@@ -306,6 +312,9 @@ class WebhookPost(Tool):
 
     def destinations(self, args: Args) -> tuple[str, ...]:
         return host_key(args.url)
+
+    def stub(self, args: Args) -> Result:
+        return self.Result(status=200, webhook_id="not-sent", signed=False)
 
     def run(self, args: Args, call: ToolCall) -> Result:
         timestamp = int(time.time())

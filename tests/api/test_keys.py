@@ -44,6 +44,14 @@ ENDPOINTS = [
     ("post", "/api/v1/knowledge/events", ApiScope.KNOWLEDGE_WRITE),
     ("get", "/api/v1/knowledge/events", ApiScope.KNOWLEDGE_WRITE),
     ("post", "/api/v1/knowledge/events/{event}/supersede", ApiScope.KNOWLEDGE_WRITE),
+    ("post", "/api/v1/rollouts", ApiScope.ROLLOUTS_WRITE),
+    ("get", "/api/v1/rollouts", ApiScope.RUNS_READ),
+    ("get", "/api/v1/rollouts/{rollout}", ApiScope.RUNS_READ),
+    ("post", "/api/v1/rollouts/{rollout}/promote", ApiScope.ROLLOUTS_WRITE),
+    ("post", "/api/v1/rollouts/{rollout}/rollback", ApiScope.ROLLOUTS_WRITE),
+    ("get", "/api/v1/lanes/proposals", ApiScope.RUNS_READ),
+    ("post", "/api/v1/lanes/proposals/{proposal}/accept", ApiScope.LANES_WRITE),
+    ("post", "/api/v1/lanes/proposals/{proposal}/dismiss", ApiScope.LANES_WRITE),
 ]
 BODIES = {
     "/api/v1/runs": {"workflow": "nope"},
@@ -57,6 +65,10 @@ BODIES = {
         "reason": "asked",
     },
     "/api/v1/knowledge/events/{event}/supersede": {"payload": {}, "reason": "typo"},
+    "/api/v1/rollouts": {"workflow": "nope", "version": 1, "share_pct": 10},
+    "/api/v1/rollouts/{rollout}/promote": {"reason": "fine"},
+    "/api/v1/rollouts/{rollout}/rollback": {"reason": "not fine"},
+    "/api/v1/lanes/proposals/{proposal}/dismiss": {"note": "not yet"},
 }
 
 
@@ -88,6 +100,8 @@ def targets(make_workflow):
         "approval": ApprovalRequest.objects.get(run_id=run_id).pk,
         "event": event.pk,
         "entity": event.entity_id,
+        "rollout": 999999,  # none: a 404 past the scope check
+        "proposal": 999999,
     }
 
 

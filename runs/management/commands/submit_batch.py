@@ -123,8 +123,8 @@ class Command(BaseCommand):
         if not path.is_file():
             raise CommandError(f"no file {path}")
         schema = (
-            workflow.current_version.definition.get("input_schema")
-            if workflow.current_version
+            workflow.serving_version.definition.get("input_schema")
+            if workflow.serving_version
             else None
         ) or {}
         self.tty = self.stdout.isatty()

@@ -21,7 +21,7 @@ def grant(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('policies', '0016_breakers'),
+        ('policies', '0021_lane_proposals'),
     ]
 
     operations = [
