@@ -27,12 +27,15 @@ import logging
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.db import transaction
+from django.db.models import F
 from django.db.models.functions import Now
 from django.urls import reverse
 
 from approvals.models import ApprovalRequest, ApprovalStatus
 from lib.notify import email_group, post_json
 from policies.notifications import notify_event, sla_escalation
+from runs.models import Run
 
 log = logging.getLogger("bosun.review")
 
@@ -90,12 +93,15 @@ def _ids(queryset, limit: int) -> list[int]:
 def _breach(approval_id: int) -> bool:
     # The claim: one sweep marks the breach and escalates; the others see
     # breached_at set and do nothing.
-    claimed = ApprovalRequest.objects.filter(
-        pk=approval_id, status=ApprovalStatus.PENDING, breached_at__isnull=True
-    ).update(breached_at=Now())
-    if not claimed:
-        return False
-    request = ApprovalRequest.objects.select_related("run__workflow").get(pk=approval_id)
+    with transaction.atomic():
+        claimed = ApprovalRequest.objects.filter(
+            pk=approval_id, status=ApprovalStatus.PENDING, breached_at__isnull=True
+        ).update(breached_at=Now())
+        if not claimed:
+            return False
+        request = ApprovalRequest.objects.select_related("run__workflow").get(pk=approval_id)
+        # The run counts its breaches (the dashboard's), with the claim.
+        Run.objects.filter(pk=request.run_id).update(breaches=F("breaches") + 1)
     if request.escalate_to:
         _tell(request, group=request.escalate_to, event="approval.overdue", subject="Overdue")
     # The routes set in admin for SLA escalations (once per request and route).

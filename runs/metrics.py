@@ -34,7 +34,8 @@ in the period, one more for which are rolled up, and with rolled-up days
 two more: their rows, and what the first runs of their dedup hits that
 were still paying have paid. Their number depends on how the period falls
 on days, never on the number of runs: 7 for 24 hours, 17 for 30 days
-rolled up.
+rolled up. Machine time and time waiting for people come with the runs'
+pass (see runs.timesplit).
 
 Definitions (all per workflow version, over the runs created in
 [since, until)):
@@ -128,6 +129,22 @@ class VersionMetrics:
     dedup_hits: int
     dedup_saved_usd: Decimal
     dedup_saved_credits: dict[str, int]
+    version_id: int = 0
+    stopped: int = 0
+    cancelled: int = 0
+    machine_ms: float = 0.0
+    machine_per_run_ms: float | None = None
+    decisions: int = 0
+    wait_ms: float = 0.0
+    wait_per_decision_ms: float | None = None
+    pending: int = 0
+    breached: int = 0
+
+    @property
+    def human_share(self) -> float | None:
+        """Time waiting for people / (that + machine time); None without either."""
+        whole = self.machine_ms + self.wait_ms
+        return self.wait_ms / whole if whole else None
 
 
 @dataclass(frozen=True)
@@ -225,7 +242,7 @@ def period_report(
             )
         }
     versions = [
-        _version_metrics(names[key], total, latency.get(key, (None, None)))
+        _version_metrics(names[key], total, latency.get(key, (None, None)), key)
         for key, total in totals.items()
     ]
     versions.sort(key=lambda row: (row.workflow, row.version))
@@ -379,6 +396,12 @@ def _runs_of(row: DailyRollup) -> Tally:
         runs=row.runs,
         succeeded=row.succeeded,
         failed=row.failed,
+        stopped=row.stopped,
+        cancelled=row.cancelled,
+        machine_ms=row.machine_ms,
+        decisions=row.decisions,
+        wait_ms=row.wait_ms,
+        breached=row.breached,
         successes=row.successes,
         escalated=row.escalated,
         cost=row.cost_usd,
@@ -442,7 +465,10 @@ def _savings(split: _Split, rolled: list[DailyRollup]) -> list[dict[int, Tally]]
 
 
 def _version_metrics(
-    name: tuple[str, int], total: Tally, latency: tuple[float | None, float | None]
+    name: tuple[str, int],
+    total: Tally,
+    latency: tuple[float | None, float | None],
+    version_id: int = 0,
 ) -> VersionMetrics:
     runs, successes = total.runs, total.successes
     cost, vendor = _money(total.cost), _money(total.vendor)
@@ -477,6 +503,16 @@ def _version_metrics(
         dedup_hits=total.dedup_hits,
         dedup_saved_usd=_money(total.dedup_saved),
         dedup_saved_credits=total.dedup_saved_credits,
+        version_id=version_id,
+        stopped=total.stopped,
+        cancelled=total.cancelled,
+        machine_ms=total.machine_ms,
+        machine_per_run_ms=total.machine_ms / runs if runs else None,
+        decisions=total.decisions,
+        wait_ms=total.wait_ms,
+        wait_per_decision_ms=total.wait_ms / total.decisions if total.decisions else None,
+        pending=total.pending,
+        breached=total.breached,
     )
 
 

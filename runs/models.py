@@ -342,6 +342,23 @@ class Run(models.Model):
     credits = models.JSONField(
         default=dict, blank=True, help_text='Vendor credits spent, e.g. {"enrichco": 15}.'
     )
+    # Machine time and time waiting for people, kept on the run where they
+    # change (a step's checkpoint, a decision, a breach), so the dashboard
+    # reads them with the rest of the run's figures.
+    machine_ms = models.FloatField(
+        default=0, db_default=0, help_text="Step attempts' durations added up: the machine's time."
+    )
+    decisions = models.PositiveIntegerField(
+        default=0, db_default=0, help_text="Approval requests decided (approved or rejected)."
+    )
+    wait_ms = models.FloatField(
+        default=0,
+        db_default=0,
+        help_text="Time the decided requests waited for their decision, added up.",
+    )
+    breaches = models.PositiveIntegerField(
+        default=0, db_default=0, help_text="Approval requests that went past their SLA."
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -759,6 +776,14 @@ class DailyRollup(models.Model):
     # (DailyRollupDedup), since that run may still be paying.
     dedup_saved_usd = models.DecimalField(max_digits=16, decimal_places=6, default=0)
     dedup_saved_credits = models.JSONField(default=dict)
+    # Stopped and cancelled runs; machine time and time waiting for people
+    # (the sums of the runs' own figures, see Run.machine_ms).
+    stopped = models.PositiveIntegerField(default=0)
+    cancelled = models.PositiveIntegerField(default=0)
+    machine_ms = models.FloatField(default=0)
+    decisions = models.PositiveIntegerField(default=0)
+    wait_ms = models.FloatField(default=0)
+    breached = models.PositiveIntegerField(default=0)
 
     class Meta:
         constraints = [

@@ -234,7 +234,7 @@ def _row(day: date, version_id: int, workflow_id: int, total: Tally) -> DailyRol
         cost_usd=total.cost,
         vendor_usd=total.vendor,
         calls=total.calls,
-        latency={str(index): count for index, count in sorted(total.latency.items())},
+        latency=_histogram(total.latency),
         credits=total.credits,
         cache_hits=total.cache_hits,
         cache_saved_usd=total.cache_saved,
@@ -242,4 +242,14 @@ def _row(day: date, version_id: int, workflow_id: int, total: Tally) -> DailyRol
         dedup_hits=total.dedup_hits,
         dedup_saved_usd=total.dedup_saved,
         dedup_saved_credits=total.dedup_saved_credits,
+        stopped=total.stopped,
+        cancelled=total.cancelled,
+        machine_ms=total.machine_ms,
+        decisions=total.decisions,
+        wait_ms=total.wait_ms,
+        breached=total.breached,
     )
+
+
+def _histogram(found: dict[int, int]) -> dict[str, int]:
+    return {str(index): count for index, count in sorted(found.items())}

@@ -99,6 +99,14 @@ class Tally:
     dedup_hits: int = 0
     dedup_saved: Decimal = ZERO
     dedup_saved_credits: dict[str, int] = field(default_factory=dict)
+    # Machine time and time waiting for people (see runs.timesplit).
+    stopped: int = 0
+    cancelled: int = 0
+    machine_ms: float = 0.0
+    decisions: int = 0
+    wait_ms: float = 0.0
+    pending: int = 0
+    breached: int = 0
 
     def add(self, other: Tally) -> None:
         for name, value in vars(other).items():
@@ -154,11 +162,18 @@ def run_tallies(runs: Q) -> dict[tuple[int, date], Tally]:
             runs=Count("*"),
             succeeded=Count("id", filter=Q(status=RunStatus.SUCCEEDED)),
             failed=Count("id", filter=Q(status=RunStatus.FAILED)),
+            stopped=Count("id", filter=Q(status=RunStatus.STOPPED)),
+            cancelled=Count("id", filter=Q(status=RunStatus.CANCELLED)),
             successes=Count("id", filter=Q(success=True)),
             cost=Sum("cost_usd"),
             vendor=Sum("vendor_usd"),
             calls=Sum(F("llm_calls") + F("tool_calls")),
             escalated=Count("id", filter=asked),
+            machine_ms=Sum("machine_ms"),
+            decisions=Sum("decisions"),
+            wait_ms=Sum("wait_ms"),
+            pending=Count("id", filter=Q(status=RunStatus.WAITING, wait_reason="approval")),
+            breached=Sum("breaches"),
         )
         .order_by()
     )
@@ -167,23 +182,31 @@ def run_tallies(runs: Q) -> dict[tuple[int, date], Tally]:
             runs=row["runs"],
             succeeded=row["succeeded"],
             failed=row["failed"],
+            stopped=row["stopped"],
+            cancelled=row["cancelled"],
             successes=row["successes"],
             escalated=row["escalated"],
             cost=row["cost"] or ZERO,
             vendor=row["vendor"] or ZERO,
             calls=row["calls"] or 0,
+            machine_ms=row["machine_ms"] or 0.0,
+            decisions=row["decisions"] or 0,
+            wait_ms=row["wait_ms"] or 0.0,
+            pending=row["pending"],
+            breached=row["breached"] or 0,
         )
         for row in rows
     }
 
 
 class LatencyMs(Func):
-    """`finished_at - created_at` of a run in milliseconds (NULL while it runs)."""
+    """`finished_at - created_at` of a run in milliseconds (NULL while it
+    runs), or the same of two other fields (`end - start`)."""
 
     output_field = FloatField()
 
-    def __init__(self) -> None:
-        super().__init__(F("finished_at"), F("created_at"))
+    def __init__(self, end: str = "finished_at", start: str = "created_at") -> None:
+        super().__init__(F(end), F(start))
 
     def as_sql(self, compiler, connection, **extra_context):
         return super().as_sql(

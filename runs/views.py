@@ -163,7 +163,7 @@ def _dashboard_figures(data: dict[str, Any]) -> dict[str, Any]:
         "since": since,
         "until": until,
         "workflow": workflow,
-        **time_figures(since=since, until=until, workflow=workflow, rows=figures, charts=charts),
+        **time_figures(since=since, until=until, rows=figures),
     }
 
 

@@ -15,10 +15,8 @@ from urllib.parse import urlencode
 from django.urls import reverse
 from django.utils import timezone
 
-from lib.charts import Chart
 from lib.durations import human_ms
-from runs.models import Workflow
-from runs.timesplit import TimeSplit, time_split
+from runs.timesplit import TimeSplit
 
 # The runs list's datetime filters read this (ISO, with the fraction of a
 # second, in the current time zone): a link carries a bound exactly.
@@ -58,31 +56,17 @@ def drill_links(
     return {name: f"{url}?{urlencode({**base, **extra})}" for name, extra in DRILLS.items()}
 
 
-def time_figures(
-    *,
-    since: datetime,
-    until: datetime,
-    workflow: Workflow | None,
-    rows: list[dict[str, Any]],
-    charts: list[Chart],
-) -> dict[str, Any]:
+def time_figures(*, since: datetime, until: datetime, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The time split's rows (formatted, with their links), and the links
-    of the dashboard's own rows (matched by workflow and version number)."""
-    split = time_split(since=since, until=until, workflow=workflow)
-    by_name = {(row.workflow, row.version): row for row in split}
-    time_rows = [_row(row, since, until) for row in split]
+    of the dashboard's own rows: both from the same report's figures."""
     for row in rows:
         metrics = row["metrics"]
-        found = by_name.get((metrics.workflow, metrics.version))
         row["links"] = drill_links(
-            since=since,
-            until=until,
-            workflow=metrics.workflow,
-            version_id=found.version_id if found else None,
+            since=since, until=until, workflow=metrics.workflow, version_id=metrics.version_id
         )
-        row["stopped"] = found.stopped if found else 0
-        row["cancelled"] = found.cancelled if found else 0
-    return {"time_rows": time_rows}
+        row["stopped"] = metrics.stopped
+        row["cancelled"] = metrics.cancelled
+    return {"time_rows": [_row(row["metrics"], since, until) for row in rows]}
 
 
 def _row(row: TimeSplit, since: datetime, until: datetime) -> dict[str, Any]:
@@ -95,11 +79,9 @@ def _row(row: TimeSplit, since: datetime, until: datetime) -> dict[str, Any]:
         "links": drill_links(
             since=since, until=until, workflow=row.workflow, version_id=row.version_id
         ),
-        "step_p50": ms(row.step_p50_ms),
-        "step_p95": ms(row.step_p95_ms),
-        "step_total": ms(row.step_total_ms if row.steps else None),
-        "wait_p50": ms(row.wait_p50_ms),
-        "wait_p95": ms(row.wait_p95_ms),
-        "wait_total": ms(row.wait_total_ms if row.decisions else None),
+        "machine_per_run": ms(row.machine_per_run_ms),
+        "machine_total": ms(row.machine_ms if row.runs else None),
+        "wait_per_decision": ms(row.wait_per_decision_ms),
+        "wait_total": ms(row.wait_ms if row.decisions else None),
         "human_share": "—" if share is None else f"{share:.1%}",
     }

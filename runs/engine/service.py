@@ -347,6 +347,12 @@ def decide_approval(
                 "step": request.step_key,
             },
         )
+        # The run keeps its time waiting for people (the dashboard's).
+        assert request.decided_at is not None  # just set, by this UPDATE
+        waited = (request.decided_at - request.created_at).total_seconds() * 1000
+        Run.objects.filter(pk=request.run_id).update(
+            decisions=F("decisions") + 1, wait_ms=F("wait_ms") + max(waited, 0.0)
+        )
         Run.objects.filter(
             pk=request.run_id, status=RunStatus.WAITING, wait_reason="approval"
         ).update(status=RunStatus.QUEUED, wait_reason="", ring_at=_later(store.REDELIVER_AFTER_S))

@@ -329,6 +329,9 @@ def checkpoint(state: RunState, update: Update, step_run: dict[str, Any] | None)
     Raises LeaseLost when the run's fence moved on (another worker took it
     over, or it was cancelled): nothing of this step is written.
     """
+    if step_run is not None:
+        # The run keeps its machine time (the dashboard's, runs.metrics).
+        update.add("machine_ms", step_run.get("duration_ms"))
     where = " WHERE id = %s AND fence = %s AND status = 'running'"
     set_sql = ", ".join(update.parts)
     run_params = [*update.params, state.run_id, state.fence]

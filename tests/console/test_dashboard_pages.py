@@ -128,14 +128,13 @@ def test_bad_periods_are_form_errors(make_user, params, message):
     assert partial.status_code == 200 and message in partial.content.decode()
 
 
-@pytest.mark.parametrize("headers,queries", [({}, 17), (HX, 15)])  # whole page: + the switches
+@pytest.mark.parametrize("headers,queries", [({}, 14), (HX, 12)])  # whole page: + the switches
 def test_the_dashboard_takes_the_same_queries_for_3_runs_as_for_30(
     make_user, many_runs, make_workflow, django_assert_num_queries, headers, queries
 ):
     # session, user, two permission look-ups, the eight of the metrics (the
-    # trend comes with them; 7 days hold whole days, which could be rolled
-    # up), the three of the time split; the whole page also fills the
-    # workflow choices
+    # trend and the time split come with them; 7 days hold whole days, which
+    # could be rolled up); the whole page also fills the workflow choices
     client = client_for(make_user)
     many_runs(3)
     with django_assert_num_queries(queries):

@@ -9,11 +9,13 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.db.models import F
 from django.test import Client
 from django.utils import timezone
 
 from approvals.models import ApprovalRequest
 from runs import rollup
+from runs.models import DailyRollup, Run
 from runs.timesplit import time_split
 from tests.console import runs_fixtures as fx
 from tests.console.runs_fixtures import add_approval, add_run
@@ -31,26 +33,45 @@ def viewer(make_user) -> Client:
 
 
 def decided(run, *, waited_s: float, seq: int = 1, breached: bool = False) -> ApprovalRequest:
+    """A request of the run decided after `waited_s`, and the run's own
+    figures as the engine keeps them (tests/runs/test_time_split.py)."""
     approval = add_approval(run, seq=seq, status="approved")
-    created = timezone.now() - timedelta(hours=2)
+    created = run.created_at
     ApprovalRequest.objects.filter(pk=approval.pk).update(
         created_at=created,
         decided_at=created + timedelta(seconds=waited_s),
         breached_at=created if breached else None,
     )
+    Run.objects.filter(pk=run.pk).update(
+        decisions=F("decisions") + 1,
+        wait_ms=F("wait_ms") + waited_s * 1000,
+        breaches=F("breaches") + int(breached),
+    )
     return approval
 
 
+def with_steps(run, steps: list[dict]) -> Run:
+    Run.objects.filter(pk=run.pk).update(machine_ms=sum(s["duration_ms"] for s in steps))
+    return run
+
+
 @pytest.fixture
-def mix(two_step_version):
+def when(request):
+    """When the runs of `mix` are created: an hour ago, or (parametrized)
+    that many days earlier."""
+    return timezone.now() - timedelta(days=getattr(request, "param", 0), hours=1)
+
+
+@pytest.fixture
+def mix(two_step_version, when):
     """Runs of one version: steps of 100 ms and 300 ms, approvals decided
     after 10 min and 30 min (one past its SLA), one pending, a stopped and a
     cancelled run, and a stopped run from before the period."""
-    now = timezone.now()
+    now = when
     steps = [{"duration_ms": 100.0}, {"duration_ms": 300.0}]
     first = add_run(two_step_version, success=True, created_at=now, latency_ms=5, steps=steps)
-    decided(first, waited_s=600)
-    second = add_run(two_step_version, created_at=now, latency_ms=5, steps=steps)
+    decided(with_steps(first, steps), waited_s=600)
+    second = with_steps(add_run(two_step_version, created_at=now, latency_ms=5, steps=steps), steps)
     decided(second, waited_s=1800, breached=True)
     waiting = add_run(two_step_version, status="waiting", wait_reason="approval", created_at=now)
     add_approval(waiting, status="pending")
@@ -75,20 +96,42 @@ def week() -> dict:
 def test_machine_time_and_time_waiting_for_people_are_apart(mix):
     [row] = time_split(**week())
     assert (row.runs, row.stopped, row.cancelled) == (5, 1, 1)
-    assert (row.steps, row.step_total_ms) == (4, 800.0)
-    assert row.step_p50_ms == pytest.approx(200, rel=0.05)  # between 100 and 300
-    assert row.step_p95_ms == pytest.approx(290, rel=0.05)
-    assert (row.decisions, row.wait_total_ms) == (2, pytest.approx(2_400_000))
-    assert row.wait_p50_ms == pytest.approx(1_200_000, rel=0.05)
+    assert (row.machine_ms, row.machine_per_run_ms) == (800.0, 160.0)
+    assert (row.decisions, row.wait_ms) == (2, pytest.approx(2_400_000))
+    assert row.wait_per_decision_ms == pytest.approx(1_200_000)
     assert (row.pending, row.breached) == (1, 1)
     assert row.human_share == pytest.approx(2_400_000 / 2_400_800)
 
 
-def test_the_time_split_is_the_same_after_a_roll_up(mix, monkeypatch):
+TIME_FIGURES = (
+    "runs",
+    "stopped",
+    "cancelled",
+    "machine_ms",
+    "decisions",
+    "wait_ms",
+    "pending",
+    "breached",
+)
+
+
+@pytest.mark.parametrize("when", [0, 3], indirect=True, ids=["today", "three days ago"])
+def test_the_time_split_is_the_same_after_a_roll_up(when, mix, monkeypatch):
+    """Today is read from the runs; three days ago is read from the roll-up
+    once it is rolled up (all but the run still waiting), with the same
+    figures."""
     monkeypatch.setattr(rollup, "SLACK", timedelta(0))
-    before = time_split(**week())
+
+    def figures():
+        return [tuple(getattr(row, name) for name in TIME_FIGURES) for row in time_split(**week())]
+
+    before = figures()
+    assert before[0][:4] == (5, 1, 1, 800.0)
     rollup.roll_up_all()
-    assert time_split(**week()) == before
+    if when.date() < (timezone.now() - timedelta(days=2)).date():
+        [row] = DailyRollup.objects.all()
+        assert (row.runs, row.machine_ms, row.decisions, row.breached) == (2, 800.0, 2, 1)
+    assert figures() == before
 
 
 def test_the_dashboard_shows_stopped_cancelled_and_the_time_split(make_user, mix):
@@ -96,11 +139,11 @@ def test_the_dashboard_shows_stopped_cancelled_and_the_time_split(make_user, mix
     [row] = response.context["rows"]
     assert (row["stopped"], row["cancelled"]) == (1, 1)
     [split] = response.context["time_rows"]
-    assert split["step_total"] == "800 ms" and split["wait_total"] == "40.0 min"
+    assert split["machine_total"] == "800 ms" and split["wait_total"] == "40.0 min"
     body = response.content.decode()
     assert "Machine time and time waiting for people" in body
     header = body.split('id="time-split"', 1)[1].split("<thead>", 1)[1].split("</thead>")[0]
-    assert header.count("<th") == header.count("title=") == 12  # every column explained on hover
+    assert header.count("<th") == header.count("title=") == 10  # every column explained on hover
 
 
 def drill(client: Client, body: str, title: str) -> set[int]:
