@@ -1,0 +1,129 @@
+"""Console search: runs by what they touched.
+
+The runs list's filters (workflow, version, status, outcome, …) plus an
+entity (an account name or domain, an email address: `runs.search`), an
+input field (`field=value`), a time window, a tool called and a reason code
+a reviewer decided with. Keyset pages by id, as the runs list; a request
+from htmx gets the results fragment only. Needs `runs.view_run`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.db import connection
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from approvals.models import ReasonCode
+from lib.console import console_view, is_partial
+from runs import search
+from runs.tools.base import tool_names
+from runs.views import RunFilterForm, _run_page
+
+DATETIME = forms.DateTimeInput({"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
+
+
+class RunSearchForm(RunFilterForm):
+    q = forms.CharField(
+        required=False,
+        max_length=300,
+        label="Account, domain or email",
+        help_text="An entity's key, name or alias, or a value of a run's input.",
+    )
+    field = forms.CharField(
+        required=False, max_length=300, label="Input field", help_text="field=value"
+    )
+    start = forms.DateTimeField(required=False, label="From", widget=DATETIME)
+    end = forms.DateTimeField(required=False, label="Until", widget=DATETIME)
+    tool = forms.ChoiceField(required=False, label="Tool called")
+    reason = forms.ChoiceField(required=False, label="Reason code")
+    # The runs list's day fields give way to the time window above.
+    since = None  # type: ignore[assignment]
+    until = None  # type: ignore[assignment]
+
+    field_order = ["q", "field", "start", "end", "workflow", "status", "tool", "reason"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["tool"].choices = [("", "Any tool"), *((n, n) for n in tool_names())]  # type: ignore[attr-defined]
+        self.fields["reason"].choices = [  # type: ignore[attr-defined]
+            ("", "Any reason"),
+            *ReasonCode.objects.order_by("position", "code").values_list("code", "label"),
+        ]
+        self.match: search.EntityMatch | None = None
+
+    def clean_field(self) -> tuple[str, str] | None:
+        text = self.cleaned_data.get("field", "")
+        if not text:
+            return None
+        parsed = search.parse_field(text)
+        if parsed is None:
+            raise forms.ValidationError(
+                "Write it as field=value, e.g. domain=acme.com (a dotted path for nested fields)."
+            )
+        return parsed
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("start") and data.get("end") and data["end"] <= data["start"]:
+            raise forms.ValidationError("The window ends before it starts.")
+        return data
+
+    @property
+    def searched(self) -> bool:
+        """Any criterion given (paging alone is not a search)."""
+        return any(
+            value not in (None, "", False)
+            for name, value in self.cleaned_data.items()
+            if name not in ("before", "after")
+        )
+
+    def filtered(self, runs: Any) -> Any:
+        runs = super().filtered(runs)
+        data = self.cleaned_data
+        if data.get("q"):
+            self.match = search.match_entities(data["q"])
+            runs = runs.filter(self.match.runs_condition())
+        if data.get("field"):
+            name, value = data["field"]
+            runs = runs.filter(search.field_condition(name, value, vendor=connection.vendor))
+        if data.get("start"):
+            runs = runs.filter(created_at__gte=data["start"])
+        if data.get("end"):
+            runs = runs.filter(created_at__lt=data["end"])
+        if data.get("tool"):
+            runs = runs.filter(search.tool_condition(data["tool"]))
+        if data.get("reason"):
+            runs = runs.filter(search.reason_condition(data["reason"]))
+        return runs
+
+
+@require_GET
+@console_view("runs.view_run")
+def run_search(request: HttpRequest) -> HttpResponse:
+    """Runs matching every criterion given, newest first, 50 a page."""
+    form = RunSearchForm(request.GET)
+    context: dict[str, Any] = {
+        "form": form,
+        "nav": "search",
+        "runs": [],
+        "page": {},
+        "entities": [],
+        "searched": False,
+    }
+    status = 200
+    if form.is_valid():
+        if form.searched:
+            context.update(_run_page(form), searched=True)
+            context["entities"] = form.match.entities if form.match else []
+    elif not is_partial(request):
+        status = 400
+    template = (
+        "console/search/partials/_results.html"
+        if is_partial(request)
+        else "console/search/index.html"
+    )
+    return render(request, template, context, status=status)
