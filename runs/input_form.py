@@ -3,9 +3,10 @@
 Each top-level property becomes a field: a string a text box, an integer
 or number a number box, a boolean a checkbox, an `enum` a choice, and
 anything else (a nested object, an array, a type union) a JSON text area.
-`required` properties are required fields; `title` and `description` give
-the label and help. A schema that does not describe an object by its
-properties gets one JSON text area for the whole input.
+`required` properties are required fields, first in their listed order,
+then the others by name (a jsonb column keeps no key order); `title` and
+`description` give the label and help. A schema that does not describe an
+object by its properties gets one JSON text area for the whole input.
 
 The form only collects the input: the engine validates it against the
 schema when the run starts (`start_run`), and its errors are put back on
@@ -91,10 +92,13 @@ class RunInputForm(forms.Form):
             )
             return
         assert isinstance(properties, dict)  # self.whole says so
-        needed = set(self.schema.get("required") or [])
-        for name, prop in properties.items():
+        required = [n for n in self.schema.get("required") or [] if n in properties]
+        # PostgreSQL's jsonb keeps no key order, a list keeps its order:
+        # the required fields first as listed, then the others by name.
+        for name in [*dict.fromkeys(required), *sorted(set(properties) - set(required))]:
+            prop = properties[name]
             self.fields[name] = _field(
-                prop if isinstance(prop, dict) else {}, required=name in needed
+                prop if isinstance(prop, dict) else {}, required=name in required
             )
 
     @classmethod
