@@ -3,7 +3,8 @@ events with their provenance and validity, what holds now, e.g. a pause
 and until when), the runs that touched it and what they spent.
 
 Needs `runs.view_run`: the page is about what runs did. Event payloads are
-redacted for anyone without `runs.view_personal_data`, as step records are.
+redacted for anyone without `runs.view_personal_data`, as step records are,
+and so are keys (a person's key is an email address).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from django.views.decorators.http import require_GET
 from knowledge import memory
 from knowledge.models import Entity
 from lib.console import console_view
-from lib.screening import redact_value
+from lib.screening import redact, redact_value
 from runs.search import entity_runs
 
 EVENTS_SHOWN = 100
@@ -68,7 +69,9 @@ def entity_detail(request: HttpRequest, entity_id: int) -> HttpResponse:
     context: dict[str, Any] = {
         "nav": "search",
         "entity": entity,
-        "aliases": [alias.key for alias in entity.aliases.all()],
+        "key": entity.key if personal else redact(entity.key),
+        "name": entity.name if personal else redact(entity.name),
+        "aliases": [alias.key if personal else redact(alias.key) for alias in entity.aliases.all()],
         "attributes": entity.attributes if personal else redact_value(entity.attributes),
         "events": events,
         "holding": [row for row in events if row["state"] == "active"],
@@ -83,6 +86,5 @@ def entity_detail(request: HttpRequest, entity_id: int) -> HttpResponse:
         "cost": totals["cost"] or Decimal(0),
         "credits": ", ".join(f"{v} {n:,} cr" for v, n in sorted(credits.items())),
         "search_url": f"{reverse('console-run-search')}?{urlencode({'q': entity.key})}",
-        "warnings": memory.entity_warnings(entity=entity),
     }
     return render(request, "console/knowledge/entity.html", context)

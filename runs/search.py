@@ -189,3 +189,23 @@ def reason_condition(code: str) -> Q:
         status=ApprovalStatus.PENDING
     )
     return Q(pk__in=decided.values("run_id"))
+
+
+# At most this many of an input's values are looked up as entity keys.
+MAX_INPUT_VALUES = 20
+
+
+def entities_in(value: Any) -> list[Entity]:
+    """The entities a run's input names by a top-level value: each string
+    normalised as a key of each type with a normaliser (through aliases),
+    or an entity's exact name. One query; none when no value is a string."""
+    texts = [v for v in (value.values() if isinstance(value, dict) else []) if isinstance(v, str)]
+    texts = [" ".join(t.split()) for t in texts if t.strip()][:MAX_INPUT_VALUES]
+    if not texts:
+        return []
+    named = Q(name__in=texts)
+    for entity_type in settings.BOSUN_ENTITY_KEYS:
+        found = {k.value for t in texts if (k := entity_keys.normalise(entity_type, t))}
+        if found:
+            named |= Q(pk__in=entities_named(type=entity_type, keys=found).values("pk"))
+    return list(Entity.objects.filter(named).order_by("type", "key")[:MAX_ENTITIES])

@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET
 
 from approvals.models import ReasonCode
 from lib.console import console_view, is_partial
+from lib.screening import redact
 from runs import search
 from runs.tools.base import tool_names
 from runs.views import RunFilterForm, _run_page
@@ -118,7 +119,15 @@ def run_search(request: HttpRequest) -> HttpResponse:
     if form.is_valid():
         if form.searched:
             context.update(_run_page(form), searched=True)
-            context["entities"] = form.match.entities if form.match else []
+            personal = request.user.has_perm("runs.view_personal_data")
+            context["entities"] = [
+                {
+                    "pk": entity.pk,
+                    "label": f"{entity.type}:{entity.key if personal else redact(entity.key)}",
+                    "name": entity.name if personal else redact(entity.name),
+                }
+                for entity in (form.match.entities if form.match else [])
+            ]
     elif not is_partial(request):
         status = 400
     template = (

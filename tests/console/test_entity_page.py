@@ -122,3 +122,26 @@ def test_the_page_needs_the_permission_to_see_runs(client_for, acme):
     assert client_for(None).get(page(acme)).status_code == 403
     assert client_for(None).get(page(acme), **HX).status_code == 403
     assert client_for("viewer").get(reverse("console-entity-detail", args=[999])).status_code == 404
+
+
+def test_the_run_page_links_the_entities_its_input_names(client_for, two_step_version, acme):
+    bob = services.upsert_entity(type="person", key="bob@acme.com")
+    run = add_run(two_step_version, input={"domain": "https://acme.com/", "email": "bob@acme.com"})
+    unrelated = add_run(two_step_version, input={"domain": "globex.com"})
+    url = reverse("console-run-detail", args=[run.pk])
+    body = client_for("operator").get(url).content.decode()
+    assert f'href="{page(acme)}"' in body and f'href="{page(bob)}"' in body
+    assert "person:bob@acme.com" in body
+    polled = client_for("operator").get(url, **HX).content.decode()
+    assert f'href="{page(acme)}"' in polled
+    # Someone who may not see personal data gets the link, not the address.
+    redacted = client_for("viewer").get(url).content.decode()
+    assert f'href="{page(bob)}"' in redacted and "bob@acme.com" not in redacted
+    other = client_for("viewer").get(reverse("console-run-detail", args=[unrelated.pk]))
+    assert 'id="run-entities"' not in other.content.decode()
+
+
+def test_keys_are_redacted_on_the_page_without_the_personal_data_permission(client_for):
+    bob = services.upsert_entity(type="person", key="bob@acme.com")
+    assert "bob@acme.com" not in client_for("viewer").get(page(bob)).content.decode()
+    assert "bob@acme.com" in client_for("operator").get(page(bob)).content.decode()
