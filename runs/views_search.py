@@ -39,7 +39,14 @@ class RunSearchForm(RunFilterForm):
     )
     start = forms.DateTimeField(required=False, label="From", widget=DATETIME)
     end = forms.DateTimeField(required=False, label="Until", widget=DATETIME)
-    tool = forms.ChoiceField(required=False, label="Tool called")
+    # Free text: the ledger keeps calls of tools no longer registered; the
+    # registered names are offered as suggestions (a datalist).
+    tool = forms.CharField(
+        required=False,
+        max_length=100,
+        label="Tool called",
+        widget=forms.TextInput({"list": "tool-names"}),
+    )
     reason = forms.ChoiceField(required=False, label="Reason code")
     # The runs list's day fields give way to the time window above.
     since = None  # type: ignore[assignment]
@@ -49,7 +56,6 @@ class RunSearchForm(RunFilterForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["tool"].choices = [("", "Any tool"), *((n, n) for n in tool_names())]  # type: ignore[attr-defined]
         self.fields["reason"].choices = [  # type: ignore[attr-defined]
             ("", "Any reason"),
             *ReasonCode.objects.order_by("position", "code").values_list("code", "label"),
@@ -114,6 +120,7 @@ def run_search(request: HttpRequest) -> HttpResponse:
         "page": {},
         "entities": [],
         "searched": False,
+        "tool_names": tool_names(),
     }
     status = 200
     if form.is_valid():

@@ -7,6 +7,13 @@
   bench/console.py's 100,000 runs: a search for one account read every run
   row, 47 ms (linear in runs); with the index 0.1 ms. Built CONCURRENTLY,
   hence not atomic. SQLite has no GIN: it reads the rows (`json_each`).
+- toolcall_tool_run, approval_decision_code_run: the search by tool called
+  and by a reviewer's reason code reads the matching rows only. Measured
+  on the same data with 437,980 tool calls and 34,834 approvals: a tool no
+  run called took 49 ms (a pass over every call), 2.5 ms with the index;
+  a reason code no decision used 16 ms, 4 ms. The reason-code index is
+  partial (only decisions with a code: rejections) and is created here,
+  with the search it serves.
 - Operators may start runs from the console (`runs.add_run`), as the API's
   write keys may.
 """
@@ -19,11 +26,26 @@ INDEXES = {
     "run_input_gin": ("runs_run", "input"),
     "toolcall_args_gin": ("runs_toolcallrecord", "args"),
 }
+# name: (table, columns, condition); on every database.
+BTREE = {
+    "toolcall_tool_run": ("runs_toolcallrecord", "tool, run_id", ""),
+    "approval_decision_code_run": (
+        "approvals_approvalrequest",
+        "decision_code, run_id",
+        "decision_code <> ''",
+    ),
+}
 GRANTS = {"operator": ["runs.add_run"]}
 
 
 def create(apps, schema_editor) -> None:
-    if schema_editor.connection.vendor != "postgresql":
+    postgres = schema_editor.connection.vendor == "postgresql"
+    for name, (table, columns, condition) in BTREE.items():
+        sql = "CREATE INDEX {}IF NOT EXISTS {} ON {} ({})".format(
+            "CONCURRENTLY " if postgres else "", name, table, columns
+        )
+        schema_editor.execute(sql + (f" WHERE {condition}" if condition else ""))
+    if not postgres:
         return
     for name, (table, column) in INDEXES.items():
         schema_editor.execute(
@@ -32,7 +54,10 @@ def create(apps, schema_editor) -> None:
 
 
 def drop(apps, schema_editor) -> None:
-    if schema_editor.connection.vendor != "postgresql":
+    postgres = schema_editor.connection.vendor == "postgresql"
+    for name in BTREE:
+        schema_editor.execute(f"DROP INDEX {'CONCURRENTLY ' if postgres else ''}IF EXISTS {name}")
+    if not postgres:
         return
     for name in INDEXES:
         schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
@@ -61,6 +86,10 @@ def revoke(apps, schema_editor) -> None:
 class Migration(migrations.Migration):
     atomic = False  # CREATE INDEX CONCURRENTLY cannot run in a transaction
 
-    dependencies = [("runs", "0021_daily_rollup"), ("policies", "0001_role_groups")]
+    dependencies = [
+        ("runs", "0021_daily_rollup"),
+        ("policies", "0001_role_groups"),
+        ("approvals", "0004_review_flow"),
+    ]
 
     operations = [migrations.RunPython(create, drop), migrations.RunPython(grant, revoke)]
