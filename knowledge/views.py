@@ -25,7 +25,8 @@ from knowledge import memory
 from knowledge.models import Entity
 from lib.console import console_view
 from lib.screening import redact, redact_value
-from runs.search import entity_runs
+from runs.models import Run
+from runs.search import entity_match, newest_ids
 
 EVENTS_SHOWN = 100
 RUNS_SHOWN = 50
@@ -60,8 +61,10 @@ def entity_detail(request: HttpRequest, entity_id: int) -> HttpResponse:
         }
         for event in history.events
     ]
-    runs = entity_runs(entity)
+    match = entity_match(entity)
+    runs = Run.objects.filter(match.runs_condition())
     totals = runs.aggregate(runs=Count("id"), cost=Sum("cost_usd"))
+    newest = newest_ids(Run.objects.all(), match.conditions(), limit=RUNS_SHOWN)[:RUNS_SHOWN]
     credits: dict[str, int] = {}
     for spent in runs.exclude(credits={}).values_list("credits", flat=True):
         for vendor, amount in (spent or {}).items():
@@ -77,9 +80,10 @@ def entity_detail(request: HttpRequest, entity_id: int) -> HttpResponse:
         "holding": [row for row in events if row["state"] == "active"],
         "events_limit": EVENTS_SHOWN,
         "runs": list(
-            runs.select_related("workflow", "version")
+            Run.objects.filter(pk__in=newest)
+            .select_related("workflow", "version")
             .only(*RUN_FIELDS)
-            .order_by("-id")[:RUNS_SHOWN]
+            .order_by("-id")
         ),
         "runs_limit": RUNS_SHOWN,
         "run_count": totals["runs"],

@@ -3,8 +3,9 @@ a reviewer's reason code, a time window.
 
 A run touches an entity (an account, a person) when
 - its input names it: a top-level input value equals one of the entity's
-  spellings (its key, its name, an alias, or the text searched for);
-- one of its tool calls names it: a top-level argument equals one of them;
+  spellings (its key, its name, an alias, or the text searched for), or,
+  for an account, is an email address or a URL at one of its domains;
+- one of its tool calls names it the same way, by a top-level argument;
 - it wrote a knowledge event about it (`Event.source_run`).
 
 Values are matched exactly (after the entity type's normaliser has spelt
@@ -69,6 +70,40 @@ class HasValue(Func):
         return sql, [*params, *self.values]
 
 
+class HasDomain(Func):
+    """True when a top-level string value of the JSON object names one of
+    `domains`: an email address at it (`bob@acme.com`) or a URL of it
+    (`https://www.acme.com/pricing`). PostgreSQL reads the domains from
+    `bosun_json_domains(column)` (migration runs.0040), which a GIN index
+    on that expression serves; SQLite matches the values with LIKE."""
+
+    output_field = BooleanField()
+
+    def __init__(self, column: str, domains: Iterable[str]) -> None:
+        super().__init__(F(column))
+        self.domains = sorted(set(domains))
+
+    def as_postgresql(
+        self, compiler: SQLCompiler, connection: Any, **extra: Any
+    ) -> tuple[str, list[Any]]:
+        column, params = compiler.compile(self.source_expressions[0])
+        return f"(bosun_json_domains({column}) && %s::text[])", [*params, self.domains]
+
+    def as_sql(  # type: ignore[override]  # takes no function or template
+        self, compiler: SQLCompiler, connection: Any, **extra: Any
+    ) -> tuple[str, list[Any]]:
+        column, params = compiler.compile(self.source_expressions[0])
+        patterns = [
+            f"%{before}{domain}{after}"
+            for domain in self.domains
+            for before in ("@", "@www.", "://", "://www.")
+            for after in ("", ">%", "/%", ":%", "?%", "#%")
+        ]
+        likes = " OR ".join(["j.value LIKE %s"] * len(patterns))
+        sql = f"EXISTS (SELECT 1 FROM json_each({column}) AS j WHERE j.type = 'text' AND ({likes}))"
+        return sql, [*params, *patterns]
+
+
 def _nothing() -> Q:
     return Q(pk__in=[])
 
@@ -80,29 +115,73 @@ class EntityMatch:
     text: str
     entities: list[Entity] = field(default_factory=list)
     values: set[str] = field(default_factory=set)
+    # Accounts' domains: a run names one by an address or a URL at it too.
+    domains: set[str] = field(default_factory=set)
 
-    def runs_condition(self) -> Q:
-        """Runs that touched these entities (or whose input or tool calls
-        carry the text itself): one `id IN (… UNION ALL …)`, so the
-        database finds the few matching ids by index first and then reads
-        only those runs, however many runs there are."""
-        if not self.values:
-            return _nothing()
-        ids = Run.objects.filter(HasValue("input", self.values)).order_by().values("pk")
-        calls = ToolCallRecord.objects.filter(HasValue("args", self.values))
-        parts: list[QuerySet[Any, Any]] = [calls.order_by().values("run_id")]
+    def conditions(self) -> list[Any]:
+        """One filter on runs per way a run may have touched them: its
+        input or its tool calls name them (by value, or by an address or
+        URL at an account's domain), or it wrote an event about them. Each
+        is served by an index; kept apart, each finds its newest runs
+        alone (see `newest_ids`)."""
+        found: list[Any] = []
+        calls = ToolCallRecord.objects.order_by()
+        if self.values:
+            found.append(HasValue("input", self.values))
+            found.append(Q(pk__in=calls.filter(HasValue("args", self.values)).values("run_id")))
+        if self.domains:
+            found.append(HasDomain("input", self.domains))
+            found.append(Q(pk__in=calls.filter(HasDomain("args", self.domains)).values("run_id")))
         if self.entities:
-            events = Event.objects.filter(
+            events = Event.objects.order_by().filter(
                 entity__in=[e.pk for e in self.entities], source_run__isnull=False
             )
-            parts.append(events.order_by().values("source_run_id"))
-        return Q(pk__in=ids.union(*parts, all=True))
+            found.append(Q(pk__in=events.values("source_run_id")))
+        return found
+
+    def runs_condition(self) -> Q:
+        """Every run that touched them, as one condition: `id IN (… UNION
+        ALL …)`, each part answered from its index (for totals over all
+        of an entity's runs; a page of runs uses `newest_ids`)."""
+        parts = [
+            Run.objects.order_by().filter(condition).values("pk") for condition in self.conditions()
+        ]
+        if not parts:
+            return _nothing()
+        return Q(pk__in=parts[0].union(*parts[1:], all=True))
+
+
+def newest_ids(
+    runs: QuerySet[Run],
+    conditions: list[Any],
+    *,
+    limit: int,
+    before: int | None = None,
+    after: int | None = None,
+) -> list[int]:
+    """The ids of the `limit` newest runs of `runs` meeting any of
+    `conditions` (below id `before`, or the oldest above `after`), or a
+    superset of them: the first `limit` of each condition. One query a
+    condition, each of which the planner can answer on its own terms: an
+    index scan for an entity few runs name, a walk down the primary key
+    that stops at `limit` for one that most runs name. (A single OR or
+    UNION of them costs a pass over every match in the second case.)"""
+    if after is not None:
+        runs, order = runs.filter(id__gt=after), "id"
+    else:
+        runs, order = (runs.filter(id__lt=before) if before is not None else runs), "-id"
+    ids: set[int] = set()
+    for condition in conditions:
+        ids.update(runs.filter(condition).order_by(order).values_list("pk", flat=True)[:limit])
+    return sorted(ids, reverse=after is None)
 
 
 def match_entities(text: str) -> EntityMatch:
-    """The entities `text` names: as a key of each type with a normaliser
-    (`bob@acme.com` is the person, and names the account `acme.com`), as
-    an alias of one, or by name (case-insensitive). Two queries."""
+    """The entities `text` names: as a key of each type with a normaliser,
+    as an alias of one, or by name (case-insensitive). An email address
+    names the person, not the account of its domain; a domain, a URL or a
+    name names the account, and the runs that name its domain by an
+    address or a URL are its runs too. Two queries."""
     text = " ".join(text.split())
     match = EntityMatch(text=text)
     if not text:
@@ -112,10 +191,17 @@ def match_entities(text: str) -> EntityMatch:
     plain = entity_keys.name_key(text)
     if plain is not None:
         named |= Q(key=plain.value)
+    address = entity_keys.email_key(text)
+    is_address = address is not None and address.canonical
     for entity_type in settings.BOSUN_ENTITY_KEYS:
+        by_domain = _by_domain(entity_type)
+        if by_domain and is_address:
+            continue
         key = entity_keys.normalise(entity_type, text)
         if key is not None:
             match.values.add(key.value)
+            if by_domain and key.canonical:
+                match.domains.add(key.value)
             named |= Q(pk__in=entities_named(type=entity_type, keys=[key.value]).values("pk"))
     match.entities = list(
         Entity.objects.filter(named)
@@ -124,7 +210,22 @@ def match_entities(text: str) -> EntityMatch:
     )
     for entity in match.entities:
         match.values.update(spellings(entity))
+        match.domains.update(domains_of(entity))
     return match
+
+
+def _by_domain(entity_type: str) -> bool:
+    """The type's keys are domains (an account)."""
+    return entity_keys.normaliser(entity_type) is entity_keys.domain_key
+
+
+def domains_of(entity: Entity) -> set[str]:
+    """The domains an account is known by: its key and aliases that are
+    domains (none for a type not keyed by domain)."""
+    if not _by_domain(entity.type):
+        return set()
+    keys = [entity.key, *(alias.key for alias in entity.aliases.all())]
+    return {key.value for raw in keys if (key := entity_keys.domain_key(raw)) and key.canonical}
 
 
 def spellings(entity: Entity) -> set[str]:
@@ -136,10 +237,11 @@ def spellings(entity: Entity) -> set[str]:
     return values
 
 
-def entity_runs(entity: Entity) -> QuerySet[Run]:
-    """The runs that touched `entity` (input, tool calls, knowledge events)."""
-    match = EntityMatch(text=entity.key, entities=[entity], values=spellings(entity))
-    return Run.objects.filter(match.runs_condition())
+def entity_match(entity: Entity) -> EntityMatch:
+    """What names `entity` (its aliases prefetched, or read here)."""
+    return EntityMatch(
+        text=entity.key, entities=[entity], values=spellings(entity), domains=domains_of(entity)
+    )
 
 
 def parse_field(text: str) -> tuple[str, str] | None:

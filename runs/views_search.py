@@ -22,7 +22,7 @@ from lib.console import console_view, is_partial
 from lib.screening import redact
 from runs import search
 from runs.tools.base import tool_names
-from runs.views import RunFilterForm, _run_page
+from runs.views import PAGE_SIZE, RunFilterForm, _run_page
 
 DATETIME = forms.DateTimeInput({"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
 
@@ -91,9 +91,6 @@ class RunSearchForm(RunFilterForm):
     def filtered(self, runs: Any) -> Any:
         runs = super().filtered(runs)
         data = self.cleaned_data
-        if data.get("q"):
-            self.match = search.match_entities(data["q"])
-            runs = runs.filter(self.match.runs_condition())
         if data.get("field"):
             name, value = data["field"]
             runs = runs.filter(search.field_condition(name, value, vendor=connection.vendor))
@@ -105,6 +102,18 @@ class RunSearchForm(RunFilterForm):
             runs = runs.filter(search.tool_condition(data["tool"]))
         if data.get("reason"):
             runs = runs.filter(search.reason_condition(data["reason"]))
+        if data.get("q"):
+            # The page's candidates: the newest of each way a run may
+            # name the entity, in the direction of the page asked for.
+            self.match = search.match_entities(data["q"])
+            ids = search.newest_ids(
+                runs,
+                self.match.conditions(),
+                limit=PAGE_SIZE + 1,
+                before=data.get("before"),
+                after=data.get("after"),
+            )
+            runs = runs.filter(pk__in=ids)
         return runs
 
 

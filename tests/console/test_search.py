@@ -76,7 +76,26 @@ def test_an_account_search_finds_runs_by_input_tool_call_and_knowledge_event(
     assert f'href="/console/entities/{acme.pk}/"' in page.content.decode()
 
 
-def test_an_email_search_finds_the_persons_runs_and_not_others(client_for, two_step_version):
+def test_an_account_search_finds_runs_naming_it_by_an_address_or_a_website(
+    client_for, two_step_version, acme
+):
+    by_email = add_run(two_step_version, input={"email": "Dana <dana@acme.com>"})
+    by_site = add_run(two_step_version, input={"website": "https://www.acme.com/pricing"})
+    by_alias_site = add_run(two_step_version, input={"website": "http://acme-corp.io"})
+    services.add_alias(entity=acme, key="acme-corp.io")
+    by_call = add_run(two_step_version, input={})
+    add_call(by_call, tool="outreach.send", args={"to": "bo@acme.com", "body": "Hi"})
+    lookalike = add_run(two_step_version, input={"email": "eve@notacme.com"})
+    sub = add_run(two_step_version, input={"website": "https://acme.com.evil.io/"})
+    for text in ("acme.com", "Acme Inc"):
+        page = client_for("viewer").get(SEARCH, {"q": text})
+        for run in (by_email, by_site, by_alias_site, by_call):
+            assert shown(page, run), (text, run.input)
+        assert not shown(page, lookalike) and not shown(page, sub)
+
+
+def test_an_email_search_finds_the_persons_runs_and_not_others(client_for, two_step_version, acme):
+    # An address names the person, not every run of the account's domain.
     bob = add_run(two_step_version, input={"email": "bob@acme.com"})
     eve = add_run(two_step_version, input={"email": "eve@acme.com"})
     page = client_for("viewer").get(SEARCH, {"q": " Bob@Acme.com "})
@@ -133,6 +152,8 @@ def test_the_results_come_as_a_fragment_for_htmx_and_page_by_keyset(client_for, 
     assert shown(first, runs[-1]) and not shown(first, runs[1])
     older = client.get(SEARCH + first.context["page"]["older"], **HX)
     assert shown(older, runs[1]) and shown(older, runs[0]) and not shown(older, runs[-1])
+    newer = client.get(SEARCH + older.context["page"]["newer"], **HX)
+    assert [run.pk for run in newer.context["runs"]] == [run.pk for run in first.context["runs"]]
     assert whole["Vary"].count("HX-Request") == 1
 
 
@@ -156,7 +177,7 @@ def test_a_search_costs_a_fixed_number_of_queries(
         add_run(two_step_version, input={"domain": "acme.com"})
     client = client_for("viewer")
     client.get(SEARCH, {"q": "acme.com"})
-    with django_assert_num_queries(11) as few:
+    with django_assert_num_queries(16) as few:
         client.get(SEARCH, {"q": "acme.com"})
     for _ in range(10):
         add_run(two_step_version, input={"domain": "acme.com"})
