@@ -1,6 +1,7 @@
 """Console page of an entity: what the knowledge graph holds about it (its
 events with their provenance and validity, what holds now, e.g. a pause
-and until when), the runs that touched it and what they spent.
+and until when), the runs that touched it and what they spent (over its
+newest TOTALS_SHOWN runs: the page says when there are more).
 
 Needs `runs.view_run`: the page is about what runs did. Event payloads are
 redacted for anyone without `runs.view_personal_data`, as step records are,
@@ -30,6 +31,8 @@ from runs.search import entity_match, newest_ids
 
 EVENTS_SHOWN = 100
 RUNS_SHOWN = 50
+# The run count and spend are over at most this many of its newest runs.
+TOTALS_SHOWN = 1000
 RUN_FIELDS = (
     "id", "status", "wait_reason", "current_step", "outcome", "success", "cost_usd",
     "created_at", "workflow__slug", "version__number",
@@ -61,10 +64,13 @@ def entity_detail(request: HttpRequest, entity_id: int) -> HttpResponse:
         }
         for event in history.events
     ]
-    match = entity_match(entity)
-    runs = Run.objects.filter(match.runs_condition())
+    # The newest TOTALS_SHOWN runs that touched it, found per way of naming
+    # it (each by its index); the figures are over those, so an account
+    # that most runs name costs what one named by a few does.
+    found = newest_ids(Run.objects.all(), entity_match(entity).conditions(), limit=TOTALS_SHOWN + 1)
+    capped = len(found) > TOTALS_SHOWN
+    runs = Run.objects.filter(pk__in=found[:TOTALS_SHOWN])
     totals = runs.aggregate(runs=Count("id"), cost=Sum("cost_usd"))
-    newest = newest_ids(Run.objects.all(), match.conditions(), limit=RUNS_SHOWN)[:RUNS_SHOWN]
     credits: dict[str, int] = {}
     for spent in runs.exclude(credits={}).values_list("credits", flat=True):
         for vendor, amount in (spent or {}).items():
@@ -80,13 +86,14 @@ def entity_detail(request: HttpRequest, entity_id: int) -> HttpResponse:
         "holding": [row for row in events if row["state"] == "active"],
         "events_limit": EVENTS_SHOWN,
         "runs": list(
-            Run.objects.filter(pk__in=newest)
+            Run.objects.filter(pk__in=found[:RUNS_SHOWN])
             .select_related("workflow", "version")
             .only(*RUN_FIELDS)
             .order_by("-id")
         ),
         "runs_limit": RUNS_SHOWN,
         "run_count": totals["runs"],
+        "capped": capped,
         "cost": totals["cost"] or Decimal(0),
         "credits": ", ".join(f"{v} {n:,} cr" for v, n in sorted(credits.items())),
         "search_url": f"{reverse('console-run-search')}?{urlencode({'q': entity.key})}",

@@ -139,17 +139,6 @@ class EntityMatch:
             found.append(Q(pk__in=events.values("source_run_id")))
         return found
 
-    def runs_condition(self) -> Q:
-        """Every run that touched them, as one condition: `id IN (… UNION
-        ALL …)`, each part answered from its index (for totals over all
-        of an entity's runs; a page of runs uses `newest_ids`)."""
-        parts = [
-            Run.objects.order_by().filter(condition).values("pk") for condition in self.conditions()
-        ]
-        if not parts:
-            return _nothing()
-        return Q(pk__in=parts[0].union(*parts[1:], all=True))
-
 
 def newest_ids(
     runs: QuerySet[Run],

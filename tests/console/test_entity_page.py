@@ -145,3 +145,18 @@ def test_keys_are_redacted_on_the_page_without_the_personal_data_permission(clie
     bob = services.upsert_entity(type="person", key="bob@acme.com")
     assert "bob@acme.com" not in client_for("viewer").get(page(bob)).content.decode()
     assert "bob@acme.com" in client_for("operator").get(page(bob)).content.decode()
+
+
+def test_the_figures_cover_the_newest_runs_and_say_when_there_are_more(
+    client_for, two_step_version, acme, monkeypatch
+):
+    from knowledge import views
+
+    monkeypatch.setattr(views, "TOTALS_SHOWN", 3)
+    runs = [add_run(two_step_version, input={"domain": "acme.com"}, cost="1") for _ in range(4)]
+    response = client_for("viewer").get(page(acme))
+    assert response.context["run_count"] == 3 and response.context["capped"]
+    assert response.context["cost"] == Decimal("3")
+    body = response.content.decode()
+    assert 'id="entity-run-count">3+<' in body
+    assert f'href="/console/runs/{runs[-1].pk}/"' in body
