@@ -61,10 +61,10 @@ def test_an_operator_starts_a_run_from_the_form_and_finds_it_by_the_account(
     expect(page.locator("input[name=domain]")).to_have_value("acme.com")
     expect(page.locator("input[name=seats]")).to_have_value("25")
     assert not Run.objects.exists()
+    page.screenshot(path=str(SCREENSHOTS / "run-form.png"), full_page=True)
 
     page.check("input[name=trial]")
     page.fill("textarea[name=contact]", '{"name": "Dana"}')
-    page.screenshot(path=str(SCREENSHOTS / "run-form.png"), full_page=True)
     page.click("#start-run")
     page.wait_for_selector("#timeline")
     run = Run.objects.get()

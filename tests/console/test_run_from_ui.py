@@ -221,3 +221,11 @@ def test_publish_needs_the_publish_permission(client_for, workflow):
         assert client.post(url).status_code == 403
         assert client.post(url, **HX).status_code == 403
     assert WorkflowVersion.objects.filter(workflow=workflow).count() == 1
+
+
+def test_the_run_page_offers_to_run_again_with_its_input(client_for, workflow):
+    run = engine.start_run(workflow=workflow, input={"domain": "acme.com", "seats": 1}).run
+    url = reverse("console-run-detail", args=[run.pk])
+    again = f'href="/console/workflows/leads/?from_run={run.pk}"'
+    assert again in client_for("operator").get(url).content.decode()
+    assert again not in client_for("viewer").get(url).content.decode()
