@@ -160,3 +160,22 @@ def test_the_figures_cover_the_newest_runs_and_say_when_there_are_more(
     body = response.content.decode()
     assert 'id="entity-run-count">3+<' in body
     assert f'href="/console/runs/{runs[-1].pk}/"' in body
+
+
+def test_the_page_costs_a_fixed_number_of_queries(
+    client_for, two_step_version, acme, django_assert_num_queries
+):
+    kind = EventType.objects.create(name="outreach.paused")
+    client = client_for("viewer")
+    first = add_run(two_step_version, input={"domain": "acme.com"})
+    services.record_event(entity=acme, type=kind, payload={}, source_run_id=first.pk, source_seq=1)
+    client.get(page(acme))
+    with django_assert_num_queries(17) as few:
+        client.get(page(acme))
+    for _ in range(5):
+        run = add_run(two_step_version, input={"company": "Acme Inc"}, credits={"enrichco": 5})
+        services.record_event(
+            entity=acme, type=kind, payload={}, source_run_id=run.pk, source_seq=1
+        )
+    with django_assert_num_queries(len(few)):
+        client.get(page(acme))

@@ -229,3 +229,17 @@ def test_the_run_page_offers_to_run_again_with_its_input(client_for, workflow):
     again = f'href="/console/workflows/leads/?from_run={run.pk}"'
     assert again in client_for("operator").get(url).content.decode()
     assert again not in client_for("viewer").get(url).content.decode()
+
+
+def test_the_workflow_page_costs_a_fixed_number_of_queries(
+    client_for, workflow, django_assert_num_queries
+):
+    client = client_for("operator")
+    engine.start_run(workflow=workflow, input={"domain": "acme.com", "seats": 1})
+    client.get(page_url(workflow))
+    with django_assert_num_queries(10) as few:
+        client.get(page_url(workflow))
+    for seats in range(2, 12):
+        engine.start_run(workflow=workflow, input={"domain": "acme.com", "seats": seats})
+    with django_assert_num_queries(len(few)):
+        client.get(page_url(workflow))
