@@ -131,8 +131,8 @@ def workflow_detail(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 @console_view(("runs.view_workflow", "runs.add_run"))
 def workflow_start(request: HttpRequest, slug: str) -> HttpResponse:
-    """Start a run of the latest version with the form's input, then go to
-    the run's page. Invalid input answers the form again, with every value
+    """Start a run with the form's input (the engine picks the version, as
+    for the API: the latest), then go to the run's page. Invalid input answers the form again, with every value
     as typed and each error on its field. The form's one-time token is the
     run's idempotency key: a form posted twice starts one run."""
     workflow = get_object_or_404(Workflow.objects.select_related("role", "policy"), slug=slug)
@@ -142,11 +142,9 @@ def workflow_start(request: HttpRequest, slug: str) -> HttpResponse:
     token = token if len(token) == 32 and token.isalnum() else uuid.uuid4().hex
     if form.is_valid():
         try:
+            # As the API calls it: the engine picks the version to run.
             started = engine.start_run(
-                workflow=workflow,
-                input=form.to_input(),
-                version=latest,
-                idempotency_key=f"console:{token}",
+                workflow=workflow, input=form.to_input(), idempotency_key=f"console:{token}"
             )
         except engine.InvalidInput as exc:
             form.put_errors(exc.fields)
