@@ -132,9 +132,10 @@ def workflow_detail(request: HttpRequest, slug: str) -> HttpResponse:
 @console_view(("runs.view_workflow", "runs.add_run"))
 def workflow_start(request: HttpRequest, slug: str) -> HttpResponse:
     """Start a run with the form's input (the engine picks the version, as
-    for the API: the latest), then go to the run's page. Invalid input answers the form again, with every value
-    as typed and each error on its field. The form's one-time token is the
-    run's idempotency key: a form posted twice starts one run."""
+    for the API: the latest), then go to the run's page. Invalid input
+    answers the form again, with every value as typed and each error on its
+    field. The form's one-time token is the run's idempotency key: a form
+    posted twice starts one run."""
     workflow = get_object_or_404(Workflow.objects.select_related("role", "policy"), slug=slug)
     latest = workflow.current_version
     form = RunInputForm(_schema(workflow, latest), request.POST)
