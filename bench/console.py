@@ -466,6 +466,8 @@ def page_list(installed: list, runs: int) -> list[tuple[str, str, str]]:
         ("list", "runs, deep keyset page", f"/console/runs/?before={deep}"),
         ("list", "runs list (htmx partial)", "/console/runs/?status=waiting&hx=1"),
         ("timeline", "run timeline", f"/console/runs/{timeline_run['run_id']}/"),
+        ("search", "search, an email", f"/console/search/?q=lead{deep}%40example.com"),
+        ("search", "search, field=value", f"/console/search/?field=company%3DCompany+{deep}"),
         ("dead", "dead letters", "/console/dead-letters/"),
         ("dashboard", "dashboard, 24 hours", "/console/dashboard/?period=24h"),
         ("dashboard", "dashboard, 7 days", "/console/dashboard/?period=7d"),

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from runs import views, views_graphs, views_rollout
+from runs import views, views_graphs, views_rollout, views_search, views_workflows
 
 urlpatterns = [
     path("", views.home, name="console-home"),
@@ -49,5 +49,18 @@ urlpatterns = [
         "dashboard/canaries/",
         views_rollout.dashboard_canaries,
         name="console-dashboard-canaries",
+    ),
+    path("search/", views_search.run_search, name="console-run-search"),
+    path("workflows/", views_workflows.workflow_list, name="console-workflow-list"),
+    path("workflows/<slug:slug>/", views_workflows.workflow_detail, name="console-workflow-detail"),
+    path(
+        "workflows/<slug:slug>/start/",
+        views_workflows.workflow_start,
+        name="console-workflow-start",
+    ),
+    path(
+        "workflows/<slug:slug>/publish/",
+        views_workflows.workflow_publish,
+        name="console-workflow-publish",
     ),
 ]

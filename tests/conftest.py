@@ -81,9 +81,10 @@ def restore_migration_data() -> None:
 
     import approvals.migrations
     import policies.migrations
+    import runs.migrations
 
     grants: dict[str, set[str]] = {}
-    for package in (policies.migrations, approvals.migrations):
+    for package in (policies.migrations, approvals.migrations, runs.migrations):
         for module in pkgutil.iter_modules(package.__path__):
             migration = importlib.import_module(f"{package.__name__}.{module.name}")
             for table in (getattr(migration, "ROLES", {}), getattr(migration, "GRANTS", {})):
