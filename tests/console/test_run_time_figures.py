@@ -39,7 +39,7 @@ def test_a_decision_adds_its_wait_to_the_run_once(pending_approval):
     run = Run.objects.get(pk=approval.run_id)
     waited = (approval.decided_at - created).total_seconds() * 1000
     assert (run.decisions, run.wait_ms) == (1, pytest.approx(waited))
-    assert run.wait_ms > 30 * 60 * 1000
+    assert run.wait_ms > 29 * 60 * 1000  # the database clock stamps the decision
 
 
 def test_a_breach_is_counted_on_the_run_once(pending_approval):
