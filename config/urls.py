@@ -17,5 +17,6 @@ urlpatterns = [
     path("console/review/", include("approvals.urls")),
     path("console/", include("policies.urls")),
     path("console/", include("runs.urls")),
+    path("console/", include("evals.urls")),
     path("", RedirectView.as_view(url="/console/", permanent=False)),
 ]

@@ -82,7 +82,9 @@ class Workflow(models.Model):
 
     @property
     def current_version(self) -> WorkflowVersion | None:
-        return self.versions.order_by("-number").first()
+        """The latest published version; a candidate (a draft frozen for an
+        experiment) is never current."""
+        return self.versions.filter(candidate=False).order_by("-number").first()
 
 
 class Step(models.Model):
@@ -140,15 +142,28 @@ class WorkflowVersion(models.Model):
     published_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
+    candidate = models.BooleanField(
+        default=False,
+        help_text="The draft frozen to be tried in experiments and shadow runs: never the "
+        "current version, never counted in the numbering; its number is the one it "
+        "would get if published now.",
+    )
 
     class Meta:
         ordering = ["workflow", "-number"]
         constraints = [
-            models.UniqueConstraint(fields=["workflow", "number"], name="version_number_unique")
+            # Published versions only: candidates carry the number they
+            # would get, several of them may.
+            models.UniqueConstraint(
+                fields=["workflow", "number"],
+                condition=Q(candidate=False),
+                name="version_number_unique",
+            )
         ]
 
     def __str__(self) -> str:
-        return f"{self.workflow.slug} v{self.number}"
+        suffix = " (candidate)" if self.candidate else ""
+        return f"{self.workflow.slug} v{self.number}{suffix}"
 
     def save(self, *args, **kwargs) -> None:
         # A version is a frozen record: refuse to rewrite it in place.

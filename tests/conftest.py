@@ -80,10 +80,11 @@ def restore_migration_data() -> None:
     from django.contrib.auth.models import Group, Permission
 
     import approvals.migrations
+    import evals.migrations
     import policies.migrations
 
     grants: dict[str, set[str]] = {}
-    for package in (policies.migrations, approvals.migrations):
+    for package in (policies.migrations, approvals.migrations, evals.migrations):
         for module in pkgutil.iter_modules(package.__path__):
             migration = importlib.import_module(f"{package.__name__}.{module.name}")
             for table in (getattr(migration, "ROLES", {}), getattr(migration, "GRANTS", {})):
