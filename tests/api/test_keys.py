@@ -44,6 +44,10 @@ ENDPOINTS = [
     ("post", "/api/v1/knowledge/events", ApiScope.KNOWLEDGE_WRITE),
     ("get", "/api/v1/knowledge/events", ApiScope.KNOWLEDGE_WRITE),
     ("post", "/api/v1/knowledge/events/{event}/supersede", ApiScope.KNOWLEDGE_WRITE),
+    ("post", "/api/v1/experiments", ApiScope.RUNS_WRITE),
+    ("get", "/api/v1/experiments/{experiment}", ApiScope.RUNS_READ),
+    ("post", "/api/v1/shadows", ApiScope.RUNS_WRITE),
+    ("post", "/api/v1/shadows/{rollout}/stop", ApiScope.RUNS_WRITE),
 ]
 BODIES = {
     "/api/v1/runs": {"workflow": "nope"},
@@ -57,6 +61,8 @@ BODIES = {
         "reason": "asked",
     },
     "/api/v1/knowledge/events/{event}/supersede": {"payload": {}, "reason": "typo"},
+    "/api/v1/experiments": {"workflow": "nope", "eval_set": "nope"},
+    "/api/v1/shadows": {"workflow": "nope"},
 }
 
 
@@ -88,6 +94,8 @@ def targets(make_workflow):
         "approval": ApprovalRequest.objects.get(run_id=run_id).pk,
         "event": event.pk,
         "entity": event.entity_id,
+        "experiment": 1,  # none: answered 404 once the scope is checked
+        "rollout": 1,
     }
 
 
