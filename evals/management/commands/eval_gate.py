@@ -37,8 +37,8 @@ class Command(BaseCommand):
         parser.add_argument("workflow", help="The workflow's slug.")
         # `--version N` names a workflow version here, in place of Django's
         # own --version (the program's version).
-        django_version = [a for a in parser._actions if "--version" in a.option_strings]
-        parser._handle_conflict_resolve(None, [("--version", a) for a in django_version])
+        for action in [a for a in parser._actions if "--version" in a.option_strings]:
+            parser._handle_conflict_resolve(action, [("--version", action)])
         target = parser.add_mutually_exclusive_group()
         target.add_argument("--draft", action="store_true", help="The draft (the default).")
         target.add_argument("--version", type=int, help="A published version's number.")
