@@ -162,7 +162,9 @@ class WorkflowVersion(models.Model):
         ]
 
     def __str__(self) -> str:
-        suffix = " (candidate)" if self.candidate else ""
+        # Read without loading it: a list that defers the field (`only`)
+        # names its versions without a query each.
+        suffix = " (candidate)" if self.__dict__.get("candidate") else ""
         return f"{self.workflow.slug} v{self.number}{suffix}"
 
     def save(self, *args, **kwargs) -> None:

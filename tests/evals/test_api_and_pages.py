@@ -115,3 +115,12 @@ def test_the_pages_need_their_permission(client, django_user_model, outreach, ev
     client.force_login(user)
     assert client.get("/console/experiments/").status_code == 403
     assert client.get("/console/shadows/").status_code == 403
+
+
+def test_a_sandbox_run_page_says_it_is_one(admin_client, outreach, eval_set):
+    from evals.experiments import start_experiment
+    from evals.models import Trial
+
+    start_experiment(eval_set=eval_set, versions=[outreach])
+    run_id = Trial.objects.values_list("run_id", flat=True).first()
+    assert b"Experiment (sandbox)" in admin_client.get(f"/console/runs/{run_id}/").content

@@ -141,3 +141,18 @@ def test_eval_gate_passes_a_good_draft_and_the_publish_then_goes_through(gate, o
     call_command("eval_gate", outreach.workflow.slug, "--inline", stdout=out)
     assert "the eval gate passes" in out.getvalue()
     assert engine.publish_workflow(workflow=outreach.workflow).number == 2
+
+
+def test_eval_gate_exits_two_when_the_cases_do_not_finish_in_time(gate, outreach):
+    set_subject(outreach.workflow, "Hi {{ input.company }}")
+    with pytest.raises(CommandError) as late:
+        call_command(
+            "eval_gate",
+            outreach.workflow.slug,
+            "--timeout",
+            "0",
+            "--poll",
+            "0",
+            stdout=io.StringIO(),
+        )
+    assert late.value.returncode == 2
