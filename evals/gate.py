@@ -58,13 +58,15 @@ class GateVerdict:
         }
 
 
-def latest_experiment_of(*, workflow: Workflow, checksum: str) -> Experiment | None:
-    """The latest finished experiment with an arm of a version of this
-    checksum (the draft frozen as a candidate, or a version)."""
+def latest_experiment_of(*, gate: PublishGate, checksum: str) -> Experiment | None:
+    """The latest finished experiment of the gate's eval set with an arm of
+    a version of this checksum (the draft frozen as a candidate, or a
+    version)."""
     return (
         Experiment.objects.filter(
             status=ExperimentStatus.DONE,
-            eval_set__workflow=workflow,
+            eval_set=gate.eval_set,
+            arms__version__workflow=gate.workflow,
             arms__version__checksum=checksum,
         )
         .order_by("-pk")
@@ -133,7 +135,7 @@ def gate_verdict(*, workflow: Workflow, checksum: str) -> GateVerdict | None:
     gate = PublishGate.objects.filter(workflow=workflow, enabled=True).first()
     if gate is None:
         return None
-    experiment = latest_experiment_of(workflow=workflow, checksum=checksum)
+    experiment = latest_experiment_of(gate=gate, checksum=checksum)
     if experiment is None:
         return GateVerdict(
             False,

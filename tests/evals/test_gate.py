@@ -156,3 +156,14 @@ def test_eval_gate_exits_two_when_the_cases_do_not_finish_in_time(gate, outreach
             stdout=io.StringIO(),
         )
     assert late.value.returncode == 2
+
+
+def test_only_an_experiment_of_the_gates_own_eval_set_counts(gate, outreach, eval_set):
+    from evals.models import EvalCase, EvalSet
+
+    easy = EvalSet.objects.create(workflow=outreach.workflow, name="easy")
+    EvalCase.objects.create(eval_set=easy, name="anything", input={"company": "Z"})
+    set_subject(outreach.workflow, "Hi {{ input.company }}")
+    _try_draft(easy, outreach)  # passes, but on another set
+    with pytest.raises(engine.PublishError, match="needs an experiment of this draft"):
+        engine.publish_workflow(workflow=outreach.workflow)
