@@ -332,6 +332,7 @@ def experiment_report(*, experiment: Experiment) -> Report:
             trial.case_id,
             CaseRow(trial.case_id, trial.case.name, trial.case.critical, [None] * len(arms)),
         )
+        trial.arm = arms[index[trial.arm_id]]  # the arm already loaded, not a query each
         row.trials[index[trial.arm_id]] = trial
         _count(summaries[index[trial.arm_id]], trial)
     for row in rows.values():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from evals.models import Experiment, ShadowRollout
+from runs import engine
 from tests.api.conftest import client_for, post
 from tests.evals.conftest import finish, set_subject
 
@@ -124,3 +125,30 @@ def test_a_sandbox_run_page_says_it_is_one(admin_client, outreach, eval_set):
     start_experiment(eval_set=eval_set, versions=[outreach])
     run_id = Trial.objects.values_list("run_id", flat=True).first()
     assert b"Experiment (sandbox)" in admin_client.get(f"/console/runs/{run_id}/").content
+
+
+def test_the_experiment_page_takes_the_same_queries_for_5_cases_as_for_10(
+    admin_client, outreach, eval_set, django_assert_num_queries, django_assert_max_num_queries
+):
+    from evals.experiments import start_experiment
+    from evals.models import EvalCase, EvalSet
+
+    set_subject(outreach.workflow, "Hi {{ input.company }}")
+    v2 = engine.publish_workflow(workflow=outreach.workflow)  # flips three cases of five
+    small = finish(start_experiment(eval_set=eval_set, versions=[outreach, v2]))
+    admin_client.get(f"/console/experiments/{small.pk}/")  # the session is warm
+    with django_assert_max_num_queries(100) as five:
+        admin_client.get(f"/console/experiments/{small.pk}/")
+    bigger = EvalSet.objects.create(workflow=outreach.workflow, name="bigger")
+    for case in eval_set.cases.all():
+        for copy in range(2):
+            EvalCase.objects.create(
+                eval_set=bigger,
+                name=f"{case.name} {copy}",
+                input=case.input,
+                expectations=case.expectations,
+            )
+    large = finish(start_experiment(eval_set=bigger, versions=[outreach, v2]))
+    with django_assert_num_queries(len(five)):
+        page = admin_client.get(f"/console/experiments/{large.pk}/")
+    assert b"Cases that changed verdict (6)" in page.content
