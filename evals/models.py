@@ -133,7 +133,8 @@ class ExperimentArm(models.Model):
 
     @property
     def label(self) -> str:
-        return f"v{self.version.number}{' candidate' if self.version.candidate else ''}"
+        version = self.version
+        return f"draft {version.checksum[:7]}" if version.candidate else f"v{version.number}"
 
 
 class Verdict(models.TextChoices):

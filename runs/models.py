@@ -145,15 +145,14 @@ class WorkflowVersion(models.Model):
     candidate = models.BooleanField(
         default=False,
         help_text="The draft frozen to be tried in experiments and shadow runs: never the "
-        "current version, never counted in the numbering; its number is the one it "
-        "would get if published now.",
+        "current version, never counted in the numbering (its number is 0, below every "
+        "published version's).",
     )
 
     class Meta:
         ordering = ["workflow", "-number"]
         constraints = [
-            # Published versions only: candidates carry the number they
-            # would get, several of them may.
+            # Published versions only: every candidate is number 0.
             models.UniqueConstraint(
                 fields=["workflow", "number"],
                 condition=Q(candidate=False),
@@ -164,8 +163,9 @@ class WorkflowVersion(models.Model):
     def __str__(self) -> str:
         # Read without loading it: a list that defers the field (`only`)
         # names its versions without a query each.
-        suffix = " (candidate)" if self.__dict__.get("candidate") else ""
-        return f"{self.workflow.slug} v{self.number}{suffix}"
+        if self.__dict__.get("candidate"):
+            return f"{self.workflow.slug} candidate {self.checksum[:7]}"
+        return f"{self.workflow.slug} v{self.number}"
 
     def save(self, *args, **kwargs) -> None:
         # A version is a frozen record: refuse to rewrite it in place.

@@ -388,9 +388,10 @@ def checksum_of(data: dict[str, Any]) -> str:
 
 def freeze_candidate(*, workflow: Workflow) -> WorkflowVersion:
     """The draft as a candidate version, to be run in experiments and in
-    shadow: validated as for publish, never the current version, numbered
-    as it would be if published now. An unchanged draft reuses its latest
-    candidate. Not audited: nothing goes live."""
+    shadow: validated as for publish, never the current version. Every
+    candidate is number 0, below any published version, so that nothing
+    ordering versions by number takes one for the newest. An unchanged
+    draft reuses its candidate. Not audited: nothing goes live."""
     data = snapshot(workflow)
     definition, problems = parse_definition(data)
     problems = problems + _live_problems(definition)
@@ -400,10 +401,9 @@ def freeze_candidate(*, workflow: Workflow) -> WorkflowVersion:
     found = workflow.versions.filter(candidate=True, checksum=checksum).order_by("-pk").first()
     if found is not None:
         return found
-    latest = workflow.versions.filter(candidate=False).order_by("-number").first()
     return WorkflowVersion.objects.create(
         workflow=workflow,
-        number=(latest.number if latest else 0) + 1,
+        number=0,
         definition=data,
         checksum=checksum,
         candidate=True,

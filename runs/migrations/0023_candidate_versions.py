@@ -19,7 +19,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='workflowversion',
             name='candidate',
-            field=models.BooleanField(default=False, help_text='The draft frozen to be tried in experiments and shadow runs: never the current version, never counted in the numbering; its number is the one it would get if published now.'),
+            field=models.BooleanField(default=False, help_text="The draft frozen to be tried in experiments and shadow runs: never the current version, never counted in the numbering (its number is 0, below every published version's)."),
         ),
         migrations.AddConstraint(
             model_name='workflowversion',

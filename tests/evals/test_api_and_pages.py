@@ -41,7 +41,7 @@ def test_an_experiment_is_started_and_its_verdicts_read(api, outreach, eval_set)
     data = started.json()
     assert [(arm["version"], arm["candidate"], arm["pending"]) for arm in data["arms"]] == [
         (1, False, 5),
-        (2, True, 5),
+        (0, True, 5),
     ]
     finish(Experiment.objects.get(pk=data["id"]))
     read = api.get(f"/api/v1/experiments/{data['id']}").json()

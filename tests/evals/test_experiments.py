@@ -54,12 +54,11 @@ def test_the_draft_runs_as_a_candidate_that_is_never_current(outreach, eval_set)
     set_subject(outreach.workflow, "Hi {{ input.company }}")
     experiment = start_experiment(eval_set=eval_set, versions=[outreach], draft=True)
     candidate = experiment.arms.get(version__candidate=True).version
-    assert candidate.number == 2
+    assert candidate.number == 0  # below every published version
     assert outreach.workflow.current_version == outreach
     # Frozen again unchanged, the draft reuses its candidate.
     assert freeze_candidate(workflow=outreach.workflow) == candidate
-    # Publishing numbers past the published versions only, and may take the
-    # number a candidate carries.
+    # Publishing numbers past the published versions only.
     published = engine.publish_workflow(workflow=outreach.workflow)
     assert published.number == 2 and outreach.workflow.current_version == published
 
@@ -69,6 +68,17 @@ def test_a_new_run_of_the_workflow_never_binds_a_candidate(outreach, eval_set):
     freeze_candidate(workflow=outreach.workflow)
     run = engine.start_run(workflow=outreach.workflow, input={"company": "Acme"}).run
     assert run.version == outreach
+
+
+def test_a_workflow_with_only_a_candidate_has_no_version_to_run(make_workflow):
+    from tests.evals.conftest import outreach_steps
+
+    workflow = make_workflow(outreach_steps(), publish=False)
+    freeze_candidate(workflow=workflow)
+    assert workflow.current_version is None
+    with pytest.raises(engine.InvalidState, match="no published version"):
+        engine.start_run(workflow=workflow, input={"company": "Acme"})
+    assert engine.publish_workflow(workflow=workflow).number == 1
 
 
 def test_reads_answer_from_the_case_source_run_and_stubs_report_their_price(make_workflow):
