@@ -140,6 +140,18 @@ def refresh_experiment(*, experiment_id: int) -> Experiment:
     return Experiment.objects.get(pk=experiment_id)
 
 
+def refresh_running() -> int:
+    """Refresh every running experiment (a schedule does, once a minute);
+    the number that closed."""
+    running = Experiment.objects.filter(status=ExperimentStatus.RUNNING).values_list(
+        "pk", flat=True
+    )
+    closed = 0
+    for experiment_id in list(running):
+        closed += refresh_experiment(experiment_id=experiment_id).status == ExperimentStatus.DONE
+    return closed
+
+
 def _score(trial: Trial) -> None:
     run = trial.run
     assert run is not None

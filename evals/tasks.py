@@ -25,3 +25,8 @@ def dispatch(experiment_id: int) -> int:
 
 def refresh(experiment_id: int) -> str:
     return experiments.refresh_experiment(experiment_id=experiment_id).status
+
+
+def refresh_running() -> int:
+    """The schedule's task: score every running experiment; how many closed."""
+    return experiments.refresh_running()

@@ -108,6 +108,7 @@ def restore_migration_data() -> None:
     importlib.import_module("runs.migrations.0002_sweeper_schedule").add_schedule(apps, None)
     importlib.import_module("approvals.migrations.0004_review_flow").seed_reason_codes(apps, None)
     importlib.import_module("runs.migrations.0021_daily_rollup").add_schedule(apps, None)
+    importlib.import_module("evals.migrations.0003_refresh_schedule").add_schedule(apps, None)
 
 
 @pytest.fixture(autouse=True)

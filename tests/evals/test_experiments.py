@@ -148,3 +148,17 @@ def test_trial_figures_count_tokens_and_latency(outreach, eval_set):
     experiment = finish(start_experiment(eval_set=eval_set, versions=[outreach]))
     [arm] = experiment_report(experiment=experiment).arms
     assert arm.tokens > 0 and arm.mean_latency_ms is not None
+
+
+def test_the_schedule_closes_experiments_nobody_looks_at(outreach, eval_set):
+    from django_q.models import Schedule
+
+    from evals import tasks
+
+    experiment = start_experiment(eval_set=eval_set, versions=[outreach])
+    for run_id in Trial.objects.values_list("run_id", flat=True):
+        drive(run_id)
+    assert Schedule.objects.filter(func="evals.tasks.refresh_running").exists()
+    assert tasks.refresh_running() == 1
+    experiment.refresh_from_db()
+    assert experiment.status == "done"
