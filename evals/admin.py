@@ -18,6 +18,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
+from approvals.models import ReplaySet
 from config.admin_base import ReadOnlyAdmin
 from evals import cases, experiments, shadow
 from evals.checks import validate_expectations
@@ -60,6 +61,7 @@ class EvalSetAdmin(admin.ModelAdmin):
     actions = [
         "build_from_reviews",
         "build_from_samples",
+        "build_from_replay_sets",
         "import_cases",
         "export_cases",
         "experiment_on_draft",
@@ -80,6 +82,15 @@ class EvalSetAdmin(admin.ModelAdmin):
         for eval_set in queryset:
             added = cases.cases_from_samples(eval_set=eval_set)
             self.message_user(request, f"{eval_set}: {added} case(s) added from the sample.")
+
+    @admin.action(description="Add cases from the workflow's replay sets", permissions=["change"])
+    def build_from_replay_sets(self, request: HttpRequest, queryset: QuerySet[EvalSet]) -> None:
+        for eval_set in queryset:
+            added = sum(
+                cases.cases_from_replay_set(eval_set=eval_set, replay_set=replay_set)
+                for replay_set in ReplaySet.objects.filter(workflow=eval_set.workflow)
+            )
+            self.message_user(request, f"{eval_set}: {added} case(s) added from replay sets.")
 
     @admin.action(description="Import cases from a JSONL file", permissions=["change"])
     def import_cases(self, request: HttpRequest, queryset: QuerySet[EvalSet]):

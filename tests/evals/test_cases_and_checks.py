@@ -194,3 +194,16 @@ def test_the_admin_action_imports_an_uploaded_file(outreach, admin_client):
     )
     assert b"1 case(s) imported" in done.content
     assert eval_set.cases.count() == 1
+
+
+def test_the_admin_actions_build_cases_from_reviews_and_replay_sets(outreach, admin_client):
+    approved = live_run(outreach, "Acme", approve=True)
+    ReplaySet.objects.create(name="regressions", workflow=outreach.workflow).runs.add(approved)
+    eval_set = EvalSet.objects.create(workflow=outreach.workflow, name="built")
+    url = "/admin/evals/evalset/"
+    for action in ("build_from_reviews", "build_from_replay_sets"):
+        admin_client.post(url, {"action": action, "_selected_action": [eval_set.pk]})
+    assert sorted(eval_set.cases.values_list("origin", flat=True)) == ["approved"]  # one per run
+    other = EvalSet.objects.create(workflow=outreach.workflow, name="replays-only")
+    admin_client.post(url, {"action": "build_from_replay_sets", "_selected_action": [other.pk]})
+    assert list(other.cases.values_list("origin", flat=True)) == ["replay"]
