@@ -38,6 +38,7 @@ from ninja.errors import HttpError, ValidationError
 from ninja.openapi.docs import DocsBase
 
 from approvals.api import router as approvals_router
+from evals.api import router as evals_router
 from integrations import idempotency
 from integrations.api import router as integrations_router
 from integrations.kit import ApiError, ApiKeyAuth, MissingScope, StrictParser, serve_from
@@ -120,6 +121,7 @@ api.add_router("", integrations_router)
 api.add_router("/knowledge", knowledge_router)
 api.add_router("", rollout_router)
 api.add_router("", lanes_router)
+api.add_router("", evals_router)
 serve_from(api)
 
 

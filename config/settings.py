@@ -87,6 +87,7 @@ INSTALLED_APPS = [
     "approvals",
     "knowledge",
     "integrations",
+    "evals",
 ]
 
 # The demo app (sample vendors with their fake credits, sample workflows,
@@ -369,6 +370,18 @@ BOSUN_SWEEP_INTERVAL_S = env_float("BOSUN_SWEEP_INTERVAL_S", 1.0)
 # Who is told that a run has work to do: a dotted path to a callable taking
 # a run id. The queue in production; tests may ring inline.
 BOSUN_DOORBELL = env_str("BOSUN_DOORBELL", "runs.tasks.ring")
+# Checks a publish must pass (dotted paths of callables taking workflow=,
+# checksum=, actor=; one raising PublishError refuses it): the eval gate.
+BOSUN_PUBLISH_CHECKS = ["evals.gate.check_publish"]
+# Called after a live run's start commits, with its id and its workflow's
+# (dotted paths); a failure is logged, never the start's: shadow runs.
+BOSUN_RUN_STARTED_HOOKS = ["evals.shadow.live_run_started"]
+# How a shadow run is started beside a live run (a callable taking the live
+# run's id): the queue in production, so the live start never waits for it.
+BOSUN_SHADOW_QUEUE = env_str("BOSUN_SHADOW_QUEUE", "evals.tasks.queue_shadow")
+# The provider an eval case's `judge` check asks when the case names none
+# (empty: BOSUN_DEFAULT_PROVIDER, the real model when a key is set).
+BOSUN_EVAL_JUDGE_PROVIDER = env_str("BOSUN_EVAL_JUDGE_PROVIDER", "")
 
 # --- Review queue -------------------------------------------------------------
 # Who hears of a new approval request: a dotted path to a callable taking

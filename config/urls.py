@@ -18,5 +18,6 @@ urlpatterns = [
     path("console/", include("policies.urls")),
     path("console/", include("runs.urls")),
     path("console/", include("knowledge.urls")),
+    path("console/", include("evals.urls")),
     path("", RedirectView.as_view(url="/console/", permanent=False)),
 ]

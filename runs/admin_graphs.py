@@ -94,7 +94,9 @@ class WorkflowGraphAdmin:
             extra["draft_graph"] = draft_graph(workflow, snapshot(workflow), [])
             extra["graph_url"] = reverse("admin:runs-workflow-graph", args=[workflow.pk])
             extra["versions"] = list(
-                workflow.versions.order_by("-number").values_list("number", flat=True)[:20]
+                workflow.versions.filter(candidate=False)
+                .order_by("-number")
+                .values_list("number", flat=True)[:20]
             )
         return super().change_view(request, object_id, form_url, extra)  # type: ignore[misc]
 

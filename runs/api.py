@@ -356,6 +356,8 @@ def _metrics_subject(workflows: QuerySet[Workflow], filters: MetricsFilters):
     if filters.version is None:
         return workflow, None
     version = get_or_404(
-        workflow.versions.all(), f"no version {filters.version}", number=filters.version
+        workflow.versions.filter(candidate=False),
+        f"no version {filters.version}",
+        number=filters.version,
     )
     return workflow, version

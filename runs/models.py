@@ -96,7 +96,9 @@ class Workflow(models.Model):
 
     @property
     def current_version(self) -> WorkflowVersion | None:
-        return self.versions.order_by("-number").first()
+        """The latest published version; a candidate (a draft frozen for an
+        experiment) is never current."""
+        return self.versions.filter(candidate=False).order_by("-number").first()
 
     @property
     def serving_version(self) -> WorkflowVersion | None:
@@ -159,14 +161,29 @@ class WorkflowVersion(models.Model):
     published_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
+    candidate = models.BooleanField(
+        default=False,
+        help_text="The draft frozen to be tried in experiments and shadow runs: never the "
+        "current version, never counted in the numbering (its number is 0, below every "
+        "published version's).",
+    )
 
     class Meta:
         ordering = ["workflow", "-number"]
         constraints = [
-            models.UniqueConstraint(fields=["workflow", "number"], name="version_number_unique")
+            # Published versions only: every candidate is number 0.
+            models.UniqueConstraint(
+                fields=["workflow", "number"],
+                condition=Q(candidate=False),
+                name="version_number_unique",
+            )
         ]
 
     def __str__(self) -> str:
+        # Read without loading it: a list that defers the field (`only`)
+        # names its versions without a query each.
+        if self.__dict__.get("candidate"):
+            return f"{self.workflow.slug} candidate {self.checksum[:7]}"
         return f"{self.workflow.slug} v{self.number}"
 
     def save(self, *args, **kwargs) -> None:

@@ -139,9 +139,9 @@ def version_list(request: HttpRequest, slug: str) -> HttpResponse:
     """A workflow's versions, newest first, with a form to compare two."""
     workflow = get_object_or_404(Workflow, slug=slug)
     versions = list(
-        workflow.versions.select_related("published_by").only(
-            "id", "number", "checksum", "published_at", "published_by__username", "workflow_id"
-        )
+        workflow.versions.filter(candidate=False)
+        .select_related("published_by")
+        .only("id", "number", "checksum", "published_at", "published_by__username", "workflow_id")
     )
     context = {"nav": "runs", "workflow": workflow, "versions": versions}
     return render(request, "console/workflows/versions.html", context)
@@ -155,6 +155,7 @@ def version_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse
         WorkflowVersion.objects.select_related("workflow__policy", "published_by"),
         workflow__slug=slug,
         number=number,
+        candidate=False,
     )
     context = {
         "nav": "runs",
@@ -175,7 +176,11 @@ def version_diff(request: HttpRequest, slug: str) -> HttpResponse:
     """What changed from version `a` to version `b` (default: the latest and
     the one before it)."""
     workflow = get_object_or_404(Workflow, slug=slug)
-    numbers = list(workflow.versions.order_by("-number").values_list("number", flat=True))
+    numbers = list(
+        workflow.versions.filter(candidate=False)
+        .order_by("-number")
+        .values_list("number", flat=True)
+    )
     try:
         b = int(request.GET.get("b") or (numbers[0] if numbers else 0))
         a = int(request.GET.get("a") or (numbers[1] if len(numbers) > 1 else b))
@@ -183,7 +188,9 @@ def version_diff(request: HttpRequest, slug: str) -> HttpResponse:
         return HttpResponseBadRequest("Versions are numbers.")
     chosen = {
         v.number: v
-        for v in workflow.versions.filter(number__in=[a, b]).only("id", "number", "definition")
+        for v in workflow.versions.filter(number__in=[a, b], candidate=False).only(
+            "id", "number", "definition"
+        )
     }
     if a not in chosen or b not in chosen:
         return HttpResponseBadRequest("No such version of this workflow.")

@@ -78,7 +78,7 @@ def _page(
     token: str = "",
 ) -> dict[str, Any]:
     versions = list(
-        WorkflowVersion.objects.filter(workflow=workflow)
+        WorkflowVersion.objects.filter(workflow=workflow, candidate=False)
         .select_related("published_by")
         .defer("definition")
         .order_by("-number")[:VERSIONS_SHOWN]

@@ -80,11 +80,12 @@ def restore_migration_data() -> None:
     from django.contrib.auth.models import Group, Permission
 
     import approvals.migrations
+    import evals.migrations
     import policies.migrations
     import runs.migrations
 
     grants: dict[str, set[str]] = {}
-    for package in (policies.migrations, approvals.migrations, runs.migrations):
+    for package in (policies.migrations, approvals.migrations, runs.migrations, evals.migrations):
         for module in pkgutil.iter_modules(package.__path__):
             migration = importlib.import_module(f"{package.__name__}.{module.name}")
             for table in (getattr(migration, "ROLES", {}), getattr(migration, "GRANTS", {})):
@@ -108,6 +109,7 @@ def restore_migration_data() -> None:
     importlib.import_module("runs.migrations.0002_sweeper_schedule").add_schedule(apps, None)
     importlib.import_module("approvals.migrations.0004_review_flow").seed_reason_codes(apps, None)
     importlib.import_module("runs.migrations.0021_daily_rollup").add_schedule(apps, None)
+    importlib.import_module("evals.migrations.0003_refresh_schedule").add_schedule(apps, None)
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,9 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
 import jsonschema
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils.module_loading import import_string
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lib.conditions import Condition
@@ -373,6 +375,12 @@ def publish_workflow(
     The publish is audited (`workflow.published`, and `rollout.started` for
     a canary) in the same transaction; `actor` defaults to the user's label
     ("system" without one).
+
+    Then the publish checks (`settings.BOSUN_PUBLISH_CHECKS`, dotted paths
+    of callables `check(workflow=, checksum=, actor=)`) run in that
+    transaction, before the version is made: one raising PublishError
+    refuses the publish with its problems (the eval gate, evals.gate).
+    Candidate versions (experiments) are not counted in the numbering.
     """
     if rollout.active_rollout(workflow.pk) is not None:
         raise PublishError(["a canary is running: promote or roll it back first"])
@@ -386,13 +394,17 @@ def publish_workflow(
     problems = problems + _live_problems(definition)
     if problems:
         raise PublishError(problems)
-    checksum = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-    latest = workflow.versions.order_by("-number").first()
+    checksum = checksum_of(data)
+    latest = workflow.versions.filter(candidate=False).order_by("-number").first()
     if latest is not None and latest.checksum == checksum:
         raise PublishError([f"nothing changed since version {latest.number}"])
     number = (latest.number if latest else 0) + 1
     try:
         with transaction.atomic():
+            for check in settings.BOSUN_PUBLISH_CHECKS:
+                import_string(check)(
+                    workflow=workflow, checksum=checksum, actor=actor or audit.actor_of(user)
+                )
             # Two publishers racing get one version number each or an error,
             # never two versions with one number (unique constraint).
             version = WorkflowVersion.objects.create(
@@ -434,6 +446,35 @@ def publish_workflow(
             return version
     except IntegrityError:
         raise PublishError([f"version {number} was published concurrently; try again"]) from None
+
+
+def checksum_of(data: dict[str, Any]) -> str:
+    """The checksum of a snapshot: equal snapshots, equal checksums."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def freeze_candidate(*, workflow: Workflow) -> WorkflowVersion:
+    """The draft as a candidate version, to be run in experiments and in
+    shadow: validated as for publish, never the current version. Every
+    candidate is number 0, below any published version, so that nothing
+    ordering versions by number takes one for the newest. An unchanged
+    draft reuses its candidate. Not audited: nothing goes live."""
+    data = snapshot(workflow)
+    definition, problems = parse_definition(data)
+    problems = problems + _live_problems(definition)
+    if problems:
+        raise PublishError(problems)
+    checksum = checksum_of(data)
+    found = workflow.versions.filter(candidate=True, checksum=checksum).order_by("-pk").first()
+    if found is not None:
+        return found
+    return WorkflowVersion.objects.create(
+        workflow=workflow,
+        number=0,
+        definition=data,
+        checksum=checksum,
+        candidate=True,
+    )
 
 
 _cache: dict[int, Definition] = {}

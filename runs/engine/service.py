@@ -11,6 +11,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
@@ -19,6 +20,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Greatest, Now
+from django.utils.module_loading import import_string
 
 from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
 from policies import audit
@@ -146,12 +148,25 @@ def start_run(
                 _admit(workflow)
             run.save()
             ring(run.pk)
+            if live and settings.BOSUN_RUN_STARTED_HOOKS:
+                transaction.on_commit(partial(_started_hooks, run.pk, workflow.pk))
     except IntegrityError:
         if idempotency_key is None:
             raise
         existing = Run.objects.get(workflow=workflow, idempotency_key=idempotency_key)
         return Started(existing, created=False)
     return Started(run, created=True)
+
+
+def _started_hooks(run_id: int, workflow_id: int) -> None:
+    """Tell the hooks of `settings.BOSUN_RUN_STARTED_HOOKS` that a live run
+    started (after its commit). A hook that fails is logged: it never fails
+    or holds the start."""
+    for path in settings.BOSUN_RUN_STARTED_HOOKS:
+        try:
+            import_string(path)(run_id=run_id, workflow_id=workflow_id)
+        except Exception:
+            log.exception("run %s: the run-started hook %s failed", run_id, path)
 
 
 # Runs waiting on a person do not count against a workflow's queue.

@@ -52,6 +52,10 @@ ENDPOINTS = [
     ("get", "/api/v1/lanes/proposals", ApiScope.RUNS_READ),
     ("post", "/api/v1/lanes/proposals/{proposal}/accept", ApiScope.LANES_WRITE),
     ("post", "/api/v1/lanes/proposals/{proposal}/dismiss", ApiScope.LANES_WRITE),
+    ("post", "/api/v1/experiments", ApiScope.RUNS_WRITE),
+    ("get", "/api/v1/experiments/{experiment}", ApiScope.RUNS_READ),
+    ("post", "/api/v1/shadows", ApiScope.RUNS_WRITE),
+    ("post", "/api/v1/shadows/{rollout}/stop", ApiScope.RUNS_WRITE),
 ]
 BODIES = {
     "/api/v1/runs": {"workflow": "nope"},
@@ -69,6 +73,8 @@ BODIES = {
     "/api/v1/rollouts/{rollout}/promote": {"reason": "fine"},
     "/api/v1/rollouts/{rollout}/rollback": {"reason": "not fine"},
     "/api/v1/lanes/proposals/{proposal}/dismiss": {"note": "not yet"},
+    "/api/v1/experiments": {"workflow": "nope", "eval_set": "nope"},
+    "/api/v1/shadows": {"workflow": "nope"},
 }
 
 
@@ -102,6 +108,7 @@ def targets(make_workflow):
         "entity": event.entity_id,
         "rollout": 999999,  # none: a 404 past the scope check
         "proposal": 999999,
+        "experiment": 999999,
     }
 
 

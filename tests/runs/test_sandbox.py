@@ -281,3 +281,12 @@ def test_a_stubbed_call_made_again_after_a_crash_answers_the_same(make_workflow)
     second = gate.call_tool("test.send", {"to": "x"}, caller)
     assert first.record_id == second.record_id and first.result == second.result
     assert ToolCallRecord.objects.count() == 1 and Execution.objects.count() == 0
+
+
+def test_every_registered_tool_has_a_valid_default_stub():
+    from runs.tools.base import tool_names
+
+    for name in tool_names():
+        tool = get_tool(name)
+        stub = stub_result(tool.Result)
+        assert tool.Result.model_validate(stub.model_dump(mode="json")), name
