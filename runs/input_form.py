@@ -87,6 +87,7 @@ class RunInputForm(forms.Form):
             self.fields[WHOLE] = forms.JSONField(
                 label="Input (JSON)",
                 initial=dict,
+                required=False,  # {} is an input (the form field takes it for empty)
                 widget=forms.Textarea({"rows": 8}),
                 help_text="The run's input as a JSON object.",
             )
@@ -120,7 +121,7 @@ class RunInputForm(forms.Form):
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         assert data is not None  # Form.clean returns cleaned_data
-        if self.whole and WHOLE in data and not isinstance(data[WHOLE], dict):
+        if self.whole and data.get(WHOLE) is not None and not isinstance(data[WHOLE], dict):
             self.add_error(WHOLE, "The input must be a JSON object, e.g. {}.")
         return data
 
@@ -129,7 +130,7 @@ class RunInputForm(forms.Form):
         optional field is left out, not sent as empty)."""
         data = self.cleaned_data
         if self.whole:
-            return dict(data[WHOLE])
+            return dict(data[WHOLE] or {})
         value: dict[str, Any] = {}
         for name, field in self.fields.items():
             item = data.get(name)

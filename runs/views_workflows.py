@@ -22,9 +22,9 @@ from django.views.decorators.http import require_GET, require_POST
 
 from lib.console import after_post, console_view, is_partial
 from runs import engine
-from runs.engine.definition import snapshot
+from runs.engine.definition import freeze_candidate, snapshot
 from runs.input_form import RunInputForm
-from runs.models import Run, Workflow, WorkflowVersion
+from runs.models import Run, RunMode, Workflow, WorkflowVersion
 from runs.views import LIST_FIELDS, _actor
 
 VERSIONS_SHOWN = 20
@@ -141,19 +141,38 @@ def workflow_start(request: HttpRequest, slug: str) -> HttpResponse:
     form = RunInputForm(_schema(workflow, latest), request.POST)
     token = request.POST.get("token", "")
     token = token if len(token) == 32 and token.isalnum() else uuid.uuid4().hex
+    # A dry run is a sandbox run: write and egress tools are stubbed at the
+    # gate (they record what they would have done), approvals pass as
+    # proposed, nothing is remembered. It runs the draft when the draft has
+    # changed since the latest version (frozen as a candidate, never live).
+    dry = request.POST.get("mode") == RunMode.DRY_RUN
     if form.is_valid():
         try:
+            version = None
+            if dry and _draft_changed(workflow, latest):
+                version = freeze_candidate(workflow=workflow)
             # As the API calls it: the engine picks the version to run.
             started = engine.start_run(
-                workflow=workflow, input=form.to_input(), idempotency_key=f"console:{token}"
+                workflow=workflow,
+                input=form.to_input(),
+                idempotency_key=f"console:{token}",
+                mode=RunMode.DRY_RUN if dry else RunMode.LIVE,
+                version=version,
             )
         except engine.InvalidInput as exc:
             form.put_errors(exc.fields)
+        except engine.PublishError as exc:
+            form.add_error(None, f"The draft cannot run: {'; '.join(exc.problems)}")
         except (engine.QueueFull, engine.InvalidState) as exc:
             form.add_error(None, str(exc))
         else:
+            what = "Dry run" if dry else "Run"
+            where = " of the draft" if version is not None else ""
+            note = " (write tools stubbed: nothing leaves)" if dry else ""
             messages.success(
-                request, f"Run {started.run.pk} started by {_actor(request)} from the console."
+                request,
+                f"{what} {started.run.pk}{where} started by {_actor(request)} from the console"
+                f"{note}.",
             )
             return after_post(request, reverse("console-run-detail", args=[started.run.pk]))
     context = _page(request, workflow, form=form, token=token)

@@ -9,8 +9,11 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
+from approvals.models import ApprovalRequest
 from runs import engine
-from runs.models import Run, Step, Workflow, WorkflowVersion
+from runs.models import Run, Step, ToolCallRecord, Workflow, WorkflowVersion
+from tests.conftest import drive
+from tests.testapp.models import Execution
 
 pytestmark = pytest.mark.django_db
 
@@ -243,3 +246,60 @@ def test_the_workflow_page_costs_a_fixed_number_of_queries(
         engine.start_run(workflow=workflow, input={"domain": "acme.com", "seats": seats})
     with django_assert_num_queries(len(few)):
         client.get(page_url(workflow))
+
+
+SEND = [
+    {
+        "key": "send",
+        "kind": "tool",
+        "config": {"tool": "test.send", "args": {"to": "ops"}},
+        "edges": {"next": "done"},
+    },
+    *END,
+]
+
+
+@pytest.fixture
+def sender(make_workflow) -> Workflow:
+    policy = {"autonomy": [{"tool": "test.send", "mode": "approve"}]}
+    return make_workflow(SEND, slug="sender", policy=policy).workflow
+
+
+def dry_run(client, workflow: Workflow) -> Run:
+    answer = client.post(start_url(workflow), {"token": "d" * 32, "mode": "dry_run", "input": "{}"})
+    assert answer.status_code == 302, answer.context["form"].errors
+    run = Run.objects.get()
+    assert answer["Location"] == reverse("console-run-detail", args=[run.pk])
+    return drive(run.pk)
+
+
+def test_a_dry_run_stubs_the_write_and_asks_nobody(client_for, sender):
+    """The policy holds test.send for approval; the dry run records what it
+    would have sent, reaches no tool and asks no person."""
+    client = client_for("operator")
+    run = dry_run(client, sender)
+    assert (run.mode, run.status, run.version.number) == ("dry_run", "succeeded", 1)
+    [call] = ToolCallRecord.objects.filter(run=run)
+    assert (call.tool, call.status, call.calls, call.args) == (
+        "test.send",
+        "stubbed",
+        0,
+        {"to": "ops"},
+    )
+    assert not Execution.objects.exists()
+    assert not ApprovalRequest.objects.exists()
+    page = client.get(reverse("console-run-detail", args=[run.pk])).content.decode()
+    assert "Dry run" in page
+
+
+def test_a_dry_run_runs_the_draft_when_it_changed_and_publishes_nothing(client_for, sender):
+    Step.objects.filter(workflow=sender, key="send").update(
+        config={"tool": "test.send", "args": {"to": "sales"}}
+    )
+    client = client_for("operator")
+    assert "Dry run the draft" in client.get(page_url(sender)).content.decode()
+    run = dry_run(client, sender)
+    assert run.version.candidate and run.status == "succeeded"
+    assert ToolCallRecord.objects.get(run=run).args == {"to": "sales"}
+    assert sender.current_version.number == 1  # nothing went live
+    assert not Execution.objects.exists()
