@@ -98,7 +98,11 @@ def home(request: HttpRequest) -> HttpResponse:
 
 class DashboardForm(forms.Form):
     period = forms.ChoiceField(
-        choices=[("24h", "Last 24 hours"), ("7d", "Last 7 days"), ("30d", "Last 30 days")]
+        choices=[
+            ("24h", "Last 24 hours"),
+            ("7d", "Last 7 days (today and the 6 before)"),
+            ("30d", "Last 30 days (today and the 29 before)"),
+        ]
         + [("custom", "Dates")],
         required=False,
     )
@@ -117,8 +121,15 @@ class DashboardForm(forms.Form):
         period = data.get("period") or ("custom" if data.get("since") else "7d")
         data["period"] = period
         if period != "custom":
+            # 24 hours roll; 7 and 30 days are calendar days, today and the
+            # days before it, so that each bar of the daily trend is a whole
+            # day (a rolling start would make the first one a sliver of a day).
             data["end"] = timezone.now()
-            data["start"] = data["end"] - PERIODS[period]
+            if period == "24h":
+                data["start"] = data["end"] - PERIODS[period]
+            else:
+                first = timezone.localdate() - (PERIODS[period] - timedelta(days=1))
+                data["start"] = _midnight(first)
             return data
         since, until = data.get("since"), data.get("until") or timezone.localdate()
         if since is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
@@ -198,3 +198,17 @@ def test_run_status_and_successful_outcome_are_two_columns_each_explained(
     row = body.split("<tbody>", 1)[1].split("</tr>", 1)[0]
     cells = re.findall(r'<td class="num"><a [^>]*>(\d+)</a></td>', row)
     assert cells[:3] == ["2", "2", "1"]  # runs, succeeded, successful outcomes
+
+
+@pytest.mark.parametrize("period,days", [("7d", 7), ("30d", 30)])
+def test_the_preset_periods_are_calendar_days_up_to_now(make_user, two_step_version, period, days):
+    """Each bar of the trend is a whole day: the period starts at midnight
+    of the first day, not at this hour of it."""
+    first = timezone.localdate() - timedelta(days=days - 1)
+    start = timezone.make_aware(datetime.combine(first, time()))
+    add_run(two_step_version, created_at=start, latency_ms=5)  # the first moment counted
+    add_run(two_step_version, created_at=start - timedelta(microseconds=1), latency_ms=5)
+    page = client_for(make_user).get(URL, {"period": period}, **HX)
+    assert page.context["since"] == start
+    assert [r["metrics"].runs for r in page.context["rows"]] == [1]
+    assert len(page.context["charts"][0].marks) == days
