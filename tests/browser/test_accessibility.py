@@ -177,7 +177,11 @@ def workflow_pages(make_workflow, outreach, eval_set, settings) -> dict[str, str
     )
     live = evals.live_run(outreach, "Acme", approve=True)
     drive(Run.objects.get(shadow_of=live).pk)
+    # A draft whose graph marks the step Publish would refuse.
+    broken = {"key": "enrich", "kind": "tool", "config": {"tool": "echo"}, "edges": {"next": "x"}}
+    draft = make_workflow([broken, END], publish=False, slug="draft-with-a-problem")
     return {
+        "admin workflow, draft with a problem": f"/admin/runs/workflow/{draft.pk}/change/",
         "workflows": "/console/workflows/",
         "workflow": "/console/workflows/lead-intake/",
         "workflow, run again": f"/console/workflows/lead-intake/?from_run={runs[0].pk}",
