@@ -17,6 +17,7 @@ from runs.models import Run
 from tests.conftest import drive
 
 pytestmark = pytest.mark.django_db(transaction=True)
+POLL_MS = 10_000  # the run page polls every 2 s: a few polls on a busy machine
 
 SCHEMA = {
     "type": "object",
@@ -120,7 +121,7 @@ def test_an_operator_fixes_a_draft_publishes_it_runs_it_watches_its_path_and_fin
     # The run advances (as a worker would) to the review: the page's
     # polling lights up the path so far and outlines the step it waits at.
     assert drive(run.pk).wait_reason == "approval"
-    expect(visited(page, "classify")).to_have_count(1)
+    expect(visited(page, "classify")).to_have_count(1, timeout=POLL_MS)
     expect(visited(page, "route")).to_have_count(1)
     expect(taken(page, "classify:next")).to_have_count(1)
     expect(taken(page, "route:fit")).to_have_count(1)
@@ -131,7 +132,7 @@ def test_an_operator_fixes_a_draft_publishes_it_runs_it_watches_its_path_and_fin
     request = ApprovalRequest.objects.get(run=run)
     engine.decide_approval(approval_id=request.pk, approve=True, actor_label="rita")
     assert drive(run.pk).status == "succeeded"
-    expect(page.locator("#timeline h1 .status")).to_have_text("Succeeded")
+    expect(page.locator("#timeline h1 .status")).to_have_text("Succeeded", timeout=POLL_MS)
     for step in ("classify", "route", "review", "send", "done"):
         expect(visited(page, step)).to_have_count(1)
     for edge in ("classify:next", "route:fit", "review:approved", "send:next"):
