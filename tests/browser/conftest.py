@@ -13,7 +13,14 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 CHROMIUM = Path(os.environ.get("BOSUN_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# The README's pictures: written to docs/screenshots/ only when asked
+# (BOSUN_DOC_SCREENSHOTS=1 scripts/test tests/browser), else beside the other
+# artifacts, so that a test run leaves the working tree as it was.
+DOCS = (
+    Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+    if os.environ.get("BOSUN_DOC_SCREENSHOTS")
+    else Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+)
 
 
 def pytest_collection_modifyitems(config, items):

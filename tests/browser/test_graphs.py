@@ -11,10 +11,11 @@ from django.contrib.auth.models import Group, User
 from playwright.sync_api import expect
 
 from runs.models import WorkflowVersion
+from tests.browser.conftest import DOCS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshots" / "workflow-graph.png"
+SCREENSHOT = DOCS / "workflow-graph.png"
 
 STEPS = [
     {

@@ -4,7 +4,6 @@ publish gate refuses it and lists those cases."""
 from __future__ import annotations
 
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -12,10 +11,10 @@ from django.core.management import CommandError, call_command
 from playwright.sync_api import expect
 
 from evals.models import EvalCase, EvalSet, PublishGate
+from tests.browser.conftest import DOCS
 from tests.evals.conftest import outreach_steps, set_subject
 
 pytestmark = pytest.mark.django_db(transaction=True)
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
 def test_a_prompt_change_that_flips_three_cases_is_refused_at_publish(

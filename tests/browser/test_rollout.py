@@ -5,7 +5,6 @@ then roll back."""
 from __future__ import annotations
 
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -14,11 +13,11 @@ from playwright.sync_api import expect
 from runs import engine
 from runs.engine.rollout import canary_bucket
 from runs.models import Rollout, Run
+from tests.browser.conftest import DOCS
 from tests.conftest import chain, drive
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 END = {"key": "done", "kind": "end", "config": {"outcome": "done", "success": True}}
 
 

@@ -4,18 +4,17 @@ that run by searching for the account."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from django.contrib.auth.models import Group, User
 from playwright.sync_api import expect
 
 from knowledge import services
 from runs.models import Run
+from tests.browser.conftest import DOCS
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SCREENSHOTS = DOCS
 SCHEMA = {
     "type": "object",
     "required": ["domain", "seats"],
