@@ -79,3 +79,12 @@ def test_loading_again_shadows_nothing_twice(loaded):
     assert (Run.objects.count(), EvalCase.objects.count()) == (runs, cases)
     assert ShadowRollout.objects.count() == 1
     assert Workflow.objects.get(slug="lead-qualification").versions.count() == 2
+
+
+def test_the_shadow_page_reads_its_pairs_in_a_fixed_number_of_queries(
+    loaded, admin_client, django_assert_max_num_queries
+):
+    rollout = ShadowRollout.objects.get()
+    assert len(shadow_report(rollout=rollout).pairs) > 40
+    with django_assert_max_num_queries(12):
+        assert admin_client.get(f"/console/shadows/{rollout.pk}/").status_code == 200
