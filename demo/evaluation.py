@@ -30,11 +30,13 @@ once (the shadow run's idempotency key).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
+from django.db.models import QuerySet
 
 from demo.sample_data.workflows import (
     LEAD_QUALIFICATION,
@@ -103,7 +105,12 @@ def freeze_demo_candidate(workflow: Workflow) -> WorkflowVersion:
     return candidate
 
 
-def load_evaluation(*, workflow: Workflow, drive, backdate) -> ShadowSummary:
+def load_evaluation(
+    *,
+    workflow: Workflow,
+    drive: Callable[[int], Any],
+    backdate: Callable[..., None],
+) -> ShadowSummary:
     """Build the eval set and the shadow rollout (see the module); `drive`
     and `backdate` are the history's run driver and time mover."""
     eval_set, _ = EvalSet.objects.get_or_create(
@@ -116,31 +123,45 @@ def load_evaluation(*, workflow: Workflow, drive, backdate) -> ShadowSummary:
     rollout = ShadowRollout.objects.filter(workflow=workflow, candidate=candidate).first()
     if rollout is None:
         # An active rollout of another candidate (the user's) is left alone.
-        if ShadowRollout.objects.filter(workflow=workflow, active=True).exists():
-            return ShadowSummary(
-                ShadowRollout.objects.get(workflow=workflow, active=True), added, 0, 0
-            )
+        rollout = ShadowRollout.objects.filter(workflow=workflow, active=True).first()
+    if rollout is None:
         rollout = start_shadow(workflow=workflow, candidate=candidate, actor=ACTOR)
     shadowed = 0
-    if rollout.active:
-        lives = list(_shadowed_lives(workflow))
-        for live in lives:
-            if Run.objects.filter(shadow_of=live, version=candidate).exists():
-                continue  # loaded before
-            shadow = shadow_run_of(run_id=live.pk)
-            if shadow is None:
-                continue
-            drive(shadow.pk)
-            backdate(shadow.pk, at=live.created_at + timedelta(seconds=1))
-            shadowed += 1
-        if lives and shadowed:
-            first = min(live.created_at for live in lives) - timedelta(minutes=5)
-            ShadowRollout.objects.filter(pk=rollout.pk).update(started_at=first)
-    report = shadow_report(rollout=rollout)
-    return ShadowSummary(rollout, added, shadowed, len(report.differing))
+    if rollout.active and rollout.candidate_id == candidate.pk:
+        shadowed = _shadow_lives(rollout, drive=drive, backdate=backdate)
+    differing = len(shadow_report(rollout=rollout).differing)
+    return ShadowSummary(rollout, added, shadowed, differing)
 
 
-def _shadowed_lives(workflow: Workflow):
+def _shadow_lives(
+    rollout: ShadowRollout, *, drive: Callable[[int], Any], backdate: Callable[..., None]
+) -> int:
+    """Play a shadow run of each of the newest scored live leads not
+    shadowed yet, moved beside its live run; the rollout then started
+    before the first of them. How many were played."""
+    lives = list(_shadowed_lives(rollout.workflow))
+    done = set(
+        Run.objects.filter(shadow_of__in=lives, version=rollout.candidate).values_list(
+            "shadow_of_id", flat=True
+        )
+    )
+    shadowed = 0
+    for live in lives:
+        if live.pk in done:
+            continue  # loaded before
+        shadow = shadow_run_of(run_id=live.pk)
+        if shadow is None:
+            continue
+        drive(shadow.pk)
+        backdate(shadow.pk, at=live.created_at + timedelta(seconds=1))
+        shadowed += 1
+    if shadowed:
+        first = min(live.created_at for live in lives) - timedelta(minutes=5)
+        ShadowRollout.objects.filter(pk=rollout.pk).update(started_at=first)
+    return shadowed
+
+
+def _shadowed_lives(workflow: Workflow) -> QuerySet[Run]:
     """The newest live runs whose lead was scored and that ran on (they
     finished, or wait for a review)."""
     scored = Score.objects.filter(run__workflow=workflow, run__mode=RunMode.LIVE).values("run_id")
