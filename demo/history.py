@@ -20,6 +20,10 @@ What a new user finds:
   answering 429 (retry them from their failed step: the vendor is fine now);
 - cancelled runs (an erasure request), a run stopped by its wall-time
   budget (it waited out a kill switch), and queued runs the worker picks up.
+- an eval set built from the reviewer's decisions and a candidate version
+  of lead qualification in shadow, its shadow runs of the newest scored
+  leads already played, so the shadow page shows where it decided
+  otherwise (demo.evaluation).
 
 Idempotent: every record carries an idempotency key, so a second load starts
 nothing and changes nothing.
@@ -43,6 +47,7 @@ from django.db.models.functions import Now
 from django.test.utils import override_settings
 
 from approvals.models import ApprovalRequest, ApprovalStatus
+from demo.evaluation import ShadowSummary, load_evaluation
 from demo.sample_data.leads import PER_WEEK, WEEKS, LeadRecord, lead_stream, ticket_stream
 from demo.samples import install_samples
 from knowledge import services as knowledge
@@ -51,6 +56,7 @@ from runs import engine
 from runs.engine.switches import set_switch
 from runs.models import (
     Run,
+    RunMode,
     RunStatus,
     Score,
     StepCacheEntry,
@@ -97,6 +103,7 @@ class DemoReport:
     statuses: Counter = field(default_factory=Counter)
     outcomes: Counter = field(default_factory=Counter)
     pending_reviews: int = 0
+    evaluation: ShadowSummary | None = None
 
     def lines(self) -> list[str]:
         states = ", ".join(f"{n} {s}" for s, n in sorted(self.statuses.items()))
@@ -107,6 +114,7 @@ class DemoReport:
             f"runs by status: {states}",
             f"outcomes: {outcomes}",
             f"{self.pending_reviews} request(s) waiting for review",
+            *([self.evaluation.line()] if self.evaluation else []),
         ]
 
 
@@ -136,6 +144,10 @@ def load_demo(
         played = _play([i for i in items if i.drive], end=end, jobs=_jobs(jobs), log=log)
         report.started, report.existing = played
         report.started += _scenarios(start=start, end=end)
+        # Before the queued leads start: the workers give those their shadow run.
+        report.evaluation = load_evaluation(
+            workflow=Workflow.objects.get(slug=LEADS), drive=drive, backdate=backdate
+        )
     for item in (i for i in items if not i.drive):
         # Started with the real doorbell: the worker picks these up.
         if _start(item) is None:
@@ -539,7 +551,7 @@ def _stopped_by_budget(end: datetime) -> int:
 
 
 def _summarize(report: DemoReport) -> None:
-    runs = Run.objects.filter(workflow__slug__in=(LEADS, REFUNDS))
+    runs = Run.objects.filter(workflow__slug__in=(LEADS, REFUNDS), mode=RunMode.LIVE)
     report.statuses = Counter(runs.values_list("status", flat=True))
     report.outcomes = Counter(runs.exclude(outcome="").values_list("outcome", flat=True))
     report.pending_reviews = ApprovalRequest.objects.filter(

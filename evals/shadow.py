@@ -28,7 +28,7 @@ from django.db.models.functions import Now
 from django.utils.module_loading import import_string
 
 from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
-from evals.checks import facts_of
+from evals.checks import facts_of_runs
 from evals.models import ShadowRollout
 from policies import audit
 from runs.engine import start_run
@@ -201,19 +201,26 @@ def shadow_report(*, rollout: ShadowRollout, limit: int = 200) -> ShadowReport:
         .annotate(total=Sum("would_cost_usd"))
         .values_list("run_id", "total")
     )
+    lives = [shadow.shadow_of for shadow in shadows if shadow.shadow_of is not None]
+    facts = facts_of_runs([*shadows, *lives])
+    requests: dict[int, list[ApprovalRequest]] = {live.pk: [] for live in lives}
+    for request in ApprovalRequest.objects.filter(run__in=lives, kind=ApprovalKind.DRAFT).order_by(
+        "run_id", "seq"
+    ):
+        requests[request.run_id].append(request)
     pairs = []
     for shadow in shadows:
         live = shadow.shadow_of
         assert live is not None
-        live_facts = facts_of(live)
-        human, human_draft, proposed = _decisions(live)
+        live_facts = facts[live.pk]
+        human, human_draft, proposed = _decisions(requests[live.pk])
         live_facts["proposed"] = proposed
         pairs.append(
             Pair(
                 live,
                 shadow,
                 live_facts,
-                facts_of(shadow),
+                facts[shadow.pk],
                 human,
                 human_draft,
                 would.get(shadow.pk) or Decimal(0),
@@ -222,13 +229,11 @@ def shadow_report(*, rollout: ShadowRollout, limit: int = 200) -> ShadowReport:
     return ShadowReport(rollout, pairs)
 
 
-def _decisions(run: Run) -> tuple[str, Any, dict[str, Any]]:
+def _decisions(requests: list[ApprovalRequest]) -> tuple[str, Any, dict[str, Any]]:
     """What people decided on the run's first draft (approved, edited,
     rejected, or "—"), the draft as they left it, and every draft step's
-    draft as the live version proposed it."""
-    requests = list(
-        ApprovalRequest.objects.filter(run=run, kind=ApprovalKind.DRAFT).order_by("seq")
-    )
+    draft as the live version proposed it, from the run's draft requests
+    in order."""
     proposed = {request.step_key: request.draft for request in requests}
     for request in requests:
         if request.decided_by_label == "policy":

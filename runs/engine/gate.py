@@ -83,6 +83,7 @@ from runs.engine.errors import (
     limit_wait_reason,
 )
 from runs.models import (
+    StepCacheEntry,
     StepKind,
     StepRun,
     StepRunStatus,
@@ -335,11 +336,14 @@ def _stand_in(
     return Called(args_json, result, record.pk, from_ledger=True)
 
 
-def recorded_result(run_id: int, tool: str, args: dict[str, Any]) -> dict[str, Any] | None:
+def recorded_result(
+    run_id: int, tool: str, args: dict[str, Any], *, _depth: int = 0
+) -> dict[str, Any] | None:
     """The answer run `run_id` got from a successful call of `tool` with
     exactly these arguments, or None: its ledger (writes, paid reads), else
     its tool steps' records (a free read keeps no ledger row; its step
-    records the arguments and the answer)."""
+    records the arguments and the answer), else, for a step answered from
+    the step cache, the call of the run that filled the cache entry."""
     answered = (ToolCallStatus.SUCCEEDED, ToolCallStatus.RECONCILED)
     found = (
         ToolCallRecord.objects.filter(
@@ -359,10 +363,28 @@ def recorded_result(run_id: int, tool: str, args: dict[str, Any]) -> dict[str, A
     rows = StepRun.objects.filter(
         run_id=run_id, kind=StepKind.TOOL, status=StepRunStatus.SUCCEEDED
     ).order_by("seq")
-    for step_key, step_input, output in rows.values_list("step_key", "input", "output"):
+    cached = []
+    for step_key, step_input, output, hit in rows.values_list(
+        "step_key", "input", "output", "cache_hit"
+    ):
         config = (steps.get(step_key) or {}).get("config") or {}
-        if config.get("tool") == tool and step_input == args and isinstance(output, dict):
+        if config.get("tool") != tool or not isinstance(output, dict):
+            continue
+        if step_input == args:
             return output
+        if hit and isinstance(step_input, dict) and "cache_key" in step_input:
+            cached.append(step_input["cache_key"])
+    if cached and _depth < 3:
+        # A step answered from the step cache recorded the cache key, not
+        # the arguments: the run that filled the entry made the call.
+        sources = StepCacheEntry.objects.filter(key__in=cached).values_list(
+            "source_run_id", flat=True
+        )
+        for source in sources:
+            if source is not None and source != run_id:
+                found = recorded_result(source, tool, args, _depth=_depth + 1)
+                if found is not None:
+                    return found
     return None
 
 

@@ -21,7 +21,7 @@ SMALL = {"weeks": 2, "per_week": 40, "jobs": 1}
 
 def test_the_demo_leaves_runs_in_every_state(db):
     report = load_demo(**SMALL)
-    runs = Run.objects.all()
+    runs = Run.objects.filter(mode="live")
     assert report.started == runs.count()
     statuses = set(runs.values_list("status", flat=True))
     assert statuses == {"succeeded", "waiting", "failed", "cancelled", "stopped", "queued"}
@@ -36,7 +36,7 @@ def test_the_demo_leaves_runs_in_every_state(db):
     # Each company is bought once: another contact there (or the same person
     # under another address, a contact of its own), and the corrected lead
     # of a cancelled one, are enriched from the step cache.
-    enriched = StepRun.objects.filter(step_key="enrich", status="succeeded")
+    enriched = StepRun.objects.filter(step_key="enrich", status="succeeded", run__mode="live")
     bought = VendorCall.objects.filter(vendor="enrichco", credits__gt=0)
     assert bought.count() == len(set(bought.values_list("subject", flat=True)))
     assert enriched.filter(cache_hit=True).count() == enriched.count() - bought.count() > 0
@@ -60,7 +60,7 @@ def test_the_demo_history_is_spread_over_the_weeks(db):
     assert not Run.objects.filter(finished_at__lt=F("created_at")).exists()
     assert not StepRun.objects.filter(started_at__lt=F("run__created_at")).exists()
     # A reviewed run finished after its review, hours later.
-    reviewed = Run.objects.filter(outcome="outreach_sent").first()
+    reviewed = Run.objects.filter(outcome="outreach_sent", mode="live").first()
     assert reviewed.finished_at - reviewed.created_at > timedelta(minutes=20)
 
 
