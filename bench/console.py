@@ -195,7 +195,8 @@ RUN_FIELDS = [
     "id", "workflow_id", "version_id", "status", "wait_reason", "input", "current_step", "seq",
     "attempt", "fence", "outcome", "success", "error", "stop_reason", "role_version_id",
     "dead_lettered_at", "steps_executed", "llm_calls", "tool_calls", "tokens_in", "tokens_out",
-    "cost_usd", "created_at", "started_at", "finished_at", "trace_id",
+    "cost_usd", "created_at", "started_at", "finished_at", "trace_id", "machine_ms",
+    "decisions", "wait_ms",
 ]  # fmt: skip
 STEP_FIELDS = [
     "run_id", "seq", "attempt", "step_key", "kind", "status", "edge", "input", "output",
@@ -253,6 +254,7 @@ class Generator:
         started = clock if reach or status != "queued" else None
         cost = Decimal(0)
         totals = {"llm": 0, "tool": 0, "tokens_in": 0, "tokens_out": 0}
+        first_step = len(self.steps)
         seq = 0
         for seq, (key, kind) in enumerate(path[:reach], start=1):
             attempt = 1
@@ -272,8 +274,13 @@ class Generator:
                 )
             error = f"{current}: retries exhausted: {error_type} from the vendor"
             dead = clock
+        decisions, wait_ms = 0, 0.0
         if approval_at is not None and (status == "waiting" or reach > approval_at):
             self.approval(run_id, approval_at + 1, created, clock, pending=status == "waiting")
+            if status != "waiting":
+                decisions, wait_ms = 1, (clock - created).total_seconds() * 1000
+        # The run's own machine time: its step attempts' durations.
+        machine_ms = sum(row[13] for row in self.steps[first_step:])
         finished = clock if status in ("succeeded", "failed", "stopped", "cancelled") else None
         if status == "succeeded" and not duplicate:
             latency = rnd.lognormvariate(math.log(8), 0.9)  # seconds, median 8 s
@@ -290,7 +297,7 @@ class Generator:
             current, seq_now, attempt, 1, outcome, success, error,
             "budget" if status == "stopped" else "", None, dead, reach, totals["llm"],
             totals["tool"], totals["tokens_in"], totals["tokens_out"], cost, created, started,
-            finished, f"{run_id:032x}",
+            finished, f"{run_id:032x}", machine_ms, decisions, wait_ms,
         )  # fmt: skip
 
     def reach(self, status: str, path: list, approval_at: int | None, duplicate: bool) -> int:

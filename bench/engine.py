@@ -729,10 +729,11 @@ def report_figures(
         return statistics.median(r[key]["rate"] for r in rounds)
 
     def per_step(key: str, field: str) -> str:
-        values = [r[key]["times"][0][field] for r in rounds]
-        if any(v is None for v in values):
+        # All the phase's processes together (two for floor2 and two).
+        values = [[t[field] for t in r[key]["times"]] for r in rounds]
+        if any(v is None for found in values for v in found):
             return "    n/a"
-        return f"{statistics.median(values) * 1000 / (RUNS * STEPS):7.3f}"
+        return f"{statistics.median(sum(found) for found in values) * 1000 / (RUNS * STEPS):7.3f}"
 
     engine, floor_rate, two = med("one"), med("floor"), med("two")
     times, split = data["times"], data["split"]
@@ -760,8 +761,14 @@ def report_figures(
         f"  {per_step('one', 'cpu'):>10}  {per_step('one', 'server'):>10}"
     )
     floor2 = med("floor2")
-    say(f"{'floor on 2 connections at once (2 processes)':51} {floor2:8.0f}  {1000 / floor2:7.3f}")
-    say(f"{'engine advance_run, 2 worker processes':51} {two:8.0f}  {1000 / two:7.3f}")
+    say(
+        f"{'floor on 2 connections at once (2 processes)':51} {floor2:8.0f}  {1000 / floor2:7.3f}"
+        f"  {per_step('floor2', 'cpu'):>10}  {per_step('floor2', 'server'):>10}"
+    )
+    say(
+        f"{'engine advance_run, 2 worker processes':51} {two:8.0f}  {1000 / two:7.3f}"
+        f"  {per_step('two', 'cpu'):>10}  {per_step('two', 'server'):>10}"
+    )
     say(
         f"two at once / one: floor {floor2 / floor_rate:.2f}, engine {two / engine:.2f}"
         " (the floor's is what this machine gives two clients with no engine at all)"

@@ -74,7 +74,7 @@ class HasDomain(Func):
     """True when a top-level string value of the JSON object names one of
     `domains`: an email address at it (`bob@acme.com`) or a URL of it
     (`https://www.acme.com/pricing`). PostgreSQL reads the domains from
-    `bosun_json_domains(column)` (migration runs.0040), which a GIN index
+    `bosun_json_domains(column)` (migration runs.0027), which a GIN index
     on that expression serves; SQLite matches the values with LIKE."""
 
     output_field = BooleanField()
