@@ -389,12 +389,7 @@ def publish_workflow(
         raise PublishError(["the first version has nothing to compare with: publish it live"])
     if canary_share is not None and not 1 <= canary_share <= 99:
         raise PublishError(["a canary's share is a whole percentage from 1 to 99"])
-    data = snapshot(workflow)
-    definition, problems = parse_definition(data)
-    problems = problems + _live_problems(definition)
-    if problems:
-        raise PublishError(problems)
-    checksum = checksum_of(data)
+    data, checksum = _valid_snapshot(workflow)
     latest = workflow.versions.filter(candidate=False).order_by("-number").first()
     if latest is not None and latest.checksum == checksum:
         raise PublishError([f"nothing changed since version {latest.number}"])
@@ -459,12 +454,7 @@ def freeze_candidate(*, workflow: Workflow) -> WorkflowVersion:
     candidate is number 0, below any published version, so that nothing
     ordering versions by number takes one for the newest. An unchanged
     draft reuses its candidate. Not audited: nothing goes live."""
-    data = snapshot(workflow)
-    definition, problems = parse_definition(data)
-    problems = problems + _live_problems(definition)
-    if problems:
-        raise PublishError(problems)
-    checksum = checksum_of(data)
+    data, checksum = _valid_snapshot(workflow)
     found = workflow.versions.filter(candidate=True, checksum=checksum).order_by("-pk").first()
     if found is not None:
         return found
@@ -475,6 +465,17 @@ def freeze_candidate(*, workflow: Workflow) -> WorkflowVersion:
         checksum=checksum,
         candidate=True,
     )
+
+
+def _valid_snapshot(workflow: Workflow) -> tuple[dict[str, Any], str]:
+    """The draft's snapshot and its checksum, or PublishError with every
+    problem that would stop it running live."""
+    data = snapshot(workflow)
+    definition, problems = parse_definition(data)
+    problems = problems + _live_problems(definition)
+    if problems:
+        raise PublishError(problems)
+    return data, checksum_of(data)
 
 
 _cache: dict[int, Definition] = {}
