@@ -6,7 +6,6 @@ back; the baseline is live again."""
 from __future__ import annotations
 
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -17,12 +16,12 @@ from evals.models import EvalCase, EvalSet, PublishGate
 from runs import engine
 from runs.engine.rollout import canary_bucket
 from runs.models import Rollout, Run, Step, Workflow
+from tests.browser.conftest import DOCS
 from tests.conftest import drive
 from tests.evals.conftest import outreach_steps, set_subject
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 FLIPPED = ("Acme", "Bareco", "Cobalt")
 
 
