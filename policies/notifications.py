@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -180,9 +180,12 @@ def notify_dead_letters(*, limit: int = 200) -> list[int]:
     """Tell the dead-letter routes of the runs dead-lettered lately: within
     BOSUN_NOTIFY_LOOKBACK_S, and not before the route was made (a new route
     is not told of old failures). Reads the dead runs through their partial
-    index (run_dead_letter); no query more without a dead-letter route.
-    Safe to run anywhere, any number of times at once. The run ids told."""
-    from runs.models import Run, RunStatus
+    index (run_dead_letter), a page at a time, oldest first, so that runs
+    told already never hide the ones after them; at most `limit` runs told
+    a call. Sandbox runs are no one's dead letters. No query more without a
+    dead-letter route. Safe to run anywhere, any number of times at once.
+    The run ids told."""
+    from runs.models import Run, RunMode, RunStatus
 
     routes = list(
         NotificationRoute.objects.filter(
@@ -195,26 +198,41 @@ def notify_dead_letters(*, limit: int = 200) -> list[int]:
         timezone.now() - timedelta(seconds=settings.BOSUN_NOTIFY_LOOKBACK_S),
         min(created for _, created in routes),
     )
-    runs = list(
-        Run.objects.filter(status=RunStatus.FAILED, dead_lettered_at__gte=since)
+    dead = (
+        Run.objects.filter(status=RunStatus.FAILED, dead_lettered_at__gte=since, mode=RunMode.LIVE)
         .select_related("workflow")
         .only("id", "error", "current_step", "dead_lettered_at", "workflow__slug", "workflow__name")
-        .order_by("dead_lettered_at", "id")[:limit]
+        .order_by("dead_lettered_at", "id")
     )
-    keys = {dead_letter(run).key: run for run in runs}
-    told = set(
-        NotificationDelivery.objects.filter(route_id__in=[pk for pk, _ in routes])
-        .filter(Q(event_key__in=keys))
-        .values_list("route_id", "event_key")
-    )
-    done = []
-    for key, run in keys.items():
-        assert run.dead_lettered_at is not None  # filtered on it
-        pending = [
-            pk
-            for pk, created in routes
-            if (pk, key) not in told and run.dead_lettered_at >= created
-        ]
-        if pending and notify_event(dead_letter(run), route_ids=pending):
-            done.append(run.pk)
+    done: list[int] = []
+    after: tuple[datetime, int] | None = None
+    # Page through the window, oldest first, so that runs told already never
+    # hide the ones after them; stop at `limit` told by this call.
+    while len(done) < limit:
+        page = dead
+        if after is not None:
+            page = page.filter(
+                Q(dead_lettered_at__gt=after[0]) | Q(dead_lettered_at=after[0], id__gt=after[1])
+            )
+        runs = list(page[:limit])
+        if not runs:
+            break
+        last = runs[-1]
+        assert last.dead_lettered_at is not None  # filtered on it
+        after = (last.dead_lettered_at, last.pk)
+        keys = {dead_letter(run).key: run for run in runs}
+        told = set(
+            NotificationDelivery.objects.filter(
+                route_id__in=[pk for pk, _ in routes], event_key__in=keys
+            ).values_list("route_id", "event_key")
+        )
+        for key, run in keys.items():
+            assert run.dead_lettered_at is not None  # filtered on it
+            pending = [
+                pk
+                for pk, created in routes
+                if (pk, key) not in told and run.dead_lettered_at >= created
+            ]
+            if pending and notify_event(dead_letter(run), route_ids=pending):
+                done.append(run.pk)
     return done

@@ -217,3 +217,22 @@ def test_admin_sets_up_a_route_audited_and_refuses_one_that_tells_nobody(make_us
     entry = AuditEntry.objects.get(action="notification_route.saved")
     assert entry.actor == f"user:{client.user.username}" and entry.target_id == str(made.pk)
     assert entry.data["emails"] == "ops@example.com"
+
+
+def test_runs_told_already_do_not_hide_later_dead_letters(
+    two_step_version, django_capture_on_commit_callbacks
+):
+    """More dead letters than one call tells: the next call tells the rest
+    (the ones told first are not read again as if they were new)."""
+    made = route(NotificationKind.DEAD_LETTER)
+    NotificationRoute.objects.filter(pk=made.pk).update(
+        created_at=timezone.now() - timedelta(hours=1)
+    )
+    runs = [dead_run(two_step_version, ago_s=30 - n) for n in range(3)]
+    experiment = dead_run(two_step_version, ago_s=10)
+    Run.objects.filter(pk=experiment.pk).update(mode="experiment")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert notify_dead_letters(limit=2) == [runs[0].pk, runs[1].pk]
+        assert notify_dead_letters(limit=2) == [runs[2].pk]
+        assert notify_dead_letters(limit=2) == []
+    assert len(mail.outbox) == 3
