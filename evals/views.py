@@ -68,7 +68,7 @@ def experiment_resume(request: HttpRequest, experiment_id: int) -> HttpResponse:
 @require_GET
 @console_view("evals.view_shadowrollout")
 def shadow_list(request: HttpRequest) -> HttpResponse:
-    rows = ShadowRollout.objects.select_related("workflow", "candidate")[:100]
+    rows = ShadowRollout.objects.select_related("workflow", "candidate__workflow")[:100]
     return render(request, "console/shadows/list.html", {"rollouts": rows, "nav": "shadows"})
 
 
@@ -76,7 +76,7 @@ def shadow_list(request: HttpRequest) -> HttpResponse:
 @console_view("evals.view_shadowrollout")
 def shadow_detail(request: HttpRequest, rollout_id: int) -> HttpResponse:
     rollout = get_object_or_404(
-        ShadowRollout.objects.select_related("workflow", "candidate"), pk=rollout_id
+        ShadowRollout.objects.select_related("workflow", "candidate__workflow"), pk=rollout_id
     )
     report = shadow.shadow_report(rollout=rollout)
     return render(

@@ -152,3 +152,19 @@ def test_the_experiment_page_takes_the_same_queries_for_5_cases_as_for_10(
     with django_assert_num_queries(len(five)):
         page = admin_client.get(f"/console/experiments/{large.pk}/")
     assert b"Cases that changed verdict (6)" in page.content
+
+
+def test_the_shadow_list_takes_the_same_queries_for_1_rollout_as_for_4(
+    admin_client, outreach, django_assert_max_num_queries, django_assert_num_queries
+):
+    def add() -> None:
+        ShadowRollout.objects.create(workflow=outreach.workflow, candidate=outreach, active=False)
+
+    add()
+    with django_assert_max_num_queries(50) as one:
+        assert admin_client.get("/console/shadows/").status_code == 200
+    for _ in range(3):
+        add()
+    with django_assert_num_queries(len(one)):
+        page = admin_client.get("/console/shadows/")
+    assert page.content.decode().count("/console/shadows/") >= 4
