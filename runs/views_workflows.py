@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 from django.contrib import messages
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -37,7 +37,7 @@ def workflow_list(request: HttpRequest) -> HttpResponse:
     """Every workflow with its latest published version."""
     workflows = (
         Workflow.objects.select_related("role", "policy")
-        .annotate(latest=Max("versions__number"))
+        .annotate(latest=Max("versions__number", filter=Q(versions__candidate=False)))
         .order_by("name", "slug")
     )
     return render(
