@@ -35,7 +35,7 @@ two more: their rows, and what the first runs of their dedup hits that
 were still paying have paid. Their number depends on how the period falls
 on days, never on the number of runs: 7 for 24 hours, 17 for 30 days
 rolled up. Machine time and time waiting for people come with the runs'
-pass (see runs.timesplit).
+pass (below).
 
 Definitions (all per workflow version, over the runs created in
 [since, until)):
@@ -66,6 +66,23 @@ Definitions (all per workflow version, over the runs created in
   hit, the saving the step recorded if it recorded one, else what the first
   run (`output.first_run`) paid: the work the duplicate did not repeat;
   `dedup_saved_credits` the same in credits, per vendor.
+* `stopped` / `cancelled`: runs with that status (beside succeeded/failed).
+* Machine time and time waiting for people, which a run's latency mixes:
+  `machine_ms`, the durations of the runs' step attempts added up (each
+  started → finished; a step waiting for an approval records its attempt
+  when it resumes), and `machine_per_run_ms` its mean per run;
+  `decisions`, the approval requests decided by a person or a policy,
+  `wait_ms` the time they waited (created → decided) added up and
+  `wait_per_decision_ms` its mean; `pending`, runs waiting on a request
+  now; `breached`, requests that went past their SLA (approvals.sla);
+  `human_share` = wait / (wait + machine). Each run keeps its own sums
+  (`Run.machine_ms`, `decisions`, `wait_ms`, `breaches`), written where
+  they change: a step's checkpoint, a decision (engine.decide_approval,
+  the only way a request is decided), a breach. So they come with the one
+  pass over the runs and the roll-up keeps their sums per day like every
+  other figure. Sums and means add up across days; percentiles would not
+  without a histogram per run, so there are none (the SLA breaches count
+  the waits' long tail).
 """
 
 from __future__ import annotations

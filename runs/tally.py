@@ -99,7 +99,7 @@ class Tally:
     dedup_hits: int = 0
     dedup_saved: Decimal = ZERO
     dedup_saved_credits: dict[str, int] = field(default_factory=dict)
-    # Machine time and time waiting for people (see runs.timesplit).
+    # Machine time and time waiting for people (see runs.metrics).
     stopped: int = 0
     cancelled: int = 0
     machine_ms: float = 0.0

@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from lib.durations import human_ms
-from runs.timesplit import TimeSplit
+from runs.metrics import VersionMetrics
 
 # The runs list's datetime filters read this (ISO, with the fraction of a
 # second, in the current time zone): a link carries a bound exactly.
@@ -69,7 +69,7 @@ def time_figures(*, since: datetime, until: datetime, rows: list[dict[str, Any]]
     return {"time_rows": [_row(row["metrics"], since, until) for row in rows]}
 
 
-def _row(row: TimeSplit, since: datetime, until: datetime) -> dict[str, Any]:
+def _row(row: VersionMetrics, since: datetime, until: datetime) -> dict[str, Any]:
     def ms(value: float | None) -> str:
         return human_ms(value) or "—"
 

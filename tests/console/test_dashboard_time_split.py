@@ -15,8 +15,8 @@ from django.utils import timezone
 
 from approvals.models import ApprovalRequest
 from runs import rollup
+from runs.metrics import period_report
 from runs.models import DailyRollup, Run
-from runs.timesplit import time_split
 from tests.console import runs_fixtures as fx
 from tests.console.runs_fixtures import add_approval, add_run
 
@@ -86,6 +86,10 @@ def mix(two_step_version, when):
         "old": add_run(two_step_version, status="stopped", created_at=now - timedelta(days=9)),
     }
     return runs
+
+
+def time_split(**period):
+    return period_report(**period).versions
 
 
 def week() -> dict:

@@ -1,5 +1,5 @@
 """Each run keeps its machine time and its time waiting for people where
-they change: a step's checkpoint, a decision, a breach (runs.timesplit)."""
+they change: a step's checkpoint, a decision, a breach (runs.metrics)."""
 
 from __future__ import annotations
 
