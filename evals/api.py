@@ -148,7 +148,7 @@ def experiment_start(request: HttpRequest, payload: ExperimentIn):
         f"no eval set {payload.eval_set!r}",
         name=payload.eval_set,
     )
-    versions = list(workflow.versions.filter(candidate=False, number__in=payload.versions))
+    versions = list(workflow.versions.published().filter(number__in=payload.versions))
     missing = set(payload.versions) - {v.number for v in versions}
     if missing:
         get_or_404(workflow.versions.none(), f"no version {min(missing)} of {workflow.slug}")
@@ -197,7 +197,7 @@ def shadow_start(request: HttpRequest, payload: ShadowIn):
         candidate = freeze_candidate(workflow=workflow)
     else:
         candidate = get_or_404(
-            workflow.versions.filter(candidate=False),
+            workflow.versions.published(),
             f"no version {payload.version} of {workflow.slug}",
             number=payload.version,
         )

@@ -94,7 +94,7 @@ class WorkflowGraphAdmin:
             extra["draft_graph"] = draft_graph(workflow, snapshot(workflow), [])
             extra["graph_url"] = reverse("admin:runs-workflow-graph", args=[workflow.pk])
             extra["versions"] = list(
-                workflow.versions.filter(candidate=False)
+                workflow.versions.published()
                 .order_by("-number")
                 .values_list("number", flat=True)[:20]
             )

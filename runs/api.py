@@ -356,7 +356,7 @@ def _metrics_subject(workflows: QuerySet[Workflow], filters: MetricsFilters):
     if filters.version is None:
         return workflow, None
     version = get_or_404(
-        workflow.versions.filter(candidate=False),
+        workflow.versions.published(),
         f"no version {filters.version}",
         number=filters.version,
     )

@@ -98,7 +98,7 @@ class Workflow(models.Model):
     def current_version(self) -> WorkflowVersion | None:
         """The latest published version; a candidate (a draft frozen for an
         experiment) is never current."""
-        return self.versions.filter(candidate=False).order_by("-number").first()
+        return self.versions.published().order_by("-number").first()
 
     @property
     def serving_version(self) -> WorkflowVersion | None:
@@ -150,8 +150,17 @@ class Step(models.Model):
         return f"{self.workflow.slug}:{self.key}"
 
 
+class VersionQuerySet(models.QuerySet["WorkflowVersion"]):
+    def published(self) -> VersionQuerySet:
+        """The versions that were published: not the candidates (drafts
+        frozen for experiments, shadows and dry runs)."""
+        return self.filter(candidate=False)
+
+
 class WorkflowVersion(models.Model):
     """An immutable, validated snapshot of a workflow. Runs bind one forever."""
+
+    objects = VersionQuerySet.as_manager()
 
     workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="versions")
     number = models.PositiveIntegerField()

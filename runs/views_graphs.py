@@ -139,7 +139,7 @@ def version_list(request: HttpRequest, slug: str) -> HttpResponse:
     """A workflow's versions, newest first, with a form to compare two."""
     workflow = get_object_or_404(Workflow, slug=slug)
     versions = list(
-        workflow.versions.filter(candidate=False)
+        workflow.versions.published()
         .select_related("published_by")
         .only("id", "number", "checksum", "published_at", "published_by__username", "workflow_id")
     )
@@ -152,10 +152,9 @@ def version_list(request: HttpRequest, slug: str) -> HttpResponse:
 def version_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     """One version: its graph and its steps."""
     version = get_object_or_404(
-        WorkflowVersion.objects.select_related("workflow__policy", "published_by"),
+        WorkflowVersion.objects.published().select_related("workflow__policy", "published_by"),
         workflow__slug=slug,
         number=number,
-        candidate=False,
     )
     context = {
         "nav": "runs",
@@ -177,9 +176,7 @@ def version_diff(request: HttpRequest, slug: str) -> HttpResponse:
     the one before it)."""
     workflow = get_object_or_404(Workflow, slug=slug)
     numbers = list(
-        workflow.versions.filter(candidate=False)
-        .order_by("-number")
-        .values_list("number", flat=True)
+        workflow.versions.published().order_by("-number").values_list("number", flat=True)
     )
     try:
         b = int(request.GET.get("b") or (numbers[0] if numbers else 0))
@@ -188,9 +185,9 @@ def version_diff(request: HttpRequest, slug: str) -> HttpResponse:
         return HttpResponseBadRequest("Versions are numbers.")
     chosen = {
         v.number: v
-        for v in workflow.versions.filter(number__in=[a, b], candidate=False).only(
-            "id", "number", "definition"
-        )
+        for v in workflow.versions.published()
+        .filter(number__in=[a, b])
+        .only("id", "number", "definition")
     }
     if a not in chosen or b not in chosen:
         return HttpResponseBadRequest("No such version of this workflow.")

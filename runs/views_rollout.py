@@ -44,7 +44,7 @@ class StartCanaryForm(CanaryForm):
         super().__init__(*args, **kwargs)
         field = self.fields["candidate"]
         assert isinstance(field, forms.ModelChoiceField)
-        field.queryset = workflow.versions.filter(candidate=False).order_by("-number")
+        field.queryset = workflow.versions.published().order_by("-number")
 
 
 class DecideForm(forms.Form):

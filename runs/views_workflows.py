@@ -78,7 +78,8 @@ def _page(
     token: str = "",
 ) -> dict[str, Any]:
     versions = list(
-        WorkflowVersion.objects.filter(workflow=workflow, candidate=False)
+        WorkflowVersion.objects.published()
+        .filter(workflow=workflow)
         .select_related("published_by")
         .defer("definition")
         .order_by("-number")[:VERSIONS_SHOWN]

@@ -390,7 +390,7 @@ def publish_workflow(
     if canary_share is not None and not 1 <= canary_share <= 99:
         raise PublishError(["a canary's share is a whole percentage from 1 to 99"])
     data, checksum = _valid_snapshot(workflow)
-    latest = workflow.versions.filter(candidate=False).order_by("-number").first()
+    latest = workflow.versions.published().order_by("-number").first()
     if latest is not None and latest.checksum == checksum:
         raise PublishError([f"nothing changed since version {latest.number}"])
     number = (latest.number if latest else 0) + 1

@@ -58,7 +58,8 @@ def live_version(workflow_id: int) -> WorkflowVersion | None:
     stale): the pinned one first, else the newest."""
     pinned = Workflow.objects.filter(pk=workflow_id).values("live_version_id")[:1]
     return (
-        WorkflowVersion.objects.filter(workflow_id=workflow_id, candidate=False)
+        WorkflowVersion.objects.published()
+        .filter(workflow_id=workflow_id)
         .order_by(Case(When(pk=Subquery(pinned), then=0), default=1), "-number")
         .first()
     )

@@ -54,7 +54,7 @@ class Command(BaseCommand):
         gate = self._gate(workflow, options["eval_set"])
         try:
             if options["version"] is not None:
-                target = workflow.versions.get(number=options["version"], candidate=False)
+                target = workflow.versions.published().get(number=options["version"])
             else:
                 target = freeze_candidate(workflow=workflow)
         except workflow.versions.model.DoesNotExist:
