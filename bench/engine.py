@@ -484,6 +484,19 @@ def wait_terminal(run_id: int, timeout_s: float) -> str:
             time.sleep(0.002)
 
 
+def spawn_manage(*args: str, env: dict[str, str], log) -> subprocess.Popen:
+    """`manage.py <args>` (a worker cluster, the sweeper) in a session of its
+    own, so that stop_cluster can end it and every process it started."""
+    return subprocess.Popen(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 def stop_cluster(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)

@@ -35,7 +35,6 @@ import argparse
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,7 +46,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench._engine_db import open_database  # noqa: E402
-from bench.engine import configure_env, say, setup_django, stop_cluster  # noqa: E402
+from bench.engine import (  # noqa: E402
+    configure_env,
+    say,
+    setup_django,
+    spawn_manage,
+    stop_cluster,
+)
 
 SLUG = "lead-qualification"
 TITLES = ["VP Operations", "Head of Sales", "Engineer", "Director of Growth", "Owner"]
@@ -62,17 +67,6 @@ def lead(n: int) -> dict:
         "title": TITLES[n % len(TITLES)],
         "first_name": f"P{n}",
     }
-
-
-def _spawn(name: str, env: dict[str, str], log) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "manage.py", name],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
 
 
 def _wait(check, timeout_s: float, what: str, every_s: float = 0.25):
@@ -102,7 +96,10 @@ def run(args: argparse.Namespace, log) -> dict:
     install_samples()
     workflow = Workflow.objects.get(slug=SLUG)
     version = workflow.current_version
-    cluster, sweeper = _spawn("worker", env, log), _spawn("sweeper", env, log)
+    cluster, sweeper = (
+        spawn_manage("worker", env=env, log=log),
+        spawn_manage("sweeper", env=env, log=log),
+    )
     try:
         say(f"recording {args.recorded} live runs ...")
         recorded = [

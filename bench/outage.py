@@ -40,7 +40,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -53,7 +52,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench._engine_db import open_database  # noqa: E402
-from bench.engine import configure_env, say, setup_django, stop_cluster  # noqa: E402
+from bench.engine import (  # noqa: E402
+    configure_env,
+    say,
+    setup_django,
+    spawn_manage,
+    stop_cluster,
+)
 
 MAX_ATTEMPTS = 6
 TERMINAL = ("succeeded", "failed", "stopped", "cancelled")
@@ -178,17 +183,6 @@ class FakeProvider:
             server.server_close()
 
 
-def _spawn(args: list[str], env: dict[str, str], log) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
 def _counts(ids: list[int]) -> dict[str, int]:
     from django.db.models import Count
 
@@ -222,7 +216,10 @@ def measure(label: str, *, kind: str, breakers: bool, args, log_dir: str) -> dic
             "BOSUN_HTTP_ALLOWED_HOSTS": "127.0.0.1",
             "LOG_LEVEL": "INFO",  # the workers log each breaker transition
         }
-        cluster, sweeper = _spawn(["worker"], env, log), _spawn(["sweeper"], env, log)
+        cluster, sweeper = (
+            spawn_manage("worker", env=env, log=log),
+            spawn_manage("sweeper", env=env, log=log),
+        )
         ids: list[int] = []
         try:
             time.sleep(3)  # the cluster starts

@@ -35,7 +35,6 @@ import os
 import random
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +45,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench._engine_db import open_database  # noqa: E402
-from bench.engine import configure_env, say, setup_django, stop_cluster  # noqa: E402
+from bench.engine import (  # noqa: E402
+    configure_env,
+    say,
+    setup_django,
+    spawn_manage,
+    stop_cluster,
+)
 
 STEP_S = 4.0
 SLUG = "bench-recovery"
@@ -68,17 +73,6 @@ def workflow_spec() -> dict:
             {"key": "done", "kind": "end", "config": {"outcome": "done"}},
         ],
     }
-
-
-def _spawn(name: str, env: dict[str, str], log) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "manage.py", name],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
 
 
 def _owner(run_id: int) -> tuple[str, str]:
@@ -157,7 +151,10 @@ def measure(
     }
     waits: list[float] = []
     with open(os.path.join(log_dir, f"{label}.log"), "w+") as log:
-        cluster, sweeper = _spawn(command, env, log), _spawn("sweeper", env, log)
+        cluster, sweeper = (
+            spawn_manage(command, env=env, log=log),
+            spawn_manage("sweeper", env=env, log=log),
+        )
         try:
             for n in range(runs):
                 run_id = start_run(workflow=version.workflow, input={"n": n, "label": label}).run.pk
