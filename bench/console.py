@@ -425,7 +425,9 @@ def vacuum(conninfo: str) -> None:
 
     with psycopg.connect(conninfo, autocommit=True) as pg:
         for _ in range(10):
-            pg.execute("VACUUM ANALYZE runs_run, runs_steprun, approvals_approvalrequest")
+            pg.execute(
+                "VACUUM ANALYZE runs_run, runs_runinput, runs_steprun, approvals_approvalrequest"
+            )
             pages, visible = pg.execute(
                 "SELECT relpages, relallvisible FROM pg_class WHERE relname = 'runs_run'"
             ).fetchone()

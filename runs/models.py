@@ -466,6 +466,27 @@ class Run(models.Model):
         return self.mode != RunMode.LIVE
 
 
+class RunInput(models.Model):
+    """A copy of a run's input that the search reads (runs.search).
+
+    The database writes it, not the application: a trigger on the run
+    table adds the row with every inserted run, whatever inserts it (the
+    engine, a bulk load, COPY), and keeps it equal when an input is changed
+    (migration runs.0029). The search's indexes (PostgreSQL: GIN on the
+    values and on the domains they name) are on this table so that they
+    stay off the run row, which every claim and every run's end rewrites:
+    an index on the run table is written at each such update, and these
+    were its two most expensive ones."""
+
+    run = models.OneToOneField(
+        Run, on_delete=models.CASCADE, primary_key=True, related_name="search_input"
+    )
+    input = models.JSONField(default=dict)
+
+    def __str__(self) -> str:
+        return f"input of run {self.pk}"
+
+
 class StepRunStatus(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"

@@ -11,8 +11,9 @@ A run touches an entity (an account, a person) when
 Values are matched exactly (after the entity type's normaliser has spelt
 the searched text as a key: `https://www.Acme.com/` finds `acme.com`), so
 the database can answer from an index: on PostgreSQL a JSON path predicate
-(`input @@ '$.* == "acme.com"'`) that a GIN index on the column serves, on
-SQLite `json_each`. No substring search over JSON: at a hundred thousand
+(`input @@ '$.* == "acme.com"'`) that a GIN index serves, on SQLite
+`json_each`. A run's input is read from its copy (`RunInput`), which
+holds those indexes off the run row. No substring search over JSON: at a hundred thousand
 runs it would read every row.
 """
 
@@ -32,7 +33,7 @@ from approvals.models import ApprovalRequest, ApprovalStatus
 from knowledge import keys as entity_keys
 from knowledge.memory import entities_named
 from knowledge.models import Entity, Event
-from runs.models import Run, ToolCallRecord
+from runs.models import Run, RunInput, ToolCallRecord
 
 # At most this many entities are taken as meant by one search text.
 MAX_ENTITIES = 20
@@ -108,6 +109,13 @@ def _nothing() -> Q:
     return Q(pk__in=[])
 
 
+def _input_has(*condition: Any, **lookups: Any) -> Q:
+    """Runs whose input meets `condition`: read from the input's copy
+    (`RunInput`), where the search's indexes are."""
+    copies = RunInput.objects.order_by().filter(*condition, **lookups)
+    return Q(pk__in=copies.values("run_id"))
+
+
 @dataclass
 class EntityMatch:
     """What a search text names: entities, and every spelling to look for."""
@@ -127,10 +135,10 @@ class EntityMatch:
         found: list[Any] = []
         calls = ToolCallRecord.objects.order_by()
         if self.values:
-            found.append(HasValue("input", self.values))
+            found.append(_input_has(HasValue("input", self.values)))
             found.append(Q(pk__in=calls.filter(HasValue("args", self.values)).values("run_id")))
         if self.domains:
-            found.append(HasDomain("input", self.domains))
+            found.append(_input_has(HasDomain("input", self.domains)))
             found.append(Q(pk__in=calls.filter(HasDomain("args", self.domains)).values("run_id")))
         if self.entities:
             events = Event.objects.order_by().filter(
@@ -263,9 +271,9 @@ def field_condition(name: str, value: str, *, vendor: str) -> Q:
             nested: Any = candidate
             for part in reversed(parts):
                 nested = {part: nested}
-            condition |= Q(input__contains=nested)
+            condition |= _input_has(input__contains=nested)
         else:
-            condition |= Q(**{"input__" + "__".join(parts): candidate})
+            condition |= _input_has(**{"input__" + "__".join(parts): candidate})
     return condition
 
 
