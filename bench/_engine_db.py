@@ -181,6 +181,34 @@ class PostgresBench:
             pg.commit()
         return {"wall": wall, "cpu": cpu, "server": server}
 
+    def floor_one_statement(self, run_ids: list[int], steps: int) -> dict[str, float | None]:
+        """Raw psycopg, one connection, the leanest client a team would
+        write: per step one prepared statement in autocommit, the step row's
+        INSERT and the run's UPDATE in one CTE (one round trip, like the
+        engine's checkpoint). Returns wall, client CPU and server CPU seconds."""
+        import psycopg
+        from psycopg.types.json import Jsonb
+
+        insert, defaults = floor_row_shape()
+        statement = f"WITH step AS ({insert} RETURNING 1) {PG_FLOOR_UPDATE}"
+        with psycopg.connect(self.conninfo, autocommit=True) as pg:
+            cursor = pg.cursor()
+            backend = pg.info.backend_pid
+            server0 = backend_cpu_s(backend)
+            cpu0 = time.process_time()
+            t0 = time.perf_counter()
+            for run_id in run_ids:
+                for seq in range(1, steps + 1):
+                    row = _step_row(defaults, run_id, seq)
+                    row["input"] = row["output"] = Jsonb(row["input"])
+                    params = [*row.values(), f"echo{seq + 1}", run_id]
+                    cursor.execute(statement, params, prepare=True)
+            wall = time.perf_counter() - t0
+            cpu = time.process_time() - cpu0
+            server = None if server0 is None else backend_cpu_s(backend) - server0
+            cursor.execute("SELECT pg_stat_force_next_flush()")  # see flush_table_stats
+        return {"wall": wall, "cpu": cpu, "server": server}
+
     @contextlib.contextmanager
     def statement_log(self, connection) -> Iterator[list[str]]:
         """The statements the connection sends to the server (transaction

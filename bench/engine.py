@@ -55,6 +55,7 @@ if str(ROOT) not in sys.path:  # also runnable as `python bench/engine.py`
 from bench._engine_db import (  # noqa: E402, F401
     PG_SCHEMES,
     BenchDatabase,
+    PostgresBench,
     backend_cpu_s,
     backend_pid,
     bench_urls,
@@ -147,6 +148,22 @@ def machine_busy_s() -> float | None:
     return busy / os.sysconf("SC_CLK_TCK")
 
 
+def pin(cpus: set[int] | None, backend: int | None) -> str | None:
+    """Keep this process and its database session on `cpus` (None: every
+    CPU again); why not, when it cannot (a server on another machine, or
+    run by a user this one may not move)."""
+    every = set(range(os.cpu_count() or 1))
+    if backend is None:
+        return "the database session is not a process of this machine"
+    try:
+        os.sched_setaffinity(0, cpus or every)
+        os.sched_setaffinity(backend, cpus or every)
+    except OSError as error:
+        os.sched_setaffinity(0, every)
+        return f"cannot move the database session: {error.strerror}"
+    return None
+
+
 def _worker_main(pipe, index: int) -> None:
     """A worker process: set up Django once, then advance the runs it is sent."""
     try:
@@ -162,6 +179,9 @@ def _worker_main(pipe, index: int) -> None:
             message = pipe.recv()
             if message[0] == "stop":
                 break
+            if message[0] == "pin":
+                pipe.send(("pinned", pin(message[1], backend)))
+                continue
             run_ids = message[1]
             profile = message[0] == "profile"
             if profile:
@@ -235,6 +255,11 @@ class Workers:
             reports.append(report)
         return time.perf_counter() - t0, outcomes, times, reports
 
+    def pin(self, cpus: set[int] | None) -> str | None:
+        """Keep the first worker and its session on `cpus` (None: anywhere)."""
+        self.pipes[0].send(("pin", cpus))
+        return self._expect(self.pipes[0], "pinned")[1]
+
     def close(self) -> None:
         for pipe in self.pipes:
             with contextlib.suppress(OSError):
@@ -300,19 +325,19 @@ def check_runs(run_ids: list[int]) -> list[str]:
     return problems
 
 
-def _floor_part(db: BenchDatabase, run_ids: list[int], start, out) -> None:
+def _floor_part(floor, run_ids: list[int], start, out) -> None:
     start.wait()
-    out.put(db.floor(run_ids, STEPS))
+    out.put(floor(run_ids, STEPS))
 
 
-def floor_in_two(db: BenchDatabase, run_ids: list[int]) -> tuple[float, list[dict]]:
-    """The floor on two connections from two processes at once, each writing
+def floor_in_two(floor, run_ids: list[int]) -> tuple[float, list[dict]]:
+    """A floor on two connections from two processes at once, each writing
     half of the runs: what two clients get from this machine and this
-    database with no engine at all, the ceiling for two engine workers."""
+    database with no engine at all."""
     context = mp.get_context("fork")
     start, out = context.Barrier(3), context.Queue()
     parts = [
-        context.Process(target=_floor_part, args=(db, half, start, out))
+        context.Process(target=_floor_part, args=(floor, half, start, out))
         for half in (run_ids[0::2], run_ids[1::2])
     ]
     for part in parts:
@@ -336,15 +361,21 @@ def measure(name: str, run_ids: list[int], workers: Workers, db: BenchDatabase) 
     busy0 = machine_busy_s()
     wal0 = wal_lsn(db)
     upd0 = run_updates(db)
-    if name == "floor":
-        times = [db.floor(run_ids, STEPS)]
+    waits: Counter = Counter()
+    floors = {"floor": db.floor, "floor2": db.floor}
+    if isinstance(db, PostgresBench):
+        floors.update(lean=db.floor_one_statement, lean2=db.floor_one_statement)
+    if name in ("floor", "lean"):
+        times = [floors[name](run_ids, STEPS)]
         wall, outcomes = times[0]["wall"], Counter()
-    elif name == "floor2":
-        wall, times = floor_in_two(db, run_ids)
+    elif name in ("floor2", "lean2"):
+        wall, times = floor_in_two(floors[name], run_ids)
         outcomes = Counter()
-    else:
-        batches = [run_ids] if name == "one" else [run_ids[0::2], run_ids[1::2]]
-        wall, outcomes, times, _ = workers.advance(batches)
+    elif name == "two":
+        with sampling_waits(db, waits):
+            wall, outcomes, times, _ = workers.advance([run_ids[0::2], run_ids[1::2]])
+    else:  # "one", or "shared": one worker on one CPU with its session
+        wall, outcomes, times, _ = workers.advance([run_ids])
     busy1 = machine_busy_s()
     wal1 = wal_lsn(db)
     upd1 = run_updates(db)
@@ -361,7 +392,44 @@ def measure(name: str, run_ids: list[int], workers: Workers, db: BenchDatabase) 
         "wal": (wal1 - wal0) / (len(run_ids) * STEPS) if wal0 is not None else None,
         # Share of the run-row updates PostgreSQL wrote as HOT (no index touched).
         "hot": hot_share(upd0, upd1),
+        # What the workers' sessions were doing when looked at ("two").
+        "waits": dict(waits),
     }
+
+
+@contextlib.contextmanager
+def sampling_waits(db: BenchDatabase, seen: Counter):
+    """Look at the bench database's busy sessions every 10 ms while the block
+    runs, from a connection of its own, and count what each was doing:
+    running ("CPU") or waiting, by wait type (LWLock, Lock, IO, ...).
+    PostgreSQL only."""
+    if not isinstance(db, PostgresBench):
+        yield
+        return
+    import threading
+
+    import psycopg
+
+    done = threading.Event()
+
+    def look() -> None:
+        with psycopg.connect(db.conninfo, autocommit=True) as pg:
+            while not done.is_set():
+                for (kind,) in pg.execute(
+                    "SELECT coalesce(wait_event_type, 'CPU') FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND state = 'active'"
+                    " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+                ):
+                    seen[kind] += 1
+                done.wait(0.01)
+
+    thread = threading.Thread(target=look, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def flush_table_stats(connection) -> None:
@@ -638,44 +706,76 @@ def describe_setup(version, db: BenchDatabase) -> None:
 def throughput_rounds(
     args, version, workers: Workers, db: BenchDatabase, failures: list[str]
 ) -> list[dict]:
-    """Rounds of floor / 1 worker / 2 workers on fresh runs until enough quiet ones."""
+    """Rounds of every phase on fresh runs until enough quiet ones.
+
+    The floors and the engine on one and two connections, and on
+    PostgreSQL the one-statement floor and the "shared" phase: one worker
+    kept on one CPU with its database session (what a step costs when a
+    worker does not have a CPU to itself, as with two workers on two CPUs).
+    """
+    names = ["floor", "floor2", "one", "two"]
+    if isinstance(db, PostgresBench):
+        names[1:1] = ["lean"]
+        names[3:3] = ["lean2"]
+        names.append("shared")
     rounds: list[dict] = []
+    heads = {
+        "floor": "floor",
+        "lean": "1-stmt",
+        "floor2": "floor 2c",
+        "lean2": "1-stmt 2c",
+        "one": "engine 1w",
+        "two": "engine 2w",
+        "shared": "1w 1 CPU",
+    }
     say("")
     say(
-        f"{'round':>5}  {'floor':>7}  {'floor 2c':>8}  {'engine 1w':>9}  {'engine 2w':>9}"
-        f"  {'ratio':>5}  {'2w/1w':>5}  {'2c/1c':>5}  {'other load':>11}"
+        f"{'round':>5}  "
+        + "  ".join(f"{heads[n]:>9}" for n in names)
+        + f"  {'ratio':>5}  {'2w/1w':>5}  {'2c/1c':>5}  {'other load':>11}"
     )
-    say(
-        f"{'':>5}  {'steps/s':>7}  {'steps/s':>8}  {'steps/s':>9}  {'steps/s':>9}  {'':>5}"
-        f"  {'':>5}  {'':>5}  {'CPUs':>11}"
-    )
+    say(f"{'':>5}  " + "  ".join(f"{'steps/s':>9}" for _ in names) + f"  {'':>26}{'CPUs':>11}")
     number = 0
     while number < args.max_rounds and sum(quiet(r) for r in rounds) < args.rounds:
         number += 1
-        ids = {
-            name: start_runs(version, RUNS, f"{name}-{number}")
-            for name in ("floor", "floor2", "one", "two")
-        }
+        ids = {name: start_runs(version, RUNS, f"{name}-{number}") for name in names}
         r: dict = {}
         # Alternate the order between rounds, so a drift in machine load
         # does not favour one side of a comparison.
-        order = ["floor", "floor2", "one", "two"]
-        order = order if number % 2 else order[::-1]
+        order = list(names) if number % 2 else names[::-1]
         for name in order:
-            r[name] = measure(name, ids[name], workers, db)
-        failures += check_runs(ids["one"]) + check_runs(ids["two"])
-        for name in ("one", "two"):
+            if name == "shared":
+                refused = workers.pin({0})
+                if refused:
+                    failures.append(f"the shared phase cannot run: {refused}")
+                    names.remove("shared")
+                    continue
+                try:
+                    r[name] = measure(name, ids[name], workers, db)
+                finally:
+                    workers.pin(None)
+            else:
+                r[name] = measure(name, ids[name], workers, db)
+        engine_phases = [name for name in ("one", "two", "shared") if name in r]
+        for name in engine_phases:
+            failures += check_runs(ids[name])
             if r[name]["outcomes"] != {"finished": RUNS}:
                 failures.append(f"advance_run outcomes {r[name]['outcomes']}")
         r["ratio"] = r["one"]["rate"] / r["floor"]["rate"]
         r["speedup"] = r["two"]["rate"] / r["one"]["rate"]
         r["floor_speedup"] = r["floor2"]["rate"] / r["floor"]["rate"]
-        r["others"] = max(r[name]["others"] for name in order)
+        # Two floor connections at 5,000 to 9,000 steps/s keep the server's
+        # WAL writer and the kernel's loopback networking busy, which no
+        # process of the bench is charged for: their phases would mark
+        # every round busy. Other load shows in the other phases alike.
+        r["others"] = max(
+            r[name]["others"] for name in names if name in r and name not in ("floor2", "lean2")
+        )
         rounds.append(r)
         say(
-            f"{number:>5}  {r['floor']['rate']:>7.0f}  {r['floor2']['rate']:>8.0f}"
-            f"  {r['one']['rate']:>9.0f}  {r['two']['rate']:>9.0f}  {r['ratio']:>5.2f}"
-            f"  {r['speedup']:>5.2f}  {r['floor_speedup']:>5.2f}"
+            f"{number:>5}  "
+            + "  ".join(f"{r[n]['rate']:>9.0f}" if n in r else f"{'-':>9}" for n in names)
+            + f"  {r['ratio']:>5.2f}  {r['speedup']:>5.2f}  {r['floor_speedup']:>5.2f}"
             f"  {r['others']:>11.2f}{'' if quiet(r) else '  (busy: not counted)'}"
         )
     return rounds
@@ -753,7 +853,8 @@ def report_figures(
     say("")
     say(
         f"medians of {len(rounds)} of {len(all_rounds)} round(s) of {RUNS} runs x {STEPS} steps"
-        f" (a round counts when other processes used under {QUIET_CPUS} CPU meanwhile)"
+        f" (a round counts when other processes used under {QUIET_CPUS} CPU meanwhile,"
+        " the phases on two floor connections left out)"
     )
     if rounds is all_rounds and not all(quiet(r) for r in rounds):
         say(
@@ -782,10 +883,56 @@ def report_figures(
         f"{'engine advance_run, 2 worker processes':51} {two:8.0f}  {1000 / two:7.3f}"
         f"  {per_step('two', 'cpu'):>10}  {per_step('two', 'server'):>10}"
     )
+    figures: dict = {}
+    if all("lean" in r for r in rounds):
+        lean, lean2 = med("lean"), med("lean2")
+        say(
+            f"{'floor  one prepared statement a step, autocommit':51} {lean:8.0f}"
+            f"  {1000 / lean:7.3f}  {per_step('lean', 'cpu'):>10}  {per_step('lean', 'server'):>10}"
+        )
+        say(
+            f"{'  the same on 2 connections at once':51} {lean2:8.0f}  {1000 / lean2:7.3f}"
+            f"  {per_step('lean2', 'cpu'):>10}  {per_step('lean2', 'server'):>10}"
+        )
+        figures["lean_steps_per_s"] = lean
     say(
-        f"two at once / one: floor {floor2 / floor_rate:.2f}, engine {two / engine:.2f}"
-        " (the floor's is what this machine gives two clients with no engine at all)"
+        f"two at once / one: floor {floor2 / floor_rate:.2f}"
+        + (f", one-statement floor {lean2 / lean:.2f}" if "lean_steps_per_s" in figures else "")
+        + f", engine {two / engine:.2f}"
     )
+    if all("shared" in r for r in rounds):
+        shared = med("shared")
+        say(
+            f"{'engine, 1 worker kept on 1 CPU with its session':51} {shared:8.0f}"
+            f"  {1000 / shared:7.3f}  {per_step('shared', 'cpu'):>10}"
+            f"  {per_step('shared', 'server'):>10}"
+        )
+        # What a step costs a worker that shares its CPU, as each of two
+        # workers on two CPUs must (with its session, or the other's): the
+        # machine's CPUs divided by it is what any two workers could get.
+        cost = statistics.median(
+            sum(t["cpu"] + t["server"] for t in r["shared"]["times"]) / (RUNS * STEPS)
+            for r in rounds
+        )
+        ceiling = (os.cpu_count() or 1) / cost
+        say(
+            f"two workers' ceiling on this machine: {os.cpu_count()} CPUs / {cost * 1000:.3f} ms"
+            f" (a step's CPU, worker and session, when they share a CPU) = {ceiling:.0f} steps/s;"
+            f" two workers reach {two:.0f} ({two / ceiling:.0%})"
+        )
+        figures["two_worker_of_ceiling"] = two / ceiling
+    waits: Counter = Counter()
+    for r in rounds:
+        waits.update(r["two"]["waits"])
+    if waits:
+        looked = sum(waits.values())
+        locks = sum(waits[kind] for kind in ("Lock", "LWLock", "BufferPin"))
+        detail = ", ".join(f"{kind} {n / looked:.1%}" for kind, n in waits.most_common())
+        say(
+            f"two workers' sessions, looked at every 10 ms ({looked} looks at a busy one):"
+            f" waiting on a lock {locks / looked:.1%} ({detail})"
+        )
+        figures["two_worker_lock_wait_share"] = locks / looked
     if rounds[0]["one"].get("wal") is not None:
         wal = {key: statistics.median(r[key]["wal"] for r in rounds) for key in ("floor", "one")}
         say(
@@ -821,7 +968,7 @@ def report_figures(
             f" median {statistics.median(split['execution']):.1f} ms"
         )
     # Of the medians, so the RESULT line is self-consistent.
-    return {
+    return figures | {
         "engine_steps_per_s": engine,
         "floor_steps_per_s": floor_rate,
         "ratio": engine / floor_rate,
@@ -865,7 +1012,8 @@ def main(argv: list[str] | None = None) -> int:
     figures = report_figures(args, db, rounds, all_rounds, data)
     missed = check_targets(db, figures)
     failures = data["failures"]
-    checked = len(all_rounds) * 2 * RUNS + LATENCY_SAMPLES + (RUNS if args.profile else 0)
+    engine_phases = sum(name in r for r in all_rounds for name in ("one", "two", "shared"))
+    checked = engine_phases * RUNS + LATENCY_SAMPLES + (RUNS if args.profile else 0)
     if failures:
         say(f"check FAILED: {len(failures)} problem(s); first ones:")
         for problem in failures[:10]:
@@ -882,6 +1030,11 @@ def main(argv: list[str] | None = None) -> int:
         f" two_worker_speedup={figures['two_worker_speedup']:.2f}"
         f" floor_two_speedup={figures['floor_two_speedup']:.2f}"
         f" run10_latency_ms={figures['run10_latency_ms']:.1f}"
+        + "".join(
+            f" {key}={figures[key]:.{0 if key.endswith('_per_s') else 2}f}"
+            for key in ("lean_steps_per_s", "two_worker_of_ceiling")
+            if key in figures
+        )
     )
     if failures:
         return 1
