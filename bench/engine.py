@@ -14,8 +14,15 @@ What it measures (see bench/README.md):
   connection, no Django (psycopg; on SQLite Python's sqlite3 with the app's
   PRAGMAs): per step one transaction of one step-row INSERT and one run-row
   UPDATE on the real tables; and the same on two connections from two
-  processes at once (what two clients get from the machine with no engine,
-  the ceiling for two workers).
+  processes at once (what two clients get from the machine with no engine).
+  On PostgreSQL also the one-statement floor: one prepared statement a step
+  in autocommit (INSERT and UPDATE in one CTE), the leanest client, on one
+  and two connections.
+* one worker on one CPU (PostgreSQL, a local server): the first worker and
+  its session kept on CPU 0, what a step costs a worker that shares its
+  CPU; the CPUs over that cost are the ceiling two workers are read
+  against. While two workers run, their sessions' waits are sampled from
+  pg_stat_activity.
 * latency: a real `manage.py worker` (the production doorbell and the ORM
   broker), `start_run` to terminal status, median of 20, after a warm-up.
 
