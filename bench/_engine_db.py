@@ -17,7 +17,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -157,41 +157,37 @@ class PostgresBench:
     def floor(self, run_ids: list[int], steps: int) -> dict[str, float | None]:
         """Raw psycopg, one connection: per step BEGIN; INSERT step; UPDATE run;
         COMMIT. Returns wall, client CPU and server backend CPU seconds."""
-        import psycopg
-        from psycopg.types.json import Jsonb
+        insert, _ = floor_row_shape()
 
-        insert, defaults = floor_row_shape()
-        with psycopg.connect(self.conninfo) as pg:
-            cursor = pg.cursor()
-            backend = pg.info.backend_pid
-            server0 = backend_cpu_s(backend)
-            cpu0 = time.process_time()
-            t0 = time.perf_counter()
-            for run_id in run_ids:
-                for seq in range(1, steps + 1):
-                    row = _step_row(defaults, run_id, seq)
-                    row["input"] = row["output"] = Jsonb(row["input"])
-                    cursor.execute(insert, list(row.values()))
-                    cursor.execute(PG_FLOOR_UPDATE, (f"echo{seq + 1}", run_id))
-                    pg.commit()
-            wall = time.perf_counter() - t0
-            cpu = time.process_time() - cpu0
-            server = None if server0 is None else backend_cpu_s(backend) - server0
-            cursor.execute("SELECT pg_stat_force_next_flush()")  # see flush_table_stats
+        def step(pg, cursor, row: list[Any], run_id: int, seq: int) -> None:
+            cursor.execute(insert, row)
+            cursor.execute(PG_FLOOR_UPDATE, (f"echo{seq + 1}", run_id))
             pg.commit()
-        return {"wall": wall, "cpu": cpu, "server": server}
+
+        return self._floor_loop(run_ids, steps, step, autocommit=False)
 
     def floor_one_statement(self, run_ids: list[int], steps: int) -> dict[str, float | None]:
         """Raw psycopg, one connection, the leanest client a team would
         write: per step one prepared statement in autocommit, the step row's
         INSERT and the run's UPDATE in one CTE (one round trip, like the
         engine's checkpoint). Returns wall, client CPU and server CPU seconds."""
+        insert, _ = floor_row_shape()
+        statement = f"WITH step AS ({insert} RETURNING 1) {PG_FLOOR_UPDATE}"
+
+        def step(pg, cursor, row: list[Any], run_id: int, seq: int) -> None:
+            cursor.execute(statement, [*row, f"echo{seq + 1}", run_id], prepare=True)
+
+        return self._floor_loop(run_ids, steps, step, autocommit=True)
+
+    def _floor_loop(
+        self, run_ids: list[int], steps: int, step: Callable[..., None], *, autocommit: bool
+    ) -> dict[str, float | None]:
+        """Write every run's step rows through `step`, timed."""
         import psycopg
         from psycopg.types.json import Jsonb
 
-        insert, defaults = floor_row_shape()
-        statement = f"WITH step AS ({insert} RETURNING 1) {PG_FLOOR_UPDATE}"
-        with psycopg.connect(self.conninfo, autocommit=True) as pg:
+        _, defaults = floor_row_shape()
+        with psycopg.connect(self.conninfo, autocommit=autocommit) as pg:
             cursor = pg.cursor()
             backend = pg.info.backend_pid
             server0 = backend_cpu_s(backend)
@@ -201,12 +197,13 @@ class PostgresBench:
                 for seq in range(1, steps + 1):
                     row = _step_row(defaults, run_id, seq)
                     row["input"] = row["output"] = Jsonb(row["input"])
-                    params = [*row.values(), f"echo{seq + 1}", run_id]
-                    cursor.execute(statement, params, prepare=True)
+                    step(pg, cursor, list(row.values()), run_id, seq)
             wall = time.perf_counter() - t0
             cpu = time.process_time() - cpu0
             server = None if server0 is None else backend_cpu_s(backend) - server0
             cursor.execute("SELECT pg_stat_force_next_flush()")  # see flush_table_stats
+            if not autocommit:
+                pg.commit()
         return {"wall": wall, "cpu": cpu, "server": server}
 
     @contextlib.contextmanager
