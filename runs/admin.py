@@ -71,6 +71,15 @@ class WorkflowAdmin(WorkflowGraphAdmin, admin.ModelAdmin):
     inlines = [StepInline]
     actions = ["publish", "publish_canary", "invalidate_cache"]
 
+    # A workflow keeps its slug once created (the database refuses a
+    # change: migration runs 0030), so the form shows it, unchangeable.
+    def get_readonly_fields(self, request: HttpRequest, obj: Workflow | None = None):
+        fields = tuple(super().get_readonly_fields(request, obj))
+        return fields if obj is None else (*fields, "slug")
+
+    def get_prepopulated_fields(self, request: HttpRequest, obj: Workflow | None = None):
+        return super().get_prepopulated_fields(request, obj) if obj is None else {}
+
     @admin.display(description="Latest version")
     def latest_version(self, obj: Workflow) -> str:
         version = obj.current_version

@@ -194,3 +194,16 @@ def test_managers_read_scores_and_nobody_edits_them(client, make_user):
     request.user = make_user(superuser=True)
     assert not model_admin.has_change_permission(request)
     assert not model_admin.has_delete_permission(request)
+
+
+def test_a_workflows_slug_is_set_when_it_is_added_and_shown_read_only_after(
+    operator_client, make_workflow
+):
+    workflow = make_workflow([END], slug="kept-slug").workflow
+    added = operator_client.get(reverse("admin:runs_workflow_add")).content.decode()
+    changed = operator_client.get(
+        reverse("admin:runs_workflow_change", args=[workflow.pk])
+    ).content.decode()
+    assert 'name="slug"' in added
+    assert 'name="slug"' not in changed
+    assert "kept-slug" in changed

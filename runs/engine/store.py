@@ -98,6 +98,8 @@ class RunState:
     # recorded run its reads are answered from.
     mode: str = "live"
     tools_from: int | None = None
+    # The workflow's slug, which its kill switch names (read at the claim).
+    workflow_slug: str = ""
 
     def see_switches(self, engaged: str | None) -> None:
         """Take the switches `_switches_sql` read: "scope:target" entries
@@ -114,10 +116,12 @@ _CLAIMABLE = (
 )
 
 
-def _switches_sql(workflow_id: str) -> str:
+def _switches_sql(slug: str) -> str:
     """A scalar subquery: the engaged switches that concern the run (global,
     its workflow's, any tool's) as "scope:target" joined by commas.
-    `workflow_id` is SQL for the run's workflow id."""
+    `slug` is SQL for the run's workflow's slug: the claim reads it from the
+    workflow, a checkpoint takes it as a parameter (a workflow keeps its
+    slug, migration runs 0030), so a step's statement reads one table less."""
     joined = (
         "string_agg(scope || ':' || target, ',')"
         if _pg()
@@ -125,8 +129,11 @@ def _switches_sql(workflow_id: str) -> str:
     )
     return (
         f"(SELECT {joined} FROM policies_killswitch WHERE engaged AND (scope IN ('global', 'tool')"
-        f" OR (scope = 'workflow' AND target = (SELECT slug FROM runs_workflow WHERE id = {workflow_id}))))"
+        f" OR (scope = 'workflow' AND target = {slug})))"
     )
+
+
+_SLUG_OF_RUN = f"(SELECT slug FROM runs_workflow WHERE id = {RUN}.workflow_id)"
 
 
 # Claims kept in Run.lease_history.
@@ -171,14 +178,14 @@ def claim(run_id: int, *, worker: str, lease_s: float, trace_id: str = "") -> Ru
         " RETURNING fence, workflow_id, version_id, current_step, seq, attempt, attempts_before,"
         " replay_of_id, role_version_id, policy_version_id, tainted, steps_executed, llm_calls,"
         " tool_calls, cost_usd, wall_from, input, trace_id, taint_signals <> '', credits,"
-        f" {_switches_sql(f'{RUN}.workflow_id')}, mode, tools_from_id"
+        f" {_switches_sql(_SLUG_OF_RUN)}, mode, tools_from_id, {_SLUG_OF_RUN}"
     )
     with _prepared_cursor() if _pg() else connection.cursor() as cursor:
         cursor.execute(sql, [worker, lease_s, lease_s, trace_id, worker, run_id])
         row = cursor.fetchone()
     if row is None:
         return None
-    row, (mode, tools_from) = row[:-2], row[-2:]
+    row, (mode, tools_from, slug) = row[:-3], row[-3:]
     *head, tainted, steps, llm_calls, tool_calls, cost, wall_from, raw_input, trace, odd = row[:-2]
     raw_input, credits = _loads(raw_input), _loads(row[-2]) or {}
     if isinstance(wall_from, str):  # SQLite
@@ -200,7 +207,7 @@ def claim(run_id: int, *, worker: str, lease_s: float, trace_id: str = "") -> Ru
         {vendor: int(spent) for vendor, spent in credits.items()},
     )
     state.see_switches(row[-1])
-    state.mode, state.tools_from = mode, tools_from
+    state.mode, state.tools_from, state.workflow_slug = mode, tools_from, slug
     return state
 
 
@@ -354,21 +361,21 @@ def checkpoint(state: RunState, update: Update, step_run: dict[str, Any] | None)
             if step_run is None:
                 cursor.execute(
                     f"{head} SELECT {switches} FROM upd",
-                    [*run_params, *ledger_params, state.workflow_id],
+                    [*run_params, *ledger_params, state.workflow_slug],
                 )
             else:
                 insert_cols, holders = _insert_parts(pg)
                 cursor.execute(
                     f"{head} INSERT INTO {STEP_RUN} ({insert_cols})"
                     f" SELECT upd.id, {holders} FROM upd RETURNING {switches}",
-                    [*run_params, *ledger_params, *_step_values(step_run), state.workflow_id],
+                    [*run_params, *ledger_params, *_step_values(step_run), state.workflow_slug],
                 )
             row = cursor.fetchone()
     else:
         statements = [
             (
                 f"UPDATE {RUN} SET {set_sql}{where} RETURNING {switches}",
-                [*run_params, state.workflow_id],
+                [*run_params, state.workflow_slug],
             )
         ]
         if step_run is not None:
