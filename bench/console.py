@@ -196,7 +196,7 @@ RUN_FIELDS = [
     "attempt", "fence", "outcome", "success", "error", "stop_reason", "role_version_id",
     "dead_lettered_at", "steps_executed", "llm_calls", "tool_calls", "tokens_in", "tokens_out",
     "cost_usd", "created_at", "started_at", "finished_at", "trace_id", "machine_ms",
-    "decisions", "wait_ms",
+    "decisions", "wait_ms", "dead_error_type",
 ]  # fmt: skip
 STEP_FIELDS = [
     "run_id", "seq", "attempt", "step_key", "kind", "status", "edge", "input", "output",
@@ -263,7 +263,7 @@ class Generator:
                 attempt = 2
             clock, spent = self.step(run_id, seq, attempt, key, kind, clock, totals, duplicate)
             cost += spent
-        error, dead, seq_now, attempt = "", None, seq + 1, 1
+        error, error_type, dead, seq_now, attempt = "", "", None, seq + 1, 1
         current = path[reach][0] if reach < len(path) else path[-1][0]
         if status == "failed":
             error_type = rnd.choice(ERROR_TYPES)
@@ -297,7 +297,7 @@ class Generator:
             current, seq_now, attempt, 1, outcome, success, error,
             "budget" if status == "stopped" else "", None, dead, reach, totals["llm"],
             totals["tool"], totals["tokens_in"], totals["tokens_out"], cost, created, started,
-            finished, f"{run_id:032x}", machine_ms, decisions, wait_ms,
+            finished, f"{run_id:032x}", machine_ms, decisions, wait_ms, error_type,
         )  # fmt: skip
 
     def reach(self, status: str, path: list, approval_at: int | None, duplicate: bool) -> int:

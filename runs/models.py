@@ -351,6 +351,22 @@ class Run(models.Model):
         "policies.PolicyVersion", null=True, blank=True, on_delete=models.PROTECT
     )
     dead_lettered_at = models.DateTimeField(null=True, blank=True)
+    # The failed attempt that dead-lettered the run, written with
+    # `dead_lettered_at` (its error type, and whether that error was worth
+    # another attempt): the dead-letter queue groups and counts the dead
+    # runs from their own rows, never reaching into their step runs.
+    dead_error_type = models.CharField(
+        max_length=80,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="Error type of the failed attempt that dead-lettered the run.",
+    )
+    dead_retryable = models.BooleanField(
+        null=True,
+        blank=True,
+        help_text="Whether that attempt's error was worth another attempt (unset: not recorded).",
+    )
 
     steps_executed = models.PositiveIntegerField(default=0)
     llm_calls = models.PositiveIntegerField(default=0)

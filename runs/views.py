@@ -19,8 +19,7 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Exists, Max, Min, OuterRef, Q, QuerySet, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -514,14 +513,12 @@ def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
 
 def _dead_runs() -> QuerySet[Run]:
     """Dead-lettered failed runs, each with the error type of the attempt
-    that failed (the run's seq and attempt still point at it)."""
-    failed = StepRun.objects.filter(
-        run=OuterRef("pk"), seq=OuterRef("seq"), attempt=OuterRef("attempt")
-    ).order_by()  # one row by the unique (run, seq, attempt): no sort, no join
+    that failed and whether it was retryable, as kept on the run when it
+    was dead-lettered: the page reads the dead runs' rows (their partial
+    index, run_dead_letter), not their step runs."""
     live_dead = Q(status=RunStatus.FAILED, dead_lettered_at__isnull=False, mode=RunMode.LIVE)
     return Run.objects.filter(live_dead).annotate(
-        error_type=Coalesce(Subquery(failed.values("error_type")[:1]), Value("")),
-        retryable=Subquery(failed.values("retryable")[:1]),
+        error_type=F("dead_error_type"), retryable=F("dead_retryable")
     )
 
 
