@@ -548,9 +548,15 @@ def roll_up() -> None:
 def empty_rollup() -> None:
     """Delete the roll-up: the dashboard then aggregates the runs table
     itself, as it did before the roll-up (the baseline)."""
-    from runs.models import DailyRollup, DailyRollupDedup, RollupDay, RollupWatermark
+    from runs.models import (
+        DailyRollup,
+        DailyRollupDedup,
+        DailyRollupWaiting,
+        RollupDay,
+        RollupWatermark,
+    )
 
-    for model in (DailyRollupDedup, DailyRollup, RollupDay, RollupWatermark):
+    for model in (DailyRollupWaiting, DailyRollupDedup, DailyRollup, RollupDay, RollupWatermark):
         model.objects.all().delete()
 
 

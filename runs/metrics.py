@@ -227,6 +227,9 @@ class _Split:
     unrolled: list[tuple[datetime, datetime]]
     rolled_ranges: list[tuple[datetime, datetime]]
     watermark: datetime | None
+    # The runs of the rolled-up days not finished (a condition on Run):
+    # their kept waiting rows where unchanged, the runs table otherwise.
+    unfinished: Q | None = None
 
 
 def period_report(
@@ -275,7 +278,26 @@ def _days(split: _Split) -> tuple[dict[tuple[int, date], Tally], list[DailyRollu
         rolled = list(DailyRollup.objects.filter(split.subject, day__in=split.rolled))
     for row in rolled:
         days.setdefault((row.version_id, row.day), Tally()).add(_runs_of(row))
+    for part in _unfinished(split):
+        for key, found in part.items():
+            days.setdefault(key, Tally()).add(found)
     return days, rolled
+
+
+def _unfinished(split: _Split) -> list[dict[tuple[int, date], Tally]]:
+    """The runs of the rolled-up days not finished yet, per (version, day):
+    two queries. Those that wait as the roll-up kept them (most of them:
+    runs waiting on a person for days) from their kept rows; the others
+    (running, changed since, or waiting since) from the runs table, read
+    by id. Neither reads the row of a run that waits unchanged."""
+    if split.unfinished is None:
+        return []
+    created = (split.rolled_ranges[0][0], split.rolled_ranges[-1][1])
+    kept = Q(day__in=split.rolled) & split.subject
+    return [
+        tally.waiting_tallies(kept, created=created),
+        tally.run_tallies(tally.not_kept_unchanged(split.unfinished)),
+    ]
 
 
 def _whole_days(since: datetime, until: datetime) -> list[date]:
@@ -359,13 +381,14 @@ def _split(
     arms += [Q(created_at__gte=start, created_at__lt=end) for start, end in unrolled]
     return _Split(
         rolled=rolled,
-        raw=reduce(or_, arms + unfinished) & subject,
+        raw=reduce(or_, arms) & subject,
         raw_finished=reduce(or_, arms) & Q(finished_at__isnull=False) & subject,
         subject=subject,
         version_subject=version_subject,
         unrolled=unrolled,
         rolled_ranges=[(start, end) for start, end in ranges],
         watermark=watermark,
+        unfinished=reduce(or_, unfinished) & subject if unfinished else None,
     )
 
 

@@ -858,3 +858,43 @@ class DailyRollupDedup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} version {self.version_id}: {self.usd_hits} of run {self.first_run_id}"
+
+
+class DailyRollupWaiting(models.Model):
+    """A live run of a rolled-up day that was waiting (on a person, a retry,
+    a breaker, a kill switch) when the day was rolled up: its figures then,
+    and what tells whether it has changed since.
+
+    A waiting run changes only when a worker claims it (which bumps
+    `Run.fence`), when it stops waiting or finishes (`status`,
+    `wait_reason`, `finished_at`), or when a decision or a breach of one of
+    its requests is counted on it (`decisions`, `breaches`). While all five
+    are as recorded here its figures are these, so the dashboard reads them
+    from this row and the run's entry in the narrow index of unfinished
+    runs (run_unfinished), not from the wide run row; a run that has
+    changed is read from the runs table, as a run waiting since the roll-up
+    is."""
+
+    day = models.DateField()
+    run = models.OneToOneField(Run, on_delete=models.CASCADE, related_name="+")
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="+")
+    version = models.ForeignKey(WorkflowVersion, on_delete=models.CASCADE, related_name="+")
+    # The run as it stood: unchanged while these match the run.
+    wait_reason = models.CharField(max_length=40, blank=True)
+    fence = models.PositiveBigIntegerField(default=0)
+    decisions = models.PositiveIntegerField(default=0)
+    breaches = models.PositiveIntegerField(default=0)
+    # Its figures then (see runs.metrics).
+    success = models.BooleanField(null=True)
+    escalated = models.BooleanField(default=False)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    vendor_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    calls = models.PositiveBigIntegerField(default=0)
+    machine_ms = models.FloatField(default=0)
+    wait_ms = models.FloatField(default=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["day"], name="daily_rollup_waiting_day")]
+
+    def __str__(self) -> str:
+        return f"{self.day}: run {self.run_id} waiting ({self.wait_reason})"

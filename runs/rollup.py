@@ -54,6 +54,7 @@ from runs.engine.store import now_sql
 from runs.models import (
     DailyRollup,
     DailyRollupDedup,
+    DailyRollupWaiting,
     RollupDay,
     RollupWatermark,
     Run,
@@ -185,12 +186,19 @@ def _roll_up_day(day: date, *, before: datetime, now: datetime) -> None:
     workflows = dict(WorkflowVersion.objects.filter(pk__in=totals).values_list("id", "workflow_id"))
     DailyRollup.objects.filter(day=day).delete()
     DailyRollupDedup.objects.filter(day=day).delete()
+    DailyRollupWaiting.objects.filter(day=day).delete()
     DailyRollup.objects.bulk_create(
         _row(day, key, workflows[key], total) for key, total in totals.items()
     )
     DailyRollupDedup.objects.bulk_create(
         DailyRollupDedup(day=day, **reference) for reference in references
     )
+    # The day's runs waiting now, as they stand: the dashboard reads each
+    # from its row for as long as the run is unchanged (DailyRollupWaiting).
+    waiting = tally.waiting_runs(Q(**created))
+    for row in waiting:
+        row.day = day
+    DailyRollupWaiting.objects.bulk_create(waiting, batch_size=1000)
     RollupDay.objects.filter(day=day).update(stale=False, rolled_at=now)
 
 

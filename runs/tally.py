@@ -19,7 +19,7 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -27,9 +27,11 @@ from django.db import connection
 from django.db.models import (
     Aggregate,
     BigIntegerField,
+    BooleanField,
     Count,
     DecimalField,
     Exists,
+    ExpressionWrapper,
     F,
     FloatField,
     Func,
@@ -58,6 +60,7 @@ from django.db.models.functions import (
 from approvals.models import ApprovalRequest
 from runs.models import (
     DailyRollupDedup,
+    DailyRollupWaiting,
     Run,
     RunMode,
     RunStatus,
@@ -151,9 +154,7 @@ def run_tallies(runs: Q) -> dict[tuple[int, date], Tally]:
     # A run waiting on a person has a request: its status answers without
     # the probe (PostgreSQL evaluates OR left to right and stops at true),
     # which spares the probe for most of the unfinished runs read directly.
-    asked = Q(status=RunStatus.WAITING, wait_reason="approval") | Exists(
-        ApprovalRequest.objects.filter(run_id=OuterRef("pk"))
-    )
+    asked = _asked()
     rows = (
         Run.objects.filter(runs, LIVE)
         .annotate(day=TruncDate("created_at"))
@@ -197,6 +198,153 @@ def run_tallies(runs: Q) -> dict[tuple[int, date], Tally]:
         )
         for row in rows
     }
+
+
+# --- waiting runs of rolled-up days (DailyRollupWaiting) -----------------------------
+
+# What a waiting run's row keeps of it, and must still match for its figures
+# to be read from there (see DailyRollupWaiting).
+WAITING_KEY = ("wait_reason", "fence", "decisions", "breaches")
+
+
+def _asked() -> Q:
+    """The run put a request in front of a person (see run_tallies)."""
+    return Q(status=RunStatus.WAITING, wait_reason="approval") | Q(
+        Exists(ApprovalRequest.objects.filter(run_id=OuterRef("pk")))
+    )
+
+
+def waiting_runs(runs: Q) -> list[DailyRollupWaiting]:
+    """The live runs among `runs` that are waiting, as a roll-up keeps them
+    (unsaved rows, without their day): one query."""
+    rows = (
+        Run.objects.filter(runs, LIVE, status=RunStatus.WAITING, finished_at__isnull=True)
+        .annotate(asked=ExpressionWrapper(_asked(), output_field=BooleanField()))
+        .values_list(
+            "id",
+            "workflow_id",
+            "version_id",
+            *WAITING_KEY,
+            "success",
+            "asked",
+            "cost_usd",
+            "vendor_usd",
+            "llm_calls",
+            "tool_calls",
+            "machine_ms",
+            "wait_ms",
+        )  # fmt: skip
+        .order_by()
+    )
+    return [
+        DailyRollupWaiting(
+            run_id=pk,
+            workflow_id=workflow,
+            version_id=version,
+            wait_reason=reason,
+            fence=fence,
+            decisions=decisions,
+            breaches=breaches,
+            success=success,
+            escalated=bool(asked),
+            cost_usd=cost,
+            vendor_usd=vendor,
+            calls=llm + tool,
+            machine_ms=machine,
+            wait_ms=waited,
+        )  # fmt: skip
+        for (
+            pk,
+            workflow,
+            version,
+            reason,
+            fence,
+            decisions,
+            breaches,
+            success,
+            asked,
+            cost,
+            vendor,
+            llm,
+            tool,
+            machine,
+            waited,
+        ) in rows  # fmt: skip
+    ]
+
+
+def _unchanged(prefix: str = "") -> dict[str, Any]:
+    """The run (`prefix` the path to it, or "" from the run itself, compared
+    with the row at OuterRef) still waits as its row recorded it."""
+    if prefix:
+        return {
+            f"{prefix}finished_at__isnull": True,
+            f"{prefix}status": RunStatus.WAITING,
+            **{f"{prefix}{name}": F(name) for name in WAITING_KEY},
+        }
+    return {name: OuterRef(name) for name in WAITING_KEY}
+
+
+def waiting_tallies(
+    rows: Q, *, created: tuple[datetime, datetime]
+) -> dict[tuple[int, date], Tally]:
+    """The figures per (version, day) of the kept waiting runs (`rows`, a Q
+    on DailyRollupWaiting) that are unchanged since: one query. It reads
+    the runs' entries in run_unfinished (their creation within `created`,
+    the bounds of the days asked for, keeps the read to that index's
+    range), never the run rows."""
+    found = (
+        DailyRollupWaiting.objects.filter(
+            rows,
+            run__created_at__gte=created[0],
+            run__created_at__lt=created[1],
+            **_unchanged("run__"),
+        )
+        .values("version_id", "day")
+        .annotate(
+            runs=Count("*"),
+            successes=Count("id", filter=Q(success=True)),
+            escalated=Count("id", filter=Q(escalated=True)),
+            pending=Count("id", filter=Q(wait_reason="approval")),
+            cost=Sum("cost_usd"),
+            vendor=Sum("vendor_usd"),
+            calls=Sum("calls"),
+            machine_ms=Sum("machine_ms"),
+            decisions=Sum("decisions"),
+            wait_ms=Sum("wait_ms"),
+            breached=Sum("breaches"),
+        )
+        .order_by()
+    )
+    return {
+        (row["version_id"], row["day"]): Tally(
+            runs=row["runs"],
+            successes=row["successes"],
+            escalated=row["escalated"],
+            pending=row["pending"],
+            cost=row["cost"] or ZERO,
+            vendor=row["vendor"] or ZERO,
+            calls=row["calls"] or 0,
+            machine_ms=row["machine_ms"] or 0.0,
+            decisions=row["decisions"] or 0,
+            wait_ms=row["wait_ms"] or 0.0,
+            breached=row["breached"] or 0,
+        )
+        for row in found
+    }
+
+
+def not_kept_unchanged(runs: Q) -> Q:
+    """Those of the unfinished `runs` that no kept row stands for as they
+    are now (not waiting then, or changed since): their ids, found in the
+    narrow index of unfinished runs, so that only their rows are read."""
+    kept = DailyRollupWaiting.objects.filter(run_id=OuterRef("pk"), **_unchanged())
+    changed = (
+        Run.objects.filter(runs, LIVE, finished_at__isnull=True)
+        .exclude(Q(status=RunStatus.WAITING) & Exists(kept))
+        .values("pk")
+    )
+    return Q(pk__in=Subquery(changed))
 
 
 class LatencyMs(Func):
