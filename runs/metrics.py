@@ -285,17 +285,18 @@ def _days(split: _Split) -> tuple[dict[tuple[int, date], Tally], list[DailyRollu
 
 
 def _unfinished(split: _Split) -> list[dict[tuple[int, date], Tally]]:
-    """The runs of the rolled-up days not finished yet, per (version, day):
-    two queries. Those that wait as the roll-up kept them (most of them:
-    runs waiting on a person for days) from their kept rows; the others
-    (running, changed since, or waiting since) from the runs table, read
-    by id. Neither reads the row of a run that waits unchanged."""
+    """The runs of the rolled-up days not finished yet, per (version, day),
+    beyond what the roll-up rows hold of them: two queries. Those rows count
+    the runs that were waiting when the day was rolled up (most of these:
+    runs waiting on a person for days); those that have changed since are
+    taken away, and every unfinished run not kept unchanged is read from the
+    runs table by id (running, changed, or waiting since). Neither query
+    reads the row of a run that waits unchanged."""
     if split.unfinished is None:
         return []
-    created = (split.rolled_ranges[0][0], split.rolled_ranges[-1][1])
     kept = Q(day__in=split.rolled) & split.subject
     return [
-        tally.waiting_tallies(kept, created=created),
+        tally.changed_waiting_tallies(kept),
         tally.run_tallies(tally.not_kept_unchanged(split.unfinished)),
     ]
 
@@ -442,6 +443,7 @@ def _runs_of(row: DailyRollup) -> Tally:
         decisions=row.decisions,
         wait_ms=row.wait_ms,
         breached=row.breached,
+        pending=row.pending,
         successes=row.successes,
         escalated=row.escalated,
         cost=row.cost_usd,

@@ -792,7 +792,8 @@ class RollupDay(models.Model):
 
 class DailyRollup(models.Model):
     """The figures of one workflow version's runs of one UTC day that had
-    finished before the watermark when the day was rolled up. Every figure
+    finished before the watermark when the day was rolled up, and of those
+    that were waiting then (each kept in DailyRollupWaiting). Every figure
     of runs.metrics, in a form that adds up across days: sums and counts,
     per-vendor credit maps, and a latency histogram (runs.metrics.BUCKET)."""
 
@@ -826,6 +827,8 @@ class DailyRollup(models.Model):
     decisions = models.PositiveIntegerField(default=0)
     wait_ms = models.FloatField(default=0)
     breached = models.PositiveIntegerField(default=0)
+    # Runs of the day waiting on a person when it was rolled up.
+    pending = models.PositiveIntegerField(default=0)
 
     class Meta:
         constraints = [
@@ -863,17 +866,19 @@ class DailyRollupDedup(models.Model):
 class DailyRollupWaiting(models.Model):
     """A live run of a rolled-up day that was waiting (on a person, a retry,
     a breaker, a kill switch) when the day was rolled up: its figures then,
-    and what tells whether it has changed since.
+    counted in the day's DailyRollup rows, and what tells whether it has
+    changed since.
 
     A waiting run changes only when a worker claims it (which bumps
     `Run.fence`), when it stops waiting or finishes (`status`,
     `wait_reason`, `finished_at`), or when a decision or a breach of one of
     its requests is counted on it (`decisions`, `breaches`). While all five
-    are as recorded here its figures are these, so the dashboard reads them
-    from this row and the run's entry in the narrow index of unfinished
-    runs (run_unfinished), not from the wide run row; a run that has
-    changed is read from the runs table, as a run waiting since the roll-up
-    is."""
+    are as recorded here its figures are these, and the dashboard takes them
+    from the roll-up; it compares them with the run's entry in the narrow
+    index of unfinished runs (run_unfinished_cover), never reading the wide
+    run row. A run that has changed is taken out of the roll-up's figures
+    (this row's) and read from the runs table as it stands, as a run
+    waiting since the roll-up is."""
 
     day = models.DateField()
     run = models.OneToOneField(Run, on_delete=models.CASCADE, related_name="+")

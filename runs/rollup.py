@@ -183,6 +183,13 @@ def _roll_up_day(day: date, *, before: datetime, now: datetime) -> None:
         for key, found in part.items():
             totals[key].add(found)
     _settle(references, totals)
+    # The day's runs waiting now, as they stand: counted in the day's rows,
+    # and each kept, so the dashboard can tell which have changed since
+    # (DailyRollupWaiting).
+    waiting = tally.waiting_runs(Q(**created))
+    for row in waiting:
+        row.day = day
+        totals[row.version_id].add(tally.waiting_tally([row]))
     workflows = dict(WorkflowVersion.objects.filter(pk__in=totals).values_list("id", "workflow_id"))
     DailyRollup.objects.filter(day=day).delete()
     DailyRollupDedup.objects.filter(day=day).delete()
@@ -193,11 +200,6 @@ def _roll_up_day(day: date, *, before: datetime, now: datetime) -> None:
     DailyRollupDedup.objects.bulk_create(
         DailyRollupDedup(day=day, **reference) for reference in references
     )
-    # The day's runs waiting now, as they stand: the dashboard reads each
-    # from its row for as long as the run is unchanged (DailyRollupWaiting).
-    waiting = tally.waiting_runs(Q(**created))
-    for row in waiting:
-        row.day = day
     DailyRollupWaiting.objects.bulk_create(waiting, batch_size=1000)
     RollupDay.objects.filter(day=day).update(stale=False, rolled_at=now)
 
@@ -256,6 +258,7 @@ def _row(day: date, version_id: int, workflow_id: int, total: Tally) -> DailyRol
         decisions=total.decisions,
         wait_ms=total.wait_ms,
         breached=total.breached,
+        pending=total.pending,
     )
 
 

@@ -19,7 +19,7 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -110,6 +110,16 @@ class Tally:
     wait_ms: float = 0.0
     pending: int = 0
     breached: int = 0
+
+    def negated(self) -> Tally:
+        """The same sums taken away (added, they cancel these out)."""
+        out = Tally()
+        for name, value in vars(self).items():
+            if isinstance(value, dict):
+                setattr(out, name, {key: -count for key, count in value.items()})
+            else:
+                setattr(out, name, -value)
+        return out
 
     def add(self, other: Tally) -> None:
         for name, value in vars(other).items():
@@ -273,33 +283,50 @@ def waiting_runs(runs: Q) -> list[DailyRollupWaiting]:
     ]
 
 
-def _unchanged(prefix: str = "") -> dict[str, Any]:
-    """The run (`prefix` the path to it, or "" from the run itself, compared
-    with the row at OuterRef) still waits as its row recorded it."""
-    if prefix:
-        return {
-            f"{prefix}finished_at__isnull": True,
-            f"{prefix}status": RunStatus.WAITING,
-            **{f"{prefix}{name}": F(name) for name in WAITING_KEY},
-        }
-    return {name: OuterRef(name) for name in WAITING_KEY}
+def _unchanged_from_row() -> dict[str, Any]:
+    """The run still waits as its kept row (at OuterRef) recorded it."""
+    return {
+        "finished_at__isnull": True,
+        "status": RunStatus.WAITING,
+        **{name: OuterRef(name) for name in WAITING_KEY},
+    }
 
 
-def waiting_tallies(
-    rows: Q, *, created: tuple[datetime, datetime]
-) -> dict[tuple[int, date], Tally]:
-    """The figures per (version, day) of the kept waiting runs (`rows`, a Q
-    on DailyRollupWaiting) that are unchanged since: one query. It reads
-    the runs' entries in run_unfinished (their creation within `created`,
-    the bounds of the days asked for, keeps the read to that index's
-    range), never the run rows."""
+def waiting_tally(rows: list[DailyRollupWaiting]) -> Tally:
+    """The run-level figures of kept waiting rows (what a roll-up row holds
+    of them)."""
+    found = Tally()
+    for row in rows:
+        found.add(_kept(row))
+    return found
+
+
+def _kept(row: DailyRollupWaiting) -> Tally:
+    return Tally(
+        runs=1,
+        successes=int(row.success is True),
+        escalated=int(row.escalated),
+        pending=int(row.wait_reason == "approval"),
+        cost=row.cost_usd,
+        vendor=row.vendor_usd,
+        calls=row.calls,
+        machine_ms=row.machine_ms,
+        decisions=row.decisions,
+        wait_ms=row.wait_ms,
+        breached=row.breaches,
+    )
+
+
+def changed_waiting_tallies(rows: Q) -> dict[tuple[int, date], Tally]:
+    """What the roll-up rows hold of the kept waiting runs (`rows`, a Q on
+    DailyRollupWaiting) that have changed since (or finished), per
+    (version, day), to be taken away: one query. Whether a run is unchanged
+    is read from its entry in run_unfinished_cover alone (an anti-join),
+    never from its run row; usually none has changed."""
+    unchanged = Run.objects.filter(pk=OuterRef("run_id"), **_unchanged_from_row())
     found = (
-        DailyRollupWaiting.objects.filter(
-            rows,
-            run__created_at__gte=created[0],
-            run__created_at__lt=created[1],
-            **_unchanged("run__"),
-        )
+        DailyRollupWaiting.objects.filter(rows)
+        .exclude(Exists(unchanged))
         .values("version_id", "day")
         .annotate(
             runs=Count("*"),
@@ -329,7 +356,7 @@ def waiting_tallies(
             decisions=row["decisions"] or 0,
             wait_ms=row["wait_ms"] or 0.0,
             breached=row["breached"] or 0,
-        )
+        ).negated()
         for row in found
     }
 
@@ -338,7 +365,9 @@ def not_kept_unchanged(runs: Q) -> Q:
     """Those of the unfinished `runs` that no kept row stands for as they
     are now (not waiting then, or changed since): their ids, found in the
     narrow index of unfinished runs, so that only their rows are read."""
-    kept = DailyRollupWaiting.objects.filter(run_id=OuterRef("pk"), **_unchanged())
+    kept = DailyRollupWaiting.objects.filter(
+        run_id=OuterRef("pk"), **{name: OuterRef(name) for name in WAITING_KEY}
+    )
     changed = (
         Run.objects.filter(runs, LIVE, finished_at__isnull=True)
         .exclude(Q(status=RunStatus.WAITING) & Exists(kept))

@@ -22,8 +22,10 @@ rolled-up days that are still waiting (about 30,000 at a million runs,
 most waiting on a person; 115 ms of the 30-day page's 150 ms query):
 
 - DailyRollupWaiting: each such run as a roll-up pass found it (see
-  runs.models), written with the day's roll-up rows, and filled here for
-  the days rolled up already;
+  runs.models), counted in the day's roll-up rows (DailyRollup gains the
+  count of runs waiting on a person, `pending`); every day rolled up so far
+  is marked stale, so the next pass rolls it up again with its waiting runs
+  (the dashboard reads it from the runs until then);
 - run_unfinished_cover replaces run_unfinished (same key and condition):
   it also carries the run's id, workflow, version, mode, status,
   wait_reason, fence, decisions and breaches, so the dashboard tells an
@@ -35,11 +37,9 @@ most waiting on a person; 115 ms of the 30-day page's 150 ms query):
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
-
 import django.db.models.deletion
 from django.db import migrations, models
-from django.db.models import Exists, ExpressionWrapper, OuterRef, Q, Subquery, Value
+from django.db.models import OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 
 BATCH = 500  # runs per UPDATE: within SQLite's bound on a statement's parameters
@@ -98,54 +98,17 @@ def uncover_unfinished(apps, schema_editor) -> None:
     schema_editor.execute(f"DROP INDEX {concurrently}IF EXISTS run_unfinished_cover")
 
 
-def fill_waiting(apps, schema_editor) -> None:
-    """The waiting live runs of each day rolled up already, as a pass keeps
-    them (runs.tally.waiting_runs), a day at a time."""
-    Run = apps.get_model("runs", "Run")
-    RollupDay = apps.get_model("runs", "RollupDay")
-    DailyRollupWaiting = apps.get_model("runs", "DailyRollupWaiting")
-    ApprovalRequest = apps.get_model("approvals", "ApprovalRequest")
-    asked = Q(status="waiting", wait_reason="approval") | Exists(
-        ApprovalRequest.objects.filter(run_id=OuterRef("pk"))
-    )
-    for day in RollupDay.objects.filter(stale=False).values_list("day", flat=True):
-        start = datetime.combine(day, time(), UTC)
-        waiting = Run.objects.filter(
-            created_at__gte=start,
-            created_at__lt=start + timedelta(days=1),
-            mode="live",
-            status="waiting",
-            finished_at__isnull=True,
-        ).annotate(asked=ExpressionWrapper(asked, output_field=models.BooleanField()))
-        DailyRollupWaiting.objects.bulk_create(
-            (
-                DailyRollupWaiting(
-                    day=day,
-                    run_id=run.pk,
-                    workflow_id=run.workflow_id,
-                    version_id=run.version_id,
-                    wait_reason=run.wait_reason,
-                    fence=run.fence,
-                    decisions=run.decisions,
-                    breaches=run.breaches,
-                    success=run.success,
-                    escalated=bool(run.asked),
-                    cost_usd=run.cost_usd,
-                    vendor_usd=run.vendor_usd,
-                    calls=run.llm_calls + run.tool_calls,
-                    machine_ms=run.machine_ms,
-                    wait_ms=run.wait_ms,
-                )
-                for run in waiting.iterator(chunk_size=BATCH)
-            ),
-            batch_size=BATCH,
-        )
+def mark_days_stale(apps, schema_editor) -> None:
+    """Every day rolled up so far is rolled up again by the next pass, which
+    counts its waiting runs and keeps them (the dashboard reads such a day
+    from the runs until then, as in migration 0026)."""
+    apps.get_model("runs", "RollupDay").objects.update(stale=True)
 
 
 class Migration(migrations.Migration):
     atomic = False  # each batch commits on its own; no lock held over the whole fill
 
-    dependencies = [("runs", "0027_search_and_start"), ("approvals", "0004_review_flow")]
+    dependencies = [("runs", "0027_search_and_start")]
 
     operations = [
         migrations.AddField(
@@ -220,5 +183,10 @@ class Migration(migrations.Migration):
             },
         ),
         migrations.RunPython(cover_unfinished, uncover_unfinished),
-        migrations.RunPython(fill_waiting, migrations.RunPython.noop),
+        migrations.AddField(
+            model_name="dailyrollup",
+            name="pending",
+            field=models.PositiveIntegerField(default=0),
+        ),
+        migrations.RunPython(mark_days_stale, migrations.RunPython.noop),
     ]
