@@ -196,7 +196,7 @@ RUN_FIELDS = [
     "attempt", "fence", "outcome", "success", "error", "stop_reason", "role_version_id",
     "dead_lettered_at", "steps_executed", "llm_calls", "tool_calls", "tokens_in", "tokens_out",
     "cost_usd", "created_at", "started_at", "finished_at", "trace_id", "machine_ms",
-    "decisions", "wait_ms", "dead_error_type",
+    "decisions", "wait_ms", "dead_step", "dead_error_type",
 ]  # fmt: skip
 STEP_FIELDS = [
     "run_id", "seq", "attempt", "step_key", "kind", "status", "edge", "input", "output",
@@ -297,7 +297,8 @@ class Generator:
             current, seq_now, attempt, 1, outcome, success, error,
             "budget" if status == "stopped" else "", None, dead, reach, totals["llm"],
             totals["tool"], totals["tokens_in"], totals["tokens_out"], cost, created, started,
-            finished, f"{run_id:032x}", machine_ms, decisions, wait_ms, error_type,
+            finished, f"{run_id:032x}", machine_ms, decisions, wait_ms,
+            current if status == "failed" else "", error_type,
         )  # fmt: skip
 
     def reach(self, status: str, path: list, approval_at: int | None, duplicate: bool) -> int:

@@ -352,9 +352,19 @@ class Run(models.Model):
     )
     dead_lettered_at = models.DateTimeField(null=True, blank=True)
     # The failed attempt that dead-lettered the run, written with
-    # `dead_lettered_at` (its error type, and whether that error was worth
-    # another attempt): the dead-letter queue groups and counts the dead
-    # runs from their own rows, never reaching into their step runs.
+    # `dead_lettered_at` (its step, its error type, and whether that error
+    # was worth another attempt): the dead-letter queue groups and counts
+    # the dead runs from these alone, in their covering partial index
+    # (run_dead_letter_cover), never reaching into their step runs. The step
+    # is `current_step` then; that column changes on every step, so an index
+    # holding it would keep a step's update of its run from being HOT.
+    dead_step = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="The step whose failed attempt dead-lettered the run.",
+    )
     dead_error_type = models.CharField(
         max_length=80,
         blank=True,

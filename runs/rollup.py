@@ -6,10 +6,14 @@ version) a `DailyRollup` row with the figures of the day's runs (and
 paid). What a rolled-up day holds is fixed by one rule:
 
     every rolled-up day that is not stale holds exactly its runs that
-    finished before the watermark (`RollupWatermark.finished_before`)
+    finished before the watermark (`RollupWatermark.finished_before`),
+    and its runs that were waiting when it was rolled up, as they stood
+    then (each kept in DailyRollupWaiting)
 
 so the dashboard adds, from the runs table, the runs of those days that
-had not finished before the watermark, and everything of the other days.
+finished after the watermark, takes away the kept waiting runs that have
+changed since and adds the unfinished runs as they stand (but those kept
+unchanged), and everything of the other days.
 A run that finishes after its day was rolled up (an approval that waited
 days) is read from the runs until the next pass; that pass moves the
 watermark on and rolls again every day with a run that finished between

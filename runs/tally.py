@@ -19,7 +19,7 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -317,13 +317,21 @@ def _kept(row: DailyRollupWaiting) -> Tally:
     )
 
 
-def changed_waiting_tallies(rows: Q) -> dict[tuple[int, date], Tally]:
+def changed_waiting_tallies(
+    rows: Q, *, created: tuple[datetime, datetime]
+) -> dict[tuple[int, date], Tally]:
     """What the roll-up rows hold of the kept waiting runs (`rows`, a Q on
     DailyRollupWaiting) that have changed since (or finished), per
     (version, day), to be taken away: one query. Whether a run is unchanged
     is read from its entry in run_unfinished_cover alone (an anti-join),
-    never from its run row; usually none has changed."""
-    unchanged = Run.objects.filter(pk=OuterRef("run_id"), **_unchanged_from_row())
+    never from its run row; usually none has changed. `created`: the
+    bounds of the days asked for, which keep that read to their range."""
+    unchanged = Run.objects.filter(
+        pk=OuterRef("run_id"),
+        created_at__gte=created[0],
+        created_at__lt=created[1],
+        **_unchanged_from_row(),
+    )
     found = (
         DailyRollupWaiting.objects.filter(rows)
         .exclude(Exists(unchanged))
@@ -361,12 +369,13 @@ def changed_waiting_tallies(rows: Q) -> dict[tuple[int, date], Tally]:
     }
 
 
-def not_kept_unchanged(runs: Q) -> Q:
-    """Those of the unfinished `runs` that no kept row stands for as they
-    are now (not waiting then, or changed since): their ids, found in the
-    narrow index of unfinished runs, so that only their rows are read."""
+def not_kept_unchanged(runs: Q, rows: Q) -> Q:
+    """Those of the unfinished `runs` that no kept row (of `rows`, a Q on
+    DailyRollupWaiting) stands for as they are now (not waiting then, or
+    changed since): their ids, found in the narrow index of unfinished
+    runs, so that only their rows are read."""
     kept = DailyRollupWaiting.objects.filter(
-        run_id=OuterRef("pk"), **{name: OuterRef(name) for name in WAITING_KEY}
+        rows, run_id=OuterRef("pk"), **{name: OuterRef(name) for name in WAITING_KEY}
     )
     changed = (
         Run.objects.filter(runs, LIVE, finished_at__isnull=True)

@@ -44,7 +44,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count
+from django.db.models import Count, F
 from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -604,6 +604,7 @@ def dead_letter_outlasted(*, limit: int = 500) -> list[int]:
                 wait_reason="",
                 error=error[:4000],
                 dead_lettered_at=Now(),
+                dead_step=F("current_step"),
                 dead_error_type="outage",
                 dead_retryable=True,
                 finished_at=Now(),

@@ -233,6 +233,7 @@ def retry_run(*, run_id: int, actor: str = "system") -> Run:
             attempt=F("attempt") + 1,
             error="",
             dead_lettered_at=None,
+            dead_step="",
             dead_error_type="",
             dead_retryable=None,
             finished_at=None,

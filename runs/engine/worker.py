@@ -508,9 +508,8 @@ def _fail(
     update.at_now("dead_lettered_at").at_now("finished_at").release().set("ring_at", "NULL")
     # What the dead-letter queue groups by, from this attempt's record, on
     # the run itself: the queue reads dead runs only, not their step runs.
-    update.value("dead_error_type", record["error_type"]).value(
-        "dead_retryable", record["retryable"]
-    )
+    update.set("dead_step", "current_step").value("dead_error_type", record["error_type"])
+    update.value("dead_retryable", record["retryable"])
     _commit(state, update, record, audit)
     return Advance.FAILED
 
