@@ -224,7 +224,10 @@ def test_the_metrics_over_rolled_up_days_take_a_fixed_number_of_queries(
         metrics.workflow_metrics(**period())
     for days_ago in range(1, 6):
         add_run(two_step_version, created_at=midnight(days_ago), latency_ms=1, cost="1")
+        waiting = add_run(two_step_version, status="waiting", created_at=midnight(days_ago))
+        add_approval(waiting)
     rollup.roll_up_all()
+    Run.objects.filter(pk=waiting.pk).update(fence=F("fence") + 1)  # one changed since
     with django_assert_num_queries(expected):
         metrics.workflow_metrics(**period())
 
