@@ -193,7 +193,7 @@ def _roll_up_day(day: date, *, before: datetime, now: datetime) -> None:
     waiting = tally.waiting_runs(Q(**created))
     for row in waiting:
         row.day = day
-        totals[row.version_id].add(tally.waiting_tally([row]))
+        totals[row.version_id].add(tally.kept_tally(row))
     workflows = dict(WorkflowVersion.objects.filter(pk__in=totals).values_list("id", "workflow_id"))
     DailyRollup.objects.filter(day=day).delete()
     DailyRollupDedup.objects.filter(day=day).delete()

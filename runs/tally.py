@@ -229,8 +229,11 @@ def waiting_runs(runs: Q) -> list[DailyRollupWaiting]:
     (unsaved rows, without their day): one query."""
     rows = (
         Run.objects.filter(runs, LIVE, status=RunStatus.WAITING, finished_at__isnull=True)
-        .annotate(asked=ExpressionWrapper(_asked(), output_field=BooleanField()))
-        .values_list(
+        .annotate(
+            asked=ExpressionWrapper(_asked(), output_field=BooleanField()),
+            calls=F("llm_calls") + F("tool_calls"),
+        )
+        .values(
             "id",
             "workflow_id",
             "version_id",
@@ -239,47 +242,15 @@ def waiting_runs(runs: Q) -> list[DailyRollupWaiting]:
             "asked",
             "cost_usd",
             "vendor_usd",
-            "llm_calls",
-            "tool_calls",
+            "calls",
             "machine_ms",
             "wait_ms",
-        )  # fmt: skip
+        )
         .order_by()
     )
     return [
-        DailyRollupWaiting(
-            run_id=pk,
-            workflow_id=workflow,
-            version_id=version,
-            wait_reason=reason,
-            fence=fence,
-            decisions=decisions,
-            breaches=breaches,
-            success=success,
-            escalated=bool(asked),
-            cost_usd=cost,
-            vendor_usd=vendor,
-            calls=llm + tool,
-            machine_ms=machine,
-            wait_ms=waited,
-        )  # fmt: skip
-        for (
-            pk,
-            workflow,
-            version,
-            reason,
-            fence,
-            decisions,
-            breaches,
-            success,
-            asked,
-            cost,
-            vendor,
-            llm,
-            tool,
-            machine,
-            waited,
-        ) in rows  # fmt: skip
+        DailyRollupWaiting(run_id=row.pop("id"), escalated=bool(row.pop("asked")), **row)
+        for row in rows
     ]
 
 
@@ -292,16 +263,9 @@ def _unchanged_from_row() -> dict[str, Any]:
     }
 
 
-def waiting_tally(rows: list[DailyRollupWaiting]) -> Tally:
-    """The run-level figures of kept waiting rows (what a roll-up row holds
-    of them)."""
-    found = Tally()
-    for row in rows:
-        found.add(_kept(row))
-    return found
-
-
-def _kept(row: DailyRollupWaiting) -> Tally:
+def kept_tally(row: DailyRollupWaiting) -> Tally:
+    """The run-level figures of a kept waiting run (what the roll-up row of
+    its day holds of it)."""
     return Tally(
         runs=1,
         successes=int(row.success is True),
