@@ -196,7 +196,7 @@ RUN_FIELDS = [
     "attempt", "fence", "outcome", "success", "error", "stop_reason", "role_version_id",
     "dead_lettered_at", "steps_executed", "llm_calls", "tool_calls", "tokens_in", "tokens_out",
     "cost_usd", "created_at", "started_at", "finished_at", "trace_id", "machine_ms",
-    "decisions", "wait_ms",
+    "decisions", "wait_ms", "dead_step", "dead_error_type",
 ]  # fmt: skip
 STEP_FIELDS = [
     "run_id", "seq", "attempt", "step_key", "kind", "status", "edge", "input", "output",
@@ -263,7 +263,7 @@ class Generator:
                 attempt = 2
             clock, spent = self.step(run_id, seq, attempt, key, kind, clock, totals, duplicate)
             cost += spent
-        error, dead, seq_now, attempt = "", None, seq + 1, 1
+        error, error_type, dead, seq_now, attempt = "", "", None, seq + 1, 1
         current = path[reach][0] if reach < len(path) else path[-1][0]
         if status == "failed":
             error_type = rnd.choice(ERROR_TYPES)
@@ -298,6 +298,7 @@ class Generator:
             "budget" if status == "stopped" else "", None, dead, reach, totals["llm"],
             totals["tool"], totals["tokens_in"], totals["tokens_out"], cost, created, started,
             finished, f"{run_id:032x}", machine_ms, decisions, wait_ms,
+            current if status == "failed" else "", error_type,
         )  # fmt: skip
 
     def reach(self, status: str, path: list, approval_at: int | None, duplicate: bool) -> int:
@@ -550,9 +551,15 @@ def roll_up() -> None:
 def empty_rollup() -> None:
     """Delete the roll-up: the dashboard then aggregates the runs table
     itself, as it did before the roll-up (the baseline)."""
-    from runs.models import DailyRollup, DailyRollupDedup, RollupDay, RollupWatermark
+    from runs.models import (
+        DailyRollup,
+        DailyRollupDedup,
+        DailyRollupWaiting,
+        RollupDay,
+        RollupWatermark,
+    )
 
-    for model in (DailyRollupDedup, DailyRollup, RollupDay, RollupWatermark):
+    for model in (DailyRollupWaiting, DailyRollupDedup, DailyRollup, RollupDay, RollupWatermark):
         model.objects.all().delete()
 
 

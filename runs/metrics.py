@@ -6,14 +6,20 @@ belongs to a period by its `created_at`.
 
 The days that are over are read from their daily roll-up (runs.rollup):
 per (version, UTC day), the figures of the day's runs that had finished
-before the roll-up's watermark, and of their step runs written before it.
+before the roll-up's watermark and of those that were waiting when it was
+rolled up, and of their step runs written before the watermark.
 Everything else is read from the runs themselves: the parts of the period
 that are not whole rolled-up days (today, the first day's hours, a day not
 rolled up yet or marked stale by a retry) and, of the rolled-up days, the
-runs not counted there (not finished, or finished after the watermark; a
-partial index holds the first, an index on `finished_at` finds the second)
-and the step runs written after the watermark (a partial index on their
-`finished_at`). So the figures are those of the runs as they stand, with
+runs not counted there (finished after the watermark, through an index on
+`finished_at`; not finished and not kept unchanged since the roll-up, see
+below) and the step runs written after the watermark (a partial index on
+their `finished_at`). A run of a rolled-up day that was waiting then (on a
+person, often for days) is kept with what would tell that it changed
+(DailyRollupWaiting); while it is unchanged, which the covering index of
+unfinished runs answers without its row, the roll-up's figures of it
+stand; one that changed is taken away there and read as it stands. So the
+figures are those of the runs as they stand, with
 or without a roll-up, but for latency: over rolled-up days the
 percentiles come from a latency histogram whose buckets are 5 % wide
 (runs.tally.BUCKET), so they are within one bucket (5 %) of the exact
@@ -31,10 +37,11 @@ id; per such part, and for the step runs written after the watermark, one
 each for cache hits, credits spent and dedup hits (each through its own
 partial index, read by range); one the versions' names. With whole days
 in the period, one more for which are rolled up, and with rolled-up days
-two more: their rows, and what the first runs of their dedup hits that
-were still paying have paid. Their number depends on how the period falls
-on days, never on the number of runs: 7 for 24 hours, 17 for 30 days
-rolled up. Machine time and time waiting for people come with the runs'
+four more: their rows, what the first runs of their dedup hits that were
+still paying have paid, the kept waiting runs that changed since, and the
+other unfinished runs not kept unchanged. Their number depends on how the
+period falls on days, never on the number of runs: 7 for 24 hours, 19 for
+30 days rolled up. Machine time and time waiting for people come with the runs'
 pass (below).
 
 Definitions (all per workflow version, over the runs created in
@@ -227,6 +234,9 @@ class _Split:
     unrolled: list[tuple[datetime, datetime]]
     rolled_ranges: list[tuple[datetime, datetime]]
     watermark: datetime | None
+    # The runs of the rolled-up days not finished (a condition on Run):
+    # their kept waiting rows where unchanged, the runs table otherwise.
+    unfinished: Q | None = None
 
 
 def period_report(
@@ -275,7 +285,28 @@ def _days(split: _Split) -> tuple[dict[tuple[int, date], Tally], list[DailyRollu
         rolled = list(DailyRollup.objects.filter(split.subject, day__in=split.rolled))
     for row in rolled:
         days.setdefault((row.version_id, row.day), Tally()).add(_runs_of(row))
+    for part in _unfinished(split):
+        for key, found in part.items():
+            days.setdefault(key, Tally()).add(found)
     return days, rolled
+
+
+def _unfinished(split: _Split) -> list[dict[tuple[int, date], Tally]]:
+    """The runs of the rolled-up days not finished yet, per (version, day),
+    beyond what the roll-up rows hold of them: two queries. Those rows count
+    the runs that were waiting when the day was rolled up (most of these:
+    runs waiting on a person for days); those that have changed since are
+    taken away, and every unfinished run not kept unchanged is read from the
+    runs table by id (running, changed, or waiting since). Neither query
+    reads the row of a run that waits unchanged."""
+    if split.unfinished is None:
+        return []
+    kept = Q(day__in=split.rolled) & split.subject
+    created = (split.rolled_ranges[0][0], split.rolled_ranges[-1][1])
+    return [
+        tally.changed_waiting_tallies(kept, created=created),
+        tally.run_tallies(tally.not_kept_unchanged(split.unfinished, kept)),
+    ]
 
 
 def _whole_days(since: datetime, until: datetime) -> list[date]:
@@ -315,9 +346,10 @@ def _split(
     """Which whole days of the period are rolled up (one query, none without
     a whole day), and the condition on the runs that are not counted there:
     the other parts of the period, and the runs of the rolled-up days that
-    had not finished before the watermark. Each arm of the condition has an
-    index: `created_at` (run_created_cover), unfinished runs (run_unfinished)
-    and `finished_at` (run_finished_at), so PostgreSQL can OR their bitmaps."""
+    finished after the watermark. Each arm of the condition has an index:
+    `created_at` (run_created_cover) and `finished_at` (run_finished_at), so
+    PostgreSQL can OR their bitmaps. The runs of the rolled-up days not
+    finished are apart (`unfinished`, see `_unfinished`)."""
     if since >= until:
         raise ValueError("since must be before until")
     subject, version_subject = Q(), Q()
@@ -359,13 +391,14 @@ def _split(
     arms += [Q(created_at__gte=start, created_at__lt=end) for start, end in unrolled]
     return _Split(
         rolled=rolled,
-        raw=reduce(or_, arms + unfinished) & subject,
+        raw=reduce(or_, arms) & subject,
         raw_finished=reduce(or_, arms) & Q(finished_at__isnull=False) & subject,
         subject=subject,
         version_subject=version_subject,
         unrolled=unrolled,
         rolled_ranges=[(start, end) for start, end in ranges],
         watermark=watermark,
+        unfinished=reduce(or_, unfinished) & subject if unfinished else None,
     )
 
 
@@ -419,6 +452,7 @@ def _runs_of(row: DailyRollup) -> Tally:
         decisions=row.decisions,
         wait_ms=row.wait_ms,
         breached=row.breached,
+        pending=row.pending,
         successes=row.successes,
         escalated=row.escalated,
         cost=row.cost_usd,

@@ -351,6 +351,32 @@ class Run(models.Model):
         "policies.PolicyVersion", null=True, blank=True, on_delete=models.PROTECT
     )
     dead_lettered_at = models.DateTimeField(null=True, blank=True)
+    # The failed attempt that dead-lettered the run, written with
+    # `dead_lettered_at` (its step, its error type, and whether that error
+    # was worth another attempt): the dead-letter queue groups and counts
+    # the dead runs from these alone, in their covering partial index
+    # (run_dead_letter_cover), never reaching into their step runs. The step
+    # is `current_step` then; that column changes on every step, so an index
+    # holding it would keep a step's update of its run from being HOT.
+    dead_step = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="The step whose failed attempt dead-lettered the run.",
+    )
+    dead_error_type = models.CharField(
+        max_length=80,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="Error type of the failed attempt that dead-lettered the run.",
+    )
+    dead_retryable = models.BooleanField(
+        null=True,
+        blank=True,
+        help_text="Whether that attempt's error was worth another attempt (unset: not recorded).",
+    )
 
     steps_executed = models.PositiveIntegerField(default=0)
     llm_calls = models.PositiveIntegerField(default=0)
@@ -797,7 +823,8 @@ class RollupDay(models.Model):
 
 class DailyRollup(models.Model):
     """The figures of one workflow version's runs of one UTC day that had
-    finished before the watermark when the day was rolled up. Every figure
+    finished before the watermark when the day was rolled up, and of those
+    that were waiting then (each kept in DailyRollupWaiting). Every figure
     of runs.metrics, in a form that adds up across days: sums and counts,
     per-vendor credit maps, and a latency histogram (runs.metrics.BUCKET)."""
 
@@ -831,6 +858,8 @@ class DailyRollup(models.Model):
     decisions = models.PositiveIntegerField(default=0)
     wait_ms = models.FloatField(default=0)
     breached = models.PositiveIntegerField(default=0)
+    # Runs of the day waiting on a person when it was rolled up.
+    pending = models.PositiveIntegerField(default=0)
 
     class Meta:
         constraints = [
@@ -863,3 +892,45 @@ class DailyRollupDedup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} version {self.version_id}: {self.usd_hits} of run {self.first_run_id}"
+
+
+class DailyRollupWaiting(models.Model):
+    """A live run of a rolled-up day that was waiting (on a person, a retry,
+    a breaker, a kill switch) when the day was rolled up: its figures then,
+    counted in the day's DailyRollup rows, and what tells whether it has
+    changed since.
+
+    A waiting run changes only when a worker claims it (which bumps
+    `Run.fence`), when it stops waiting or finishes (`status`,
+    `wait_reason`, `finished_at`), or when a decision or a breach of one of
+    its requests is counted on it (`decisions`, `breaches`). While all five
+    are as recorded here its figures are these, and the dashboard takes them
+    from the roll-up; it compares them with the run's entry in the narrow
+    index of unfinished runs (run_unfinished_cover), never reading the wide
+    run row. A run that has changed is taken out of the roll-up's figures
+    (this row's) and read from the runs table as it stands, as a run
+    waiting since the roll-up is."""
+
+    day = models.DateField()
+    run = models.OneToOneField(Run, on_delete=models.CASCADE, related_name="+")
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="+")
+    version = models.ForeignKey(WorkflowVersion, on_delete=models.CASCADE, related_name="+")
+    # The run as it stood: unchanged while these match the run.
+    wait_reason = models.CharField(max_length=40, blank=True)
+    fence = models.PositiveBigIntegerField(default=0)
+    decisions = models.PositiveIntegerField(default=0)
+    breaches = models.PositiveIntegerField(default=0)
+    # Its figures then (see runs.metrics).
+    success = models.BooleanField(null=True)
+    escalated = models.BooleanField(default=False)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    vendor_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    calls = models.PositiveBigIntegerField(default=0)
+    machine_ms = models.FloatField(default=0)
+    wait_ms = models.FloatField(default=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["day"], name="daily_rollup_waiting_day")]
+
+    def __str__(self) -> str:
+        return f"{self.day}: run {self.run_id} waiting ({self.wait_reason})"

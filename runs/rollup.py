@@ -6,10 +6,14 @@ version) a `DailyRollup` row with the figures of the day's runs (and
 paid). What a rolled-up day holds is fixed by one rule:
 
     every rolled-up day that is not stale holds exactly its runs that
-    finished before the watermark (`RollupWatermark.finished_before`)
+    finished before the watermark (`RollupWatermark.finished_before`),
+    and its runs that were waiting when it was rolled up, as they stood
+    then (each kept in DailyRollupWaiting)
 
 so the dashboard adds, from the runs table, the runs of those days that
-had not finished before the watermark, and everything of the other days.
+finished after the watermark, takes away the kept waiting runs that have
+changed since and adds the unfinished runs as they stand (but those kept
+unchanged), and everything of the other days.
 A run that finishes after its day was rolled up (an approval that waited
 days) is read from the runs until the next pass; that pass moves the
 watermark on and rolls again every day with a run that finished between
@@ -54,6 +58,7 @@ from runs.engine.store import now_sql
 from runs.models import (
     DailyRollup,
     DailyRollupDedup,
+    DailyRollupWaiting,
     RollupDay,
     RollupWatermark,
     Run,
@@ -182,15 +187,24 @@ def _roll_up_day(day: date, *, before: datetime, now: datetime) -> None:
         for key, found in part.items():
             totals[key].add(found)
     _settle(references, totals)
+    # The day's runs waiting now, as they stand: counted in the day's rows,
+    # and each kept, so the dashboard can tell which have changed since
+    # (DailyRollupWaiting).
+    waiting = tally.waiting_runs(Q(**created))
+    for row in waiting:
+        row.day = day
+        totals[row.version_id].add(tally.kept_tally(row))
     workflows = dict(WorkflowVersion.objects.filter(pk__in=totals).values_list("id", "workflow_id"))
     DailyRollup.objects.filter(day=day).delete()
     DailyRollupDedup.objects.filter(day=day).delete()
+    DailyRollupWaiting.objects.filter(day=day).delete()
     DailyRollup.objects.bulk_create(
         _row(day, key, workflows[key], total) for key, total in totals.items()
     )
     DailyRollupDedup.objects.bulk_create(
         DailyRollupDedup(day=day, **reference) for reference in references
     )
+    DailyRollupWaiting.objects.bulk_create(waiting, batch_size=1000)
     RollupDay.objects.filter(day=day).update(stale=False, rolled_at=now)
 
 
@@ -248,6 +262,7 @@ def _row(day: date, version_id: int, workflow_id: int, total: Tally) -> DailyRol
         decisions=total.decisions,
         wait_ms=total.wait_ms,
         breached=total.breached,
+        pending=total.pending,
     )
 
 

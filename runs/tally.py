@@ -19,7 +19,7 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -27,9 +27,11 @@ from django.db import connection
 from django.db.models import (
     Aggregate,
     BigIntegerField,
+    BooleanField,
     Count,
     DecimalField,
     Exists,
+    ExpressionWrapper,
     F,
     FloatField,
     Func,
@@ -58,6 +60,7 @@ from django.db.models.functions import (
 from approvals.models import ApprovalRequest
 from runs.models import (
     DailyRollupDedup,
+    DailyRollupWaiting,
     Run,
     RunMode,
     RunStatus,
@@ -108,6 +111,16 @@ class Tally:
     pending: int = 0
     breached: int = 0
 
+    def negated(self) -> Tally:
+        """The same sums taken away (added, they cancel these out)."""
+        out = Tally()
+        for name, value in vars(self).items():
+            if isinstance(value, dict):
+                setattr(out, name, {key: -count for key, count in value.items()})
+            else:
+                setattr(out, name, -value)
+        return out
+
     def add(self, other: Tally) -> None:
         for name, value in vars(other).items():
             if isinstance(value, dict):
@@ -151,9 +164,7 @@ def run_tallies(runs: Q) -> dict[tuple[int, date], Tally]:
     # A run waiting on a person has a request: its status answers without
     # the probe (PostgreSQL evaluates OR left to right and stops at true),
     # which spares the probe for most of the unfinished runs read directly.
-    asked = Q(status=RunStatus.WAITING, wait_reason="approval") | Exists(
-        ApprovalRequest.objects.filter(run_id=OuterRef("pk"))
-    )
+    asked = _asked()
     rows = (
         Run.objects.filter(runs, LIVE)
         .annotate(day=TruncDate("created_at"))
@@ -197,6 +208,145 @@ def run_tallies(runs: Q) -> dict[tuple[int, date], Tally]:
         )
         for row in rows
     }
+
+
+# --- waiting runs of rolled-up days (DailyRollupWaiting) -----------------------------
+
+# What a waiting run's row keeps of it, and must still match for its figures
+# to be read from there (see DailyRollupWaiting).
+WAITING_KEY = ("wait_reason", "fence", "decisions", "breaches")
+
+
+def _asked() -> Q:
+    """The run put a request in front of a person (see run_tallies)."""
+    return Q(status=RunStatus.WAITING, wait_reason="approval") | Q(
+        Exists(ApprovalRequest.objects.filter(run_id=OuterRef("pk")))
+    )
+
+
+def waiting_runs(runs: Q) -> list[DailyRollupWaiting]:
+    """The live runs among `runs` that are waiting, as a roll-up keeps them
+    (unsaved rows, without their day): one query."""
+    rows = (
+        Run.objects.filter(runs, LIVE, status=RunStatus.WAITING, finished_at__isnull=True)
+        .annotate(
+            asked=ExpressionWrapper(_asked(), output_field=BooleanField()),
+            calls=F("llm_calls") + F("tool_calls"),
+        )
+        .values(
+            "id",
+            "workflow_id",
+            "version_id",
+            *WAITING_KEY,
+            "success",
+            "asked",
+            "cost_usd",
+            "vendor_usd",
+            "calls",
+            "machine_ms",
+            "wait_ms",
+        )
+        .order_by()
+    )
+    return [
+        DailyRollupWaiting(run_id=row.pop("id"), escalated=bool(row.pop("asked")), **row)
+        for row in rows
+    ]
+
+
+def _unchanged_from_row() -> dict[str, Any]:
+    """The run still waits as its kept row (at OuterRef) recorded it."""
+    return {
+        "finished_at__isnull": True,
+        "status": RunStatus.WAITING,
+        **{name: OuterRef(name) for name in WAITING_KEY},
+    }
+
+
+def kept_tally(row: DailyRollupWaiting) -> Tally:
+    """The run-level figures of a kept waiting run (what the roll-up row of
+    its day holds of it)."""
+    return Tally(
+        runs=1,
+        successes=int(row.success is True),
+        escalated=int(row.escalated),
+        pending=int(row.wait_reason == "approval"),
+        cost=row.cost_usd,
+        vendor=row.vendor_usd,
+        calls=row.calls,
+        machine_ms=row.machine_ms,
+        decisions=row.decisions,
+        wait_ms=row.wait_ms,
+        breached=row.breaches,
+    )
+
+
+def changed_waiting_tallies(
+    rows: Q, *, created: tuple[datetime, datetime]
+) -> dict[tuple[int, date], Tally]:
+    """What the roll-up rows hold of the kept waiting runs (`rows`, a Q on
+    DailyRollupWaiting) that have changed since (or finished), per
+    (version, day), to be taken away: one query. Whether a run is unchanged
+    is read from its entry in run_unfinished_cover alone (an anti-join),
+    never from its run row; usually none has changed. `created`: the
+    bounds of the days asked for, which keep that read to their range."""
+    unchanged = Run.objects.filter(
+        pk=OuterRef("run_id"),
+        created_at__gte=created[0],
+        created_at__lt=created[1],
+        **_unchanged_from_row(),
+    )
+    found = (
+        DailyRollupWaiting.objects.filter(rows)
+        .exclude(Exists(unchanged))
+        .values("version_id", "day")
+        .annotate(
+            runs=Count("*"),
+            successes=Count("id", filter=Q(success=True)),
+            escalated=Count("id", filter=Q(escalated=True)),
+            pending=Count("id", filter=Q(wait_reason="approval")),
+            cost=Sum("cost_usd"),
+            vendor=Sum("vendor_usd"),
+            calls=Sum("calls"),
+            machine_ms=Sum("machine_ms"),
+            decisions=Sum("decisions"),
+            wait_ms=Sum("wait_ms"),
+            breached=Sum("breaches"),
+        )
+        .order_by()
+    )
+    return {
+        (row["version_id"], row["day"]): Tally(
+            runs=row["runs"],
+            successes=row["successes"],
+            escalated=row["escalated"],
+            pending=row["pending"],
+            cost=row["cost"] or ZERO,
+            vendor=row["vendor"] or ZERO,
+            calls=row["calls"] or 0,
+            machine_ms=row["machine_ms"] or 0.0,
+            decisions=row["decisions"] or 0,
+            wait_ms=row["wait_ms"] or 0.0,
+            breached=row["breached"] or 0,
+        ).negated()
+        for row in found
+    }
+
+
+def not_kept_unchanged(runs: Q, rows: Q) -> Q:
+    """Those of the unfinished `runs` that no kept row (of `rows`, a Q on
+    DailyRollupWaiting) stands for as they are now (not waiting then, or
+    changed since): their ids, found in the narrow index of unfinished
+    runs, so that only their rows are read."""
+    kept = DailyRollupWaiting.objects.filter(
+        rows, run_id=OuterRef("pk"), **{name: OuterRef(name) for name in WAITING_KEY}
+    )
+    changed = (
+        Run.objects.filter(runs, LIVE, finished_at__isnull=True)
+        .exclude(Q(status=RunStatus.WAITING) & Exists(kept))
+        .values("pk")
+    )
+    return Q(pk__in=Subquery(changed))
 
 
 class LatencyMs(Func):

@@ -19,8 +19,7 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Exists, Max, Min, OuterRef, Q, QuerySet, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -514,14 +513,13 @@ def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
 
 def _dead_runs() -> QuerySet[Run]:
     """Dead-lettered failed runs, each with the error type of the attempt
-    that failed (the run's seq and attempt still point at it)."""
-    failed = StepRun.objects.filter(
-        run=OuterRef("pk"), seq=OuterRef("seq"), attempt=OuterRef("attempt")
-    ).order_by()  # one row by the unique (run, seq, attempt): no sort, no join
+    that failed and whether it was retryable, as kept on the run when it
+    was dead-lettered (with its step, `dead_step`): the page groups the
+    dead runs from their covering partial index (run_dead_letter_cover)
+    alone, and never reads their step runs."""
     live_dead = Q(status=RunStatus.FAILED, dead_lettered_at__isnull=False, mode=RunMode.LIVE)
     return Run.objects.filter(live_dead).annotate(
-        error_type=Coalesce(Subquery(failed.values("error_type")[:1]), Value("")),
-        retryable=Subquery(failed.values("retryable")[:1]),
+        error_type=F("dead_error_type"), retryable=F("dead_retryable")
     )
 
 
@@ -542,17 +540,18 @@ def _dead_groups() -> list[dict[str, Any]]:
     formatted here: a page of many groups renders in one pass."""
     rows = list(
         _dead_runs()
-        .values("workflow_id", "workflow__slug", "current_step", "error_type")  # type: ignore[misc]  # annotated by _dead_runs
+        .values("workflow_id", "workflow__slug", "error_type", step=F("dead_step"))  # type: ignore[misc]  # annotated by _dead_runs
         .annotate(
             runs=Count("id"),
             oldest=Min("dead_lettered_at"),
             newest=Max("dead_lettered_at"),
             not_retryable=Count("id", filter=Q(retryable=False)),
         )
-        .order_by("-runs", "workflow__slug", "current_step")[:DEAD_GROUPS_SHOWN]
+        .order_by("-runs", "workflow__slug", "step")[:DEAD_GROUPS_SHOWN]
     )
     base = reverse("console-deadletter-list")
     for row in rows:
+        row["current_step"] = row.pop("step")  # the step that failed, as the run list names it
         row["key"] = group_key(row["workflow_id"], row["current_step"], row["error_type"])
         row["url"] = f"{base}?{urlencode({'group': row['key']})}"
         row["oldest"] = timezone.localtime(row["oldest"]).strftime("%Y-%m-%d %H:%M")
@@ -584,7 +583,7 @@ def _group_condition(keys: list[str]) -> Q | None:
         if parsed is None:
             return None
         workflow_id, step, error_type = parsed
-        condition |= Q(workflow_id=workflow_id, current_step=step, error_type=error_type)
+        condition |= Q(workflow_id=workflow_id, dead_step=step, error_type=error_type)
     return condition
 
 

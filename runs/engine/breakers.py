@@ -44,7 +44,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count
+from django.db.models import Count, F
 from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -604,6 +604,9 @@ def dead_letter_outlasted(*, limit: int = 500) -> list[int]:
                 wait_reason="",
                 error=error[:4000],
                 dead_lettered_at=Now(),
+                dead_step=F("current_step"),
+                dead_error_type="outage",
+                dead_retryable=True,
                 finished_at=Now(),
                 not_before=None,
                 ring_at=None,
@@ -611,7 +614,7 @@ def dead_letter_outlasted(*, limit: int = 500) -> list[int]:
             if not moved:
                 continue  # it resumed meanwhile
             step = load_definition(run.version_id).steps[run.current_step]
-            StepRun.objects.get_or_create(
+            record, made = StepRun.objects.get_or_create(
                 run_id=run.pk,
                 seq=run.seq,
                 attempt=run.attempt,
@@ -626,6 +629,10 @@ def dead_letter_outlasted(*, limit: int = 500) -> list[int]:
                     "finished_at": now,
                 },
             )
+            if not made:  # the attempt's record was there: the run names its error
+                Run.objects.filter(pk=run.pk).update(
+                    dead_error_type=record.error_type, dead_retryable=record.retryable
+                )
             audit_record(
                 action="run.dead_lettered",
                 actor="system",

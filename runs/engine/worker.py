@@ -506,6 +506,10 @@ def _fail(
     reason = "retries exhausted: " if error.retryable else ""
     update.value("status", "failed").value("error", f"{step.key}: {reason}{error}"[:4000])
     update.at_now("dead_lettered_at").at_now("finished_at").release().set("ring_at", "NULL")
+    # What the dead-letter queue groups by, from this attempt's record, on
+    # the run itself: the queue reads dead runs only, not their step runs.
+    update.set("dead_step", "current_step").value("dead_error_type", record["error_type"])
+    update.value("dead_retryable", record["retryable"])
     _commit(state, update, record, audit)
     return Advance.FAILED
 

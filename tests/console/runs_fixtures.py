@@ -72,6 +72,13 @@ def add_run(
         }
         rows.append(StepRun(**values))
     StepRun.objects.bulk_create(rows)
+    if dead:  # as the engine records it: the attempt the run's seq and attempt point at
+        failed = next((r for r in rows if (r.seq, r.attempt) == (run.seq, run.attempt)), None)
+        Run.objects.filter(pk=run.pk).update(
+            dead_step=run.current_step,
+            dead_error_type=failed.error_type if failed else "",
+            dead_retryable=failed.retryable if failed else None,
+        )
     run.refresh_from_db()
     return run
 

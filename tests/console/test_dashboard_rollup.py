@@ -12,10 +12,11 @@ from decimal import Decimal
 import pytest
 from django.db import transaction
 from django.db.models import F
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from runs import engine, metrics, rollup
-from runs.models import DailyRollup, RollupDay, Run, StepRun
+from runs.models import DailyRollup, DailyRollupWaiting, RollupDay, Run, StepRun
 from runs.tally import BUCKET, histogram_percentile
 from tests.conftest import race
 from tests.console import runs_fixtures as fx
@@ -216,13 +217,17 @@ def test_the_metrics_over_rolled_up_days_take_a_fixed_number_of_queries(
     # the runs' id bounds of the two parts not rolled up (the first day's
     # hours, today); cache hits, credits and dedup of the step runs of each
     # and of those after the watermark; what still-paying first runs paid;
-    # names
-    expected = 17
+    # names; the runs of rolled-up days not finished: those kept waiting and
+    # unchanged, the others
+    expected = 19
     with django_assert_num_queries(expected):
         metrics.workflow_metrics(**period())
     for days_ago in range(1, 6):
         add_run(two_step_version, created_at=midnight(days_ago), latency_ms=1, cost="1")
+        waiting = add_run(two_step_version, status="waiting", created_at=midnight(days_ago))
+        add_approval(waiting)
     rollup.roll_up_all()
+    Run.objects.filter(pk=waiting.pk).update(fence=F("fence") + 1)  # one changed since
     with django_assert_num_queries(expected):
         metrics.workflow_metrics(**period())
 
@@ -263,4 +268,48 @@ def test_a_retry_during_a_pass_leaves_no_day_counting_the_retried_run(mix):
     dead = mix["dead"].pk
     results = race(2, lambda i: rollup.roll_up_days() if i else engine.retry_run(run_id=dead))
     assert not any(isinstance(r, Exception) for r in results), results
+    assert_same_figures(metrics.period_report(**period()), without_rollup())
+
+
+def test_a_run_waiting_unchanged_since_the_roll_up_is_read_from_the_roll_up(mix, no_slack):
+    rollup.roll_up_all()
+    kept = DailyRollupWaiting.objects.get(run=mix["waiting"])
+    assert (kept.cost_usd, kept.escalated, kept.wait_reason) == (Decimal("0.07"), True, "")
+    assert_same_figures(metrics.period_report(**period()), without_rollup())
+    # The dashboard does not read the run's row while the run is unchanged
+    # as kept (its money changes only in a step, after a claim).
+    Run.objects.filter(pk=mix["waiting"].pk).update(cost_usd=Decimal("5"))
+    [row] = metrics.period_report(**period()).versions
+    assert row.cost_usd == without_rollup().versions[0].cost_usd - Decimal("5") + Decimal("0.07")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        # claimed, a step paid, waiting again (the claim bumps the fence)
+        {"fence": F("fence") + 1, "cost_usd": Decimal("0.5"), "machine_ms": 30.0},
+        {"decisions": F("decisions") + 1, "wait_ms": 1000.0},  # a request decided
+        {"breaches": F("breaches") + 1},  # a request past its SLA
+        {"wait_reason": "retry"},  # waiting for something else
+        {"status": "queued", "wait_reason": ""},  # no longer waiting
+        {"status": "cancelled", "finished_at": Now()},  # finished since
+    ],
+)
+def test_a_run_that_changed_since_the_roll_up_is_read_as_it_stands(mix, no_slack, change):
+    waiting = mix["waiting"]
+    Run.objects.filter(pk=waiting.pk).update(wait_reason="approval")
+    rollup.roll_up_all()
+    assert DailyRollupWaiting.objects.filter(run=waiting).exists()
+    Run.objects.filter(pk=waiting.pk).update(**change)
+    assert_same_figures(metrics.period_report(**period()), without_rollup())
+
+
+def test_a_run_that_waits_since_the_roll_up_is_read_as_it_stands(mix, no_slack):
+    rollup.roll_up_all()
+    running = Run.objects.get(status="running")
+    assert not DailyRollupWaiting.objects.filter(run=running).exists()
+    # it ran a step and parked, within the same claim (the fence as it was)
+    Run.objects.filter(pk=running.pk).update(
+        status="waiting", wait_reason="approval", cost_usd=Decimal("0.8")
+    )
     assert_same_figures(metrics.period_report(**period()), without_rollup())

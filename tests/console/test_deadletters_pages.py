@@ -258,3 +258,77 @@ def test_after_a_bulk_retry_the_list_reports_what_became_of_each_run(make_user, 
         (ids[1], "queued"),
     ]
     assert retried["active"] and "1 succeeded, 1 queued" in report.content.decode()
+
+
+def test_a_run_keeps_the_error_of_the_attempt_that_dead_lettered_it(make_user, make_workflow):
+    hard = _failing(make_workflow, retryable=False)
+    flaky = _failing(make_workflow, retryable=True)
+    runs = [drive(engine.start_run(workflow=v.workflow, input={}).run.pk) for v in (hard, flaky)]
+    assert [(r.dead_step, r.dead_error_type, r.dead_retryable) for r in runs] == [
+        ("call", "tool", False),
+        ("call", "tool", True),
+    ]
+    for run in runs:  # the same as the attempt's own record
+        record = run.step_runs.get(seq=run.seq, attempt=run.attempt)
+        assert (record.error_type, record.retryable) == (run.dead_error_type, run.dead_retryable)
+    engine.retry_run(run_id=runs[0].pk)  # no longer dead: nothing kept
+    retried = Run.objects.get(pk=runs[0].pk)
+    assert (retried.dead_step, retried.dead_error_type, retried.dead_retryable) == ("", "", None)
+
+
+def test_the_queue_groups_and_counts_by_what_the_dead_runs_keep(make_user, make_workflow):
+    version = _failing(make_workflow, retryable=False)
+    run = drive(engine.start_run(workflow=version.workflow, input={}).run.pk)
+    # The run's own record is what the page reads, not its step runs.
+    Run.objects.filter(pk=run.pk).update(dead_error_type="kept", dead_retryable=True)
+    response = client_for(make_user).get(URL)
+    [group] = response.context["groups"]
+    assert (group["current_step"], group["error_type"], group["not_retryable"]) == (
+        "call",
+        "kept",
+        0,
+    )
+    assert group["cause"] == "attempts exhausted on a retryable error"
+    assert [r.error_type for r in response.context["runs"]] == ["kept"]
+    doubtful = client_for(make_user).post(RETRY, {"run": [run.pk]}).context["doubtful_runs"]
+    assert doubtful == 0
+
+
+def test_the_queue_reads_no_step_runs(make_user, dead_runs):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = client_for(make_user)
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(URL)
+    assert len(response.context["groups"]) == 3
+    assert not [q["sql"] for q in queries if "runs_steprun" in q["sql"]]
+
+
+def test_the_migration_fills_what_the_dead_runs_keep(two_step_version, monkeypatch):
+    from importlib import import_module
+
+    from django.apps import apps
+
+    migration = import_module("runs.migrations.0028_dead_letter_summary")
+    timeouts = [dead(two_step_version, "work", "timeout") for _ in range(3)]
+    refused = dead(two_step_version, "work", "refused:not_in_role")
+    refused.step_runs.update(retryable=False)
+    unrecorded = add_run(two_step_version, status="failed", dead=True, current_step="work")
+    alive = add_run(
+        two_step_version, status="failed", current_step="work",
+        steps=[{"step_key": "work", "status": "failed", "error_type": "timeout"}],
+    )  # fmt: skip
+    Run.objects.update(dead_step="", dead_error_type="", dead_retryable=None)  # as before
+    monkeypatch.setattr(migration, "BATCH", 2)  # more than one batch
+    migration.fill_dead_runs(apps, None)
+    assert dict(Run.objects.values_list("pk", "dead_step")) == {
+        **{r.pk: "work" for r in [*timeouts, refused, unrecorded]},
+        alive.pk: "",
+    }
+    kept = dict(Run.objects.values_list("pk", "dead_error_type"))
+    assert [kept[r.pk] for r in timeouts] == ["timeout"] * 3
+    assert kept[refused.pk] == "refused:not_in_role"
+    assert Run.objects.get(pk=refused.pk).dead_retryable is False
+    assert kept[unrecorded.pk] == ""  # no step run: as the page showed it
+    assert kept[alive.pk] == ""  # not dead-lettered

@@ -433,6 +433,8 @@ def test_a_run_that_waits_on_a_breaker_past_its_wall_time_budget_is_dead_lettere
     assert dead.dead_lettered_at is not None and f"waiting on breaker {KEY}" in dead.error
     record = dead.step_runs.get(seq=dead.seq, attempt=dead.attempt)
     assert (record.error_type, record.retryable) == ("outage", True)
+    # what the dead-letter queue reads
+    assert (dead.dead_step, dead.dead_error_type, dead.dead_retryable) == ("call", "outage", True)
     client.force_login(make_user("operator"))
     page = client.get("/console/dead-letters/").content.decode()
     assert "an outage outlasted the wall-time budget" in page
