@@ -97,7 +97,7 @@ def backward(apps, schema_editor) -> None:
 
 
 class Migration(migrations.Migration):
-    dependencies = [("runs", "0027_search_and_start")]
+    dependencies = [("runs", "0028_dead_letter_summary")]
 
     operations = [
         migrations.CreateModel(
