@@ -9,7 +9,7 @@ every value of the input, and the domains expression, a SQL function with
 a regular expression, computed again at each claim and each end. Measured
 with bench/engine.py (200 runs of 10 steps, one worker): the database's
 CPU a step fell from 0.215 to 0.160 ms without them, the engine's steps a
-second rose from 2,041 to about 2,300.
+second rose from 2,041 to about 2,250.
 
 So the input is copied, once, into runs_runinput by triggers on the run
 table, and the indexes move there:
