@@ -99,22 +99,30 @@ class _Zombie:
     output = ""
 
 
+def _stopped(pid: int) -> bool:
+    """The process is stopped by a signal (state T in /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
 @contextmanager
 def _frozen_zombie(run_id: int) -> Iterator[_Zombie]:
-    """`advance_run` in a process of its own, frozen (SIGSTOP) once its step
-    has started; woken (SIGCONT) and waited for when the block ends, its
-    output then in `.output`. Its lease is long: it ends when the test
-    lapses it, not by the clock."""
+    """`advance_run` in a process of its own, frozen inside its step's tool
+    call: the tool stops its own process (its `freeze` argument) right
+    after counting the execution, so the freeze falls there however slow
+    the machine is, not seconds later past the step's time limit. Woken (SIGCONT) and waited for when the block
+    ends, its output then in `.output`. Its lease is long: it ends when the
+    test lapses it, not by the clock."""
     zombie = _Zombie()
     process = spawn(
         "advance_run", str(run_id), "--worker", "zombie", env=child_env(BOSUN_LEASE_S="600")
     )
     try:
         deadline = time.monotonic() + 30
-        while not Execution.objects.filter(run_id=run_id).exists():
+        while not _stopped(process.pid):
             assert time.monotonic() < deadline and process.poll() is None, process.stdout.read()
             time.sleep(0.01)
-        os.kill(process.pid, signal.SIGSTOP)
+        assert Execution.objects.filter(run_id=run_id).count() == 1  # inside the call
         yield zombie
         os.kill(process.pid, signal.SIGCONT)
         process.wait(timeout=30)
@@ -130,7 +138,7 @@ def test_a_paused_worker_cannot_commit_after_its_run_was_taken_over(make_workflo
             {
                 "key": "slow",
                 "kind": "tool",
-                "config": {"tool": "test.count", "args": {"sleep_s": 2.0}},
+                "config": {"tool": "test.count", "args": {"sleep_s": 2.0, "freeze": True}},
                 "timeout_s": 5.0,
             },
             END,
@@ -160,7 +168,10 @@ def test_a_frozen_worker_woken_after_a_takeover_leaves_the_ledger_as_the_new_own
             {
                 "key": "send",
                 "kind": "tool",
-                "config": {"tool": "test.hang_once_send", "args": {"first_sleep_s": 60.0}},
+                "config": {
+                    "tool": "test.hang_once_send",
+                    "args": {"first_sleep_s": 60.0, "freeze": True},
+                },
                 "timeout_s": 3.0,
             },
             END,

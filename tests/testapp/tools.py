@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 from pydantic import BaseModel, Field
@@ -22,6 +23,13 @@ def _record(call: ToolCall) -> int:
     return Execution.objects.filter(run_id=call.run_id, step_key=call.step_key).count()
 
 
+def _freeze() -> None:
+    """Stop this process where it stands, until a SIGCONT: a worker frozen
+    inside a tool call at a known point, not wherever a signal from the
+    test happened to find it."""
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
 class Count(Tool):
     name = "test.count"
 
@@ -29,12 +37,17 @@ class Count(Tool):
         sleep_s: float = Field(default=0, ge=0)
         # Count once the sleep is over: a body cut short leaves no row.
         count_after: bool = False
+        # The first execution stops its own process (SIGSTOP) once counted:
+        # frozen inside the call, however slow the machine (see _freeze).
+        freeze: bool = False
 
     class Result(BaseModel):
         executions: int
 
     def run(self, args: Args, call: ToolCall) -> Result:
         executions = 0 if args.count_after else _record(call)
+        if args.freeze and executions == 1:
+            _freeze()
         if args.sleep_s:
             time.sleep(args.sleep_s)
         if args.count_after:
@@ -110,12 +123,15 @@ class HangOnceSend(Tool):
 
     class Args(BaseModel):
         first_sleep_s: float = Field(default=0, ge=0)
+        freeze: bool = False  # as test.count's
 
     class Result(BaseModel):
         sent: bool
 
     def run(self, args: Args, call: ToolCall) -> Result:
         if _record(call) == 1:
+            if args.freeze:
+                _freeze()
             time.sleep(args.first_sleep_s)
         return self.Result(sent=True)
 
