@@ -189,25 +189,44 @@ def run_tallies(runs: Q) -> dict[tuple[int, date], Tally]:
         .order_by()
     )
     return {
-        (row["version_id"], row["day"]): Tally(
-            runs=row["runs"],
+        (row["version_id"], row["day"]): _summed(
+            row,
             succeeded=row["succeeded"],
             failed=row["failed"],
             stopped=row["stopped"],
             cancelled=row["cancelled"],
-            successes=row["successes"],
-            escalated=row["escalated"],
-            cost=row["cost"] or ZERO,
-            vendor=row["vendor"] or ZERO,
-            calls=row["calls"] or 0,
-            machine_ms=row["machine_ms"] or 0.0,
-            decisions=row["decisions"] or 0,
-            wait_ms=row["wait_ms"] or 0.0,
-            pending=row["pending"],
-            breached=row["breached"] or 0,
         )
         for row in rows
     }
+
+
+def _summed(
+    row: dict[str, Any],
+    *,
+    succeeded: int = 0,
+    failed: int = 0,
+    stopped: int = 0,
+    cancelled: int = 0,
+) -> Tally:
+    """A Tally of an aggregate row's counts and sums (a sum over no row is
+    None: zero), with the counts by status when it has them."""
+    return Tally(
+        runs=row["runs"],
+        successes=row["successes"],
+        escalated=row["escalated"],
+        pending=row["pending"],
+        cost=row["cost"] or ZERO,
+        vendor=row["vendor"] or ZERO,
+        calls=row["calls"] or 0,
+        machine_ms=row["machine_ms"] or 0.0,
+        decisions=row["decisions"] or 0,
+        wait_ms=row["wait_ms"] or 0.0,
+        breached=row["breached"] or 0,
+        succeeded=succeeded,
+        failed=failed,
+        stopped=stopped,
+        cancelled=cancelled,
+    )
 
 
 # --- waiting runs of rolled-up days (DailyRollupWaiting) -----------------------------
@@ -315,22 +334,7 @@ def changed_waiting_tallies(
         )
         .order_by()
     )
-    return {
-        (row["version_id"], row["day"]): Tally(
-            runs=row["runs"],
-            successes=row["successes"],
-            escalated=row["escalated"],
-            pending=row["pending"],
-            cost=row["cost"] or ZERO,
-            vendor=row["vendor"] or ZERO,
-            calls=row["calls"] or 0,
-            machine_ms=row["machine_ms"] or 0.0,
-            decisions=row["decisions"] or 0,
-            wait_ms=row["wait_ms"] or 0.0,
-            breached=row["breached"] or 0,
-        ).negated()
-        for row in found
-    }
+    return {(row["version_id"], row["day"]): _summed(row).negated() for row in found}
 
 
 def not_kept_unchanged(runs: Q, rows: Q) -> Q:
