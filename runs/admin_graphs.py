@@ -36,18 +36,7 @@ NUMBERS: dict[str, type] = {
     "backoff_cap_s": float,
     "timeout_s": float,
 }
-STEP_FIELDS = (
-    "kind",
-    "config",
-    "edges",
-    "max_attempts",
-    "backoff_base_s",
-    "backoff_cap_s",
-    "timeout_s",
-    "max_visits",
-    "cache_ttl_s",
-    "output_checks",
-)
+STEP_FIELDS = ("kind", "config", "edges", *NUMBERS, "output_checks")
 
 
 def draft_graph(workflow: Workflow, data: dict[str, Any], problems: list[str]) -> dict[str, Any]:

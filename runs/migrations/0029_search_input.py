@@ -17,8 +17,15 @@ table, and the indexes move there:
   COPY adds its copies in one INSERT … SELECT);
 - after UPDATE OF input, only when the input really changed.
 Deleting a run deletes its copy (the foreign key, and Django's cascade).
-Existing runs are copied here. On SQLite the same triggers keep the copy
-(SQLite has no GIN: its search reads the copies with json_each).
+On SQLite the same triggers keep the copy (SQLite has no GIN: its search
+reads the copies with json_each).
+
+Not atomic, so that no lock on the run table is held through the copy
+and the index builds: the triggers commit first (every run inserted from
+then on is copied by them), then existing runs are copied in batches of
+ids, committed one by one (ON CONFLICT: a run the trigger copied
+meanwhile is left as it is), then the indexes are built and the old
+ones dropped CONCURRENTLY.
 """
 
 from __future__ import annotations
@@ -68,35 +75,61 @@ PG_INDEXES = {
     "runinput_gin": ("run_input_gin", "input"),
     "runinput_domains": ("run_input_domains", "bosun_json_domains(input)"),
 }
-COPY_EXISTING = "INSERT INTO runs_runinput (run_id, input) SELECT id, input FROM runs_run"
+BATCH = 10_000  # runs copied per committed statement
+COPY_BATCH = (
+    "INSERT INTO runs_runinput (run_id, input) SELECT id, input FROM runs_run"
+    " WHERE id > %s AND id <= %s ON CONFLICT (run_id) DO NOTHING"
+)
 
 
-def forward(apps, schema_editor) -> None:
-    if schema_editor.connection.vendor != "postgresql":
+def add_triggers(apps, schema_editor) -> None:
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(PG_TRIGGERS)
+    else:
         for statement in SQLITE_TRIGGERS:
             schema_editor.execute(statement)
-        schema_editor.execute(COPY_EXISTING)
-        return
-    schema_editor.execute(PG_TRIGGERS)
-    schema_editor.execute(COPY_EXISTING)
-    for name, (old, expression) in PG_INDEXES.items():
-        schema_editor.execute(
-            f"CREATE INDEX IF NOT EXISTS {name} ON runs_runinput USING gin ({expression})"
-        )
-        schema_editor.execute(f"DROP INDEX IF EXISTS {old}")
 
 
-def backward(apps, schema_editor) -> None:
-    if schema_editor.connection.vendor != "postgresql":
+def drop_triggers(apps, schema_editor) -> None:
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(PG_DROP_TRIGGERS)
+    else:
         for statement in SQLITE_DROP_TRIGGERS:
             schema_editor.execute(statement)
+
+
+def copy_existing(apps, schema_editor) -> None:
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute("SELECT coalesce(max(id), 0) FROM runs_run")
+        (last,) = cursor.fetchone()
+        for low in range(0, last, BATCH):
+            cursor.execute(COPY_BATCH, [low, low + BATCH])
+
+
+def move_indexes(apps, schema_editor) -> None:
+    if schema_editor.connection.vendor != "postgresql":
         return
-    for _name, (old, expression) in PG_INDEXES.items():
-        schema_editor.execute(f"CREATE INDEX IF NOT EXISTS {old} ON runs_run USING gin ({expression})")
-    schema_editor.execute(PG_DROP_TRIGGERS)
+    for name, (_old, expression) in PG_INDEXES.items():
+        schema_editor.execute(
+            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON runs_runinput"
+            f" USING gin ({expression})"
+        )
+    for old, _expression in PG_INDEXES.values():
+        schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {old}")
+
+
+def restore_indexes(apps, schema_editor) -> None:
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    for old, expression in PG_INDEXES.values():
+        schema_editor.execute(
+            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {old} ON runs_run USING gin ({expression})"
+        )
 
 
 class Migration(migrations.Migration):
+    atomic = False
+
     dependencies = [("runs", "0028_dead_letter_summary")]
 
     operations = [
@@ -116,5 +149,7 @@ class Migration(migrations.Migration):
                 ("input", models.JSONField(default=dict)),
             ],
         ),
-        migrations.RunPython(forward, backward),
+        migrations.RunPython(add_triggers, drop_triggers),
+        migrations.RunPython(copy_existing, migrations.RunPython.noop),
+        migrations.RunPython(move_indexes, restore_indexes),
     ]
