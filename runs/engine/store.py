@@ -180,9 +180,13 @@ def claim(run_id: int, *, worker: str, lease_s: float, trace_id: str = "") -> Ru
         " tool_calls, cost_usd, wall_from, input, trace_id, taint_signals <> '', credits,"
         f" {_switches_sql(_SLUG_OF_RUN)}, mode, tools_from_id, {_SLUG_OF_RUN}"
     )
-    with _prepared_cursor() if _pg() else connection.cursor() as cursor:
-        cursor.execute(sql, [worker, lease_s, lease_s, trace_id, worker, run_id])
-        row = cursor.fetchone()
+    params: list[Any] = [worker, lease_s, lease_s, trace_id, worker, run_id]
+    if _pg():
+        row = _prepared_row(sql, params)
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
     if row is None:
         return None
     row, (mode, tools_from, slug) = row[:-3], row[-3:]
@@ -346,31 +350,29 @@ def checkpoint(state: RunState, update: Update, step_run: dict[str, Any] | None)
     closing = state.closing
     pg = _pg()
     if pg:
-        with _prepared_cursor() as cursor:
-            # One round trip: the step row and the ledger close happen only
-            # if the fenced update matched.
-            ledger_cte, ledger_params = "", []
-            if closing is not None:
-                ledger_cte = (
-                    f", led AS (UPDATE {LEDGER} SET status = 'succeeded', result = %s::jsonb,"
-                    " error = '', finished_at = clock_timestamp()"
-                    " WHERE id = %s AND EXISTS (SELECT 1 FROM upd))"
-                )
-                ledger_params = [dump(closing[1]), closing[0]]
-            head = f"WITH upd AS (UPDATE {RUN} SET {set_sql}{where} RETURNING id){ledger_cte}"
-            if step_run is None:
-                cursor.execute(
-                    f"{head} SELECT {switches} FROM upd",
-                    [*run_params, *ledger_params, state.workflow_slug],
-                )
-            else:
-                insert_cols, holders = _insert_parts(pg)
-                cursor.execute(
-                    f"{head} INSERT INTO {STEP_RUN} ({insert_cols})"
-                    f" SELECT upd.id, {holders} FROM upd RETURNING {switches}",
-                    [*run_params, *ledger_params, *_step_values(step_run), state.workflow_slug],
-                )
-            row = cursor.fetchone()
+        # One round trip: the step row and the ledger close happen only if
+        # the fenced update matched.
+        ledger_cte, ledger_params = "", []
+        if closing is not None:
+            ledger_cte = (
+                f", led AS (UPDATE {LEDGER} SET status = 'succeeded', result = %s::jsonb,"
+                " error = '', finished_at = clock_timestamp()"
+                " WHERE id = %s AND EXISTS (SELECT 1 FROM upd))"
+            )
+            ledger_params = [dump(closing[1]), closing[0]]
+        head = f"WITH upd AS (UPDATE {RUN} SET {set_sql}{where} RETURNING id){ledger_cte}"
+        if step_run is None:
+            row = _prepared_row(
+                f"{head} SELECT {switches} FROM upd",
+                [*run_params, *ledger_params, state.workflow_slug],
+            )
+        else:
+            insert_cols, holders = _insert_parts(pg)
+            row = _prepared_row(
+                f"{head} INSERT INTO {STEP_RUN} ({insert_cols})"
+                f" SELECT upd.id, {holders} FROM upd RETURNING {switches}",
+                [*run_params, *ledger_params, *_step_values(step_run), state.workflow_slug],
+            )
     else:
         statements = [
             (
@@ -416,6 +418,38 @@ def _prepared_cursor_class() -> type:
             return super().execute(query, params, prepare=True)
 
     return PreparedCursor
+
+
+def _prepared_row(sql: str, params: list[Any]) -> Any:
+    """Run a statement of the hot path as a prepared statement (PostgreSQL);
+    its first row, or None.
+
+    The cursor is kept with the connection and used again at every step:
+    a new cursor per statement (Django's wrapper, psycopg's cursor, its
+    adapters and transformer) was about a tenth of a step's Python calls,
+    and of the code a step walks through, which a database session sharing
+    the worker's CPU pays for too (see the engine benchmark). Errors are
+    Django's, as through any Django cursor."""
+    db = connections[DEFAULT_DB_ALIAS]
+    if not settings.BOSUN_PG_PREPARE or db.queries_logged or db.execute_wrappers:
+        # Django's log shows a statement's values only as Django binds them;
+        # execute wrappers (instrumentation, tests) see every statement.
+        with _prepared_cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone()
+    held = db.__dict__.get("_bosun_cursor")
+    raw = db.connection
+    if held is None or held.connection is not raw or held.closed:
+        db.ensure_connection()
+        raw = db.connection
+        if raw.prepare_threshold is None:  # as in _prepared_cursor
+            raw.prepare_threshold = 2**31
+        # psycopg's own cursor: Django's connections make client-binding
+        # cursors, which send every statement as new text.
+        held = db.__dict__["_bosun_cursor"] = _prepared_cursor_class()(raw)
+    db.validate_no_broken_transaction()
+    with db.wrap_database_errors:
+        return held.execute(sql, params).fetchone()
 
 
 def _prepared_cursor() -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from django.db import OperationalError, connection
+from django.db import OperationalError, ProgrammingError, connection, connections
 
 from runs import engine
 from runs.engine import heartbeat, store
@@ -181,3 +181,39 @@ def test_the_step_checkpoint_is_prepared_once_per_connection(make_workflow, sett
         )
         executions = [row[0] for row in cursor.fetchall()]
     assert sum(executions) >= 3, executions  # the echo steps but the first share one statement
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_the_kept_cursor_follows_the_connection_and_its_errors_are_djangos(make_workflow, settings):
+    """The hot path's statements go through one cursor kept with the
+    connection: a new connection gets a new one, an error comes out as
+    Django's, and an execute wrapper still sees every statement."""
+    settings.BOSUN_PG_PREPARE = True
+    steps = [{"key": f"e{i}", "kind": "tool", "config": {"tool": "echo"}} for i in range(3)]
+    version = make_workflow(chain(*steps, END))
+    first, second, third = (
+        engine.start_run(workflow=version.workflow, input={"n": n}).run.pk for n in range(3)
+    )
+    assert engine.advance_run(first, worker="w") == engine.Advance.FINISHED
+    db = connections["default"]  # `connection` is a proxy of it
+    kept = db.__dict__["_bosun_cursor"]
+    connection.close()  # as the worker does between tasks when the server went away
+    assert engine.advance_run(second, worker="w") == engine.Advance.FINISHED
+    assert db.__dict__["_bosun_cursor"] is not kept
+    assert db.__dict__["_bosun_cursor"].connection is db.connection
+
+    with pytest.raises(ProgrammingError):
+        store._prepared_row("SELECT no_such_column FROM runs_run", [])
+
+    seen: list[str] = []
+
+    def spy(execute, sql, params, many, context):
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(spy):
+        assert engine.advance_run(third, worker="w") == engine.Advance.FINISHED
+    assert sum(sql.startswith("WITH upd AS (UPDATE runs_run") for sql in seen) == 4, seen
+    statuses = Run.objects.filter(pk__in=[first, second, third]).values_list("status", flat=True)
+    assert set(statuses) == {"succeeded"}
