@@ -305,7 +305,11 @@ class Run(models.Model):
     task, an expired lease, a due retry). Both are database-clock times.
     """
 
-    workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="runs")
+    # No index of its own: run_workflow_created (workflow, -created_at)
+    # serves every lookup by workflow (migration runs 0031).
+    workflow = models.ForeignKey(
+        Workflow, on_delete=models.PROTECT, related_name="runs", db_index=False
+    )
     version = models.ForeignKey(WorkflowVersion, on_delete=models.PROTECT, related_name="runs")
     status = models.CharField(max_length=12, choices=RunStatus.choices, default=RunStatus.QUEUED)
     wait_reason = models.CharField(max_length=40, blank=True)
@@ -527,7 +531,10 @@ class StepRun(models.Model):
     record a second success even if fencing were bypassed.
     """
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="step_runs")
+    # No index of its own: steprun_attempt_unique (run, seq, attempt) serves
+    # every lookup by run, and each step's insert writes one index less
+    # (migration runs 0031).
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="step_runs", db_index=False)
     seq = models.PositiveIntegerField()
     attempt = models.PositiveSmallIntegerField(default=1)
     step_key = models.CharField(max_length=100)
