@@ -21,8 +21,10 @@ What it measures (see bench/README.md):
 * one worker on one CPU (PostgreSQL, a local server): the first worker and
   its session kept on CPU 0, what a step costs a worker that shares its
   CPU; the CPUs over that cost are the ceiling two workers are read
-  against. While two workers run, their sessions' waits are sampled from
-  pg_stat_activity.
+  against. And two workers on one CPU each: worker 0 and its session kept
+  on CPU 0, worker 1 and its session on CPU 1, against the one worker on
+  one CPU (two workers with the same CPU a worker as one). While two
+  workers run, their sessions' waits are sampled from pg_stat_activity.
 * latency: a real `manage.py worker` (the production doorbell and the ORM
   broker), `start_run` to terminal status, median of 20, after a warm-up.
 
@@ -262,10 +264,14 @@ class Workers:
             reports.append(report)
         return time.perf_counter() - t0, outcomes, times, reports
 
-    def pin(self, cpus: set[int] | None) -> str | None:
-        """Keep the first worker and its session on `cpus` (None: anywhere)."""
-        self.pipes[0].send(("pin", cpus))
-        return self._expect(self.pipes[0], "pinned")[1]
+    def pin(self, *cpus: set[int] | None) -> str | None:
+        """Keep worker i and its session on cpus[i] (None: anywhere); why
+        not, when one cannot be kept."""
+        refused = None
+        for pipe, kept in zip(self.pipes, cpus, strict=False):
+            pipe.send(("pin", kept))
+            refused = refused or self._expect(pipe, "pinned")[1]
+        return refused
 
     def close(self) -> None:
         for pipe in self.pipes:
@@ -381,6 +387,8 @@ def measure(name: str, run_ids: list[int], workers: Workers, db: BenchDatabase) 
     elif name == "two":
         with sampling_waits(db, waits):
             wall, outcomes, times, _ = workers.advance([run_ids[0::2], run_ids[1::2]])
+    elif name == "paired":  # two workers, each on a CPU of its own with its session
+        wall, outcomes, times, _ = workers.advance([run_ids[0::2], run_ids[1::2]])
     else:  # "one", or "shared": one worker on one CPU with its session
         wall, outcomes, times, _ = workers.advance([run_ids])
     busy1 = machine_busy_s()
@@ -710,21 +718,33 @@ def describe_setup(version, db: BenchDatabase) -> None:
     )
 
 
+# The phases whose workers are kept on fixed CPUs with their sessions: the
+# CPUs of worker 0, worker 1.
+PINNED: dict[str, tuple[set[int], set[int] | None]] = {
+    "shared": ({0}, None),
+    "paired": ({0}, {1}),
+}
+ENGINE_PHASES = ("one", "two", "shared", "paired")
+
+
 def throughput_rounds(
     args, version, workers: Workers, db: BenchDatabase, failures: list[str]
 ) -> list[dict]:
     """Rounds of every phase on fresh runs until enough quiet ones.
 
     The floors and the engine on one and two connections, and on
-    PostgreSQL the one-statement floor and the "shared" phase: one worker
-    kept on one CPU with its database session (what a step costs when a
-    worker does not have a CPU to itself, as with two workers on two CPUs).
+    PostgreSQL the one-statement floor and two phases with the workers'
+    CPUs fixed: "shared", one worker kept on one CPU with its database
+    session (what a step costs when a worker does not have a CPU to itself,
+    as with two workers on two CPUs), and "paired", two workers each kept
+    on a CPU of its own with its session (two workers with the resources
+    of one each).
     """
     names = ["floor", "floor2", "one", "two"]
     if isinstance(db, PostgresBench):
         names[1:1] = ["lean"]
         names[3:3] = ["lean2"]
-        names.append("shared")
+        names += ["shared", "paired"]
     rounds: list[dict] = []
     heads = {
         "floor": "floor",
@@ -734,14 +754,15 @@ def throughput_rounds(
         "one": "engine 1w",
         "two": "engine 2w",
         "shared": "1w 1 CPU",
+        "paired": "2w 1 CPU ea",
     }
     say("")
     say(
         f"{'round':>5}  "
         + "  ".join(f"{heads[n]:>9}" for n in names)
-        + f"  {'ratio':>5}  {'2w/1w':>5}  {'2c/1c':>5}  {'other load':>11}"
+        + f"  {'ratio':>5}  {'2w/1w':>5}  {'2c/1c':>5}  {'pairs':>5}  {'other load':>11}"
     )
-    say(f"{'':>5}  " + "  ".join(f"{'steps/s':>9}" for _ in names) + f"  {'':>26}{'CPUs':>11}")
+    say(f"{'':>5}  " + "  ".join(f"{'steps/s':>9}" for _ in names) + f"  {'':>33}{'CPUs':>11}")
     number = 0
     while number < args.max_rounds and sum(quiet(r) for r in rounds) < args.rounds:
         number += 1
@@ -751,19 +772,20 @@ def throughput_rounds(
         # does not favour one side of a comparison.
         order = list(names) if number % 2 else names[::-1]
         for name in order:
-            if name == "shared":
-                refused = workers.pin({0})
+            if name in PINNED:
+                refused = workers.pin(*PINNED[name])
                 if refused:
-                    failures.append(f"the shared phase cannot run: {refused}")
-                    names.remove("shared")
+                    failures.append(f"the {name} phase cannot run: {refused}")
+                    names.remove(name)
+                    workers.pin(None, None)
                     continue
                 try:
                     r[name] = measure(name, ids[name], workers, db)
                 finally:
-                    workers.pin(None)
+                    workers.pin(None, None)
             else:
                 r[name] = measure(name, ids[name], workers, db)
-        engine_phases = [name for name in ("one", "two", "shared") if name in r]
+        engine_phases = [name for name in ENGINE_PHASES if name in r]
         for name in engine_phases:
             failures += check_runs(ids[name])
             if r[name]["outcomes"] != {"finished": RUNS}:
@@ -771,6 +793,8 @@ def throughput_rounds(
         r["ratio"] = r["one"]["rate"] / r["floor"]["rate"]
         r["speedup"] = r["two"]["rate"] / r["one"]["rate"]
         r["floor_speedup"] = r["floor2"]["rate"] / r["floor"]["rate"]
+        if "shared" in r and "paired" in r:
+            r["paired_speedup"] = r["paired"]["rate"] / r["shared"]["rate"]
         # Two floor connections at 5,000 to 9,000 steps/s keep the server's
         # WAL writer and the kernel's loopback networking busy, which no
         # process of the bench is charged for: their phases would mark
@@ -783,7 +807,8 @@ def throughput_rounds(
             f"{number:>5}  "
             + "  ".join(f"{r[n]['rate']:>9.0f}" if n in r else f"{'-':>9}" for n in names)
             + f"  {r['ratio']:>5.2f}  {r['speedup']:>5.2f}  {r['floor_speedup']:>5.2f}"
-            f"  {r['others']:>11.2f}{'' if quiet(r) else '  (busy: not counted)'}"
+            + (f"  {r['paired_speedup']:>5.2f}" if "paired_speedup" in r else f"  {'-':>5}")
+            + f"  {r['others']:>11.2f}{'' if quiet(r) else '  (busy: not counted)'}"
         )
     return rounds
 
@@ -928,6 +953,18 @@ def report_figures(
             f" two workers reach {two:.0f} ({two / ceiling:.0%})"
         )
         figures["two_worker_of_ceiling"] = two / ceiling
+    if all("paired_speedup" in r for r in rounds):
+        paired = med("paired")
+        say(
+            f"{'engine, 2 workers, each kept on 1 CPU with its session':51} {paired:8.0f}"
+            f"  {1000 / paired:7.3f}  {per_step('paired', 'cpu'):>10}"
+            f"  {per_step('paired', 'server'):>10}"
+        )
+        say(
+            f"two workers / one with the same CPU a worker (one each, shared with its session):"
+            f" {paired / shared:.2f}"
+        )
+        figures["paired_speedup"] = paired / shared
     waits: Counter = Counter()
     for r in rounds:
         waits.update(r["two"]["waits"])
@@ -1019,7 +1056,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = report_figures(args, db, rounds, all_rounds, data)
     missed = check_targets(db, figures)
     failures = data["failures"]
-    engine_phases = sum(name in r for r in all_rounds for name in ("one", "two", "shared"))
+    engine_phases = sum(name in r for r in all_rounds for name in ENGINE_PHASES)
     checked = engine_phases * RUNS + LATENCY_SAMPLES + (RUNS if args.profile else 0)
     if failures:
         say(f"check FAILED: {len(failures)} problem(s); first ones:")
@@ -1039,7 +1076,7 @@ def main(argv: list[str] | None = None) -> int:
         f" run10_latency_ms={figures['run10_latency_ms']:.1f}"
         + "".join(
             f" {key}={figures[key]:.{0 if key.endswith('_per_s') else 2}f}"
-            for key in ("lean_steps_per_s", "two_worker_of_ceiling")
+            for key in ("lean_steps_per_s", "two_worker_of_ceiling", "paired_speedup")
             if key in figures
         )
     )
