@@ -128,6 +128,22 @@ def _step_row(defaults: dict, run_id: int, seq: int) -> dict[str, Any]:
     return row
 
 
+@contextlib.contextmanager
+def _kept(cpus: set[int] | None, backend: int) -> Iterator[None]:
+    """Keep this process and a local session on `cpus` for the block."""
+    if cpus is None:
+        yield
+        return
+    every = set(range(os.cpu_count() or 1))
+    os.sched_setaffinity(0, cpus)
+    os.sched_setaffinity(backend, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, every)
+        os.sched_setaffinity(backend, every)
+
+
 class PostgresBench:
     """A database of its own on DATABASE_URL's server, dropped at the end."""
 
@@ -166,28 +182,50 @@ class PostgresBench:
 
         return self._floor_loop(run_ids, steps, step, autocommit=False)
 
-    def floor_one_statement(self, run_ids: list[int], steps: int) -> dict[str, float | None]:
+    def floor_one_statement(
+        self,
+        run_ids: list[int],
+        steps: int,
+        *,
+        work: Callable[[int], Any] | None = None,
+        cpus: set[int] | None = None,
+    ) -> dict[str, float | None]:
         """Raw psycopg, one connection, the leanest client a team would
         write: per step one prepared statement in autocommit, the step row's
         INSERT and the run's UPDATE in one CTE (one round trip, like the
-        engine's checkpoint). Returns wall, client CPU and server CPU seconds."""
+        engine's checkpoint). Returns wall, client CPU and server CPU seconds.
+        `work(k)`, if given, runs before the k-th step's statement; `cpus`
+        keeps this process and the session on them while it runs."""
         insert, _ = floor_row_shape()
         statement = f"WITH step AS ({insert} RETURNING 1) {PG_FLOOR_UPDATE}"
+        count = iter(range(len(run_ids) * steps))
 
         def step(pg, cursor, row: list[Any], run_id: int, seq: int) -> None:
+            if work is not None:
+                work(next(count))
             cursor.execute(statement, [*row, f"echo{seq + 1}", run_id], prepare=True)
 
-        return self._floor_loop(run_ids, steps, step, autocommit=True)
+        return self._floor_loop(run_ids, steps, step, autocommit=True, cpus=cpus)
 
     def _floor_loop(
-        self, run_ids: list[int], steps: int, step: Callable[..., None], *, autocommit: bool
+        self,
+        run_ids: list[int],
+        steps: int,
+        step: Callable[..., None],
+        *,
+        autocommit: bool,
+        cpus: set[int] | None = None,
     ) -> dict[str, float | None]:
-        """Write every run's step rows through `step`, timed."""
+        """Write every run's step rows through `step`, timed (with this
+        process and its session kept on `cpus`, if given)."""
         import psycopg
         from psycopg.types.json import Jsonb
 
         _, defaults = floor_row_shape()
-        with psycopg.connect(self.conninfo, autocommit=autocommit) as pg:
+        with (
+            psycopg.connect(self.conninfo, autocommit=autocommit) as pg,
+            _kept(cpus, pg.info.backend_pid),
+        ):
             cursor = pg.cursor()
             backend = pg.info.backend_pid
             server0 = backend_cpu_s(backend)

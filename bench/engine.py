@@ -675,6 +675,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also cProfile one worker advancing 200 runs and print the top",
     )
+    parser.add_argument(
+        "--cache-probe",
+        action="store_true",
+        help="also measure what sharing a CPU with its session costs a client that computes"
+        " and one that walks memory (PostgreSQL, a local server)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     parser.add_argument(
         "--check-targets",
@@ -813,6 +819,58 @@ def throughput_rounds(
     return rounds
 
 
+# The cache probe's work a step: about 0.2 ms of arithmetic on a few
+# integers, or of reads scattered over a Python structure of ~60 MB.
+PROBE_ADDS = 6000
+PROBE_READS = 200
+_probe_heap: list[dict] = []
+
+
+def _compute(k: int) -> int:
+    total = 0
+    for i in range(PROBE_ADDS):
+        total += i * i
+    return total
+
+
+def _walk(k: int) -> int:
+    heap, total = _probe_heap, 0
+    for j in range(PROBE_READS):
+        total += heap[(k * 131_071 + j * 7_919) % len(heap)]["k"]
+    return total
+
+
+def cache_probe(version, db: BenchDatabase) -> None:
+    """Why a worker pays for sharing a CPU with its session: the
+    one-statement floor with a step's worth of client work added, once
+    arithmetic (no memory traffic), once reads scattered over a large
+    structure, each on both CPUs and kept on one CPU with its session.
+    If sharing costs the session CPU only when the client walks memory,
+    the price is the cache the two share, not the switching."""
+    if not isinstance(db, PostgresBench):
+        say("\ncache probe: PostgreSQL only")
+        return
+    _probe_heap[:] = [{"k": i, "v": str(i)} for i in range(300_000)]
+    say("\ncache probe: the one-statement floor plus client work a step (median of 3)")
+    say(
+        f"{'client work a step':28} {'CPUs':>12} {'steps/s':>8} {'client CPU':>11} {'server CPU':>11}"
+    )
+    try:
+        for label, work in (("none", None), ("arithmetic", _compute), ("scattered reads", _walk)):
+            for cpus, where in ((None, "both"), ({0}, "1, shared")):
+                found = []
+                for n in range(3):
+                    ids = start_runs(version, RUNS, f"probe-{label}-{where}-{n}")
+                    found.append(db.floor_one_statement(ids, STEPS, work=work, cpus=cpus))
+                steps = RUNS * STEPS
+                rate = statistics.median(steps / t["wall"] for t in found)
+                client = statistics.median(t["cpu"] for t in found) * 1000 / steps
+                server = statistics.median(t["server"] or 0 for t in found) * 1000 / steps
+                say(f"{label:28} {where:>12} {rate:8.0f} {client:8.3f} ms {server:8.3f} ms")
+    finally:
+        _probe_heap.clear()
+
+
 def run_phases(args: argparse.Namespace, db: BenchDatabase) -> dict:
     """Create and migrate the bench database, measure every phase, remove it."""
     workers = None
@@ -841,6 +899,8 @@ def run_phases(args: argparse.Namespace, db: BenchDatabase) -> dict:
             say(reports[0])
         workers.close()
         workers = None
+        if args.cache_probe:
+            cache_probe(version, db)
 
         say(
             f"\nlatency: manage.py worker, start_run -> terminal, {LATENCY_WARMUP} warm-up"
