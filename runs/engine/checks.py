@@ -9,10 +9,9 @@ adds signals for the reviewer."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
-
-from django.utils import timezone
 
 from lib.conditions import AllOf, AnyOf, Compare, Condition, Not, evaluate
 from lib.context import MISSING, resolve
@@ -71,7 +70,7 @@ def over_budget(
             "tool_calls", f"{state.tool_calls + calls} of {budget.max_tool_calls}"
         )
     if state.wall_from is not None:
-        elapsed = (timezone.now() - state.wall_from).total_seconds()
+        elapsed = (datetime.now(UTC) - state.wall_from).total_seconds()
         if elapsed >= budget.max_wall_s:
             return BudgetExceeded("wall_s", f"{elapsed:.0f}s of {budget.max_wall_s:.0f}s")
     return None

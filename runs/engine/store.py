@@ -53,8 +53,12 @@ def json_param() -> str:
     return "%s::jsonb" if _pg() else "%s"
 
 
+# json.dumps with any argument builds a new encoder at every call.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def dump(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
+    return None if value is None else _encode(value)
 
 
 @dataclass

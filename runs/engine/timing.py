@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # see _current_handler
 import random
 import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import NoReturn
+from typing import Any
 
 from runs.engine.errors import StepTimeout
 
@@ -35,6 +36,19 @@ def backoff_delay(
     return delay
 
 
+# signal.getsignal wraps the C call's answer in an enum, which cost more
+# than the rest of a step's time limit; the C module's gives the same answer.
+_current_handler: Any = _signal.getsignal
+
+# The limits of the steps running now in the main thread, innermost last.
+_limits: list[float] = []
+
+
+def _expire(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
+    if _limits:  # an alarm with no step running is one left over: ignore it
+        raise StepTimeout(_limits[-1])
+
+
 @contextmanager
 def time_limit(seconds: float) -> Iterator[None]:
     """Raise StepTimeout in the step if it runs longer than `seconds`.
@@ -43,18 +57,20 @@ def time_limit(seconds: float) -> Iterator[None]:
     tasks there), so even a step stuck in a socket read is interrupted.
     In other threads, where signals cannot be used, the limit is left to the
     step's own I/O timeouts, which receive the same number.
+
+    The handler is installed once and stays (again if something replaced
+    it): a step only arms and disarms the timer. The timer is the process's
+    only one, so a step's limit replaces an alarm set before it.
     """
     if seconds <= 0 or threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def expire(signum: int, frame: FrameType | None) -> NoReturn:  # noqa: ARG001
-        raise StepTimeout(seconds)
-
-    previous = signal.signal(signal.SIGALRM, expire)
+    if _current_handler(signal.SIGALRM) is not _expire:
+        signal.signal(signal.SIGALRM, _expire)
+    _limits.append(seconds)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        _limits.pop()

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from functools import partial
@@ -25,7 +25,6 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models.functions import Now
-from django.utils import timezone
 
 from approvals.models import ApprovalStatus
 from policies.audit import record as audit_record
@@ -275,7 +274,7 @@ def _run_step(walk: _Walk, *, worker: str) -> Advance | None:
     step = walk.definition.steps[state.current_step]
     if walk.visits.get(step.key, 0) >= step.max_visits:
         return _leave_exhausted(walk, step, worker=worker)
-    started = timezone.now()
+    started = datetime.now(UTC)  # timezone.now(), less its settings lookup
     t0 = time.perf_counter()
     breach = checks.over_budget(state, walk.rules.budget, step.kind.name)
     if breach is not None:
@@ -519,7 +518,7 @@ def _leave_exhausted(walk: _Walk, step: StepDef, *, worker: str) -> Advance | No
     state = walk.state
     target = step.edges.get("exhausted")
     if target is None:
-        now = timezone.now()
+        now = datetime.now(UTC)
         record = _record(walk, step, now, time.perf_counter(), worker)
         error = StepError(
             f"visited {step.max_visits} times, its bound", retryable=False, error_type="loop_bound"
@@ -611,7 +610,7 @@ def _record(
         step_key=step.key,
         kind=step.kind.name,
         started_at=started,
-        finished_at=timezone.now(),
+        finished_at=datetime.now(UTC),
         duration_ms=round((time.perf_counter() - t0) * 1000, 3),
         worker=worker[:120],
     )
