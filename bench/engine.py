@@ -940,6 +940,15 @@ def report_figures(
             return "    n/a"
         return f"{statistics.median(sum(found) for found in values) * 1000 / (RUNS * STEPS):7.3f}"
 
+    def row(label: str, key: str) -> float:
+        """Print a phase's line: steps/s, and wall and CPU time a step."""
+        rate = med(key)
+        say(
+            f"{label:51} {rate:8.0f}  {1000 / rate:7.3f}"
+            f"  {per_step(key, 'cpu'):>10}  {per_step(key, 'server'):>10}"
+        )
+        return rate
+
     engine, floor_rate, two = med("one"), med("floor"), med("two")
     times, split = data["times"], data["split"]
     say("")
@@ -958,34 +967,14 @@ def report_figures(
     driver = "sqlite3, BEGIN IMMEDIATE" if sqlite else "raw psycopg, BEGIN"
     floor_name = f"{driver}/INSERT/UPDATE/COMMIT"
     say(f"{'':51} {'steps/s':>8}  {'wall ms':>7}  {'client CPU':>10}  {'server CPU':>10}  (a step)")
-    say(
-        f"{'floor  ' + floor_name:51} {floor_rate:8.0f}  {1000 / floor_rate:7.3f}"
-        f"  {per_step('floor', 'cpu'):>10}  {per_step('floor', 'server'):>10}"
-    )
-    say(
-        f"{'engine advance_run, 1 worker process':51} {engine:8.0f}  {1000 / engine:7.3f}"
-        f"  {per_step('one', 'cpu'):>10}  {per_step('one', 'server'):>10}"
-    )
-    floor2 = med("floor2")
-    say(
-        f"{'floor on 2 connections at once (2 processes)':51} {floor2:8.0f}  {1000 / floor2:7.3f}"
-        f"  {per_step('floor2', 'cpu'):>10}  {per_step('floor2', 'server'):>10}"
-    )
-    say(
-        f"{'engine advance_run, 2 worker processes':51} {two:8.0f}  {1000 / two:7.3f}"
-        f"  {per_step('two', 'cpu'):>10}  {per_step('two', 'server'):>10}"
-    )
+    row(f"floor  {floor_name}", "floor")
+    row("engine advance_run, 1 worker process", "one")
+    floor2 = row("floor on 2 connections at once (2 processes)", "floor2")
+    row("engine advance_run, 2 worker processes", "two")
     figures: dict = {}
     if all("lean" in r for r in rounds):
-        lean, lean2 = med("lean"), med("lean2")
-        say(
-            f"{'floor  one prepared statement a step, autocommit':51} {lean:8.0f}"
-            f"  {1000 / lean:7.3f}  {per_step('lean', 'cpu'):>10}  {per_step('lean', 'server'):>10}"
-        )
-        say(
-            f"{'  the same on 2 connections at once':51} {lean2:8.0f}  {1000 / lean2:7.3f}"
-            f"  {per_step('lean2', 'cpu'):>10}  {per_step('lean2', 'server'):>10}"
-        )
+        lean = row("floor  one prepared statement a step, autocommit", "lean")
+        lean2 = row("  the same on 2 connections at once", "lean2")
         figures["lean_steps_per_s"] = lean
     say(
         f"two at once / one: floor {floor2 / floor_rate:.2f}"
@@ -993,12 +982,7 @@ def report_figures(
         + f", engine {two / engine:.2f}"
     )
     if all("shared" in r for r in rounds):
-        shared = med("shared")
-        say(
-            f"{'engine, 1 worker kept on 1 CPU with its session':51} {shared:8.0f}"
-            f"  {1000 / shared:7.3f}  {per_step('shared', 'cpu'):>10}"
-            f"  {per_step('shared', 'server'):>10}"
-        )
+        shared = row("engine, 1 worker kept on 1 CPU with its session", "shared")
         # What a step costs a worker that shares its CPU, as each of two
         # workers on two CPUs must (with its session, or the other's): the
         # machine's CPUs divided by it is what any two workers could get.
@@ -1014,12 +998,7 @@ def report_figures(
         )
         figures["two_worker_of_ceiling"] = two / ceiling
     if all("paired_speedup" in r for r in rounds):
-        paired = med("paired")
-        say(
-            f"{'engine, 2 workers, each kept on 1 CPU with its session':51} {paired:8.0f}"
-            f"  {1000 / paired:7.3f}  {per_step('paired', 'cpu'):>10}"
-            f"  {per_step('paired', 'server'):>10}"
-        )
+        paired = row("engine, 2 workers, each kept on 1 CPU with its session", "paired")
         say(
             f"two workers / one with the same CPU a worker (one each, shared with its session):"
             f" {paired / shared:.2f}"
