@@ -316,6 +316,9 @@ STATICFILES_DIRS = [BASE_DIR / "config" / "static"]
 # decides whether there is anything to do. Delivery is at-least-once, so a
 # task not acknowledged within `retry` seconds is delivered again; `retry`
 # must therefore exceed `timeout`, or a slow task would run twice at once.
+# (A run's task is bounded by BOSUN_TASK_SLICE_S and its steps' own time
+# limits, which take over the same alarm from its first step on; a second
+# delivery of a run's task cannot claim a run whose lease is held.)
 BOSUN_TASK_TIMEOUT_S = env_int("BOSUN_TASK_TIMEOUT_S", 300)
 Q_CLUSTER = {
     "name": "bosun",
