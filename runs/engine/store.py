@@ -441,11 +441,14 @@ def _prepared_row(sql: str, params: list[Any]) -> Any:
         with _prepared_cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.fetchone()
-    held = db.__dict__.get("_bosun_cursor")
+    # As Django's cursor() does: once after the queue's connection check
+    # between tasks (CONN_HEALTH_CHECKS), make sure the server is still
+    # there, and connect again if not.
+    db.close_if_health_check_failed()
+    db.ensure_connection()
     raw = db.connection
+    held = db.__dict__.get("_bosun_cursor")
     if held is None or held.connection is not raw or held.closed:
-        db.ensure_connection()
-        raw = db.connection
         if raw.prepare_threshold is None:  # as in _prepared_cursor
             raw.prepare_threshold = 2**31
         # psycopg's own cursor: Django's connections make client-binding

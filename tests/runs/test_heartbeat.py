@@ -217,3 +217,32 @@ def test_the_kept_cursor_follows_the_connection_and_its_errors_are_djangos(make_
     assert sum(sql.startswith("WITH upd AS (UPDATE runs_run") for sql in seen) == 4, seen
     statuses = Run.objects.filter(pk__in=[first, second, third]).values_list("status", flat=True)
     assert set(statuses) == {"succeeded"}
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_session_lost_between_tasks_is_replaced_before_the_claim(
+    make_workflow, settings, monkeypatch
+):
+    """The server ends the worker's session between two tasks (a restart, a
+    failover): the next task's claim connects again instead of failing, as
+    through Django's own cursors (CONN_HEALTH_CHECKS)."""
+    import psycopg
+    from django.db import close_old_connections
+
+    settings.BOSUN_PG_PREPARE = True
+    version = make_workflow(chain({"key": "e", "kind": "tool", "config": {"tool": "echo"}}, END))
+    first, second = (
+        engine.start_run(workflow=version.workflow, input={"n": n}).run.pk for n in range(2)
+    )
+    assert engine.advance_run(first, worker="w") == engine.Advance.FINISHED
+    db = connections["default"]
+    monkeypatch.setitem(db.settings_dict, "CONN_HEALTH_CHECKS", True)  # as in production
+    lost = db.connection.info.backend_pid
+    params = db.get_connection_params()
+    params.pop("cursor_factory", None)
+    with psycopg.connect(**params, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [lost])
+    close_old_connections()  # what the queue does between two tasks
+    assert engine.advance_run(second, worker="w") == engine.Advance.FINISHED
+    assert db.connection.info.backend_pid != lost
