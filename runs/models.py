@@ -433,6 +433,7 @@ class Run(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="replays",
+        db_index=False,  # a partial index below: most runs have none
         help_text="LLM steps of this run answer from that run's recorded outputs.",
     )
     mode = models.CharField(
@@ -448,6 +449,7 @@ class Run(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
+        db_index=False,  # a partial index below: most runs have none
         help_text="A sandbox run's reads are answered from this recorded run's calls.",
     )
     shadow_of = models.ForeignKey(
@@ -456,6 +458,7 @@ class Run(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="shadows",
+        db_index=False,  # a partial index below: most runs have none
         help_text="The live run this shadow run ran beside, on the same input.",
     )
 
@@ -482,6 +485,17 @@ class Run(models.Model):
             ),
             models.Index(fields=["status", "-created_at"], name="run_status_created"),
             models.Index(fields=["workflow", "-created_at"], name="run_workflow_created"),
+            # The runs that name another run, and only those: an ordinary
+            # run's insert, claim and end write none of them (runs 0032).
+            models.Index(
+                fields=["replay_of"], name="run_replay_of", condition=Q(replay_of__isnull=False)
+            ),
+            models.Index(
+                fields=["tools_from"], name="run_tools_from", condition=Q(tools_from__isnull=False)
+            ),
+            models.Index(
+                fields=["shadow_of"], name="run_shadow_of", condition=Q(shadow_of__isnull=False)
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1,6 +1,8 @@
 """The run and step tables carry no index that a wider one already covers
-(migration runs 0031): every step's insert and every run's claim and end
-write each index of their table, so a redundant one is paid at every step."""
+(migration runs 0031), and index a run's links to other runs only where it
+has one (0032): every step's insert and every run's claim and end write
+each index of their table, so an index that serves nothing is paid at
+every step."""
 
 from __future__ import annotations
 
@@ -42,3 +44,13 @@ def test_no_foreign_key_index_repeats_a_wider_one(table, column, wider):
     with connection.cursor() as cursor:
         constraints = connection.introspection.get_constraints(cursor, table)
     assert constraints[wider]["columns"][0] == column
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("column", ["replay_of_id", "tools_from_id", "shadow_of_id"])
+def test_a_runs_links_to_other_runs_are_indexed_only_where_there_is_one(column):
+    """An ordinary run names no other run: its insert, claim and end write
+    no entry in these indexes (runs 0032)."""
+    on_column = [d for d in _index_definitions("runs_run") if f"({column})" in d.replace('"', "")]
+    assert len(on_column) == 1, on_column
+    assert re.search(rf"WHERE\s*\(?\s*\"?{column}\"?\s+IS NOT NULL", on_column[0]), on_column[0]
