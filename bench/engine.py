@@ -681,6 +681,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also measure what sharing a CPU with its session costs a client that computes"
         " and one that walks memory (PostgreSQL, a local server)",
     )
+    parser.add_argument(
+        "--thin-client",
+        action="store_true",
+        help="also send the engine's own claim and checkpoint statements from a thin psycopg"
+        " loop, on one connection and on two (PostgreSQL)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     parser.add_argument(
         "--check-targets",
@@ -840,6 +846,82 @@ def _walk(k: int) -> int:
     return total
 
 
+def _engine_statements(version) -> tuple[tuple[str, list], tuple[str, list], int]:
+    """The claim and an echo step's checkpoint of a real run, as sent (SQL
+    and values), and where the checkpoint's values hold the run id (the
+    fence and the step's seq follow it)."""
+    from django.db import connection
+
+    from runs.engine import advance_run
+
+    run_id = start_runs(version, 1, "thin-capture")[0]
+    sent: list[tuple[str, list]] = []
+
+    def spy(execute, sql, params, many, context):
+        sent.append((sql, list(params)))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(spy):
+        advance_run(run_id)
+    claim = next(s for s in sent if "fence = fence + 1" in s[0])
+    step = next(s for s in sent if s[0].startswith("WITH upd AS") and "current_step" in s[0])
+    values = step[1]
+    at = next(i for i in range(len(values) - 2) if values[i : i + 3] == [run_id, 1, 1])
+    return claim, step, at
+
+
+def thin_client(version, db: BenchDatabase) -> None:
+    """What the engine's statements cost the database, and how they scale,
+    without the engine's Python: its claim and an echo step's checkpoint,
+    taken from a real run, sent by a plain loop of prepared psycopg
+    statements (a claim, then 10 checkpoints a run; the end step's
+    checkpoint is replaced by an echo step's), on one connection and on
+    two processes at once."""
+    if not isinstance(db, PostgresBench):
+        say("\nthin client: PostgreSQL only")
+        return
+    (claim_sql, claim_values), (step_sql, step_values), at = _engine_statements(version)
+
+    def loop(run_ids: list[int], steps: int) -> dict:
+        import psycopg
+
+        with psycopg.connect(db.conninfo, autocommit=True) as pg:
+            cursor = pg.cursor()
+            backend = pg.info.backend_pid
+            server0, cpu0, t0 = backend_cpu_s(backend), time.process_time(), time.perf_counter()
+            for run_id in run_ids:
+                cursor.execute(claim_sql, [*claim_values[:-1], run_id], prepare=True)
+                fence = cursor.fetchone()[0]
+                values = list(step_values)
+                for seq in range(1, steps + 1):
+                    values[at : at + 3] = [run_id, fence, seq]
+                    cursor.execute(step_sql, values, prepare=True)
+                    cursor.fetchone()
+            wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+            server = backend_cpu_s(backend)
+        return {"wall": wall, "cpu": cpu, "server": None if server is None else server - server0}
+
+    from django.db import connection
+
+    say("\nthin client: the engine's claim and checkpoint from a plain psycopg loop (median of 3)")
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    for n in range(3):
+        for processes in (1, 2):
+            ids = start_runs(version, RUNS, f"thin-{processes}-{n}")
+            connection.close()  # the forked processes must not share it
+            if processes == 1:
+                wall = loop(ids, STEPS)["wall"]
+            else:
+                wall, _ = floor_in_two(loop, ids)
+            written = count_steps(ids)
+            if written != RUNS * STEPS:  # a statement that matched nothing costs nothing
+                say(f"  thin client FAILED: {written} step rows written, not {RUNS * STEPS}")
+                return
+            rates[processes].append(RUNS * STEPS / wall)
+    one, two = statistics.median(rates[1]), statistics.median(rates[2])
+    say(f"  1 connection {one:.0f} steps/s, 2 at once {two:.0f} steps/s: {two / one:.2f}")
+
+
 def cache_probe(version, db: BenchDatabase) -> None:
     """Why a worker pays for sharing a CPU with its session: the
     one-statement floor with a step's worth of client work added, once
@@ -901,6 +983,8 @@ def run_phases(args: argparse.Namespace, db: BenchDatabase) -> dict:
         workers = None
         if args.cache_probe:
             cache_probe(version, db)
+        if args.thin_client:
+            thin_client(version, db)
 
         say(
             f"\nlatency: manage.py worker, start_run -> terminal, {LATENCY_WARMUP} warm-up"
