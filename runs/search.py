@@ -265,16 +265,16 @@ def field_condition(name: str, value: str, *, vendor: str) -> Q:
         if not isinstance(parsed, str) and parsed not in candidates:
             candidates.append(parsed)
     parts = name.split(".")
-    condition = _nothing()
+    condition = _nothing()  # on the input's copy: one subquery for every candidate
     for candidate in candidates:
         if vendor == "postgresql":
             nested: Any = candidate
             for part in reversed(parts):
                 nested = {part: nested}
-            condition |= _input_has(input__contains=nested)
+            condition |= Q(input__contains=nested)
         else:
-            condition |= _input_has(**{"input__" + "__".join(parts): candidate})
-    return condition
+            condition |= Q(**{"input__" + "__".join(parts): candidate})
+    return _input_has(condition)
 
 
 def tool_condition(tool: str) -> Q:

@@ -449,8 +449,7 @@ def _prepared_row(sql: str, params: list[Any]) -> Any:
     raw = db.connection
     held = db.__dict__.get("_bosun_cursor")
     if held is None or held.connection is not raw or held.closed:
-        if raw.prepare_threshold is None:  # as in _prepared_cursor
-            raw.prepare_threshold = 2**31
+        _prepare_on_request(raw)
         # psycopg's own cursor: Django's connections make client-binding
         # cursors, which send every statement as new text.
         held = db.__dict__["_bosun_cursor"] = _prepared_cursor_class()(raw)
@@ -467,11 +466,15 @@ def _prepared_cursor() -> Any:
         # Django's log shows a statement's values only as Django binds them.
         return db.cursor()
     db.ensure_connection()
-    raw = db.connection
-    if raw.prepare_threshold is None:  # Django's default: psycopg prepares nothing
-        # Prepare what is asked for (`prepare=True`), nothing on its own.
+    _prepare_on_request(db.connection)
+    return db.make_cursor(_prepared_cursor_class()(db.connection))
+
+
+def _prepare_on_request(raw: Any) -> None:
+    """Let the psycopg connection prepare what is asked for (`prepare=True`)
+    and nothing on its own; Django's default is to prepare nothing."""
+    if raw.prepare_threshold is None:
         raw.prepare_threshold = 2**31
-    return db.make_cursor(_prepared_cursor_class()(raw))
 
 
 def _sqlite_immediate(statements: list[tuple[str, list[Any]]]) -> Any:

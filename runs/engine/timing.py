@@ -40,13 +40,13 @@ def backoff_delay(
 # than the rest of a step's time limit; the C module's gives the same answer.
 _current_handler: Any = _signal.getsignal
 
-# The limits of the steps running now in the main thread, innermost last.
-_limits: list[float] = []
+# The limit of the step running now in the main thread, if any.
+_running: float | None = None
 
 
 def _expire(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
-    if _limits:  # an alarm with no step running is one left over: ignore it
-        raise StepTimeout(_limits[-1])
+    if _running is not None:  # an alarm with no step running is one left over: ignore it
+        raise StepTimeout(_running)
 
 
 @contextmanager
@@ -65,12 +65,13 @@ def time_limit(seconds: float) -> Iterator[None]:
     if seconds <= 0 or threading.current_thread() is not threading.main_thread():
         yield
         return
+    global _running
     if _current_handler(signal.SIGALRM) is not _expire:
         signal.signal(signal.SIGALRM, _expire)
-    _limits.append(seconds)
+    _running = seconds
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        _limits.pop()
+        _running = None
