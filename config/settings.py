@@ -316,9 +316,11 @@ STATICFILES_DIRS = [BASE_DIR / "config" / "static"]
 # decides whether there is anything to do. Delivery is at-least-once, so a
 # task not acknowledged within `retry` seconds is delivered again; `retry`
 # must therefore exceed `timeout`, or a slow task would run twice at once.
-# (A run's task is bounded by BOSUN_TASK_SLICE_S and its steps' own time
-# limits, which take over the same alarm from its first step on; a second
-# delivery of a run's task cannot claim a run whose lease is held.)
+# The cluster's sentinel ends a worker still busy a few seconds past
+# `timeout`, so a run's task starts a step only if the step's time limit
+# ends before then (less BOSUN_LEASE_MARGIN_S), and publish refuses a step
+# limit longer than that (runs.engine.timing.step_room_s). A second delivery
+# of a run's task cannot claim a run whose lease is held.
 BOSUN_TASK_TIMEOUT_S = env_int("BOSUN_TASK_TIMEOUT_S", 300)
 Q_CLUSTER = {
     "name": "bosun",
@@ -352,6 +354,10 @@ if _QUEUE and _QUEUE != Q_CLUSTER["name"] and _QUEUE not in _ALT_QUEUES:  # noqa
 # (runs.engine.heartbeat).
 BOSUN_LEASE_S = env_float("BOSUN_LEASE_S", 8.0)
 BOSUN_HEARTBEAT_S = env_float("BOSUN_HEARTBEAT_S", 2.0)
+# A step whose worker was lost this many times in a row (killed, out of
+# memory, stopped by the queue's timeout) is dead-lettered rather than
+# executed again: whatever kills its worker would kill the next one too.
+BOSUN_MAX_TAKEOVERS = env_int("BOSUN_MAX_TAKEOVERS", 3)
 # The review flow: a reviewer who opens a request holds it this long (renewed
 # while it stays open), so two reviewers do not work on the same item.
 BOSUN_REVIEW_CLAIM_S = env_float("BOSUN_REVIEW_CLAIM_S", 600.0)

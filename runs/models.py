@@ -425,6 +425,12 @@ class Run(models.Model):
     # Written by the claim's own statement; for forensics (who held the run
     # when, including workers that died before committing a step).
     lease_history = models.JSONField(default=list, blank=True, editable=False)
+    # Claims in a row that took the run from a holder lost in the same step
+    # (`takeover_seq`): a worker killed, out of memory, or stopped by the
+    # queue's timeout. Written by the claim; at BOSUN_MAX_TAKEOVERS the step
+    # is dead-lettered instead of executed again.
+    takeovers = models.IntegerField(default=0, db_default=0, editable=False)
+    takeover_seq = models.IntegerField(default=0, db_default=0, editable=False)
     finished_at = models.DateTimeField(null=True, blank=True)
     trace_id = models.CharField(max_length=32, blank=True)
     replay_of = models.ForeignKey(

@@ -12,11 +12,12 @@ from approvals import sla
 from integrations.idempotency import purge_idempotency_keys
 from policies.notifications import notify_dead_letters
 from runs import engine
+from runs.engine.timing import queue_task_s
 from runs.rollup import roll_up_all
 
 
 def advance(run_id: int) -> str:
-    return engine.advance_run(run_id).value
+    return engine.advance_run(run_id, task_s=queue_task_s()).value
 
 
 def sweep() -> int:

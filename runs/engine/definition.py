@@ -27,6 +27,7 @@ from runs.engine import rollout
 from runs.engine.errors import PublishError
 from runs.engine.kinds import Kind, StrictConfig
 from runs.engine.registry import KINDS
+from runs.engine.timing import step_room_s
 from runs.models import Workflow, WorkflowVersion
 
 if TYPE_CHECKING:
@@ -346,15 +347,29 @@ def validate_draft(data: dict[str, Any]) -> list[str]:
 
 def _live_problems(definition: Definition | None) -> list[str]:
     """Checks against data that changes after publish (a rubric's current
-    routes): made when publishing, never when a published version loads, so
-    a manager adding a route does not break versions already running."""
+    routes, the queue's task timeout): made when publishing, never when a
+    published version loads, so a manager adding a route does not break
+    versions already running (a step the queue has since become too short
+    for fails when it is reached, without starting: worker._too_long)."""
     if definition is None:
         return []
+    room = step_room_s()
     return [
         f"step {step.key!r} ({step.kind.name}): {problem}"
         for step in definition.steps.values()
-        for problem in getattr(step.kind, "check_edges", lambda *_: [])(step.config, step.edges)
+        for problem in [
+            *getattr(step.kind, "check_edges", lambda *_: [])(step.config, step.edges),
+            *([] if room is None or step.timeout_s <= room else [_too_long(step, room)]),
+        ]
     ]
+
+
+def _too_long(step: StepDef, room: float) -> str:
+    return (
+        f"timeout_s {step.timeout_s:g} is longer than a worker's task may take ({room:g} s:"
+        " BOSUN_TASK_TIMEOUT_S less BOSUN_LEASE_MARGIN_S); the queue would stop the step"
+        " first, every time"
+    )
 
 
 def publish_workflow(

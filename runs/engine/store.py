@@ -104,6 +104,8 @@ class RunState:
     tools_from: int | None = None
     # The workflow's slug, which its kill switch names (read at the claim).
     workflow_slug: str = ""
+    # Takeovers in a row in this step, this claim included (Run.takeovers).
+    takeovers: int = 0
 
     def see_switches(self, engaged: str | None) -> None:
         """Take the switches `_switches_sql` read: "scope:target" entries
@@ -144,6 +146,18 @@ _SLUG_OF_RUN = f"(SELECT slug FROM runs_workflow WHERE id = {RUN}.workflow_id)"
 LEASE_HISTORY = 20
 
 
+# A claim of a running run is a takeover: its lease ran out (or was ended)
+# while its holder was inside the step at `seq` (or between two steps). The
+# count goes on while the takeovers stay at one seq, and starts again when
+# a step committed since; a run its worker released counts none. The
+# right-hand sides read the row as it was before the claim.
+_TAKEOVERS = (
+    "takeovers = CASE WHEN status <> 'running' THEN 0"
+    " WHEN takeover_seq = seq THEN takeovers + 1 ELSE 1 END,"
+    " takeover_seq = seq"
+)
+
+
 def _history_sql() -> str:
     """Run.lease_history with this claim appended (worker: one parameter),
     the oldest entry dropped beyond LEASE_HISTORY. `fence + 1` reads the old
@@ -177,12 +191,12 @@ def claim(run_id: int, *, worker: str, lease_s: float, trace_id: str = "") -> Ru
         f" not_before = NULL, started_at = COALESCE(started_at, {now}),"
         f" wall_from = COALESCE(wall_from, {now}),"
         " trace_id = CASE WHEN trace_id = '' THEN %s ELSE trace_id END,"
-        f" lease_history = {_history_sql()}"
+        f" lease_history = {_history_sql()}, {_TAKEOVERS}"
         f" WHERE id = %s AND {_CLAIMABLE.format(now=now)}"
         " RETURNING fence, workflow_id, version_id, current_step, seq, attempt, attempts_before,"
         " replay_of_id, role_version_id, policy_version_id, tainted, steps_executed, llm_calls,"
         " tool_calls, cost_usd, wall_from, input, trace_id, taint_signals <> '', credits,"
-        f" {_switches_sql(_SLUG_OF_RUN)}, mode, tools_from_id, {_SLUG_OF_RUN}"
+        f" {_switches_sql(_SLUG_OF_RUN)}, takeovers, mode, tools_from_id, {_SLUG_OF_RUN}"
     )
     params: list[Any] = [worker, lease_s, lease_s, trace_id, worker, run_id]
     if _pg():
@@ -193,7 +207,7 @@ def claim(run_id: int, *, worker: str, lease_s: float, trace_id: str = "") -> Ru
             row = cursor.fetchone()
     if row is None:
         return None
-    row, (mode, tools_from, slug) = row[:-3], row[-3:]
+    row, (takeovers, mode, tools_from, slug) = row[:-4], row[-4:]
     *head, tainted, steps, llm_calls, tool_calls, cost, wall_from, raw_input, trace, odd = row[:-2]
     raw_input, credits = _loads(raw_input), _loads(row[-2]) or {}
     if isinstance(wall_from, str):  # SQLite
@@ -216,6 +230,7 @@ def claim(run_id: int, *, worker: str, lease_s: float, trace_id: str = "") -> Ru
     )
     state.see_switches(row[-1])
     state.mode, state.tools_from, state.workflow_slug = mode, tools_from, slug
+    state.takeovers = takeovers
     return state
 
 

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
+from django.conf import settings
+
 from runs.engine.errors import StepTimeout
 
 
@@ -34,6 +36,23 @@ def backoff_delay(
     if retry_after is not None:
         delay = max(delay, retry_after)
     return delay
+
+
+def queue_task_s() -> float | None:
+    """How long the queue lets one task run (Q_CLUSTER["timeout"]), None
+    when it does not stop tasks. django-q2's sentinel ends a worker still
+    busy a few seconds past it, whatever the worker is doing."""
+    timeout = settings.Q_CLUSTER.get("timeout")
+    if not isinstance(timeout, int | float) or timeout <= 0:
+        return None
+    return float(timeout)
+
+
+def step_room_s() -> float | None:
+    """The longest step time limit a task has room for: the queue's task
+    timeout less the margin a step's checkpoint needs; None without one."""
+    task_s = queue_task_s()
+    return None if task_s is None else task_s - settings.BOSUN_LEASE_MARGIN_S
 
 
 # signal.getsignal wraps the C call's answer in an enum, which cost more

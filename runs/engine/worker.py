@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from functools import partial
+from time import monotonic  # a name of this module: tests replace it to control time
 from typing import Any
 
 from django.conf import settings
@@ -94,8 +95,19 @@ def advance_run(
     worker: str | None = None,
     lease_s: float | None = None,
     slice_s: float | None = None,
+    task_s: float | None = None,
 ) -> Advance:
-    """Execute the run from where it stands. Safe to call any number of times."""
+    """Execute the run from where it stands. Safe to call any number of times.
+
+    `task_s`: how long the caller may take in all before it is stopped (the
+    queue's task timeout). A step then starts only if its own time limit
+    ends before that, with BOSUN_LEASE_MARGIN_S to spare for its checkpoint;
+    otherwise the run goes back to the queue and the step starts a task of
+    its own."""
+    task = None
+    if task_s is not None:
+        room = task_s - settings.BOSUN_LEASE_MARGIN_S
+        task = _Task(end=monotonic() + room, room=room)
     worker = worker or worker_id()
     lease_s = lease_s if lease_s is not None else settings.BOSUN_LEASE_S
     slice_s = slice_s if slice_s is not None else settings.BOSUN_TASK_SLICE_S
@@ -110,24 +122,32 @@ def advance_run(
         trace_id=walk.state.trace_id,
     )
     with span_of_slice as span:
-        result = _advance(walk, run_id, worker=worker, lease_s=lease_s, slice_s=slice_s)
+        result = _advance(walk, run_id, worker=worker, lease_s=lease_s, slice_s=slice_s, task=task)
         span.finish(result)
     return result
 
 
-def _advance(walk: _Walk, run_id: int, *, worker: str, lease_s: float, slice_s: float) -> Advance:
+def _advance(
+    walk: _Walk,
+    run_id: int,
+    *,
+    worker: str,
+    lease_s: float,
+    slice_s: float,
+    task: _Task | None,
+) -> Advance:
     """Execute consecutive steps of a claimed run until it waits, ends, or
     its slice is used up.
 
     The heartbeat keeps the lease (and the sweeper's timer) while the worker
     holds the run; a checkpoint leaves both alone, so a step's update of the
     run changes no indexed column and PostgreSQL can make it HOT."""
-    deadline = time.monotonic() + slice_s
+    deadline = monotonic() + slice_s
     try:
         while True:
             with heartbeat.beating(run_id, walk.state.fence, lease_s) as lease_lost:
                 walk.lease_lost = lease_lost
-                result = _steps(walk, run_id, worker=worker, deadline=deadline)
+                result = _steps(walk, run_id, worker=worker, deadline=deadline, task=task)
             delay = walk.retry_delay
             if (
                 result is Advance.WAITING
@@ -147,23 +167,81 @@ def _advance(walk: _Walk, run_id: int, *, worker: str, lease_s: float, slice_s: 
         return Advance.LEASE_LOST
 
 
-def _steps(walk: _Walk, run_id: int, *, worker: str, deadline: float) -> Advance:
+@dataclass(slots=True)
+class _Task:
+    """The queue's time for this task: when its steps must be done by (on
+    the monotonic clock), the longest step limit a task has room for, and
+    whether a step has started in it yet."""
+
+    end: float
+    room: float
+    stepped: bool = False
+
+
+def _steps(
+    walk: _Walk, run_id: int, *, worker: str, deadline: float, task: _Task | None
+) -> Advance:
     """Steps of one claim, until the run waits, ends or yields its slice."""
+    if walk.state.takeovers >= settings.BOSUN_MAX_TAKEOVERS:
+        return _abandon(walk, worker=worker)
     while True:
+        if task is not None:
+            step = walk.definition.steps[walk.state.current_step]
+            if step.timeout_s > task.room:  # published before the queue's timeout was cut
+                return _too_long(walk, step, task.room, worker=worker)
+            # The queue would stop it first. (A task's first step always
+            # has the room: it starts at once.)
+            if task.stepped and monotonic() + step.timeout_s > task.end:
+                return _yield(walk, run_id)
+            task.stepped = True
         result = _step(walk, worker=worker)
         if result is not None:
             return result
-        if time.monotonic() >= deadline:
-            store.checkpoint(
-                walk.state,
-                store.Update()
-                .value("status", "queued")
-                .release()
-                .after("ring_at", store.REDELIVER_AFTER_S),
-                None,
-            )
-            ring(run_id)
-            return Advance.YIELDED
+        if monotonic() >= deadline:
+            return _yield(walk, run_id)
+
+
+def _yield(walk: _Walk, run_id: int) -> Advance:
+    """Hand the run back to the queue between two steps."""
+    store.checkpoint(
+        walk.state,
+        store.Update()
+        .value("status", "queued")
+        .release()
+        .after("ring_at", store.REDELIVER_AFTER_S),
+        None,
+    )
+    ring(run_id)
+    return Advance.YIELDED
+
+
+def _too_long(walk: _Walk, step: StepDef, room: float, *, worker: str) -> Advance:
+    """The step's time limit is longer than any task of the queue may take:
+    started, its worker would be stopped before it, every time."""
+    record = _record(walk, step, datetime.now(UTC), time.perf_counter(), worker)
+    error = StepError(
+        f"its time limit ({step.timeout_s:g} s) is longer than a worker's task may take"
+        f" ({room:g} s: BOSUN_TASK_TIMEOUT_S less BOSUN_LEASE_MARGIN_S); not started",
+        retryable=False,
+        error_type="step_too_long",
+    )
+    return _fail(walk, step, error, record, None)
+
+
+def _abandon(walk: _Walk, *, worker: str) -> Advance:
+    """The workers that took this step on were lost, again and again: dead-
+    letter it instead of handing it to one more. A person decides whether
+    to retry it (the dead-letter queue), which starts the count again."""
+    state = walk.state
+    step = walk.definition.steps[state.current_step]
+    record = _record(walk, step, datetime.now(UTC), time.perf_counter(), worker)
+    error = StepError(
+        f"its worker was lost {state.takeovers} times in a row in this step (killed, out of"
+        " memory, or stopped by the queue's task timeout); not executed again",
+        retryable=False,
+        error_type="worker_lost",
+    )
+    return _fail(walk, step, error, record, None)
 
 
 def _claim(run_id: int, *, worker: str, lease_s: float) -> _Walk | None:

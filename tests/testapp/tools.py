@@ -40,6 +40,9 @@ class Count(Tool):
         # The first execution stops its own process (SIGSTOP) once counted:
         # frozen inside the call, however slow the machine (see _freeze).
         freeze: bool = False
+        # Every execution ends its own process (SIGKILL) once counted: a
+        # worker lost inside the step, as the OOM killer would leave it.
+        kill: bool = False
 
     class Result(BaseModel):
         executions: int
@@ -48,6 +51,8 @@ class Count(Tool):
         executions = 0 if args.count_after else _record(call)
         if args.freeze and executions == 1:
             _freeze()
+        if args.kill:
+            os.kill(os.getpid(), signal.SIGKILL)
         if args.sleep_s:
             time.sleep(args.sleep_s)
         if args.count_after:
