@@ -25,6 +25,9 @@ What it measures (see bench/README.md):
   on CPU 0, worker 1 and its session on CPU 1, against the one worker on
   one CPU (two workers with the same CPU a worker as one). While two
   workers run, their sessions' waits are sampled from pg_stat_activity.
+* --steps branch: the same with branch steps in place of the echo tool
+  steps (one condition evaluated, no tool gate): a step with a good deal
+  less Python, to read the figures against.
 * latency: a real `manage.py worker` (the production doorbell and the ORM
   broker), `start_run` to terminal status, median of 20, after a warm-up.
 
@@ -81,7 +84,16 @@ SLUG = "bench-echo-10"
 TERMINAL = ("succeeded", "failed", "stopped", "cancelled")
 # PostgreSQL's targets. SQLite has a single writer, so two workers cannot
 # double its throughput: its figures are printed without targets.
-TARGETS = {"ratio": 0.6, "two_worker_speedup": 1.6, "run10_latency_ms": 60.0}
+#
+# Two workers are held to 1.6 times one where each has a CPU of its own
+# with its session, against one worker kept the same way (paired_speedup):
+# that is what a second worker adds when it brings its resources. Two
+# workers against one worker free to use both CPUs (two_worker_speedup) is
+# printed, not held to a target: on a machine whose database shares the
+# workers' CPUs, one worker already keeps both busy in turn, so the ratio
+# rises as the worker gets slower (with BOSUN_PG_PREPARE=0 the engine runs
+# at half the speed and that ratio "passes").
+TARGETS = {"ratio": 0.6, "paired_speedup": 1.6, "run10_latency_ms": 60.0}
 # A round counts when processes other than the bench's used less than this
 # many CPUs meanwhile (the 2-worker figure needs the machine's CPUs).
 QUIET_CPUS = 0.25
@@ -91,20 +103,34 @@ def noop(run_id: int) -> None:
     """The doorbell of the throughput phases: runs are advanced by the bench."""
 
 
-def workflow_spec() -> dict:
+# The bench's nine steps before the end (--steps): `echo` tool steps, which
+# go through the tool gate (role, guards, budgets, limits, breakers, taint),
+# or `branch` steps, which evaluate one condition and touch nothing else.
+STEP_KINDS = {
+    "tool": {"kind": "tool", "config": {"tool": "echo", "args": {"value": 1}}},
+    "branch": {
+        "kind": "branch",
+        "config": {
+            "rules": [{"when": {"path": "run.id", "op": ">", "value": 0}, "edge": "next"}],
+            "default": "next",
+        },
+    },
+}
+
+
+def workflow_spec(kind: str = "tool") -> dict:
     steps = [
         {
             "key": f"echo{i}",
-            "kind": "tool",
-            "config": {"tool": "echo", "args": {"value": i}},
+            **STEP_KINDS[kind],
             "edges": {"next": f"echo{i + 1}" if i < ECHO_STEPS else "done"},
         }
         for i in range(1, ECHO_STEPS + 1)
     ]
     steps.append({"key": "done", "kind": "end", "config": {"outcome": "done"}})
     return {
-        "name": "Bench: 9 echo steps and an end",
-        "slug": SLUG,
+        "name": f"Bench: 9 {kind} steps and an end",
+        "slug": SLUG if kind == "tool" else f"{SLUG}-{kind}",
         "entry_step": "echo1",
         "steps": steps,
     }
@@ -687,6 +713,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also send the engine's own claim and checkpoint statements from a thin psycopg"
         " loop, on one connection and on two (PostgreSQL)",
     )
+    parser.add_argument(
+        "--steps",
+        choices=sorted(STEP_KINDS),
+        default="tool",
+        help="the kind of the nine steps before the end: echo tool steps through the tool"
+        " gate (the default), or branch steps that evaluate one condition",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     parser.add_argument(
         "--check-targets",
@@ -696,7 +729,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def describe_setup(version, db: BenchDatabase) -> None:
+def describe_setup(version, db: BenchDatabase, steps: str) -> None:
     """Print the database, the machine, the workflow and its statements."""
     from django.db import connection
 
@@ -704,8 +737,9 @@ def describe_setup(version, db: BenchDatabase) -> None:
         f"database: {db.describe(connection)}; client: Python {sys.version.split()[0]}, "
         f"{os.cpu_count()} CPU(s) shared by the database and the workers"
     )
+    what = "echo tool" if steps == "tool" else steps
     say(
-        f"workflow: {ECHO_STEPS} echo tool steps + 1 end step = {STEPS} steps a run, "
+        f"workflow: {ECHO_STEPS} {what} steps + 1 end step = {STEPS} steps a run, "
         f"each checkpointed with its StepRun row; {RUNS} runs a measurement"
     )
     statements = statements_per_run(version, db)
@@ -966,8 +1000,8 @@ def run_phases(args: argparse.Namespace, db: BenchDatabase) -> dict:
         from demo.samples import install_workflow
 
         call_command("migrate", verbosity=0, interactive=False)
-        version = install_workflow(workflow_spec())
-        describe_setup(version, db)
+        version = install_workflow(workflow_spec(args.steps))
+        describe_setup(version, db, args.steps)
 
         workers = Workers(2)
         warm = start_runs(version, 2, "warm-up")
@@ -1153,6 +1187,10 @@ def check_targets(db: BenchDatabase, figures: dict) -> list[str]:
         return []
     missed = []
     for name, target in TARGETS.items():
+        if name not in figures:  # the workers' CPUs could not be fixed (a remote server)
+            say(f"target {name}: not measured")
+            missed.append(name)
+            continue
         ok = figures[name] <= target if name.endswith("_ms") else figures[name] >= target
         if not ok:
             missed.append(name)
@@ -1192,7 +1230,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     say(f"total bench time {time.perf_counter() - t_start:.0f} s")
     say(
-        f"RESULT db={db.vendor} engine_steps_per_s={figures['engine_steps_per_s']:.0f}"
+        f"RESULT db={db.vendor} steps={args.steps} engine_steps_per_s={figures['engine_steps_per_s']:.0f}"
         f" floor_steps_per_s={figures['floor_steps_per_s']:.0f} ratio={figures['ratio']:.2f}"
         f" two_worker_speedup={figures['two_worker_speedup']:.2f}"
         f" floor_two_speedup={figures['floor_two_speedup']:.2f}"

@@ -357,7 +357,7 @@ BOSUN_HEARTBEAT_S = env_float("BOSUN_HEARTBEAT_S", 2.0)
 # A step whose worker was lost this many times in a row (killed, out of
 # memory, stopped by the queue's timeout) is dead-lettered rather than
 # executed again: whatever kills its worker would kill the next one too.
-BOSUN_MAX_TAKEOVERS = env_int("BOSUN_MAX_TAKEOVERS", 3)
+BOSUN_MAX_TAKEOVERS = env_int("BOSUN_MAX_TAKEOVERS", 5)
 # The review flow: a reviewer who opens a request holds it this long (renewed
 # while it stays open), so two reviewers do not work on the same item.
 BOSUN_REVIEW_CLAIM_S = env_float("BOSUN_REVIEW_CLAIM_S", 600.0)
