@@ -46,6 +46,24 @@ def _lost(run_id: int, holder: str) -> store.RunState:
     return state
 
 
+def _cluster_until(run_id: int, status: str, **env: str) -> str:
+    """Start a real `manage.py worker` and sweeper with `env`, wait until the
+    run (rung into the queue when it started) reaches `status`, stop them;
+    returns their output."""
+    environment = child_env(**env)
+    cluster = spawn("worker", env=environment)
+    sweeper = spawn("sweeper", "--interval", "0.2", env=environment)
+    try:
+        wait_until(
+            lambda: Run.objects.get(pk=run_id).status == status,
+            within_s=120,
+            what=f"the run did not reach {status}",
+        )
+    finally:
+        log = stop(cluster) + stop(sweeper)
+    return log
+
+
 # --- takeovers ----------------------------------------------------------------
 
 
@@ -137,17 +155,9 @@ def test_a_step_that_kills_every_worker_it_meets_stops_killing_them(make_workflo
         make_workflow,
         {"key": "s1", "kind": "tool", "config": {"tool": "test.count", "args": {"kill": True}}},
     )
-    env = child_env(BOSUN_WORKERS="2", BOSUN_LEASE_S="600", BOSUN_MAX_TAKEOVERS="3")
-    cluster = spawn("worker", env=env)
-    sweeper = spawn("sweeper", "--interval", "0.2", env=env)
-    try:  # the run's doorbell was rung into the queue when it started
-        wait_until(
-            lambda: Run.objects.get(pk=run_id).status == "failed",
-            within_s=120,
-            what="the run was not dead-lettered",
-        )
-    finally:
-        log = stop(cluster) + stop(sweeper)
+    log = _cluster_until(
+        run_id, "failed", BOSUN_WORKERS="2", BOSUN_LEASE_S="600", BOSUN_MAX_TAKEOVERS="3"
+    )
     run = Run.objects.get(pk=run_id)
     assert (run.dead_error_type, run.takeovers) == ("worker_lost", 3), log[-3000:]
     pids = list(Execution.objects.filter(run_id=run_id).values_list("pid", flat=True))
@@ -267,17 +277,9 @@ def test_the_queue_never_stops_a_worker_inside_a_step(make_workflow, settings):
         *[{"key": f"s{i}", "kind": "tool", "config": step, "timeout_s": 4.5} for i in (1, 2, 3)],
         end={**END, "timeout_s": 4.5},
     )
-    env = child_env(BOSUN_WORKERS="1", BOSUN_TASK_TIMEOUT_S="6", BOSUN_LEASE_MARGIN_S="1")
-    cluster = spawn("worker", env=env)
-    sweeper = spawn("sweeper", "--interval", "0.2", env=env)
-    try:  # the run's doorbell was rung into the queue when it started
-        wait_until(
-            lambda: Run.objects.get(pk=run_id).status == "succeeded",
-            within_s=120,
-            what="the run did not finish",
-        )
-    finally:
-        log = stop(cluster) + stop(sweeper)
+    log = _cluster_until(
+        run_id, "succeeded", BOSUN_WORKERS="1", BOSUN_TASK_TIMEOUT_S="6", BOSUN_LEASE_MARGIN_S="1"
+    )
     executed = list(
         Execution.objects.filter(run_id=run_id).order_by("id").values_list("step_key", flat=True)
     )
