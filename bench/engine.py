@@ -106,23 +106,24 @@ def noop(run_id: int) -> None:
 # The bench's nine steps before the end (--steps): `echo` tool steps, which
 # go through the tool gate (role, guards, budgets, limits, breakers, taint),
 # or `branch` steps, which evaluate one condition and touch nothing else.
-STEP_KINDS = {
-    "tool": {"kind": "tool", "config": {"tool": "echo", "args": {"value": 1}}},
-    "branch": {
+STEP_KINDS = ("tool", "branch")
+
+
+def _step(kind: str, i: int) -> dict:
+    if kind == "tool":
+        return {"kind": "tool", "config": {"tool": "echo", "args": {"value": i}}}
+    when = {"path": "run.id", "op": ">", "value": 0}
+    return {
         "kind": "branch",
-        "config": {
-            "rules": [{"when": {"path": "run.id", "op": ">", "value": 0}, "edge": "next"}],
-            "default": "next",
-        },
-    },
-}
+        "config": {"rules": [{"when": when, "edge": "next"}], "default": "next"},
+    }
 
 
 def workflow_spec(kind: str = "tool") -> dict:
     steps = [
         {
             "key": f"echo{i}",
-            **STEP_KINDS[kind],
+            **_step(kind, i),
             "edges": {"next": f"echo{i + 1}" if i < ECHO_STEPS else "done"},
         }
         for i in range(1, ECHO_STEPS + 1)
@@ -715,7 +716,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--steps",
-        choices=sorted(STEP_KINDS),
+        choices=STEP_KINDS,
         default="tool",
         help="the kind of the nine steps before the end: echo tool steps through the tool"
         " gate (the default), or branch steps that evaluate one condition",

@@ -120,20 +120,9 @@ def test_takeovers_count_in_one_step_and_start_again_after_a_commit(make_workflo
 @pytest.mark.django_db(transaction=True)
 def test_a_run_its_worker_released_is_no_takeover(make_workflow):
     """A retry's wait releases the run: the claim after it counts nothing."""
-    version = make_workflow(
-        chain(
-            {
-                "key": "s1",
-                "kind": "tool",
-                "config": {"tool": "test.fail", "args": {"failures": 1}},
-                "max_attempts": 3,
-                "backoff_base_s": 60,
-                "backoff_cap_s": 60,
-            },
-            END,
-        )
-    )
-    run_id = engine.start_run(workflow=version.workflow, input={}).run.pk
+    fails_once = {"tool": "test.fail", "args": {"failures": 1}}
+    retried = {"max_attempts": 3, "backoff_base_s": 60, "backoff_cap_s": 60}
+    run_id = _started(make_workflow, {"key": "s1", "kind": "tool", "config": fails_once, **retried})
     _lost(run_id, "a")
     assert engine.advance_run(run_id) is engine.Advance.WAITING  # a takeover, then a retry
     assert Run.objects.get(pk=run_id).takeovers == 1
