@@ -128,20 +128,35 @@ def _step_row(defaults: dict, run_id: int, seq: int) -> dict[str, Any]:
     return row
 
 
+def pin(cpus: set[int] | None, backend: int | None) -> str | None:
+    """Keep this process and its database session on `cpus` (None: every
+    CPU again); why not, when it cannot (a server on another machine, or
+    run by a user this one may not move)."""
+    every = set(range(os.cpu_count() or 1))
+    if backend is None:
+        return "the database session is not a process of this machine"
+    try:
+        os.sched_setaffinity(0, cpus or every)
+        os.sched_setaffinity(backend, cpus or every)
+    except OSError as error:
+        os.sched_setaffinity(0, every)
+        return f"cannot move the database session: {error.strerror}"
+    return None
+
+
 @contextlib.contextmanager
 def _kept(cpus: set[int] | None, backend: int) -> Iterator[None]:
     """Keep this process and a local session on `cpus` for the block."""
     if cpus is None:
         yield
         return
-    every = set(range(os.cpu_count() or 1))
-    os.sched_setaffinity(0, cpus)
-    os.sched_setaffinity(backend, cpus)
+    refused = pin(cpus, backend)
+    if refused:
+        raise RuntimeError(refused)
     try:
         yield
     finally:
-        os.sched_setaffinity(0, every)
-        os.sched_setaffinity(backend, every)
+        pin(None, backend)
 
 
 class PostgresBench:

@@ -72,6 +72,7 @@ from bench._engine_db import (  # noqa: E402, F401
     backend_pid,
     bench_urls,
     open_database,
+    pin,
     recreate_database,
 )
 
@@ -182,22 +183,6 @@ def machine_busy_s() -> float | None:
     # user nice system idle iowait irq softirq steal ...: all but idle and iowait
     busy = sum(fields[:3]) + sum(fields[5:8])
     return busy / os.sysconf("SC_CLK_TCK")
-
-
-def pin(cpus: set[int] | None, backend: int | None) -> str | None:
-    """Keep this process and its database session on `cpus` (None: every
-    CPU again); why not, when it cannot (a server on another machine, or
-    run by a user this one may not move)."""
-    every = set(range(os.cpu_count() or 1))
-    if backend is None:
-        return "the database session is not a process of this machine"
-    try:
-        os.sched_setaffinity(0, cpus or every)
-        os.sched_setaffinity(backend, cpus or every)
-    except OSError as error:
-        os.sched_setaffinity(0, every)
-        return f"cannot move the database session: {error.strerror}"
-    return None
 
 
 def _worker_main(pipe, index: int) -> None:

@@ -27,7 +27,7 @@ from runs.engine import rollout
 from runs.engine.errors import PublishError
 from runs.engine.kinds import Kind, StrictConfig
 from runs.engine.registry import KINDS
-from runs.engine.timing import step_room_s
+from runs.engine.timing import queue_task_s, step_room_s
 from runs.models import Workflow, WorkflowVersion
 
 if TYPE_CHECKING:
@@ -353,7 +353,8 @@ def _live_problems(definition: Definition | None) -> list[str]:
     for fails when it is reached, without starting: worker._too_long)."""
     if definition is None:
         return []
-    room = step_room_s()
+    task_s = queue_task_s()
+    room = None if task_s is None else step_room_s(task_s)
     return [
         f"step {step.key!r} ({step.kind.name}): {problem}"
         for step in definition.steps.values()

@@ -48,11 +48,10 @@ def queue_task_s() -> float | None:
     return float(timeout)
 
 
-def step_room_s() -> float | None:
-    """The longest step time limit a task has room for: the queue's task
-    timeout less the margin a step's checkpoint needs; None without one."""
-    task_s = queue_task_s()
-    return None if task_s is None else task_s - settings.BOSUN_LEASE_MARGIN_S
+def step_room_s(task_s: float) -> float:
+    """The longest step time limit a task of `task_s` seconds has room for:
+    less the margin a step's checkpoint needs."""
+    return task_s - settings.BOSUN_LEASE_MARGIN_S
 
 
 # signal.getsignal wraps the C call's answer in an enum, which cost more

@@ -35,7 +35,7 @@ from runs.engine.definition import Definition, StepDef, load_definition
 from runs.engine.doorbell import ring
 from runs.engine.errors import BudgetExceeded, LeaseLost, StepError
 from runs.engine.kinds import Outcome, StepContext
-from runs.engine.timing import backoff_delay, time_limit
+from runs.engine.timing import backoff_delay, step_room_s, time_limit
 from runs.models import Run, RunStatus
 from runs.tools.base import ToolCost
 
@@ -106,7 +106,7 @@ def advance_run(
     its own."""
     task = None
     if task_s is not None:
-        room = task_s - settings.BOSUN_LEASE_MARGIN_S
+        room = step_room_s(task_s)
         task = _Task(end=monotonic() + room, room=room)
     worker = worker or worker_id()
     lease_s = lease_s if lease_s is not None else settings.BOSUN_LEASE_S
@@ -218,14 +218,11 @@ def _yield(walk: _Walk, run_id: int) -> Advance:
 def _too_long(walk: _Walk, step: StepDef, room: float, *, worker: str) -> Advance:
     """The step's time limit is longer than any task of the queue may take:
     started, its worker would be stopped before it, every time."""
-    record = _record(walk, step, datetime.now(UTC), time.perf_counter(), worker)
-    error = StepError(
+    message = (
         f"its time limit ({step.timeout_s:g} s) is longer than a worker's task may take"
-        f" ({room:g} s: BOSUN_TASK_TIMEOUT_S less BOSUN_LEASE_MARGIN_S); not started",
-        retryable=False,
-        error_type="step_too_long",
+        f" ({room:g} s: BOSUN_TASK_TIMEOUT_S less BOSUN_LEASE_MARGIN_S); not started"
     )
-    return _fail(walk, step, error, record, None)
+    return _refuse_to_start(walk, step, message, "step_too_long", worker=worker)
 
 
 def _abandon(walk: _Walk, *, worker: str) -> Advance:
@@ -233,14 +230,20 @@ def _abandon(walk: _Walk, *, worker: str) -> Advance:
     letter it instead of handing it to one more. A person decides whether
     to retry it (the dead-letter queue), which starts the count again."""
     state = walk.state
-    step = walk.definition.steps[state.current_step]
-    record = _record(walk, step, datetime.now(UTC), time.perf_counter(), worker)
-    error = StepError(
+    message = (
         f"its worker was lost {state.takeovers} times in a row in this step (killed, out of"
-        " memory, or stopped by the queue's task timeout); not executed again",
-        retryable=False,
-        error_type="worker_lost",
+        " memory, or stopped by the queue's task timeout); not executed again"
     )
+    step = walk.definition.steps[state.current_step]
+    return _refuse_to_start(walk, step, message, "worker_lost", worker=worker)
+
+
+def _refuse_to_start(
+    walk: _Walk, step: StepDef, message: str, error_type: str, *, worker: str
+) -> Advance:
+    """Fail the step without executing it, for good (it is dead-lettered)."""
+    record = _record(walk, step, datetime.now(UTC), time.perf_counter(), worker)
+    error = StepError(message, retryable=False, error_type=error_type)
     return _fail(walk, step, error, record, None)
 
 
@@ -596,12 +599,8 @@ def _leave_exhausted(walk: _Walk, step: StepDef, *, worker: str) -> Advance | No
     state = walk.state
     target = step.edges.get("exhausted")
     if target is None:
-        now = datetime.now(UTC)
-        record = _record(walk, step, now, time.perf_counter(), worker)
-        error = StepError(
-            f"visited {step.max_visits} times, its bound", retryable=False, error_type="loop_bound"
-        )
-        return _fail(walk, step, error, record, None)
+        message = f"visited {step.max_visits} times, its bound"
+        return _refuse_to_start(walk, step, message, "loop_bound", worker=worker)
     store.checkpoint(
         state,
         store.Update()
