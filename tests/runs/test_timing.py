@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from runs.engine import timing
 from runs.engine.errors import StepTimeout
 from runs.engine.timing import time_limit
 
@@ -34,6 +35,9 @@ def test_a_limit_interrupts_a_blocked_step_and_leaves_the_timer_off():
 def test_an_alarm_with_no_step_running_is_ignored():
     with time_limit(30):
         pass
+    # The step's handler stays installed, so the alarm neither ends the
+    # process (the default action) nor raises into whatever runs now.
+    assert signal.getsignal(signal.SIGALRM) is timing._expire
     os.kill(os.getpid(), signal.SIGALRM)  # delivered before kill() returns to Python code
     time.sleep(0)  # let the interpreter run the handler: it must not raise
 
